@@ -1,0 +1,60 @@
+# dockmoat: make setup | make run | make test | make lint | make bench
+# See ../shared/PRODUCT.md and README.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV       := .venv
+TOOLS      := .cache/tools
+UV         := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+PYTHON     ?= python3
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help setup run test test-unit lint bench clean engine-up engine-down
+
+help:
+	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
+	@echo "make run     setup, then serve the guarded socket in the foreground"
+	@echo "make test    setup, start/reuse a real engine, lint, type-check, run the whole suite"
+	@echo "make lint    ruff + mypy (strict)"
+	@echo "make bench   the benchmarks in bench/"
+
+$(UV):
+	@$(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# The stamp makes `make setup` silent when the lock has not changed.
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	@$(UV) sync --locked --quiet --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced
+	@scripts/install-engine
+
+run: setup
+	@scripts/test-engine up --quiet-reuse
+	@$(VENV)/bin/dockmoat serve
+
+lint: setup
+	@$(VENV)/bin/ruff check src tests bench
+	@$(VENV)/bin/ruff format --check src tests bench
+	@$(VENV)/bin/mypy
+
+test-unit: setup
+	@$(VENV)/bin/pytest -m "not engine" -q
+
+# The engine is started only if none answered; `down` stops only what `up` started.
+test: setup
+	@$(MAKE) --no-print-directory lint
+	@scripts/test-engine up
+	@status=0; $(VENV)/bin/pytest -q $(PYTEST_ARGS) || status=$$?; \
+	  scripts/test-engine down; exit $$status
+
+bench: setup
+	@scripts/test-engine up
+	@$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""dockmoat: Docker for CI jobs without handing them the host."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from dockmoat.cli import main
+
+main()

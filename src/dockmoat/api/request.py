@@ -1,0 +1,74 @@
+"""The parsed, typed request that reaches the one decision point of the gateway.
+
+Everything the policy and tenancy layers look at is here, already read the way
+dockerd reads it (routing, Go query rules, Go JSON rules). Nothing in this
+module does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where dockerd would dispatch a request.
+
+    `resource` and `action` name the endpoint ("containers", "create");
+    `params` holds path variables such as {"id": "abc"} or {"name": "img:tag"}.
+    An unknown endpoint has resource "unknown".
+    """
+
+    resource: str
+    action: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.resource}.{self.action}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """Who is on the other end of a client connection (for audit and tenancy)."""
+
+    listener: str
+    tenant: str | None = None
+    uid: int | None = None
+    pid: int | None = None
+    tls_subject: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One Docker API request, as dockerd will read it.
+
+    `query` maps each key to all its values in order (Go: first one wins for
+    FormValue). `body_json` is the decoded JSON body where the endpoint takes
+    one, `None` where there is none or the endpoint streams an opaque body.
+    """
+
+    method: str
+    raw_target: str
+    path: str
+    api_version: str | None
+    route: Route
+    query: dict[str, list[str]]
+    headers: tuple[tuple[str, str], ...]
+    client: ClientIdentity
+    body_json: Any = None
+    body_raw: bytes | None = None
+
+    def param(self, key: str) -> str | None:
+        """Go's `r.Form.Get(key)`: the first value, or None when absent."""
+        values = self.query.get(key)
+        return values[0] if values else None
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None

@@ -1,0 +1,1 @@
+"""CI tooling: run a job, generate configs, audit configs, diagnose failures."""

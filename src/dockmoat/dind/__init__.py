@@ -1,0 +1,1 @@
+"""Nested Docker daemons: certificates, lifecycle, warm pools, layer caches."""

@@ -1,0 +1,1 @@
+"""The guarded socket: listeners, HTTP relay and the upstream connection pool."""

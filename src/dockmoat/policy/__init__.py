@@ -1,0 +1,1 @@
+"""The policy: decisions on parsed requests, organised by Engine API resource."""

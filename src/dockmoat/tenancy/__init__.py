@@ -1,0 +1,1 @@
+"""Per-job tenancy on a shared daemon: ownership, name spaces, clean-up."""
