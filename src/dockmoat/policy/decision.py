@@ -15,23 +15,32 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """Refuse with HTTP 403; `message` says what was refused and what is allowed instead."""
+    """Refuse; `message` says what was refused and what is allowed instead.
+
+    `status` is 403 for policy denials; tenancy answers 404 for resources that
+    do not exist for the tenant (never a 403 that would confirm existence).
+    """
 
     rule: str
     message: str
+    status: int = 403
 
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """Forward a changed request: `body_json` replaces the body, `query` the query string.
+    """Forward a changed request.
 
-    `notes` say what was changed, for the audit log.
+    `body_json` (when not None) replaces the body, `query` the query string,
+    `path` the routed path (e.g. a name resolved to a full id, so that a rename
+    between check and forward cannot redirect the request). `notes` say what was
+    changed, for the audit log.
     """
 
     rule: str
     notes: tuple[str, ...]
     body_json: Any = None
     query: dict[str, list[str]] | None = None
+    path: str | None = None
 
 
 Decision = Allow | Deny | Rewrite
