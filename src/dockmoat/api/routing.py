@@ -1,0 +1,153 @@
+"""Route a request exactly as dockerd (Go net/http + gorilla/mux) would.
+
+The rules, each of which an attacker could otherwise use to make the gateway
+check one endpoint while dockerd runs another:
+
+- the target is read like Go's `url.ParseRequestURI`: origin form, absolute
+  form (`http://host/path`: only the path counts), `*`; control bytes and bad
+  percent escapes are refused (Go answers 400);
+- the path is percent-decoded ONCE and routes match the decoded path;
+- `//` and dot segments are NOT cleaned: gorilla/mux answers such paths with a
+  301 redirect and runs nothing, so they classify as unknown (the gateway never
+  follows a redirect itself);
+- an optional `/v<digits and dots>` prefix is stripped (`/v1.41.`, `/v01.041`
+  and `/v.` are all accepted by the router; the version check comes later);
+- the first table entry matching both method (case-sensitive) and path wins.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from functools import lru_cache
+from typing import Final
+
+from dockmoat.api.endpoints import ENDPOINTS
+from dockmoat.api.request import Route
+from dockmoat.errors import ProtocolError
+
+UNKNOWN: Final = ("unknown", "unknown")
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_VERSION = re.compile(r"/v(?P<version>[0-9.]+)(?P<rest>/.*)", re.DOTALL)
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_TEMPLATE_VAR = re.compile(r"\{([a-z]+)(?::([^}]*))?\}")
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    """A gorilla/mux path template as a regexp (default variable pattern `[^/]+`)."""
+    out: list[str] = []
+    pos = 0
+    for match in _TEMPLATE_VAR.finditer(template):
+        out.append(re.escape(template[pos : match.start()]))
+        pattern = match.group(2) if match.group(2) is not None else "[^/]+"
+        out.append(f"(?P<{match.group(1)}>{pattern})")
+        pos = match.end()
+    out.append(re.escape(template[pos:]))
+    # Go's `.` does not match "\n" either (no DOTALL), and fullmatch is Go's `^...$`.
+    return re.compile("".join(out))
+
+
+_TABLE: Final = tuple(
+    (method, _compile(template), resource, action)
+    for method, template, resource, action in ENDPOINTS
+)
+
+
+def _unescape_path(raw: str) -> str:
+    """Go's `unescape(s, encodePath)`: `%XX` only; `+` stays a plus."""
+    data = raw.encode("utf-8", "surrogateescape")
+    if b"%" not in data:
+        return raw
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        byte = data[i]
+        if byte == 0x25:  # "%"
+            if i + 2 >= n or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
+                raise ProtocolError(f"invalid URL escape in path {raw[:80]!r}")
+            out.append(int(data[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(byte)
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """(decoded path, raw query or None) of a request target, as Go reads it.
+
+    Raises ProtocolError where Go's server answers 400.
+    """
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        raise ProtocolError("invalid control character in request target")
+    if target == "*":
+        return "*", None
+    rest = target
+    if not rest.startswith("/"):
+        scheme = _SCHEME.match(rest)
+        if scheme is None:
+            raise ProtocolError(f"invalid URI for request: {target[:80]!r}")
+        rest = rest[scheme.end() :]
+        if not rest.startswith("/"):
+            # Opaque form ("a:b"): Go keeps no path, the router redirects.
+            return "", None
+        if rest.startswith("//"):
+            authority_end = len(rest)
+            for sep in "/?":
+                idx = rest.find(sep, 2)
+                if idx != -1:
+                    authority_end = min(authority_end, idx)
+            rest = rest[authority_end:]
+    path, sep, query = rest.partition("?")
+    return _unescape_path(path), (query if sep else None)
+
+
+def _clean(path: str) -> str:
+    """gorilla/mux's cleanPath: the path it would redirect to."""
+    if path == "":
+        return "/"
+    if path[0] != "/":
+        path = "/" + path
+    cleaned = posixpath.normpath(path)
+    # posixpath keeps a leading "//" (POSIX); Go's path.Clean does not.
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    if path.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+@lru_cache(maxsize=4096)
+def route_path(method: str, path: str) -> tuple[str, str | None, Route]:
+    """Route a decoded path: (path without version prefix, version or None, Route)."""
+    if _clean(path) != path:
+        return path, None, Route(*UNKNOWN)
+    version: str | None = None
+    routed = path
+    versioned = _VERSION.fullmatch(path)
+    if versioned is not None:
+        version = versioned.group("version")
+        routed = versioned.group("rest")
+    for entry_method, pattern, resource, action in _TABLE:
+        if entry_method != method:
+            continue
+        match = pattern.fullmatch(routed)
+        if match is not None:
+            return routed, version, Route(resource, action, dict(match.groupdict()))
+    return routed, version, Route(*UNKNOWN)
+
+
+def classify(method: str, target: str) -> tuple[str, str | None, Route]:
+    """(routed path, API version or None, Route) of a request, as dockerd routes it.
+
+    The routed path is the percent-decoded path without the `/v<version>`
+    prefix. Raises ProtocolError for targets Go's server refuses with 400.
+    """
+    path, _query = split_target(target)
+    routed, version, route = route_path(method, path)
+    # A fresh params dict per call: the cached Route must never be shared mutably.
+    return routed, version, Route(route.resource, route.action, dict(route.params))
