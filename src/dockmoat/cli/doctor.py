@@ -1,14 +1,72 @@
-"""`dockmoat doctor` (see ../shared/PRODUCT.md)."""
+"""`dockmoat doctor` (see ../shared/PRODUCT.md): the seed's troubleshooting as checks."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
 import click
+from rich.console import Console
 
-from dockmoat.cli._stub import not_yet
+from dockmoat.ci.doctor.config import resolve
+from dockmoat.ci.doctor.gather import diagnose
+from dockmoat.ci.doctor.model import exit_status
+from dockmoat.ci.doctor.render import print_text, to_json
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-@click.command(name="doctor", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise not_yet("dockmoat doctor", "pending")
+@click.command(name="doctor")
+@click.option(
+    "--host",
+    "-H",
+    metavar="URL",
+    help="Daemon address (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
+)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--dind", metavar="CONTAINER", help="Also check this DinD container on that engine.")
+@click.option("--tls", is_flag=True, help="Use TLS (implied by --tlsverify).")
+@click.option(
+    "--tlsverify", is_flag=True, help="Use TLS and verify the daemon (default: $DOCKER_TLS_VERIFY)."
+)
+@click.option("--tlscacert", type=_FILE, help="CA certificate (default: $DOCKER_CERT_PATH/ca.pem).")
+@click.option(
+    "--tlscert", type=_FILE, help="Client certificate (default: $DOCKER_CERT_PATH/cert.pem)."
+)
+@click.option("--tlskey", type=_FILE, help="Client key (default: $DOCKER_CERT_PATH/key.pem).")
+def command(
+    host: str | None,
+    output: Literal["text", "json"],
+    dind: str | None,
+    tls: bool,
+    tlsverify: bool,
+    tlscacert: Path | None,
+    tlscert: Path | None,
+    tlskey: Path | None,
+) -> None:
+    """Check the Docker set-up: daemon, TLS files, socket permissions, storage, DinD, MTU.
+
+    Prints each check as ok/warn/fail with the fix; exits 1 when any check fails.
+    """
+    config = resolve(
+        host=host,
+        env=os.environ,
+        home=Path.home(),
+        tls=tls,
+        tlsverify=tlsverify,
+        tlscacert=tlscacert,
+        tlscert=tlscert,
+        tlskey=tlskey,
+        dind=dind,
+        output=output,
+    )
+    findings = diagnose(config)
+    if output == "json":
+        click.echo(to_json(findings))
+    else:
+        print_text(findings, Console(highlight=False))
+    sys.exit(exit_status(findings))
