@@ -1,0 +1,241 @@
+"""What a nested daemon looks like on the engine: options, dockerd argv, create bodies (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockmoat.dind import naming
+from dockmoat.dind.certs import SERVER_CERT_DIR
+
+DEFAULT_IMAGE = "docker:27-dind"
+DEFAULT_PIDS_LIMIT = 4096
+DATA_ROOT = "/var/lib/docker"
+# The official rootless image runs dockerd as uid 1000 with this data root.
+ROOTLESS_DATA_ROOT = "/home/rootless/.local/share/docker"
+ROOTLESS_UID = 1000
+
+_MEMORY = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_POOL = re.compile(r"base=([0-9a-fA-F.:/]+),size=(\d{1,3})")
+
+
+def parse_memory(text: str) -> int:
+    """Docker's memory syntax (`512m`, `2g`, bytes) to bytes; ValueError when invalid."""
+    match = _MEMORY.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"invalid memory size {text!r}: use e.g. 512m or 2g")
+    value = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    # dockerd refuses less than 6 MiB; a nested daemon needs far more anyway.
+    if value < 6 * 1024**2:
+        raise ValueError(f"memory {text!r} is too small: a nested daemon needs at least 6m")
+    return value
+
+
+def parse_cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"invalid cpu count {text!r}: use e.g. 2 or 0.5") from None
+    if not 0.01 <= value <= 1024:
+        raise ValueError(f"cpu count {text!r} out of range (0.01-1024)")
+    return value
+
+
+def validate_address_pool(text: str) -> str:
+    """dockerd's `--default-address-pool base=CIDR,size=N`; ValueError when invalid."""
+    match = _POOL.fullmatch(text)
+    if not match:
+        raise ValueError(f"invalid address pool {text!r}: use base=10.123.0.0/16,size=24")
+    try:
+        base = ipaddress.ip_network(match.group(1), strict=True)
+    except ValueError as error:
+        raise ValueError(f"invalid address pool base in {text!r}: {error}") from None
+    size = int(match.group(2))
+    if not base.prefixlen <= size <= base.max_prefixlen:
+        raise ValueError(f"address pool size {size} must lie between /{base.prefixlen} and /32")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class DindOptions:
+    """What `up` (or a pool) asks for; validated on construction (ValueError)."""
+
+    image: str = DEFAULT_IMAGE
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    rootless: bool = False
+    runtime: str | None = None
+    mtu: int | None = None  # None: the host's default bridge MTU
+    address_pools: tuple[str, ...] = ()
+    storage_driver: str | None = None
+    cache: str | None = None
+    preload: tuple[str, ...] = field(default=())
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.image or any(c.isspace() for c in self.image):
+            raise ValueError(f"invalid image reference {self.image!r}")
+        if self.pids_limit < 64:
+            raise ValueError("a PID limit below 64 cannot run a nested daemon")
+        if self.mtu is not None and not 576 <= self.mtu <= 65535:
+            raise ValueError(f"MTU {self.mtu} out of range (576-65535)")
+        if self.cache is not None:
+            naming.validate_cache_key(self.cache)
+        for pool in self.address_pools:
+            validate_address_pool(pool)
+        if self.runtime is not None and not re.fullmatch(
+            r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", self.runtime
+        ):
+            raise ValueError(f"invalid runtime name {self.runtime!r}")
+        if self.storage_driver is not None and not re.fullmatch(
+            r"[a-z0-9_-]+", self.storage_driver
+        ):
+            raise ValueError(f"invalid storage driver {self.storage_driver!r}")
+        if not 1 <= self.timeout <= 3600:
+            raise ValueError("timeout must lie between 1 and 3600 seconds")
+
+    def shape(self) -> dict[str, Any]:
+        """The part a warm pool daemon must match to stand in for a cold `up`."""
+        return {
+            "image": self.image,
+            "memory": self.memory,
+            "cpus": self.cpus,
+            "pids_limit": self.pids_limit,
+            "rootless": self.rootless,
+            "runtime": self.runtime,
+            "mtu": self.mtu,
+            "address_pools": list(self.address_pools),
+            "storage_driver": self.storage_driver,
+        }
+
+
+def data_root(options: DindOptions) -> str:
+    return ROOTLESS_DATA_ROOT if options.rootless else DATA_ROOT
+
+
+def dockerd_argv(options: DindOptions, mtu: int) -> list[str]:
+    """The nested dockerd's arguments: mutual TLS on 2376 and nothing unauthenticated.
+
+    Passing `dockerd ...` explicitly makes the official entrypoint skip its
+    "no TLS? sleep 16 s" path; DOCKER_TLS_CERTDIR="" (see `container_config`)
+    makes it skip generating RSA keys.
+    """
+    argv = [
+        "dockerd",
+        f"--host=tcp://0.0.0.0:{naming.TLS_PORT}",
+        "--tlsverify",
+        f"--tlscacert={SERVER_CERT_DIR}/ca.pem",
+        f"--tlscert={SERVER_CERT_DIR}/cert.pem",
+        f"--tlskey={SERVER_CERT_DIR}/key.pem",
+        f"--data-root={data_root(options)}",
+        f"--mtu={mtu}",
+    ]
+    if not options.rootless:
+        # A local socket for `docker exec <daemon> docker ...` when debugging;
+        # it is reachable only from inside the daemon's own container.
+        argv.append("--host=unix:///var/run/docker.sock")
+    argv += [f"--default-address-pool={pool}" for pool in options.address_pools]
+    if options.storage_driver:
+        argv.append(f"--storage-driver={options.storage_driver}")
+    return argv
+
+
+def labels(
+    instance: str, role: str, claimant: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    result = {
+        naming.LABEL_INSTANCE: instance,
+        naming.LABEL_ROLE: role,
+        naming.LABEL_CLAIMANT: claimant,
+    }
+    result.update(extra or {})
+    return result
+
+
+def network_options(mtu: int) -> dict[str, str]:
+    return {"com.docker.network.driver.mtu": str(mtu)}
+
+
+def pick_address(subnet: str, gateway: str | None) -> str:
+    """The daemon's fixed address on its own fresh network: the first host that is not the gateway.
+
+    Fixing it before start lets the server certificate name the IP before dockerd runs.
+    """
+    network = ipaddress.ip_network(subnet, strict=False)
+    for host in network.hosts():
+        if str(host) != gateway:
+            return str(host)
+    raise ValueError(f"subnet {subnet} has no free address")
+
+
+def container_env(options: DindOptions) -> list[str]:
+    env = ["DOCKER_TLS_CERTDIR="]
+    if options.rootless:
+        # rootlesskit runs dockerd in its own network namespace; the official
+        # rootless entrypoint passes these flags on, publishing 2376 to the container.
+        env.append(
+            f"DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS=-p 0.0.0.0:{naming.TLS_PORT}:{naming.TLS_PORT}/tcp"
+        )
+    return env
+
+
+def container_config(
+    options: DindOptions,
+    *,
+    instance: str,
+    network: str,
+    address: str,
+    volume: str,
+    mtu: int,
+    container_labels: dict[str, str],
+    volume_labels: dict[str, str],
+) -> dict[str, Any]:
+    """The body of `POST /containers/create` for a nested daemon."""
+    host_config: dict[str, Any] = {
+        # Nested dockerd needs mounts, cgroups and iptables; `--runtime` can
+        # replace this (e.g. sysbox-runc) where the host has such a runtime.
+        "Privileged": options.runtime is None,
+        "NetworkMode": network,
+        "PortBindings": {f"{naming.TLS_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+        "Mounts": [
+            {
+                # A named volume, not the image's anonymous one: overlay2 works on
+                # it, it is labelled for clean-up, and a cache key can keep it.
+                "Type": "volume",
+                "Source": volume,
+                "Target": data_root(options),
+                "VolumeOptions": {"Labels": volume_labels},
+            }
+        ],
+        "PidsLimit": options.pids_limit,
+        "Init": False,
+    }
+    if options.runtime:
+        host_config["Runtime"] = options.runtime
+    if options.memory:
+        host_config["Memory"] = options.memory
+        # Same value: no swap on top of the limit, as `docker run --memory` users expect.
+        host_config["MemorySwap"] = options.memory
+    if options.cpus:
+        host_config["NanoCpus"] = int(options.cpus * 1e9)
+    return {
+        "Image": options.image,
+        "Cmd": dockerd_argv(options, mtu),
+        "Env": container_env(options),
+        "Hostname": instance[:63],
+        "Labels": container_labels,
+        "ExposedPorts": {f"{naming.TLS_PORT}/tcp": {}},
+        "HostConfig": host_config,
+        "NetworkingConfig": {
+            "EndpointsConfig": {
+                network: {
+                    "IPAMConfig": {"IPv4Address": address},
+                    "Aliases": [naming.ALIAS, instance],
+                }
+            }
+        },
+    }

@@ -1,0 +1,135 @@
+"""The manager's state directory: its CA, per-daemon client certificates, lock files.
+
+Layout (directories 0700, keys 0600):
+
+    STATE/ca/{cert.pem,key.pem}              the manager CA (made once)
+    STATE/daemons/<instance>/client/{ca,cert,key}.pem   DOCKER_CERT_PATH of a daemon
+    STATE/daemons/<instance>/claimant        who is starting it (for gc)
+    STATE/locks/cache-<key>.lock             flock while claiming a cache key
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from dockmoat.dind import certs
+from dockmoat.errors import ConfigError
+
+STATE_ENV = "DOCKMOAT_STATE_DIR"
+ROOT_DEFAULT = Path("/var/lib/dockmoat/dind")
+
+
+def default_state_dir(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
+    env = dict(os.environ) if env is None else env
+    if env.get(STATE_ENV):
+        return Path(env[STATE_ENV])
+    if (os.geteuid() if uid is None else uid) == 0:
+        return ROOT_DEFAULT
+    home = Path(env.get("HOME", "~")).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(home / ".local" / "state")
+    return Path(base) / "dockmoat" / "dind"
+
+
+def _private_dir(path: Path) -> Path:
+    """Create `path` 0700, or check an existing one is ours and closed to others."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"state directory {path} belongs to uid {info.st_uid}, not to you")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(
+            f"state directory {path} is open to others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"it holds private keys: run chmod 700 {path}"
+        )
+    return path
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file atomically with `mode` from the start (never briefly world-readable)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class StateDir:
+    """One manager's state directory (checked on construction)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = _private_dir(root)
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """An exclusive flock on STATE/locks/<name>.lock for the duration of the block."""
+        lock_dir = _private_dir(self.root / "locks")
+        fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock, also when the process dies
+
+    def ca(self) -> certs.KeyPair:
+        """The manager CA, made on first use (under a lock: concurrent `up`s make one)."""
+        ca_dir = self.root / "ca"
+        cert_path, key_path = ca_dir / "cert.pem", ca_dir / "key.pem"
+        if not cert_path.exists():
+            with self.locked("ca"):
+                if not cert_path.exists():
+                    _private_dir(ca_dir)
+                    pair = certs.new_ca()
+                    write_private(key_path, pair.key_pem)
+                    write_private(cert_path, pair.cert_pem, 0o644)
+        pair = certs.KeyPair(cert_path.read_bytes(), key_path.read_bytes())
+        try:
+            certs.load_ca(pair)
+        except ValueError as error:
+            raise ConfigError(f"the CA in {ca_dir} is unusable: {error}") from None
+        return pair
+
+    def daemon_dir(self, instance: str) -> Path:
+        return self.root / "daemons" / instance
+
+    def client_dir(self, instance: str) -> Path:
+        return self.daemon_dir(instance) / "client"
+
+    def write_client(self, instance: str, daemon_certs: certs.DaemonCerts, claimant: str) -> Path:
+        """Write the client side in the layout the docker CLI expects; return DOCKER_CERT_PATH."""
+        _private_dir(self.root / "daemons")
+        directory = _private_dir(self.daemon_dir(instance))
+        write_private(directory / "claimant", claimant.encode())
+        client = _private_dir(self.client_dir(instance))
+        write_private(client / "ca.pem", daemon_certs.client_ca_pem, 0o644)
+        write_private(client / "cert.pem", daemon_certs.client.cert_pem, 0o644)
+        write_private(client / "key.pem", daemon_certs.client.key_pem)
+        return client
+
+    def remove_daemon(self, instance: str) -> bool:
+        directory = self.daemon_dir(instance)
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            return True
+        return False
+
+    def instances(self) -> list[str]:
+        daemons = self.root / "daemons"
+        if not daemons.is_dir():
+            return []
+        return sorted(entry.name for entry in daemons.iterdir() if entry.is_dir())
+
+    def claimant_of(self, instance: str) -> str | None:
+        try:
+            return (self.daemon_dir(instance) / "claimant").read_text()
+        except OSError:
+            return None
