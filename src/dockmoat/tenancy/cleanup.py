@@ -1,0 +1,111 @@
+"""Removing everything a job owns: containers (forced), then networks, volumes, images.
+
+The inventory is the union of the store's records and the engine's labels, so
+a close after a gateway crash still finds what was created but never recorded
+(and what was recorded but never created is simply not found). A shared image
+is never removed: the job's own tags on it are untagged, and an image that is
+still in use elsewhere is kept (dockerd refuses with 409 and that is fine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dockmoat.tenancy.engine import Engine
+from dockmoat.tenancy.model import TENANT_LABEL, Tenant
+from dockmoat.tenancy.store import OwnershipStore
+
+
+@dataclass(slots=True)
+class Removed:
+    """What a close removed, in the tenant's own names; `kept` says what stayed and why."""
+
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "containers": self.containers,
+            "networks": self.networks,
+            "volumes": self.volumes,
+            "images": self.images,
+            "kept": self.kept,
+        }
+
+
+def _label_filter(tenant: Tenant) -> dict[str, list[str]]:
+    return {"label": [f"{TENANT_LABEL}={tenant.name}"]}
+
+
+async def _list(engine: Engine, path: str, query: dict[str, object]) -> list[dict[str, object]]:
+    status, answer = await engine.call("GET", path, query)
+    if status != 200:
+        raise RuntimeError(f"listing {path} failed with {status}: {answer}")
+    if isinstance(answer, dict):  # /volumes answers {"Volumes": [...]}
+        answer = answer.get("Volumes") or []
+    return [a for a in answer if isinstance(a, dict)] if isinstance(answer, list) else []
+
+
+async def clean_up(store: OwnershipStore, engine: Engine, tenant: Tenant) -> Removed:
+    """Remove everything the tenant owns on the engine. Raises when the engine is unreachable."""
+    removed = Removed()
+    ns = tenant.namespace
+    name = tenant.name
+
+    containers: dict[str, str] = {cid: cid[:12] for cid in store.owned(name, "container") if cid}
+    for entry in await _list(
+        engine, "/containers/json", {"all": "1", "filters": _label_filter(tenant)}
+    ):
+        names = entry.get("Names") or []
+        shown = (
+            ns.client_name(str(names[0])).lstrip("/") if isinstance(names, list) and names else ""
+        )
+        containers[str(entry.get("Id"))] = shown or str(entry.get("Id"))[:12]
+    for cid, shown in containers.items():
+        status, _ = await engine.call("DELETE", f"/containers/{cid}", {"force": "1", "v": "1"})
+        if status in (200, 204):
+            removed.containers.append(shown)
+
+    networks: dict[str, str] = {
+        key: ns.client_name(key) for key in store.owned(name, "network") if key
+    }
+    for entry in await _list(engine, "/networks", {"filters": _label_filter(tenant)}):
+        networks.pop(str(entry.get("Name")), None)
+        networks[str(entry.get("Id"))] = ns.client_name(str(entry.get("Name")))
+    for key, shown in networks.items():
+        status, _ = await engine.call("DELETE", f"/networks/{key}")
+        if status in (200, 204) and shown not in removed.networks:
+            removed.networks.append(shown)
+
+    volumes = {key for key in store.owned(name, "volume") if key}
+    for entry in await _list(engine, "/volumes", {}):
+        vol_name = str(entry.get("Name"))
+        labels = entry.get("Labels")
+        owner = labels.get(TENANT_LABEL) if isinstance(labels, dict) else None
+        if owner == name or (owner is None and ns.owns_name(vol_name)):
+            volumes.add(vol_name)
+    for vol_name in sorted(volumes):
+        status, _ = await engine.call("DELETE", f"/volumes/{vol_name}", {"force": "1"})
+        if status in (200, 204):
+            removed.volumes.append(ns.client_name(vol_name))
+
+    # Tags first (untag, or delete when it was the last), then the images the job built.
+    for tag in store.owned(name, "tag"):
+        status, _ = await engine.call("DELETE", f"/images/{tag}")
+        if status == 200:
+            removed.images.append(tag)
+        elif status == 409:
+            removed.kept.append(f"{tag} (in use)")
+    image_ids = set(store.owned(name, "image"))
+    for entry in await _list(engine, "/images/json", {"filters": _label_filter(tenant)}):
+        image_ids.add(str(entry.get("Id")))
+    for image_id in sorted(image_ids):
+        status, _ = await engine.call("DELETE", f"/images/{image_id}")
+        if status == 200:
+            removed.images.append(image_id.removeprefix("sha256:")[:12])
+        elif status == 409:
+            removed.kept.append(f"{image_id.removeprefix('sha256:')[:12]} (in use)")
+    return removed

@@ -1,0 +1,550 @@
+"""The tenancy stage of the gateway: per request, find out what it refers to, then decide.
+
+Look-ups go to the engine (labels are the first source of truth for
+containers, networks and volumes) and to the ownership store (image tags,
+exec ids); the decisions themselves are the pure functions of rules.py and
+present.py. Any failure to find out is a denial: the gateway turns an
+exception here into a Deny (fail closed), and unknown tenants are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from dockmoat.api.request import ApiRequest
+from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from dockmoat.tenancy import notfound, present, rules
+from dockmoat.tenancy.engine import Engine
+from dockmoat.tenancy.jsonkeys import get_field, set_field
+from dockmoat.tenancy.model import (
+    PREDEFINED_NETWORKS,
+    TENANT_LABEL,
+    ContainerFact,
+    ImageFacts,
+    NetworkFact,
+    Owner,
+    Tenant,
+    label_owner,
+    looks_like_image_id,
+    normalize_tag,
+    resolve_container,
+    resolve_network,
+)
+from dockmoat.tenancy.store import OwnershipStore
+
+ResponseKind = Literal["json", "events", "load", "none"]
+
+_JSON_RESPONSES = frozenset(
+    {
+        "containers.list",
+        "containers.inspect",
+        "containers.create",
+        "containers.exec",
+        "containers.delete",
+        "volumes.list",
+        "volumes.inspect",
+        "volumes.create",
+        "networks.list",
+        "networks.inspect",
+        "networks.create",
+        "images.list",
+        "images.inspect",
+        "images.delete",
+        "system.df",
+    }
+)
+
+_MAX_LOAD_SNAPSHOTS = 256
+SHARED_IMAGE_RULE = "tenancy.shared-image"
+TAG_RULE = "tenancy.image-tag"
+BUILD_CACHE_RULE = "tenancy.build-cache"
+
+
+class TenancyStage:
+    """Decides every request of a tenant's listener; `tenant_for` maps names to tenants."""
+
+    def __init__(
+        self,
+        store: OwnershipStore,
+        engine: Engine,
+        tenant_for: Callable[[str], Tenant | None],
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.tenant_for = tenant_for
+        # Tags present before each `docker load` (keyed by request), bounded.
+        self._load_snapshots: OrderedDict[int, frozenset[str]] = OrderedDict()
+
+    # --- look-ups ---------------------------------------------------------------
+
+    async def _owned_containers(self, tenant: Tenant) -> list[ContainerFact]:
+        status, answer = await self.engine.call(
+            "GET",
+            "/containers/json",
+            {"all": "1", "filters": {"label": [f"{TENANT_LABEL}={tenant.name}"]}},
+        )
+        if status != 200 or not isinstance(answer, list):
+            raise RuntimeError(f"cannot list the containers of {tenant.name}: {status}")
+        return [ContainerFact.from_list_entry(e) for e in answer if isinstance(e, dict)]
+
+    async def _owned_networks(self, tenant: Tenant) -> list[NetworkFact]:
+        status, answer = await self.engine.call(
+            "GET", "/networks", {"filters": {"label": [f"{TENANT_LABEL}={tenant.name}"]}}
+        )
+        if status != 200 or not isinstance(answer, list):
+            raise RuntimeError(f"cannot list the networks of {tenant.name}: {status}")
+        return [NetworkFact.from_list_entry(e) for e in answer if isinstance(e, dict)]
+
+    async def _volume(self, tenant: Tenant, ref: str) -> str | None:
+        """The engine name of the tenant's volume `ref`, or None."""
+        recorded = set(self.store.owned(tenant.name, "volume"))
+        for candidate in (tenant.namespace.engine_name(ref), ref):
+            status, answer = await self.engine.call("GET", f"/volumes/{candidate}")
+            if (
+                status == 200
+                and isinstance(answer, dict)
+                and present.volume_mine(answer, tenant, frozenset(recorded))
+            ):
+                return str(answer.get("Name", candidate))
+        return None
+
+    def image_facts(self, tenant: Tenant) -> ImageFacts:
+        return ImageFacts(
+            tenant=tenant.name,
+            id_owners={k: frozenset(v) for k, v in self.store.all_owned("image").items()},
+            tag_owners={k: frozenset(v) for k, v in self.store.all_owned("tag").items()},
+        )
+
+    async def _image(self, ref: str) -> dict[str, Any] | None:
+        status, answer = await self.engine.call("GET", f"/images/{ref}/json")
+        return answer if status == 200 and isinstance(answer, dict) else None
+
+    async def _image_visible(self, tenant: Tenant, ref: str) -> tuple[bool, dict[str, Any] | None]:
+        """(visible?, inspect) of an image reference.
+
+        A missing image counts as visible: dockerd answers its own 404."""
+        image = await self._image(ref)
+        if image is None:
+            return True, None
+        facts = self.image_facts(tenant)
+        if not looks_like_image_id(ref) and not facts.tag_visible(normalize_tag(ref)):
+            return False, image
+        return facts.image_owner(image) is not Owner.FOREIGN, image
+
+    async def _claim_tag(self, tenant: Tenant, tag: str) -> Decision:
+        """A tag the tenant wants to set (build, tag, commit, pull): free or its own."""
+        tag = normalize_tag(tag)
+        facts = self.image_facts(tenant)
+        if facts.tag_mine(tag):
+            return Allow()
+        if await self._image(tag) is not None or facts.tag_owners.get(tag):
+            return Deny(
+                TAG_RULE,
+                f"dockmoat: {TAG_RULE}: the tag {tag} is in use outside job {tenant.name} "
+                "(shared images and other jobs' tags cannot be retagged). Choose another name.",
+            )
+        self.store.add(tenant.name, "tag", tag)
+        return Allow()
+
+    # --- the request stage ------------------------------------------------------
+
+    async def on_request(self, request: ApiRequest) -> Decision:
+        tenant_name = request.client.tenant
+        if tenant_name is None:
+            return Allow()
+        tenant = self.tenant_for(tenant_name)
+        if tenant is None:
+            return Deny(
+                "tenancy.unknown-tenant", f"dockmoat: tenancy: job {tenant_name} is closed."
+            )
+        route = request.route.name
+        if route in rules.CONTAINER_ROUTES:
+            return await self._container_route(request, tenant)
+        handler = self._handlers.get(route)
+        if handler is not None:
+            return await handler(self, request, tenant)
+        return Allow()
+
+    async def _container_route(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        ref = request.route.params.get("name", "")
+        fact = resolve_container(ref, await self._owned_containers(tenant), tenant.namespace)
+        if fact is None:
+            return notfound.no_such_container(ref)
+        route = request.route.name
+        query = {k: list(v) for k, v in request.query.items()}
+        notes = [f"container {ref} -> {fact.id[:12]}"]
+        body = None
+        if route == "containers.rename":
+            new = request.param("name")
+            if new:
+                query["name"] = [tenant.namespace.engine_name(new)]
+        elif route == "containers.start" and not fact.running:
+            running = sum(1 for c in await self._owned_containers(tenant) if c.running)
+            verdict = rules.check_running_quota(tenant, running)
+            if isinstance(verdict, Deny):
+                return verdict
+        elif route == "containers.update":
+            decision = await self._memory_quota(tenant, request.body_json, exclude=fact.id)
+            if isinstance(decision, Deny):
+                return decision
+        path = rules.replace_path_param(request.path, "containers", ref, fact.id)
+        return Rewrite(rules.RULE, tuple(notes), body_json=body, query=query, path=path)
+
+    async def _memory_quota(self, tenant: Tenant, body: Any, exclude: str | None) -> Decision:
+        if tenant.quotas.memory_bytes is None:
+            return Allow()
+        current: list[int] = []
+        for fact in await self._owned_containers(tenant):
+            if fact.id == exclude:
+                continue
+            status, answer = await self.engine.call("GET", f"/containers/{fact.id}/json")
+            if status == 200:
+                current.append(int(get_field(answer.get("HostConfig"), "Memory") or 0))
+        return rules.check_memory_quota(tenant, current, rules.memory_of(body))
+
+    async def _create(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        body = request.body_json if isinstance(request.body_json, dict) else {}
+        image = get_field(body, "Image")
+        if isinstance(image, str) and image:
+            visible, _ = await self._image_visible(tenant, image)
+            if not visible:
+                return notfound.no_such_image(image)
+        refs = rules.create_refs(body)
+        containers = await self._owned_containers(tenant) if refs.containers else []
+        networks = await self._owned_networks(tenant) if refs.networks else []
+        resolved_ids: dict[str, str] = {}
+        resolved_names: dict[str, str] = {}
+        for ref in refs.containers:
+            fact = resolve_container(ref, containers, tenant.namespace)
+            if fact is not None:
+                resolved_ids[ref] = fact.id
+                resolved_names[ref] = fact.names[0].lstrip("/") if fact.names else fact.id
+        resolved_nets: dict[str, str] = {}
+        for ref in refs.networks:
+            net = resolve_network(ref, networks, tenant.namespace)
+            if net is not None:
+                resolved_nets[ref] = net.name
+        decision = await self._memory_quota(tenant, body, exclude=None)
+        if isinstance(decision, Deny):
+            return decision
+        for ref in _volume_names(body):
+            self.store.add(tenant.name, "volume", tenant.namespace.engine_name(ref))
+        return rules.rewrite_create(
+            body,
+            request.query,
+            tenant,
+            rules.Resolved(resolved_ids, resolved_names, resolved_nets),
+        )
+
+    async def _container_list(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        query = rules.scoped_query(
+            request.query,
+            tenant,
+            name_filters=True,
+            ref_filters={
+                "network": tenant.namespace.engine_name,
+                "volume": tenant.namespace.engine_name,
+            },
+        )
+        return Rewrite(rules.RULE, (f"scoped to {tenant.name}",), query=query)
+
+    async def _prune(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        query = rules.scoped_query(request.query, tenant)
+        return Rewrite(rules.RULE, (f"prune scoped to {tenant.name}",), query=query)
+
+    async def _exec(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        params = request.route.params
+        ref = params.get("id") or params.get("name") or ""
+        status, answer = await self.engine.call("GET", f"/exec/{ref}/json")
+        if status != 200 or not isinstance(answer, dict):
+            return notfound.no_such_exec(ref)
+        owned = {c.id for c in await self._owned_containers(tenant)}
+        if answer.get("ContainerID") not in owned:
+            return notfound.no_such_exec(ref)
+        return Allow()
+
+    async def _volume_ref(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        ref = request.route.params.get("name", "")
+        engine_name = await self._volume(tenant, ref)
+        if engine_name is None:
+            return notfound.no_such_volume(ref)
+        path = rules.replace_path_param(request.path, "volumes", ref, engine_name)
+        return Rewrite(rules.RULE, (f"volume {ref} -> {engine_name}",), path=path)
+
+    async def _volume_create(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        if tenant.quotas.volumes is not None:
+            _, answer = await self.engine.call("GET", "/volumes")
+            volumes = answer.get("Volumes") if isinstance(answer, dict) else None
+            recorded = frozenset(self.store.owned(tenant.name, "volume"))
+            mine = [v for v in volumes or [] if present.volume_mine(v, tenant, recorded)]
+            verdict = rules.check_volume_quota(tenant, len(mine))
+            if isinstance(verdict, Deny):
+                return verdict
+        decision = rules.rewrite_volume_create(request.body_json, tenant)
+        name = get_field(decision.body_json, "Name")
+        if isinstance(name, str) and name:
+            self.store.add(tenant.name, "volume", name)
+        return decision
+
+    async def _network_ref(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        ref = request.route.params.get("id", "")
+        route = request.route.name
+        if ref in PREDEFINED_NETWORKS and route != "networks.delete":
+            net_name = ref
+        else:
+            net = resolve_network(ref, await self._owned_networks(tenant), tenant.namespace)
+            if net is None:
+                return notfound.no_such_network(ref)
+            net_name = net.id
+        path = rules.replace_path_param(request.path, "networks", ref, net_name)
+        body = None
+        if route in ("networks.connect", "networks.disconnect"):
+            body = dict(request.body_json) if isinstance(request.body_json, dict) else {}
+            container = get_field(body, "Container")
+            fact = resolve_container(
+                str(container or ""), await self._owned_containers(tenant), tenant.namespace
+            )
+            if fact is None:
+                return notfound.no_such_container(str(container or ""))
+            set_field(body, "Container", fact.id)
+        return Rewrite(
+            rules.RULE, (f"network {ref} -> {net_name[:12]}",), body_json=body, path=path
+        )
+
+    async def _network_create(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        decision = rules.rewrite_network_create(request.body_json, tenant)
+        if isinstance(decision, Rewrite):
+            self.store.add(tenant.name, "network", str(get_field(decision.body_json, "Name")))
+        return decision
+
+    async def _image_ref(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        ref = request.route.params.get("name", "")
+        route = request.route.name
+        visible, image = await self._image_visible(tenant, ref)
+        if not visible:
+            return notfound.no_such_image(ref, inspect=route == "images.inspect")
+        if image is None:
+            return Allow()
+        facts = self.image_facts(tenant)
+        if route == "images.delete":
+            owner = facts.image_owner(image)
+            is_tag = not looks_like_image_id(ref)
+            if is_tag and facts.tag_mine(normalize_tag(ref)):
+                return Allow()
+            if owner is not Owner.MINE:
+                return Deny(
+                    SHARED_IMAGE_RULE,
+                    f"dockmoat: {SHARED_IMAGE_RULE}: {ref} is a shared image; jobs may use it "
+                    "but not remove it. Remove only the tags and images your job made.",
+                )
+            others = [t for t in image.get("RepoTags") or [] if not facts.tag_mine(str(t))]
+            if others and not is_tag:
+                return Deny(
+                    SHARED_IMAGE_RULE,
+                    f"dockmoat: {SHARED_IMAGE_RULE}: {ref} carries tags your job did not make; "
+                    "remove it by your own tag instead.",
+                )
+        if route == "images.tag":
+            repo = request.param("repo") or ""
+            tag = request.param("tag") or ""
+            if repo:
+                return await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+        return Allow()
+
+    async def _images_get_all(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        for ref in request.query.get("names", []):
+            visible, _ = await self._image_visible(tenant, ref)
+            if not visible:
+                return notfound.no_such_image(ref)
+        return Allow()
+
+    async def _build(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        for tag in request.query.get("t", []):
+            verdict = await self._claim_tag(tenant, tag)
+            if isinstance(verdict, Deny):
+                return verdict
+        query = {k: list(v) for k, v in request.query.items()}
+        raw = request.param("labels")
+        labels = json.loads(raw) if raw else {}
+        query["labels"] = [json.dumps(rules.with_label(labels, tenant), separators=(",", ":"))]
+        return Rewrite(rules.RULE, (f"label {TENANT_LABEL}={tenant.name}",), query=query)
+
+    async def _build_prune(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        return Deny(
+            BUILD_CACHE_RULE,
+            f"dockmoat: {BUILD_CACHE_RULE}: the build cache is shared by all jobs; "
+            "it is pruned by the operator, not by a job.",
+        )
+
+    async def _commit(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        ref = request.param("container") or ""
+        fact = resolve_container(ref, await self._owned_containers(tenant), tenant.namespace)
+        if fact is None:
+            return notfound.no_such_container(ref)
+        repo = request.param("repo")
+        if repo:
+            tag = request.param("tag")
+            verdict = await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+            if isinstance(verdict, Deny):
+                return verdict
+        query = {k: list(v) for k, v in request.query.items()}
+        query["container"] = [fact.id]
+        return Rewrite(rules.RULE, (f"container {ref} -> {fact.id[:12]}",), query=query)
+
+    async def _image_create(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        tag = request.param("tag")
+        pulled = request.param("fromImage")
+        if pulled:
+            name = f"{pulled}:{tag}" if tag else pulled
+            if await self._image(name) is not None:
+                # Pulling a tag that exists already changes nothing the job may claim.
+                return Allow()
+            return await self._claim_tag(tenant, name)
+        repo = request.param("repo")
+        if request.param("fromSrc") and repo:
+            return await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+        return Allow()
+
+    async def _image_load(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        # Tags that exist before the load are not the job's, even if the load retags them.
+        status, answer = await self.engine.call("GET", "/images/json")
+        if status != 200 or not isinstance(answer, list):
+            raise RuntimeError(f"cannot list images before a load: {status}")
+        tags = {str(t) for image in answer for t in image.get("RepoTags") or []}
+        tags |= {str(image.get("Id")) for image in answer}
+        self._load_snapshots[id(request)] = frozenset(tags)
+        while len(self._load_snapshots) > _MAX_LOAD_SNAPSHOTS:
+            self._load_snapshots.popitem(last=False)
+        return Allow()
+
+    _handlers: Mapping[str, Callable[[TenancyStage, ApiRequest, Tenant], Awaitable[Decision]]] = {
+        "containers.create": _create,
+        "containers.list": _container_list,
+        "containers.prune": _prune,
+        "volumes.prune": _prune,
+        "networks.prune": _prune,
+        "images.prune": _prune,
+        "exec.inspect": _exec,
+        "exec.start": _exec,
+        "exec.resize": _exec,
+        "volumes.inspect": _volume_ref,
+        "volumes.update": _volume_ref,
+        "volumes.delete": _volume_ref,
+        "volumes.create": _volume_create,
+        "networks.inspect": _network_ref,
+        "networks.delete": _network_ref,
+        "networks.connect": _network_ref,
+        "networks.disconnect": _network_ref,
+        "networks.create": _network_create,
+        "images.inspect": _image_ref,
+        "images.history": _image_ref,
+        "images.get": _image_ref,
+        "images.push": _image_ref,
+        "images.tag": _image_ref,
+        "images.delete": _image_ref,
+        "images.get_all": _images_get_all,
+        "build.build": _build,
+        "build.prune": _build_prune,
+        "images.commit": _commit,
+        "images.create": _image_create,
+        "images.load": _image_load,
+    }
+
+    # --- responses --------------------------------------------------------------
+
+    def response_kind(self, request: ApiRequest) -> ResponseKind:
+        if request.client.tenant is None:
+            return "none"
+        route = request.route.name
+        if route in _JSON_RESPONSES:
+            return "json"
+        if route == "system.events":
+            return "events"
+        if route == "images.load":
+            return "load"
+        return "none"
+
+    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+        """The buffered JSON answer as the tenant reads it (and what it records)."""
+        tenant = self.tenant_for(request.client.tenant or "")
+        if tenant is None:
+            return answer
+        route = request.route.name
+        ok = 200 <= status < 300
+        if not ok:
+            return answer
+        if route == "containers.create" and isinstance(answer, dict):
+            self.store.add(tenant.name, "container", str(answer.get("Id", "")))
+        elif route == "containers.exec" and isinstance(answer, dict):
+            self.store.add(tenant.name, "exec", str(answer.get("Id", "")))
+        elif route == "networks.create" and isinstance(answer, dict):
+            self.store.add(tenant.name, "network", str(answer.get("Id", "")))
+        elif route == "images.delete":
+            ref = request.route.params.get("name", "")
+            self.store.discard(tenant.name, "tag", normalize_tag(ref))
+        elif route == "containers.list":
+            return present.present_container_list(answer, tenant)
+        elif route == "containers.inspect" and isinstance(answer, dict):
+            return present.present_container(answer, tenant)
+        elif route == "volumes.list":
+            recorded = frozenset(self.store.owned(tenant.name, "volume"))
+            return present.present_volume_list(answer, tenant, recorded)
+        elif route in ("volumes.inspect", "volumes.create") and isinstance(answer, dict):
+            return present.present_volume(answer, tenant)
+        elif route == "networks.list":
+            return present.present_network_list(answer, tenant)
+        elif route == "networks.inspect" and isinstance(answer, dict):
+            return present.present_network(answer, tenant)
+        elif route == "images.list":
+            return present.present_image_list(answer, self.image_facts(tenant))
+        elif route == "images.inspect" and isinstance(answer, dict):
+            return present.present_image(answer, self.image_facts(tenant))
+        elif route == "system.df":
+            return present.present_df(answer, tenant, self.image_facts(tenant))
+        return answer
+
+    def on_event(self, request: ApiRequest, event: Any) -> Any:
+        """One event of the stream as the tenant sees it, or None to drop it."""
+        tenant = self.tenant_for(request.client.tenant or "")
+        if tenant is None or not isinstance(event, dict):
+            return None
+        return present.present_event(event, tenant, self.image_facts(tenant))
+
+    def on_load_message(self, request: ApiRequest, message: Any) -> Any:
+        """`docker load` progress: record the tags it loaded (they are the job's to remove)."""
+        tenant = self.tenant_for(request.client.tenant or "")
+        if tenant is not None and isinstance(message, dict):
+            stream = message.get("stream")
+            before = self._load_snapshots.get(id(request), None)
+            if isinstance(stream, str) and stream.startswith("Loaded image: "):
+                tag = normalize_tag(stream.split(": ", 1)[1].strip())
+                # Unknown snapshot (should not happen): claim nothing rather than a shared tag.
+                if before is not None and tag not in before:
+                    self.store.add(tenant.name, "tag", tag)
+            elif isinstance(stream, str) and stream.startswith("Loaded image ID: "):
+                image_id = stream.split(": ", 1)[1].strip()
+                if before is not None and image_id not in before:
+                    self.store.add(tenant.name, "image", image_id)
+        return message
+
+
+def _volume_names(body: Any) -> list[str]:
+    """Named volumes a create body mounts (implicitly created volumes become the job's)."""
+    names: list[str] = []
+    host = get_field(body, "HostConfig")
+    for bind in get_field(host, "Binds") or ():
+        if isinstance(bind, str) and ":" in bind and not bind.startswith("/"):
+            names.append(bind.split(":", 1)[0])
+    for mount in get_field(host, "Mounts") or ():
+        if get_field(mount, "Type") == "volume":
+            source = get_field(mount, "Source")
+            if isinstance(source, str) and source:
+                names.append(source)
+    return names
+
+
+def label_of(answer: Any) -> str | None:
+    return label_owner(answer.get("Labels")) if isinstance(answer, dict) else None
