@@ -39,33 +39,32 @@ def check_socket(sock: SocketFacts, caller: CallerFacts) -> Finding | None:
             f"a bind mount of a missing socket makes a folder: remove {sock.path} and mount the "
             "daemon's socket once it runs",
         )
+    if not can_connect(sock, caller):
+        return fail(
+            PERMISSIONS,
+            f"{described}; {caller.user} (uid {caller.uid}) may not connect",
+            _fix(sock, caller),
+        )
     if sock.mode & stat.S_IWOTH:
         return warn(
             PERMISSIONS,
             f"{described}: every local user can drive the daemon, which is root on this host",
             f"`sudo chmod o-rw {sock.path}` and grant access through its group instead",
         )
-    if can_connect(sock, caller):
-        why = (
-            "you are root"
-            if caller.uid == 0
-            else (
-                "you own it"
-                if caller.uid == sock.uid
-                else f"you are in group {sock.group_name or sock.gid}"
-            )
-        )
-        return ok(PERMISSIONS, f"{described}; {why}")
-    return fail(
-        PERMISSIONS,
-        f"{described}; {caller.user} (uid {caller.uid}) may not connect",
-        _fix(sock, caller),
-    )
+    if caller.uid == 0:
+        why = "you are root"
+    elif caller.uid == sock.uid:
+        why = "you own it"
+    else:
+        why = f"you are in group {sock.group_name or sock.gid}"
+    return ok(PERMISSIONS, f"{described}; {why}")
 
 
 def _fix(sock: SocketFacts, caller: CallerFacts) -> str:
     group_add = f"--group-add {sock.gid}  (i.e. --group-add $(stat -c %g {sock.path}))"
     fixes: list[str] = []
+    if caller.uid == sock.uid:
+        return f"`chmod u+rw {sock.path}` (you own it but have no write permission)"
     if not sock.mode & stat.S_IWGRP:
         fixes.append(f"`sudo chmod g+rw {sock.path}` (the group has no write permission)")
     if sock.gid in caller.gids:
