@@ -48,7 +48,10 @@ def test_log_lines_are_classified_most_specific_first() -> None:
 
 
 def test_tls_and_port_lines_and_clean_logs() -> None:
-    logs = 'could not read CA certificate "/certs/server/ca.pem": open: no such file\nlisten tcp 0.0.0.0:2376: bind: address already in use\n'
+    logs = (
+        'could not read CA certificate "/certs/server/ca.pem": open: no such file\n'
+        "listen tcp 0.0.0.0:2376: bind: address already in use\n"
+    )
     assert [p.label for p, _ in d.scan_logs(logs)] == ["TLS", "port in use"]
     assert d.check_logs(RUNNING)[0].status is Status.OK
     # A running daemon that logged an error is degraded: a warning, not a failure.
