@@ -1,0 +1,167 @@
+"""`scripts/test-engine up [--quiet-reuse]` / `down`: the real engine the suite runs against.
+
+`up`: reuse the engine answering at DOCKER_HOST (or /var/run/docker.sock), else
+start dockerd in the background; map the Docker Hub names to 127.0.0.1; build the
+local images; install the CAP_SYS_RESOURCE runtime workaround only if a
+privileged container fails with the caps error. `down`: stop the engine only if
+the last `up` started it. Stdlib only: this runs before the virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from harness import daemon, hosts_file, images, runtime_workaround
+from harness.endpoint import Endpoint
+
+PREFIX = "test-engine: "
+
+
+class HarnessError(Exception):
+    """Anything that stops `up`/`down`; printed without a traceback."""
+
+
+def docker_cli() -> str:
+    found = shutil.which("docker") or shutil.which("docker", path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise HarnessError("the docker CLI is missing; run scripts/install-engine")
+    return found
+
+
+class Up:
+    def __init__(self, quiet_reuse: bool) -> None:
+        self.quiet_reuse = quiet_reuse
+        self.notes: list[str] = []
+        self.endpoint = Endpoint.from_env()
+        self.paths = daemon.Paths()
+
+    def say(self, message: str) -> None:
+        self.notes.append(message)
+        print(PREFIX + message, flush=True)
+
+    def run(self) -> None:
+        started = self.ensure_engine()
+        self.ensure_hosts()
+        docker = docker_cli()
+        for spec in (images.busybox_spec(), images.dind_spec()):
+            images.ensure_image(spec, docker, self.say)
+        self.ensure_privileged(docker, started)
+        if self.notes or not self.quiet_reuse:
+            print(
+                f"{PREFIX}engine ready at {self.endpoint.url}; images "
+                f"{images.BUSYBOX_IMAGE}, {images.DIND_IMAGE}",
+                flush=True,
+            )
+
+    def ensure_engine(self) -> bool:
+        if self.endpoint.ping():
+            # From now on it counts as pre-existing: no later `down` stops it.
+            daemon.forget(self.paths)
+            if not self.quiet_reuse:
+                self.say(f"reusing the engine at {self.endpoint.url}")
+            return False
+        pid = daemon.start(self.endpoint, self.paths)
+        self.say(f"started dockerd (pid {pid}, log {self.paths.log})")
+        return True
+
+    def ensure_hosts(self) -> None:
+        hosts = Path("/etc/hosts")
+        if os.geteuid() == 0:
+            if hosts_file.apply(hosts):
+                self.say("mapped the Docker Hub host names to 127.0.0.1 in /etc/hosts")
+        elif hosts_file.with_block(hosts.read_text()) != hosts.read_text():
+            self.say(
+                "warning: not root, so Docker Hub names are not mapped to 127.0.0.1; "
+                "an accidental pull may reach the network"
+            )
+
+    def ensure_privileged(self, docker: str, started: bool) -> None:
+        wrapper_active = (
+            runtime_workaround.default_runtime(docker) == runtime_workaround.RUNTIME_NAME
+        )
+        if wrapper_active and os.geteuid() == 0 and runtime_workaround.install_wrapper():
+            self.say("updated the test runtime wrapper")
+        result = runtime_workaround.privileged_result(docker, images.BUSYBOX_IMAGE)
+        if result.returncode == 0:
+            return
+        if runtime_workaround.CAPS_ERROR not in result.stderr or wrapper_active:
+            raise HarnessError(f"a privileged container fails:\n{result.stderr.strip()}")
+        if os.geteuid() != 0:
+            raise HarnessError(
+                "privileged containers fail with the CAP_SYS_RESOURCE caps error "
+                "and only root can install the runtime workaround"
+            )
+        self.say(
+            "privileged containers fail (kernel lacks CAP_SYS_RESOURCE): installing the "
+            f"test runtime wrapper {runtime_workaround.WRAPPER_PATH}"
+        )
+        runtime_workaround.install_wrapper()
+        runtime_workaround.register()
+        self.reload_engine(docker, started)
+        result = runtime_workaround.privileged_result(docker, images.BUSYBOX_IMAGE)
+        if result.returncode != 0:
+            raise HarnessError(
+                "privileged containers still fail with the runtime wrapper:\n"
+                + result.stderr.strip()
+            )
+        self.say("privileged containers work")
+
+    def reload_engine(self, docker: str, started: bool) -> None:
+        pid = self.endpoint.server_pid()
+        if pid is not None:
+            daemon.reload(pid)
+            if runtime_workaround.wait_default_runtime(docker, runtime_workaround.RUNTIME_NAME):
+                return
+        if not started:
+            raise HarnessError(
+                f"the engine did not take {runtime_workaround.DAEMON_JSON} on "
+                "reload; restart it yourself and run this again"
+            )
+        own = daemon.started_pid(self.paths)
+        if own is not None:
+            daemon.stop(own, self.paths)
+        daemon.start(self.endpoint, self.paths)
+        if not runtime_workaround.wait_default_runtime(docker, runtime_workaround.RUNTIME_NAME):
+            raise HarnessError("the restarted engine does not use the runtime wrapper")
+
+
+def down() -> None:
+    paths = daemon.Paths()
+    pid = daemon.started_pid(paths)
+    if pid is None:
+        daemon.forget(paths)
+        return
+    daemon.stop(pid, paths)
+    print(f"{PREFIX}stopped dockerd (pid {pid})", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/test-engine", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="reuse or start the engine, build the test images")
+    up.add_argument(
+        "--quiet-reuse",
+        action="store_true",
+        help="print nothing when everything was already in place",
+    )
+    sub.add_parser("down", help="stop the engine if the last `up` started it")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            Up(args.quiet_reuse).run()
+        else:
+            down()
+    except (
+        HarnessError,
+        daemon.DaemonError,
+        images.ImageBuildError,
+        runtime_workaround.WorkaroundError,
+        OSError,
+    ) as exc:
+        print(f"{PREFIX}error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0

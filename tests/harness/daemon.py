@@ -1,0 +1,141 @@
+"""Starting and stopping a background dockerd for the tests, and remembering who started it.
+
+`up` writes `started.json` only when it started the daemon itself; `down` stops
+the daemon only when that record exists and still names a live dockerd. An `up`
+that finds a running engine clears the record: from then on that engine counts
+as pre-existing and no later `down` stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.endpoint import Endpoint
+
+STATE_DIR = Path(os.environ.get("DOCKMOAT_TEST_STATE", "/run/dockmoat-test"))
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+class DaemonError(Exception):
+    """The engine could not be started, reloaded or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    state: Path = STATE_DIR
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state / "dockerd.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.state / "dockerd.log"
+
+    @property
+    def record(self) -> Path:
+        return self.state / "started.json"
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _is_dockerd(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and os.path.basename(cmdline[0]) == b"dockerd"
+
+
+def start(endpoint: Endpoint, paths: Paths) -> int:
+    """Start dockerd in the background, wait for `/_ping`, record it; returns its pid."""
+    if os.geteuid() != 0:
+        raise DaemonError(
+            f"no engine answers at {endpoint.url} and only root can start one: "
+            "run `sudo scripts/test-engine up`, or set DOCKER_HOST to a running engine"
+        )
+    socket_path = endpoint.unix_path
+    if socket_path is None:
+        raise DaemonError(
+            f"no engine answers at {endpoint.url}; start it (only unix:// is started here)"
+        )
+    paths.state.mkdir(parents=True, exist_ok=True)
+    argv = ["dockerd", "--pidfile", str(paths.pidfile)]
+    if endpoint.url != "unix:///var/run/docker.sock":
+        argv += ["--host", endpoint.url]
+    env = dict(os.environ)
+    # dockerd finds containerd, runc and iptables on PATH; sbin is not always there.
+    env["PATH"] = (
+        env.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )
+    with paths.log.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the make/CI step that started it
+            env=env,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if endpoint.ping(timeout=1.0):
+            paths.record.write_text(json.dumps({"pid": proc.pid, "host": endpoint.url}))
+            return proc.pid
+        if proc.poll() is not None:
+            raise DaemonError(
+                f"dockerd exited with status {proc.returncode}; log {paths.log}:\n"
+                f"{log_tail(paths.log)}"
+            )
+        time.sleep(0.2)
+    proc.terminate()
+    raise DaemonError(
+        f"dockerd did not answer /_ping within {START_TIMEOUT:.0f}s; log {paths.log}:\n"
+        f"{log_tail(paths.log)}"
+    )
+
+
+def started_pid(paths: Paths) -> int | None:
+    """The pid of a dockerd that `up` started and that still runs, else None."""
+    try:
+        pid = int(json.loads(paths.record.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if _is_dockerd(pid) else None
+
+
+def forget(paths: Paths) -> None:
+    paths.record.unlink(missing_ok=True)
+
+
+def stop(pid: int, paths: Paths) -> None:
+    """SIGTERM the daemon and wait for it (and so its containerd) to exit."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        forget(paths)
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not _is_dockerd(pid):
+            forget(paths)
+            return
+        time.sleep(0.2)
+    raise DaemonError(f"dockerd (pid {pid}) did not exit within {STOP_TIMEOUT:.0f}s")
+
+
+def reload(pid: int) -> None:
+    """Make dockerd re-read daemon.json (runtimes and default-runtime are reloadable)."""
+    os.kill(pid, signal.SIGHUP)

@@ -1,0 +1,45 @@
+"""Docker Hub host names mapped to 127.0.0.1, so an accidental pull fails at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HUB_HOSTS = (
+    "registry-1.docker.io",
+    "index.docker.io",
+    "auth.docker.io",
+    "production.cloudflare.docker.com",
+    "registry.hub.docker.com",
+)
+BEGIN = "# BEGIN dockmoat-test: no registry here, pulls must fail fast"
+END = "# END dockmoat-test"
+
+
+def with_block(text: str) -> str:
+    """`text` with exactly one up-to-date marked block (idempotent)."""
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.strip() == BEGIN:
+            inside = True
+        elif line.strip() == END and inside:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    block = [BEGIN, *(f"127.0.0.1 {host}" for host in HUB_HOSTS), END]
+    return "\n".join([*kept, *block]) + "\n"
+
+
+def apply(path: Path = Path("/etc/hosts")) -> bool:
+    """Write the block when needed; True if the file changed.
+
+    Rewritten in place, not replaced: /etc/hosts is often a bind mount.
+    """
+    current = path.read_text()
+    wanted = with_block(current)
+    if wanted == current:
+        return False
+    with path.open("r+") as f:
+        f.write(wanted)
+        f.truncate()
+    return True

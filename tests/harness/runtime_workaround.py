@@ -1,0 +1,125 @@
+"""TEST-ENVIRONMENT WORKAROUND: the CAP_SYS_RESOURCE runtime wrapper, installed only if needed.
+
+Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE, Docker 20.10's
+`--privileged` asks runc for it anyway and the container fails with "unable to
+apply caps". We detect that with one privileged busybox container and, only
+then, register `oci_runtime_wrapper.py` as the engine's default runtime. dockmoat
+itself never depends on or mentions this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNTIME_NAME = "dockmoat-test-runc"
+WRAPPER_SOURCE = Path(__file__).resolve().parent / "oci_runtime_wrapper.py"
+WRAPPER_PATH = Path("/usr/local/libexec/dockmoat-test/runc-wrapper")
+DAEMON_JSON = Path("/etc/docker/daemon.json")
+CAPS_ERROR = "unable to apply caps"
+
+
+class WorkaroundError(Exception):
+    """The privileged check or the wrapper installation failed."""
+
+
+def system_python() -> str:
+    """The interpreter for the wrapper's shebang: Debian's own, else this one."""
+    debian = Path("/usr/bin/python3")
+    return str(debian) if debian.exists() else os.path.realpath(sys.executable)
+
+
+def wrapper_text(python: str) -> str:
+    """The wrapper source with its shebang pointing at `python` (isolated, no site)."""
+    body = WRAPPER_SOURCE.read_text().split("\n", 1)[1]
+    return f"#!{python} -IS\n{body}"
+
+
+def install_wrapper(dest: Path = WRAPPER_PATH, python: str | None = None) -> bool:
+    """Write the wrapper executable (atomically); True if it changed."""
+    text = wrapper_text(python or system_python())
+    if dest.exists() and dest.read_text() == text and os.access(dest, os.X_OK):
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, dest)
+    return True
+
+
+def merged_daemon_config(current: dict[str, object], wrapper: Path) -> dict[str, object]:
+    """`current` plus our runtime, made the default; every other key is kept."""
+    merged = dict(current)
+    runtimes = merged.get("runtimes")
+    runtimes = dict(runtimes) if isinstance(runtimes, dict) else {}
+    runtimes[RUNTIME_NAME] = {"path": str(wrapper)}
+    merged["runtimes"] = runtimes
+    merged["default-runtime"] = RUNTIME_NAME
+    return merged
+
+
+def register(wrapper: Path = WRAPPER_PATH, config: Path = DAEMON_JSON) -> bool:
+    """Merge the runtime into daemon.json; True if the file changed."""
+    try:
+        current = json.loads(config.read_text()) if config.exists() else {}
+    except ValueError as exc:
+        raise WorkaroundError(f"{config} is not valid JSON; fix it first: {exc}") from exc
+    if not isinstance(current, dict):
+        raise WorkaroundError(f"{config} must hold a JSON object")
+    merged = merged_daemon_config(current, wrapper)
+    if merged == current:
+        return False
+    config.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config.with_name(config.name + ".dockmoat-tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, config)
+    return True
+
+
+def privileged_result(docker: str, image: str) -> subprocess.CompletedProcess[str]:
+    """Run one privileged busybox container; the caller reads the outcome."""
+    return subprocess.run(
+        [
+            docker,
+            "run",
+            "--rm",
+            "--privileged",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--label",
+            "dockmoat-test=harness",
+            image,
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def default_runtime(docker: str) -> str:
+    proc = subprocess.run(
+        [docker, "info", "--format", "{{.DefaultRuntime}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return proc.stdout.strip()
+
+
+def wait_default_runtime(docker: str, wanted: str, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if default_runtime(docker) == wanted:
+            return True
+        time.sleep(0.3)
+    return False
