@@ -1,14 +1,380 @@
-"""`dockmoat dind` (see ../shared/PRODUCT.md)."""
+"""`dockmoat dind` (see ../shared/PRODUCT.md and docs/dind.md).
+
+Heavy imports (the docker SDK, cryptography, rich) happen inside the commands
+that need them: `up` served by a warm pool needs none of them, and Python
+imports are a large part of a warm `up`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from dockmoat.cli._stub import not_yet
+from dockmoat.dind import spec
+from dockmoat.errors import ConfigError, EngineError
+
+if TYPE_CHECKING:
+    from dockmoat.dind.info import DindInfo
+    from dockmoat.dind.manager import DindManager
+
+Progress = Callable[[str], None]
 
 
-@click.command(name="dind", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise not_yet("dockmoat dind", "pending")
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SystemExit unwinds through `finally`/`except BaseException`: a killed `up`
+    # (SIGTERM from a CI runner's timeout) removes what it made.
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Progress]:
+    """A spinner on a terminal, plain lines otherwise; always on stderr (stdout is for eval)."""
+    if quiet:
+        yield lambda _: None
+        return
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status("dind: starting") as status:
+            yield lambda message: status.update(f"dind: {message}")
+        return
+
+    def plain(message: str) -> None:
+        click.echo(f"dind: {message}", err=True)
+
+    yield plain
+
+
+def _manager(
+    host: str | None, state_dir: Path | None, progress: Progress | None = None
+) -> DindManager:
+    from dockmoat.dind.manager import DindManager
+
+    return DindManager(host=host, state_dir=state_dir, progress=progress)
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--host",
+        "-H",
+        metavar="URL",
+        default=None,
+        help="Engine to run daemons on (default: DOCKER_HOST, else the local socket).",
+    )(func)
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="DOCKMOAT_STATE_DIR",
+        default=None,
+        help="CA and certificates (default /var/lib/dockmoat/dind as root, "
+        "else $XDG_STATE_HOME/dockmoat/dind).",
+    )(func)
+
+
+def _shape_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that decide what a daemon looks like (shared by `up` and `pool`)."""
+    decorators = [
+        click.option("--image", default=spec.DEFAULT_IMAGE, show_default=True, help="DinD image."),
+        click.option("--memory", "-m", metavar="SIZE", help="Memory limit, e.g. 2g."),
+        click.option("--cpus", metavar="N", help="CPU limit, e.g. 1.5."),
+        click.option("--pids-limit", type=int, default=spec.DEFAULT_PIDS_LIMIT, show_default=True),
+        click.option("--rootless", is_flag=True, help="Use a rootless DinD image (rootlesskit)."),
+        click.option(
+            "--runtime", metavar="NAME", help="OCI runtime (e.g. sysbox-runc): no --privileged."
+        ),
+        click.option("--mtu", type=int, help="MTU (default: the engine's default bridge MTU)."),
+        click.option(
+            "--address-pool",
+            "address_pools",
+            multiple=True,
+            metavar="base=CIDR,size=N",
+            help="Nested --default-address-pool (repeatable).",
+        ),
+        click.option(
+            "--storage-driver",
+            metavar="NAME",
+            help="Nested storage driver (default: dockerd's choice).",
+        ),
+        click.option(
+            "--timeout",
+            type=float,
+            default=60.0,
+            show_default=True,
+            help="Seconds to wait for /_ping.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _options(**kwargs: Any) -> spec.DindOptions:
+    try:
+        return spec.DindOptions(
+            image=kwargs["image"],
+            memory=spec.parse_memory(kwargs["memory"]) if kwargs.get("memory") else None,
+            cpus=spec.parse_cpus(kwargs["cpus"]) if kwargs.get("cpus") else None,
+            pids_limit=kwargs["pids_limit"],
+            rootless=kwargs["rootless"],
+            runtime=kwargs.get("runtime"),
+            mtu=kwargs.get("mtu"),
+            address_pools=tuple(kwargs.get("address_pools") or ()),
+            storage_driver=kwargs.get("storage_driver"),
+            cache=kwargs.get("cache"),
+            preload=tuple(kwargs.get("preload") or ()),
+            timeout=kwargs["timeout"],
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _print_info(info: DindInfo, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(info.to_json()))
+    else:
+        click.echo(info.env_lines(), nl=False)
+
+
+@click.group(name="dind")
+def command() -> None:
+    """Fresh nested Docker daemons: mutual TLS, limits, warm pools, layer caches."""
+
+
+@command.command()
+@click.argument("name")
+@_shape_options
+@click.option(
+    "--preload", multiple=True, metavar="IMAGE", help="Stream a host image in (repeatable)."
+)
+@click.option(
+    "--cache", metavar="KEY", help="Keep the data root per KEY (layer cache), used exclusively."
+)
+@click.option(
+    "--wait-cache", type=float, default=0.0, metavar="SECONDS", help="Wait for a busy cache key."
+)
+@click.option(
+    "--pull", is_flag=True, help="Pull the image when the engine lacks it (never by default)."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["env", "json"]), default="env", show_default=True
+)
+@click.option("--pool-socket", type=click.Path(path_type=Path), envvar="DOCKMOAT_DIND_POOL_SOCKET")
+@click.option("--no-pool", is_flag=True, help="Always start a fresh daemon, even when a pool runs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@_common
+def up(
+    name: str, fmt: str, pool_socket: Path | None, no_pool: bool, quiet: bool, **kwargs: Any
+) -> None:
+    """Start a nested daemon NAME; print its environment once it answers /_ping over mTLS."""
+    signal.signal(signal.SIGTERM, _terminate)
+    options = _options(**kwargs)
+    host, state_dir = kwargs["host"], kwargs["state_dir"]
+    with _progress(quiet) as progress:
+        info = None
+        if not no_pool and not options.cache:
+            info = _take_from_pool(name, options, host, pool_socket, progress)
+        if info is None:
+            manager = _manager(host, state_dir, progress)
+            try:
+                info = manager.up(
+                    name, options, wait_cache=kwargs["wait_cache"], pull=kwargs["pull"]
+                )
+            finally:
+                manager.close()
+    _print_info(info, fmt)
+
+
+def _take_from_pool(
+    name: str,
+    options: spec.DindOptions,
+    host: str | None,
+    socket_path: Path | None,
+    progress: Progress,
+) -> DindInfo | None:
+    from dockmoat.dind import context, naming, pool_client, probe
+    from dockmoat.dind.info import DindInfo
+
+    try:
+        naming.validate_name(name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    shape = {**options.shape(), "host": host or ""}
+    reply = pool_client.take(socket_path or pool_client.default_socket(), name, shape)
+    if reply is None:
+        return None
+    try:
+        info = DindInfo.from_json(reply)
+    except (KeyError, TypeError, ValueError) as error:
+        raise EngineError(f"the pool answered garbage: {error}") from None
+    progress(f"took warm daemon {info.instance} from the pool")
+    if not probe.ping("127.0.0.1", info.port, probe.tls_context(info.cert_path), 5.0):
+        raise EngineError(
+            f"the warm daemon for {name} does not answer /_ping; `dockmoat dind down {name}`"
+        )
+    if options.preload:
+        manager = _manager(host, None, progress)
+        try:
+            manager.preload(info, options.preload)
+        finally:
+            manager.close()
+    context.write(
+        context.docker_config_dir(), info.context, info.host_url, info.instance, info.cert_path
+    )
+    return info
+
+
+@command.command()
+@click.argument("name")
+@click.option(
+    "--format", "fmt", type=click.Choice(["env", "json"]), default="env", show_default=True
+)
+@_common
+def env(name: str, fmt: str, host: str | None, state_dir: Path | None) -> None:
+    """Print NAME's environment again."""
+    manager = _manager(host, state_dir)
+    try:
+        _print_info(manager.info(name), fmt)
+    finally:
+        manager.close()
+
+
+def _age(created: float) -> str:
+    seconds = max(0, int(time.time() - created))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _size(value: int | None) -> str:
+    if not value:
+        return "-"
+    for unit, size in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if value >= size and value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
+@command.command(name="ls")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@_common
+def ls(fmt: str, host: str | None, state_dir: Path | None) -> None:
+    """List nested daemons: name, age, state, limits, cache key."""
+    manager = _manager(host, state_dir)
+    try:
+        rows = manager.list_daemons()
+    finally:
+        manager.close()
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(row) for row in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("NAME", "AGE", "STATE", "MEMORY", "CPUS", "PIDS", "CACHE", "PORT"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.name,
+            _age(row.created),
+            row.state,
+            _size(row.memory),
+            f"{row.cpus:g}" if row.cpus else "-",
+            str(row.pids_limit or "-"),
+            row.cache or "-",
+            str(row.port or "-"),
+        )
+    Console(soft_wrap=True).print(table)
+
+
+@command.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True)
+@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@_common
+def logs(
+    name: str, follow: bool, tail: int | None, host: str | None, state_dir: Path | None
+) -> None:
+    """The nested daemon's log."""
+    manager = _manager(host, state_dir)
+    try:
+        for chunk in manager.logs(name, follow=follow, tail=tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        manager.close()
+
+
+@command.command()
+@click.argument("name")
+@_common
+def down(name: str, host: str | None, state_dir: Path | None) -> None:
+    """Remove NAME: container, network, non-cache volumes, certificates, context."""
+    manager = _manager(host, state_dir)
+    try:
+        for item in manager.down(name):
+            click.echo(f"removed {item}")
+    finally:
+        manager.close()
+
+
+@command.command()
+@_common
+def gc(host: str | None, state_dir: Path | None) -> None:
+    """Remove what crashed runs left behind (only resources whose daemon is gone)."""
+    manager = _manager(host, state_dir)
+    try:
+        for item in manager.gc():
+            click.echo(f"removed {item}")
+    finally:
+        manager.close()
+
+
+@command.command()
+@click.option("--size", type=int, required=True, help="Warm daemons to keep ready.")
+@_shape_options
+@click.option(
+    "--socket", "socket_path", type=click.Path(path_type=Path), envvar="DOCKMOAT_DIND_POOL_SOCKET"
+)
+@_common
+def pool(size: int, socket_path: Path | None, **kwargs: Any) -> None:
+    """Keep SIZE warm daemons; `up` takes one over a root-only unix socket (foreground)."""
+    from dockmoat.dind.pool import PoolService
+    from dockmoat.dind.pool_client import default_socket
+
+    options = _options(**kwargs)
+
+    def log(message: str) -> None:
+        click.echo(f"dind pool: {message}", err=True)
+
+    manager = _manager(kwargs["host"], kwargs["state_dir"], log)
+    try:
+        manager.check_images(options)
+        service = PoolService(manager, options, size, socket_path or default_socket())
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            service.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log(f"serving on {service.socket_path}, keeping {size} warm daemon(s) of {options.image}")
+        service.serve()
+        log(f"stopped; handed out {service.handed_out}, removed the rest")
+    finally:
+        manager.close()

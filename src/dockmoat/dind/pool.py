@@ -1,0 +1,248 @@
+"""`dockmoat dind pool`: keep N started, healthy, unassigned daemons; hand them out over a socket.
+
+A daemon leaves the pool by being renamed to `dockmoat-dind-NAME` (see naming.py)
+and is never returned: a job may have changed anything in it. Each hand-out
+starts a replacement at once. On exit the pool removes the daemons it still holds;
+if it is killed, `dockmoat dind gc` removes them (their claimant is this process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockmoat.dind import claimant, naming, probe
+from dockmoat.dind.info import DindInfo
+from dockmoat.dind.manager import DindManager
+from dockmoat.dind.pool_client import read_message, send_message
+from dockmoat.dind.spec import DindOptions
+from dockmoat.errors import ConfigError, DockmoatError
+
+# Idle daemons are re-checked this often, so a hand-out never gets a dead one.
+_HEALTH_EVERY = 10.0
+_CLIENT_TIMEOUT = 5.0
+# Failed starts back off so a broken image does not spin the engine.
+_BACKOFF = 5.0
+
+
+@dataclass(slots=True)
+class _Warm:
+    container: str
+    info: DindInfo
+
+
+class PoolService:
+    """The pool; `serve()` runs until `stop()` (or a signal handler calling it)."""
+
+    def __init__(
+        self,
+        manager: DindManager,
+        options: DindOptions,
+        size: int,
+        socket_path: Path,
+        *,
+        starters: int = 2,
+    ) -> None:
+        if not 1 <= size <= 64:
+            raise ConfigError("--size must lie between 1 and 64")
+        if options.cache or options.preload:
+            raise ConfigError("a pool cannot hold --cache or --preload daemons; `up` adds those")
+        self.manager = manager
+        self.options = options
+        self.size = size
+        self.socket_path = socket_path
+        self.starters = max(1, min(starters, size))
+        self.pool_id = naming.new_instance(None)
+        self.who = claimant.current()
+        self._lock = threading.Condition()
+        self._ready: list[_Warm] = []
+        self._starting = 0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.handed_out = 0
+        self.last_error: str | None = None
+
+    def shape(self) -> dict[str, Any]:
+        return {**self.options.shape(), "host": self.manager.host or ""}
+
+    # ------------------------------------------------------------- filling
+
+    def _starter(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                while (
+                    not self._stopping.is_set() and len(self._ready) + self._starting >= self.size
+                ):
+                    self._lock.wait(1.0)
+                if self._stopping.is_set():
+                    return
+                self._starting += 1
+            warm: _Warm | None = None
+            try:
+                container, info = self.manager.launch_warm(self.options, self.who, self.pool_id)
+                warm = _Warm(container, info)
+                self.manager.progress(f"warm daemon ready: {info.instance}")
+            except DockmoatError as error:
+                self.last_error = str(error)
+                self.manager.progress(f"starting a warm daemon failed: {error}")
+            finally:
+                with self._lock:
+                    self._starting -= 1
+                    if warm and not self._stopping.is_set():
+                        self._ready.append(warm)
+                        warm = None
+                    self._lock.notify_all()
+            if warm:  # finished while stopping: do not leave it behind
+                self._discard(warm)
+            elif self.last_error and not self._stopping.is_set():
+                self._stopping.wait(_BACKOFF)
+                self.last_error = None
+
+    def _health(self) -> None:
+        while not self._stopping.wait(_HEALTH_EVERY):
+            with self._lock:
+                ready = list(self._ready)
+            for warm in ready:
+                if not self._alive(warm):
+                    with self._lock:
+                        if warm in self._ready:
+                            self._ready.remove(warm)
+                        self._lock.notify_all()
+                    self._discard(warm)
+
+    def _alive(self, warm: _Warm) -> bool:
+        try:
+            return probe.ping(
+                "127.0.0.1", warm.info.port, probe.tls_context(warm.info.cert_path), 2.0
+            )
+        except OSError:
+            return False
+
+    def _discard(self, warm: _Warm) -> None:
+        with contextlib.suppress(DockmoatError, OSError):
+            self.manager.destroy(warm.container)
+
+    # ------------------------------------------------------------- hand-out
+
+    def take(self, name: str, shape: object) -> dict[str, Any]:
+        """Serve one request; the reply dict of the protocol in pool_client.py."""
+        try:
+            naming.validate_name(name)
+        except ValueError as error:
+            return {"ok": False, "reason": "error", "message": str(error)}
+        if shape != self.shape():
+            return {"ok": False, "reason": "shape", "message": "this pool holds other daemons"}
+        while True:
+            with self._lock:
+                if not self._ready:
+                    return {"ok": False, "reason": "empty", "message": "no warm daemon ready"}
+                warm = self._ready.pop(0)
+                self._lock.notify_all()  # a starter begins the replacement now
+            if not self._alive(warm):
+                self._discard(warm)
+                continue
+            try:
+                info = self.manager.assign(warm.container, name)
+            except ConfigError as error:
+                with self._lock:
+                    self._ready.insert(0, warm)  # not handed out: still clean
+                return {"ok": False, "reason": "exists", "message": str(error)}
+            except DockmoatError as error:
+                self._discard(warm)
+                return {"ok": False, "reason": "error", "message": str(error)}
+            self.handed_out += 1
+            self.manager.progress(f"handed {info.instance} to {name}")
+            return {"ok": True, "daemon": info.to_json()}
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(_CLIENT_TIMEOUT)
+                request = read_message(conn)
+                if request.get("op") != "take":
+                    reply: dict[str, Any] = {
+                        "ok": False,
+                        "reason": "error",
+                        "message": "unknown op",
+                    }
+                else:
+                    reply = self.take(str(request.get("name", "")), request.get("shape"))
+                send_message(conn, reply)
+            except (OSError, ValueError):
+                return
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _listen(self) -> socket.socket:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if self.socket_path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe_sock:
+                try:
+                    probe_sock.connect(str(self.socket_path))
+                except OSError:
+                    self.socket_path.unlink()  # stale: its pool is gone
+                else:
+                    raise ConfigError(f"a pool already listens on {self.socket_path}")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Root-only from the first moment: the socket hands out daemon keys.
+        old = os.umask(0o177)
+        try:
+            server.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        self.socket_path.chmod(0o600)
+        server.listen(64)
+        server.settimeout(0.5)
+        return server
+
+    def serve(self) -> None:
+        server = self._listen()
+        try:
+            for _ in range(self.starters):
+                thread = threading.Thread(target=self._starter, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            health = threading.Thread(target=self._health, daemon=True)
+            health.start()
+            self._threads.append(health)
+            while not self._stopping.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self._stopping.is_set():
+                        break
+                    raise
+                threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
+        finally:
+            server.close()
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+            self.shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def shutdown(self, wait: float = 120.0) -> None:
+        """Stop, wait for starters, and remove every daemon still held (never handed-out ones)."""
+        self.stop()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            held, self._ready = self._ready, []
+        for warm in held:
+            self._discard(warm)
+
+    def ready_count(self) -> int:
+        with self._lock:
+            return len(self._ready)
