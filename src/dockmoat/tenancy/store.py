@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ttl        REAL,              -- seconds; NULL = no expiry
     workspace  TEXT,
     policy     TEXT,
-    socket     TEXT NOT NULL
+    socket     TEXT NOT NULL,
+    quotas     TEXT NOT NULL DEFAULT '{}'   -- JSON: running_containers, memory_bytes, volumes
 );
 CREATE TABLE IF NOT EXISTS owned (
     job   TEXT NOT NULL,
@@ -56,6 +57,7 @@ class JobRecord:
     workspace: str | None
     policy: str | None
     socket: str
+    quotas: str = "{}"
 
     def expired(self, now: float) -> bool:
         return self.ttl is not None and now >= self.created + self.ttl
@@ -94,8 +96,8 @@ class OwnershipStore:
     def add_job(self, record: JobRecord) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (job, created, ttl, workspace, policy, socket) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job, created, ttl, workspace, policy, socket, quotas) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.job,
                     record.created,
@@ -103,18 +105,20 @@ class OwnershipStore:
                     record.workspace,
                     record.policy,
                     record.socket,
+                    record.quotas,
                 ),
             )
 
     def get_job(self, job: str) -> JobRecord | None:
         row = self._db.execute(
-            "SELECT job, created, ttl, workspace, policy, socket FROM jobs WHERE job = ?", (job,)
+            "SELECT job, created, ttl, workspace, policy, socket, quotas FROM jobs WHERE job = ?",
+            (job,),
         ).fetchone()
         return JobRecord(*row) if row else None
 
     def jobs(self) -> list[JobRecord]:
         rows = self._db.execute(
-            "SELECT job, created, ttl, workspace, policy, socket FROM jobs ORDER BY created"
+            "SELECT job, created, ttl, workspace, policy, socket, quotas FROM jobs ORDER BY created"
         ).fetchall()
         return [JobRecord(*row) for row in rows]
 
