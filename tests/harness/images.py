@@ -121,7 +121,7 @@ def busybox_spec() -> ImageSpec:
     tree = ImageTree()
     _base(tree)
     _add_busybox(tree)
-    changes = (f"ENV PATH={SEARCH_PATH}", 'CMD ["sh"]', f"LABEL {INPUTS_LABEL}=")
+    changes = (f"ENV PATH={SEARCH_PATH}", 'CMD ["sh"]')
     return ImageSpec(BUSYBOX_IMAGE, tree, changes)
 
 
@@ -156,9 +156,20 @@ def dind_spec() -> ImageSpec:
         'ENTRYPOINT ["/usr/local/bin/dind"]',
         'CMD ["dockerd"]',
         'VOLUME ["/var/lib/docker"]',
-        f"LABEL {INPUTS_LABEL}=",
     )
     return ImageSpec(DIND_IMAGE, tree, changes)
+
+
+def image_id(docker: str, tag: str) -> str | None:
+    proc = subprocess.run(
+        [docker, "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
 
 
 def current_label(docker: str, tag: str) -> str | None:
@@ -181,9 +192,10 @@ def ensure_image(spec: ImageSpec, docker: str, say: Callable[[str], None]) -> bo
     if current_label(docker, spec.tag) == digest:
         return False
     say(f"building {spec.tag} (inputs {digest[:12]})")
+    previous = image_id(docker, spec.tag)
     argv = [docker, "import"]
-    for change in spec.changes:
-        argv += ["--change", change + digest if change.endswith(f"{INPUTS_LABEL}=") else change]
+    for change in (*spec.changes, f"LABEL {INPUTS_LABEL}={digest}"):
+        argv += ["--change", change]
     argv += ["-", spec.tag]
     # stderr goes to a file: a pipe nobody reads while we stream could fill and deadlock.
     with tempfile.TemporaryFile() as errors:
@@ -203,4 +215,7 @@ def ensure_image(spec: ImageSpec, docker: str, say: Callable[[str], None]) -> bo
         raise ImageBuildError(f"docker import {spec.tag} failed: {message}")
     if current_label(docker, spec.tag) != digest:
         raise ImageBuildError(f"{spec.tag} was imported but does not carry its input label")
+    if previous is not None and previous != image_id(docker, spec.tag):
+        # The old build is now untagged; drop it unless a container still uses it.
+        subprocess.run([docker, "image", "rm", previous], capture_output=True, check=False)
     return True

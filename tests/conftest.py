@@ -1,0 +1,86 @@
+"""Fixtures shared by the whole suite, and the `engine` marker for tests/engine/.
+
+Engine tests never skip: when no engine answers they fail, saying to run
+`scripts/test-engine up` (which `make test` runs). Every engine test must create
+uniquely named resources (`unique_name`) and clean up only what it created:
+other tests and people use the same engine at the same time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import DockerException, ImageNotFound
+
+from harness.endpoint import Endpoint
+from harness.images import BUSYBOX_IMAGE, DIND_IMAGE
+
+ENGINE_TESTS = Path(__file__).resolve().parent / "engine"
+HOW_TO_START = "run `scripts/test-engine up` (make test does it for you)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/engine/ needs the engine, whether or not it says so."""
+    for item in items:
+        if ENGINE_TESTS in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def engine_endpoint() -> Endpoint:
+    """The engine under test: DOCKER_HOST, else unix:///var/run/docker.sock."""
+    return Endpoint.from_env()
+
+
+@pytest.fixture(scope="session")
+def docker_host(engine_endpoint: Endpoint) -> str:
+    """The engine's URL as DOCKER_HOST spells it, for tests that drive the docker CLI."""
+    if not engine_endpoint.ping():
+        pytest.fail(f"no Docker engine answers at {engine_endpoint.url}: {HOW_TO_START}")
+    return engine_endpoint.url
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
+    """A docker SDK client for the engine under test (session scope)."""
+    try:
+        client = docker.DockerClient(base_url=docker_host, version="auto", timeout=120)
+        client.ping()
+    except DockerException as exc:
+        pytest.fail(f"cannot talk to the Docker engine at {docker_host} ({exc}): {HOW_TO_START}")
+    yield client
+    client.close()
+
+
+def _local_image(client: docker.DockerClient, tag: str) -> str:
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        pytest.fail(f"the test image {tag} is missing: {HOW_TO_START}")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: docker.DockerClient) -> str:
+    """Tag of the local busybox image (sh, /tmp, /etc/passwd); never pulled."""
+    return _local_image(docker_client, BUSYBOX_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def dind_image(docker_client: docker.DockerClient) -> str:
+    """Tag of the local DinD image (the host's dockerd & co., entrypoint `dind`, CMD dockerd)."""
+    return _local_image(docker_client, DIND_IMAGE)
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """`unique_name("vol")` -> "dmtest-vol-3f9a0c1b": a fresh name per call, for any resource."""
+
+    def make(prefix: str = "t") -> str:
+        return f"dmtest-{prefix}-{secrets.token_hex(4)}"
+
+    return make
