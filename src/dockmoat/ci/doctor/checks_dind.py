@@ -107,15 +107,41 @@ def check_privileges(facts: DindFacts) -> Finding:
     )
 
 
+def _weight(line: str) -> int:
+    """How telling a log line is: the fatal one beats errors, errors beat chatter."""
+    lowered = line.lower()
+    if "failed to start daemon" in lowered or "level=fatal" in lowered:
+        return 3
+    if "level=error" in lowered:
+        return 2
+    return 1 if "level=" in lowered else 2
+
+
+def _strip_time(line: str) -> str:
+    return re.sub(r'^time="[^"]*"\s*', "", line.strip())
+
+
+def _chatter(line: str) -> bool:
+    """Info and debug lines mention drivers and certificates all the time without failing."""
+    lowered = line.lower()
+    return ("level=info" in lowered or "level=debug" in lowered) and (
+        "failed to start daemon" not in lowered
+    )
+
+
 def scan_logs(logs: str) -> list[tuple[LogPattern, str]]:
-    """The first log line matched by each known failure pattern, in pattern order."""
-    found: dict[str, tuple[LogPattern, str]] = {}
+    """The most telling log line matched by each known failure pattern, in pattern order."""
+    found: dict[str, tuple[int, LogPattern, str]] = {}
     for line in logs.splitlines():
+        if _chatter(line):
+            continue
         for pattern in LOG_PATTERNS:
             if pattern.regex.search(line):
-                found.setdefault(pattern.label, (pattern, line.strip()))
+                weight = _weight(line)
+                if pattern.label not in found or weight > found[pattern.label][0]:
+                    found[pattern.label] = (weight, pattern, _strip_time(line))
                 break
-    return [found[p.label] for p in LOG_PATTERNS if p.label in found]
+    return [(found[p.label][1], found[p.label][2]) for p in LOG_PATTERNS if p.label in found]
 
 
 def check_logs(facts: DindFacts) -> list[Finding]:
@@ -192,7 +218,7 @@ def check_mtu(facts: DindFacts, host_uplink: tuple[str, int] | None) -> Finding 
         return None
     mtus = parse_mtus(facts.net_mtus)
     uplink = default_route_iface(facts.routes or "") or ("eth0" if "eth0" in mtus else None)
-    bridge = mtus.get(NESTED_BRIDGE)
+    bridge = facts.nested_bridge_mtu or mtus.get(NESTED_BRIDGE)
     if bridge is None or uplink is None or uplink not in mtus:
         return warn(
             MTU,

@@ -78,4 +78,6 @@ class DindFacts:
     routes: str | None = None
     # The nested daemon's storage driver when it could be asked.
     nested_driver: str | None = None
+    # The MTU the nested daemon gives its bridge network (--mtu), when it could be asked.
+    nested_bridge_mtu: int | None = None
     exec_error: str | None = None

@@ -26,6 +26,11 @@ _NET_SCRIPT = (
     'for i in /sys/class/net/*; do echo "${i##*/} $(cat $i/mtu)"; done; '
     "echo ---; cat /proc/net/route"
 )
+_NESTED_SCRIPT = (
+    "docker info --format '{{.Driver}}' 2>/dev/null; echo ---; "
+    "docker network inspect bridge --format "
+    "'{{index .Options \"com.docker.network.driver.mtu\"}}' 2>/dev/null"
+)
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
 
 
@@ -111,9 +116,12 @@ def engine_client(
             ca_cert=str(tls.ca) if tls.verify else None,
             verify=tls.verify,
         )
-    return docker.APIClient(
+    client = docker.APIClient(
         base_url=target.url, tls=tls_config, version=api or "1.41", timeout=int(timeout)
     )
+    # REQUESTS_CA_BUNDLE and friends would otherwise replace the daemon's CA.
+    client.trust_env = False
+    return client
 
 
 def _exec(client: docker.APIClient, name: str, cmd: list[str]) -> tuple[int, str]:
@@ -143,10 +151,14 @@ def dind_facts(client: docker.APIClient, name: str) -> DindFacts:
                 facts["net_mtus"], facts["routes"] = mtus, routes
             else:
                 facts["exec_error"] = text.strip()[:200] or f"exit code {code}"
-            code, text = _exec(client, name, ["docker", "info", "--format", "{{.Driver}}"])
-            if code == 0 and text.strip():
-                facts["nested_driver"] = text.strip().splitlines()[-1]
-            else:
+            code, text = _exec(client, name, ["sh", "-c", _NESTED_SCRIPT])
+            driver, _, mtu = text.partition("---")
+            if driver.strip():
+                facts["nested_driver"] = driver.strip().splitlines()[-1]
+            # The bridge network's configured MTU; docker0 shows 1500 until a port joins it.
+            if mtu.strip().isdigit():
+                facts["nested_bridge_mtu"] = int(mtu.strip())
+            if not driver.strip():
                 # No CLI or no local socket: the driver's folder under image/ tells which was used.
                 code, text = _exec(client, name, ["ls", "/var/lib/docker/image"])
                 if code == 0 and text.split():
@@ -194,7 +206,7 @@ def diagnose(config: DoctorConfig, now: datetime | None = None) -> list[Finding]
         findings.append(transport)
 
     if tls is not None and target.scheme == "tcp":
-        der = probe.server_certificate(target, config.timeout)
+        der = probe.server_certificate(target, tls, config.timeout)
         if isinstance(der, bytes):
             findings += checks_tls.check_server(
                 der, target.host or "", material.ca if material else None, now

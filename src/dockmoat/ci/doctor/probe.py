@@ -6,6 +6,7 @@ every other check still runs and the report says what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 
@@ -69,7 +70,8 @@ def _ssl_error(error: ssl.SSLError) -> ConnectError:
 
 def client_context(tls: TlsSettings) -> ssl.SSLContext | ConnectError:
     """The client side the docker CLI would use; errors here mean unusable files."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Only the given CA is trusted, as with the docker CLI (not the system's store).
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if tls.verify:
             context.load_verify_locations(cafile=str(tls.ca))
@@ -114,11 +116,18 @@ def ping(target: Target, tls: TlsSettings | None, timeout: float) -> PingResult:
     return RawResponse(bytes(data))
 
 
-def server_certificate(target: Target, timeout: float) -> bytes | ConnectError:
-    """The daemon's leaf certificate, fetched without trusting it (so it can be judged)."""
+def server_certificate(target: Target, tls: TlsSettings, timeout: float) -> bytes | ConnectError:
+    """The daemon's leaf certificate, fetched without trusting it (so it can be judged).
+
+    The client certificate is offered when usable, so the daemon does not log a
+    handshake error for this probe.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    # Unusable files are judged by the tls.* checks; the server certificate is still worth reading.
+    with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+        context.load_cert_chain(str(tls.cert), str(tls.key))
     sock = _connect(target, timeout)
     if isinstance(sock, ConnectError):
         return sock
