@@ -1,14 +1,49 @@
-"""`dockmoat audit` (see ../shared/PRODUCT.md)."""
+"""`dockmoat audit FILE...` (see ../shared/PRODUCT.md and docs/audit.md)."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
+from rich.console import Console
 
-from dockmoat.cli._stub import not_yet
+from dockmoat.ci.audit import Kind, audit_paths
+from dockmoat.ci.audit.report import render_text, to_json, to_sarif
 
 
-@click.command(name="audit", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise not_yet("dockmoat audit", "pending")
+@click.command(name="audit")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice([k.value for k in Kind]),
+    default=None,
+    help="Treat every FILE as this kind instead of detecting it from name and content.",
+)
+def command(files: tuple[str, ...], fmt: str, kind: str | None) -> None:
+    """Report how compose files, .gitlab-ci.yml, GitHub workflows and Jenkinsfiles hand out Docker.
+
+    Exit status: 1 when any finding is high; otherwise 2 when a file could not be
+    audited (each such file gets one line on stderr); otherwise 0.
+    """
+    result = audit_paths(files, Kind(kind) if kind else None)
+    for error in result.errors:
+        click.echo(f"dockmoat audit: {error.file}: {error.reason}", err=True)
+    if fmt == "json":
+        click.echo(to_json(result.findings))
+    elif fmt == "sarif":
+        click.echo(json.dumps(to_sarif(result.findings, result.errors), indent=2))
+    else:
+        # rich colours only on a terminal; piped output stays plain text.
+        console = Console(file=sys.stdout, highlight=False)
+        render_text(result.findings, result.files, console)
+    sys.exit(result.exit_code)

@@ -1,0 +1,117 @@
+"""`dockmoat audit`: static analysis of CI files for the ways they hand out Docker.
+
+Entry points:
+- `audit_text(text, name, kind=None) -> list[Finding]`: pure; raises ConfigError on
+  input that cannot be audited (not YAML, unknown format).
+- `audit_paths(paths, kind=None) -> AuditResult`: reads files, never stops at a bad one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockmoat.ci.audit import compose, github, gitlab, jenkins, yamlsrc
+from dockmoat.ci.audit.detect import Kind, kind_from_name, kind_from_yaml, looks_like_jenkins
+from dockmoat.ci.audit.findings import FileError, Finding, Hit, Rule, Severity
+from dockmoat.ci.audit.rules import ALL_RULES
+from dockmoat.errors import ConfigError
+
+__all__ = [
+    "ALL_RULES",
+    "AuditResult",
+    "FileError",
+    "Finding",
+    "Kind",
+    "Rule",
+    "Severity",
+    "audit_paths",
+    "audit_text",
+]
+
+# Larger CI files do not exist; reading one is a mistake (a binary, a log).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def audit_text(text: str, name: str, kind: Kind | None = None) -> list[Finding]:
+    """Findings for one file's content; `name` is how findings refer to the file."""
+    detected = kind or kind_from_name(name)
+    if detected is None and looks_like_jenkins(text):
+        detected = Kind.JENKINS
+    if detected is Kind.JENKINS:
+        hits: Iterable[Hit] = jenkins.analyse(text)
+    else:
+        doc = yamlsrc.load(text)
+        detected = detected or kind_from_yaml(doc)
+        if detected is None:
+            raise ConfigError(
+                "unknown format: not a compose file, .gitlab-ci.yml, GitHub workflow "
+                "or Jenkinsfile (use --type to say which)"
+            )
+        if yamlsrc.mapping(doc) is None:
+            raise ConfigError(f"not a {detected.value} file: the top level is not a mapping")
+        analyser = {Kind.COMPOSE: compose, Kind.GITLAB: gitlab, Kind.GITHUB: github}[detected]
+        hits = analyser.analyse(doc)
+    return _finish(hits, name)
+
+
+def _finish(hits: Iterable[Hit], name: str) -> list[Finding]:
+    """Sorted by line, one finding per rule and line (a line says a thing once)."""
+    seen: set[tuple[str, int]] = set()
+    out: list[Finding] = []
+    for hit in hits:
+        key = (hit.rule.id, hit.line)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(hit.in_file(name))
+    out.sort(key=lambda f: (f.line, -f.severity.rank, f.rule.id))
+    return out
+
+
+@dataclass
+class AuditResult:
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 on any high finding; else 2 when a file could not be audited; else 0."""
+        if any(f.severity is Severity.HIGH for f in self.findings):
+            return 1
+        return 2 if self.errors else 0
+
+
+def audit_paths(paths: Iterable[str], kind: Kind | None = None) -> AuditResult:
+    result = AuditResult()
+    for name in paths:
+        result.files.append(name)
+        try:
+            text = _read(name)
+            result.findings.extend(audit_text(text, name, kind))
+        except ConfigError as error:
+            result.errors.append(FileError(name, str(error)))
+    return result
+
+
+def _read(name: str) -> str:
+    path = Path(name)
+    try:
+        if path.is_dir():
+            raise ConfigError("is a directory")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError as error:
+        raise ConfigError("no such file") from error
+    except PermissionError as error:
+        raise ConfigError("permission denied") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror or error}") from error
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not a CI file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text (byte {error.start})") from error

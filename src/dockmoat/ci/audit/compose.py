@@ -1,0 +1,169 @@
+"""Compose files: each service is a container; scripts in `command` are scanned too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dockmoat.ci.audit import yamlsrc as y
+from dockmoat.ci.audit.checks import check_containers, check_shell
+from dockmoat.ci.audit.dockerargs import join_continuations, scan_shell_line, split_words
+from dockmoat.ci.audit.findings import Hit
+from dockmoat.ci.audit.model import Container, Located
+from dockmoat.ci.audit.mounts import Mount, parse_short
+
+
+def looks_like(doc: Any) -> bool:
+    services = y.mapping(doc.get("services")) if y.mapping(doc) is not None else None
+    if services is None:
+        return False
+    return any(
+        isinstance(svc, dict) and ("image" in svc or "build" in svc) for svc in services.values()
+    )
+
+
+def analyse(doc: Any) -> Iterator[Hit]:
+    services = y.mapping(doc.get("services"))
+    if services is None:
+        return
+    containers: list[Container] = []
+    scripts: list[tuple[Container, list[tuple[int, str]]]] = []
+    for name, svc in services.items():
+        svc_map = y.mapping(svc)
+        if svc_map is None:
+            continue
+        line = y.key_line(services, name, 1)
+        container, script = _service(str(name), svc_map, line)
+        containers.append(container)
+        scripts.append((container, script))
+    yield from check_containers(containers)
+    for container, lines in scripts:
+        for number, text in join_continuations(lines):
+            facts = scan_shell_line(text, number)
+            yield from check_shell(facts, number, container.label, [container.env])
+
+
+def _words(node: Any, line: int) -> tuple[list[str], list[tuple[int, str]]]:
+    """Words of a command/entrypoint, and any shell script it carries (`sh -c "..."`)."""
+    seq = y.sequence(node)
+    if seq is not None:
+        words = [str(w) for w in seq]
+        script: list[tuple[int, str]] = []
+        for i, word in enumerate(words[:-1]):
+            if word == "-c":
+                script = y.text_lines(seq[i + 1], y.item_line(seq, i + 1, line))
+        return words, script
+    text = y.scalar_str(node)
+    if text is None:
+        return [], []
+    lines = y.text_lines(node, line)
+    return split_words(text), lines
+
+
+def _service(name: str, svc: Any, line: int) -> tuple[Container, list[tuple[int, str]]]:
+    entry, entry_script = _words(svc.get("entrypoint"), y.value_line(svc, "entrypoint", line))
+    cmd, cmd_script = _words(svc.get("command"), y.value_line(svc, "command", line))
+    image = y.scalar_str(svc.get("image"))
+    env = {
+        k: Located(v, n)
+        for k, (v, n) in y.env_vars(
+            svc.get("environment"), y.key_line(svc, "environment", line)
+        ).items()
+    }
+    privileged = svc.get("privileged") is True or str(svc.get("privileged")).lower() == "true"
+    container = Container(
+        label=f"service {name!r}",
+        line=line,
+        hostname=name,
+        image=Located(image, y.value_line(svc, "image", line)) if image else None,
+        command=entry + cmd,
+        command_line=y.key_line(svc, "command", y.key_line(svc, "entrypoint", line)),
+        privileged_line=y.key_line(svc, "privileged", line) if privileged else None,
+        runtime=y.scalar_str(svc.get("runtime")),
+        env=env,
+        mounts=list(_mounts(svc.get("volumes"), y.key_line(svc, "volumes", line))),
+        network=_located(svc, "network_mode", line),
+        pid=_located(svc, "pid", line),
+        limits=_limits(svc),
+        health=_has_health(svc.get("healthcheck")),
+        depends_on=_depends_on(svc.get("depends_on"), y.key_line(svc, "depends_on", line)),
+    )
+    # The script a shell wrapper runs (`sh -c "..."`), else the command line itself.
+    script = cmd_script or entry_script
+    return container, script
+
+
+def _located(svc: Any, key: str, line: int) -> Located | None:
+    value = y.scalar_str(svc.get(key))
+    return Located(value, y.key_line(svc, key, line)) if value is not None else None
+
+
+def _mounts(node: Any, line: int) -> Iterator[Mount]:
+    seq = y.sequence(node)
+    if seq is None:
+        return
+    for i, item in enumerate(seq):
+        item_line = y.item_line(seq, i, line)
+        as_map = y.mapping(item)
+        if as_map is not None:
+            source = y.scalar_str(as_map.get("source"))
+            yield Mount(
+                source=source,
+                target=y.scalar_str(as_map.get("target")) or "",
+                read_only=as_map.get("read_only") is True,
+                line=item_line,
+            )
+        elif isinstance(item, str):
+            yield parse_short(item, item_line)
+
+
+def _limits(svc: Any) -> set[str]:
+    found: set[str] = set()
+    if svc.get("mem_limit") is not None:
+        found.add("memory")
+    if any(svc.get(k) is not None for k in ("cpus", "cpu_quota", "cpuset")):
+        found.add("cpus")
+    if svc.get("pids_limit") is not None:
+        found.add("pids")
+    deploy = y.mapping(svc.get("deploy"))
+    resources = y.mapping(deploy.get("resources")) if deploy is not None else None
+    limits = y.mapping(resources.get("limits")) if resources is not None else None
+    if limits is not None:
+        for key, name in (("memory", "memory"), ("cpus", "cpus"), ("pids", "pids")):
+            if limits.get(key) is not None:
+                found.add(name)
+    return found
+
+
+def _has_health(node: Any) -> bool:
+    health = y.mapping(node)
+    if health is None:
+        return False
+    if health.get("disable") is True:
+        return False
+    test = health.get("test")
+    seq = y.sequence(test)
+    if seq is not None and len(seq) > 0 and str(seq[0]).upper() == "NONE":
+        return False
+    return test is not None
+
+
+def _depends_on(node: Any, line: int) -> dict[str, Located]:
+    out: dict[str, Located] = {}
+    seq = y.sequence(node)
+    if seq is not None:
+        for i, item in enumerate(seq):
+            out[str(item)] = Located("", y.item_line(seq, i, line))
+        return out
+    as_map = y.mapping(node)
+    if as_map is not None:
+        for target, spec in as_map.items():
+            spec_map = y.mapping(spec)
+            condition = y.scalar_str(spec_map.get("condition")) if spec_map is not None else None
+            where = (
+                y.key_line(spec_map, "condition", line)
+                if spec_map is not None and condition
+                else y.key_line(as_map, target, line)
+            )
+            out[str(target)] = Located(condition or "", where)
+    return out

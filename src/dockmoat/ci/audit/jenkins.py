@@ -1,0 +1,200 @@
+"""Jenkinsfiles: docker agents, docker.image(...).inside/withRun, sh steps, environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from dockmoat.ci.audit import rules
+from dockmoat.ci.audit.checks import check_containers, tcp_host
+from dockmoat.ci.audit.dockerargs import parse_run_options, split_words
+from dockmoat.ci.audit.findings import Hit
+from dockmoat.ci.audit.groovy import Token, tokenize
+from dockmoat.ci.audit.model import Container, Located
+from dockmoat.ci.audit.scripts import check_script
+
+_PIPELINE = re.compile(r"^\s*(pipeline|node)\s*[({]", re.MULTILINE)
+_DOCKER_VAR = re.compile(r"^(DOCKER_[A-Z_]+)=(.*)$", re.DOTALL)
+_METHODS_WITH_ARGS = frozenset({"inside", "withRun", "run"})
+
+
+def looks_like(text: str) -> bool:
+    return _PIPELINE.search(text) is not None
+
+
+def analyse(text: str) -> Iterator[Hit]:
+    tokens = tokenize(text)
+    env = _environment(tokens)
+    containers: list[Container] = []
+    scripts: list[tuple[list[tuple[int, str]], str]] = []
+    for i, token in enumerate(tokens):
+        if token.kind != "ident":
+            continue
+        if token.text in ("docker", "dockerfile") and _is(tokens, i + 1, "{"):
+            containers.append(_agent_block(tokens, i, env))
+        elif token.text == "docker" and _is(tokens, i + 1, ".") and _is(tokens, i + 2, "image"):
+            site = _image_call(tokens, i, env)
+            if site is not None:
+                containers.append(site)
+        elif token.text == "withDockerContainer":
+            containers.append(_with_docker_container(tokens, i, env))
+        elif token.text == "sh":
+            script = _script_arg(tokens, i)
+            if script is not None:
+                scripts.append((_lines(script), f"sh step (line {script.line})"))
+        elif token.text == "withDockerServer":
+            yield from _docker_server(tokens, i)
+    yield from check_containers(containers)
+    for lines, label in scripts:
+        yield from check_script(lines, label, [env])
+
+
+def _is(tokens: list[Token], i: int, text: str) -> bool:
+    return i < len(tokens) and tokens[i].text == text and tokens[i].kind != "string"
+
+
+def _string_at(tokens: list[Token], i: int) -> Token | None:
+    return tokens[i] if i < len(tokens) and tokens[i].kind == "string" else None
+
+
+def _lines(token: Token) -> list[tuple[int, str]]:
+    return [(token.line + k, part) for k, part in enumerate(token.text.split("\n"))]
+
+
+def _environment(tokens: list[Token]) -> dict[str, Located]:
+    """DOCKER_* variables set anywhere: `environment { X = '...' }`, `env.X = ...`, withEnv."""
+    env: dict[str, Located] = {}
+    for i, token in enumerate(tokens):
+        if token.kind == "ident" and token.text.startswith("DOCKER_") and _is(tokens, i + 1, "="):
+            value = _string_at(tokens, i + 2)
+            if value is not None:
+                env[token.text] = Located(value.text, value.line)
+        elif token.kind == "string":
+            match = _DOCKER_VAR.match(token.text)
+            if match:
+                env[match.group(1)] = Located(match.group(2), token.line)
+    return env
+
+
+def _container(
+    label: str, line: int, image: Token | None, args: Token | None, env: dict[str, Located]
+) -> Container:
+    run = parse_run_options(
+        split_words(args.text) if args else [], args.line if args else line, expect_image=False
+    )
+    args_line = args.line if args else line
+    own = {k: Located(v, args_line) for k, v in run.env.items() if v is not None}
+    return Container(
+        label=label,
+        line=line,
+        image=Located(image.text, image.line) if image else None,
+        privileged_line=args_line if run.privileged else None,
+        runtime=run.runtime,
+        env=own,
+        inherited_env=env,
+        mounts=run.mounts,
+        network=Located(run.network, args_line) if run.network else None,
+        pid=Located(run.pid, args_line) if run.pid else None,
+        limits={
+            n for n, ok in (("memory", run.memory), ("cpus", run.cpus), ("pids", run.pids)) if ok
+        },
+        health=run.health,
+    )
+
+
+def _agent_block(tokens: list[Token], start: int, env: dict[str, Located]) -> Container:
+    """`agent { docker { image '...' args '...' } }` (or `dockerfile { args '...' }`)."""
+    depth, i = 0, start + 1
+    image = args = None
+    while i < len(tokens):
+        token = tokens[i]
+        if _is(tokens, i, "{"):
+            depth += 1
+        elif _is(tokens, i, "}"):
+            depth -= 1
+            if depth == 0:
+                break
+        elif depth == 1 and token.kind == "ident" and token.text in ("image", "args"):
+            value = _string_at(tokens, i + 1)
+            if value is not None and token.text == "image":
+                image = value
+            elif value is not None:
+                args = value
+        i += 1
+    return _container(f"{tokens[start].text} agent", tokens[start].line, image, args, env)
+
+
+def _image_call(tokens: list[Token], start: int, env: dict[str, Located]) -> Container | None:
+    """`docker.image('X')` optionally followed by `.inside('ARGS')`/`.withRun(...)`/`.run(...)`."""
+    if not _is(tokens, start + 3, "("):
+        return None
+    image = _string_at(tokens, start + 4)
+    if image is None:
+        return None
+    args = None
+    i = start + 5
+    if _is(tokens, i, ")") and _is(tokens, i + 1, ".") and i + 2 < len(tokens):
+        method = tokens[i + 2]
+        if method.text in _METHODS_WITH_ARGS and _is(tokens, i + 3, "("):
+            args = _string_at(tokens, i + 4)
+    return _container(f"docker.image({image.text!r})", image.line, image, args, env)
+
+
+def _with_docker_container(tokens: list[Token], start: int, env: dict[str, Located]) -> Container:
+    image = args = None
+    if _is(tokens, start + 1, "("):
+        image = _string_at(tokens, start + 2)
+        i = start + 2
+        while i < len(tokens) and not _is(tokens, i, ")"):
+            if tokens[i].kind == "ident" and _is(tokens, i + 1, ":"):
+                value = _string_at(tokens, i + 2)
+                if tokens[i].text == "image":
+                    image = value
+                elif tokens[i].text == "args":
+                    args = value
+            i += 1
+    return _container("withDockerContainer", tokens[start].line, image, args, env)
+
+
+def _script_arg(tokens: list[Token], start: int) -> Token | None:
+    """The script of `sh '...'`, `sh("...")` or `sh(script: '...', ...)`."""
+    direct = _string_at(tokens, start + 1)
+    if direct is not None:
+        return direct
+    if not _is(tokens, start + 1, "("):
+        return None
+    first = _string_at(tokens, start + 2)
+    if first is not None:
+        return first
+    i = start + 2
+    while i < len(tokens) and not _is(tokens, i, ")"):
+        if tokens[i].text == "script" and _is(tokens, i + 1, ":"):
+            return _string_at(tokens, i + 2)
+        i += 1
+    return None
+
+
+def _docker_server(tokens: list[Token], start: int) -> Iterator[Hit]:
+    """`withDockerServer([uri: 'tcp://...'])` without `credentialsId` has no TLS."""
+    uri = None
+    has_credentials = False
+    i = start + 1
+    depth = 0
+    while i < len(tokens):
+        if _is(tokens, i, "("):
+            depth += 1
+        elif _is(tokens, i, ")"):
+            depth -= 1
+            if depth <= 0:
+                break
+        elif tokens[i].text == "uri" and _is(tokens, i + 1, ":"):
+            uri = _string_at(tokens, i + 2)
+        elif tokens[i].text == "credentialsId":
+            has_credentials = True
+        i += 1
+    if uri is not None and tcp_host(uri.text) and not has_credentials:
+        yield Hit(
+            rules.DOCKER_HOST_NO_TLS,
+            uri.line,
+            f"withDockerServer uri {uri.text} without credentialsId (no TLS client certificate)",
+        )
