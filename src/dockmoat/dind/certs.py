@@ -281,7 +281,9 @@ def server_cert_tar(certs: DaemonCerts, uid: int = 0, gid: int = 0) -> bytes:
             ("cert.pem", certs.server.cert_pem, 0o644),
             ("key.pem", certs.server.key_pem, 0o600),
         )
-        for filename, data, mode in files:
+        # `ready` last: the container's wait loop starts dockerd once it exists,
+        # and tar members are written in order, so the others are complete then.
+        for filename, data, mode in (*files, ("ready", b"", 0o644)):
             info = tarfile.TarInfo(f"certs/server/{filename}")
             info.size = len(data)
             info.mode = mode

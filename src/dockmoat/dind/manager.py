@@ -63,7 +63,7 @@ class _Made:
     container: str | None = None
     volume: str | None = None
     cert_dir: bool = False
-    extra: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
 
 
 def engine_client(host: str | None) -> docker.DockerClient:
@@ -167,7 +167,7 @@ class DindManager:
             )
             with claim:
                 self._create(options, made, naming.tmp_container_name(instance), who, {}, name)
-            info = self._start_and_wait(options, made, name)
+            info = self._start_and_wait(options, made, name, who)
             if options.preload:
                 self.preload(info, options.preload)
             self.progress(f"assigning {naming.container_name(name)}")
@@ -254,28 +254,10 @@ class DindManager:
                 labels=spec.labels(instance, naming.ROLE_NETWORK, who),
                 check_duplicate=True,
             )
-            net = self.api.inspect_network(made.network)
         except docker.errors.APIError as error:
             raise EngineError(
                 f"cannot create network {made.network}: {error.explanation}"
             ) from None
-        ipam = (net.get("IPAM") or {}).get("Config") or []
-        ipv4 = [c for c in ipam if ":" not in str(c.get("Subnet", ""))]
-        if not ipv4:
-            raise EngineError(f"network {made.network} got no IPv4 subnet")
-        address = spec.pick_address(str(ipv4[0]["Subnet"]), ipv4[0].get("Gateway"))
-
-        self.progress("issuing certificates")
-        dns = [naming.ALIAS, instance, container_name]
-        if name:
-            dns += [name, naming.container_name(name)]
-        try:
-            daemon_certs = certs.issue_daemon_certs(self.state.ca(), instance, dns, [address])
-        except ValueError as error:
-            raise EngineError(f"cannot issue certificates: {error}") from None
-        made.cert_dir = True
-        self.state.write_client(instance, daemon_certs, who)
-
         if options.cache:
             volume = naming.cache_volume_name(options.cache)
             volume_labels = spec.labels(
@@ -288,11 +270,14 @@ class DindManager:
         container_labels = spec.labels(instance, naming.ROLE_DAEMON, who, extra_labels)
         if options.cache:
             container_labels[naming.LABEL_CACHE] = options.cache
+        made.dns = [naming.ALIAS, instance, container_name]
+        if name:
+            made.dns += [name, naming.container_name(name)]
         config = spec.container_config(
             options,
             instance=instance,
             network=made.network,
-            address=address,
+            image_entrypoint=self._entrypoint(options.image),
             volume=volume,
             mtu=mtu,
             container_labels=container_labels,
@@ -301,13 +286,20 @@ class DindManager:
         self.progress(f"creating container {container_name}")
         try:
             created = self.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]
-            made.container = str(created["Id"])
-            uid = spec.ROOTLESS_UID if options.rootless else 0
-            self.api.put_archive(made.container, "/", certs.server_cert_tar(daemon_certs, uid, uid))
         except docker.errors.APIError as error:
             raise EngineError(f"cannot create the daemon container: {error.explanation}") from None
+        made.container = str(created["Id"])
 
-    def _start_and_wait(self, options: spec.DindOptions, made: _Made, name: str) -> DindInfo:
+    def _entrypoint(self, image: str) -> list[str]:
+        try:
+            details = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
+        except docker.errors.APIError as error:
+            raise EngineError(f"cannot inspect image {image}: {error.explanation}") from None
+        return [str(part) for part in ((details.get("Config") or {}).get("Entrypoint") or [])]
+
+    def _start_and_wait(
+        self, options: spec.DindOptions, made: _Made, name: str, who: str
+    ) -> DindInfo:
         assert made.container and made.network
         self.progress("starting the nested daemon")
         try:
@@ -316,6 +308,21 @@ class DindManager:
         except docker.errors.APIError as error:
             raise EngineError(f"cannot start the daemon container: {error.explanation}") from None
         info = self._info_from(details, name)
+        # Issued now because only now the container's IP is known; dockerd waits for them.
+        self.progress("issuing certificates")
+        try:
+            daemon_certs = certs.issue_daemon_certs(
+                self.state.ca(), made.instance, made.dns, [info.address] if info.address else []
+            )
+        except ValueError as error:
+            raise EngineError(f"cannot issue certificates: {error}") from None
+        made.cert_dir = True
+        self.state.write_client(made.instance, daemon_certs, who)
+        uid = spec.ROOTLESS_UID if options.rootless else 0
+        try:
+            self.api.put_archive(made.container, "/", certs.server_cert_tar(daemon_certs, uid, uid))
+        except docker.errors.APIError as error:
+            raise EngineError(f"cannot copy certificates in: {error.explanation}") from None
         self.progress(f"waiting for /_ping on {info.host_url}")
         self.wait_ready(info, made.container, options.timeout)
         return info
@@ -430,7 +437,7 @@ class DindManager:
                 {naming.LABEL_POOL: pool_id},
                 None,
             )
-            info = self._start_and_wait(options, made, instance)
+            info = self._start_and_wait(options, made, instance, who)
         except BaseException:
             self._undo(made, options)
             raise
@@ -463,9 +470,18 @@ class DindManager:
             ca_cert=str(info.cert_path / "ca.pem"),
             verify=True,
         )
-        return docker.APIClient(
-            base_url=f"https://127.0.0.1:{info.port}", tls=tls, version="auto", timeout=300
-        )
+        try:
+            # The nested daemon's API is at least the host engine's era; a fixed
+            # version spares a round trip (the SDK would ask /version first).
+            nested = docker.APIClient(
+                base_url=f"https://127.0.0.1:{info.port}", tls=tls, version="1.41", timeout=300
+            )
+        except docker.errors.DockerException as error:
+            raise EngineError(f"cannot reach the nested daemon: {error}") from None
+        # requests lets REQUESTS_CA_BUNDLE override the per-session CA: that would
+        # verify the daemon against the system's CAs instead of ours.
+        nested.trust_env = False
+        return nested
 
     def preload(self, info: DindInfo, images: tuple[str, ...] | list[str]) -> None:
         """Stream `docker save` on the host engine into `docker load` nested (no temp file)."""
@@ -479,6 +495,8 @@ class DindManager:
                         raise EngineError(f"--preload {image}: {message['error']}")
         except docker.errors.APIError as error:
             raise EngineError(f"cannot preload: {error.explanation}") from None
+        except docker.errors.DockerException as error:
+            raise EngineError(f"cannot preload: {error}") from None
         finally:
             nested.close()
 

@@ -160,16 +160,15 @@ def network_options(mtu: int) -> dict[str, str]:
     return {"com.docker.network.driver.mtu": str(mtu)}
 
 
-def pick_address(subnet: str, gateway: str | None) -> str:
-    """The daemon's fixed address on its own fresh network: the first host that is not the gateway.
-
-    Fixing it before start lets the server certificate name the IP before dockerd runs.
-    """
-    network = ipaddress.ip_network(subnet, strict=False)
-    for host in network.hosts():
-        if str(host) != gateway:
-            return str(host)
-    raise ValueError(f"subnet {subnet} has no free address")
+# The server certificate must name the container's IP, which the engine assigns
+# only at start (and fixed IPs need a user-chosen subnet). So the container
+# starts with a tiny wrapper that waits for the certificates to be copied in
+# (`ready` is the last member of the tar), then execs the image's own entrypoint.
+WAIT_FOR_CERTS = (
+    f"i=0; while [ ! -e {SERVER_CERT_DIR}/ready ]; do i=$((i+1)); "
+    'if [ "$i" -gt 6000 ]; then echo "dockmoat: no certificates after 60s" >&2; exit 1; fi; '
+    'sleep 0.01; done; exec "$@"'
+)
 
 
 def container_env(options: DindOptions) -> list[str]:
@@ -188,7 +187,7 @@ def container_config(
     *,
     instance: str,
     network: str,
-    address: str,
+    image_entrypoint: list[str],
     volume: str,
     mtu: int,
     container_labels: dict[str, str],
@@ -224,6 +223,7 @@ def container_config(
         host_config["NanoCpus"] = int(options.cpus * 1e9)
     return {
         "Image": options.image,
+        "Entrypoint": ["/bin/sh", "-c", WAIT_FOR_CERTS, "dockmoat-wait", *image_entrypoint],
         "Cmd": dockerd_argv(options, mtu),
         "Env": container_env(options),
         "Hostname": instance[:63],
@@ -232,10 +232,7 @@ def container_config(
         "HostConfig": host_config,
         "NetworkingConfig": {
             "EndpointsConfig": {
-                network: {
-                    "IPAMConfig": {"IPv4Address": address},
-                    "Aliases": [naming.ALIAS, instance],
-                }
+                network: {"Aliases": [naming.ALIAS, instance]},
             }
         },
     }
