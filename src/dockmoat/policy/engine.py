@@ -1,12 +1,227 @@
 """The compiled policy: the one object the gateway asks for a decision.
 
-INTERFACE (owned by the policy work, used by the gateway):
+INTERFACE (owned by the policy work, used by the gateway and tenancy):
 
-    policy = load_policy(PolicySettings(...))      # at start-up; raises ConfigError
-    policy.body_needed(route) -> bool              # read and decode the JSON body first?
-    policy.evaluate(request) -> Decision           # pure; never raises for bad input
+    policy = load_policy(profile, policy_file, allow_bind, env)   # raises ConfigError
+    policy.body_needed(route) -> bool      # read and decode the JSON body first?
+    policy.evaluate(request) -> Decision   # pure; never raises
+    policy.rules                           # RuleInfo(id, resource, rationale, enabled)
+    policy.derive(allow_bind=..., disable=...)  # a per-job variant (tenancy)
 
-The gateway wraps `evaluate` so that any exception becomes a Deny (fail closed).
+`evaluate` already turns any exception into a Deny (fail closed); the gateway may
+wrap it again. The only I/O in evaluation is `realpath` on bind sources.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+from dockmoat.api.request import ApiRequest, Route
+from dockmoat.errors import ConfigError
+from dockmoat.policy import hostpaths
+from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from dockmoat.policy.policyfile import PROFILES, PolicyFile, read_policy_file
+from dockmoat.policy.rules import ALL_RULES
+from dockmoat.policy.rules.base import BodyShape, Limit, Rule, Settings, Subject, deny
+from dockmoat.policy.switches import Switches, from_env
+
+log = logging.getLogger(__name__)
+
+ERROR_RULE = "policy.error"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """What `dockmoat policy show` lists for one rule."""
+
+    id: str
+    resource: str
+    rationale: str
+    enabled: bool
+    profiles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """An immutable policy, built once; evaluation reads it and nothing else."""
+
+    profile: str
+    settings: Settings
+    enabled: frozenset[str]
+    switches: Switches | None = None
+    file: PolicyFile | None = None
+    _catalogue: tuple[Rule, ...] = field(default=ALL_RULES, repr=False)
+
+    @cached_property
+    def rules(self) -> tuple[RuleInfo, ...]:
+        return tuple(
+            RuleInfo(
+                rule.id,
+                rule.resource,
+                rule.rationale,
+                rule.id in self.enabled,
+                tuple(sorted(rule.profiles)),
+            )
+            for rule in self._catalogue
+        )
+
+    def _applies(self, route_name: str) -> tuple[Rule, ...]:
+        resource = route_name.split(".", 1)[0]
+        wildcard = f"{resource}.*"
+        return tuple(
+            rule
+            for rule in self._catalogue
+            if rule.id in self.enabled
+            and (route_name in rule.routes or wildcard in rule.routes)
+            and not (self.switches is not None and "endpoint" in rule.tags)
+        )
+
+    def body_needed(self, route: Route) -> bool:
+        """Whether some enabled rule reads this route's JSON body."""
+        return any(route.name in rule.body_routes for rule in self._applies(route.name))
+
+    def evaluate(self, request: ApiRequest) -> Decision:
+        """The decision for one request; any failure inside is a Deny."""
+        try:
+            return self._evaluate(request)
+        except Exception:  # fail closed: an error must never forward the request
+            log.exception("policy evaluation failed for %s %s", request.method, request.path)
+            return deny(
+                ERROR_RULE,
+                f"{request.method} {request.path}: the request could not be evaluated",
+                "Nothing was forwarded; the error is in dockmoat's log",
+            )
+
+    def _evaluate(self, request: ApiRequest) -> Decision:
+        if self.switches is not None:
+            decision = self.switches.decide(request)
+            if isinstance(decision, Deny):
+                return decision
+        body = request.body_json
+        rewrites: list[Rewrite] = []
+        for rule in self._applies(request.route.name):
+            try:
+                decision = rule.check(Subject(request, body, self.settings))
+            except BodyShape as shape:
+                return deny(
+                    rule.id,
+                    f"{request.route.name}: {shape.where} must be {shape.expected}",
+                    "Send the field as the Engine API documents it",
+                )
+            if isinstance(decision, Deny):
+                return decision
+            if isinstance(decision, Rewrite):
+                body = decision.body_json
+                rewrites.append(decision)
+        if rewrites:
+            return Rewrite(
+                rule=",".join(item.rule for item in rewrites),
+                notes=tuple(note for item in rewrites for note in item.notes),
+                body_json=body,
+            )
+        if self.profile == "permissive":
+            return Allow("profile.permissive")
+        return Allow()
+
+    def derive(
+        self,
+        allow_bind: Sequence[Path] | None = None,
+        disable: Iterable[str] = (),
+        enable: Iterable[str] = (),
+    ) -> CompiledPolicy:
+        """A variant of this policy (e.g. one job's own workspace and rules)."""
+        enabled = set(self.enabled)
+        for rule_id in (*disable, *enable):
+            _known(rule_id, self._catalogue, "derive")
+        enabled.difference_update(disable)
+        enabled.update(enable)
+        settings = self.settings
+        if allow_bind is not None:
+            settings = replace(settings, allow_bind=_folders(allow_bind))
+        return replace(self, settings=settings, enabled=frozenset(enabled))
+
+
+def _known(rule_id: str, catalogue: tuple[Rule, ...], where: str) -> None:
+    if rule_id not in {rule.id for rule in catalogue}:
+        raise ConfigError(f"{where}: no rule has the id {rule_id!r} (see `dockmoat policy show`)")
+
+
+def _folders(paths: Iterable[Path | str]) -> tuple[str, ...]:
+    folders: list[str] = []
+    for path in paths:
+        text = os.fspath(path)
+        if not Path(text).is_absolute():
+            raise ConfigError(f"--allow-bind {text}: use an absolute path")
+        if not Path(text).is_dir():
+            raise ConfigError(f"--allow-bind {text}: no such folder")
+        folders.append(hostpaths.resolve(text))
+    return tuple(dict.fromkeys(folders))
+
+
+def _upstream_socket(env: Mapping[str, str]) -> tuple[str, ...]:
+    host = env.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return (host.removeprefix("unix://"),)
+    return ()
+
+
+def load_policy(
+    profile: str = "baseline",
+    policy_file: Path | None = None,
+    allow_bind: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> CompiledPolicy:
+    """Compile the policy once at start-up; ConfigError (with lines) when it is bad.
+
+    `env` is where endpoint switches (CONTAINERS=1, POST=0, ...) and DOCKER_HOST
+    are read from; None means the process environment.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    document = read_policy_file(policy_file) if policy_file is not None else None
+    source = str(policy_file) if policy_file is not None else "--profile"
+    if document is not None and "extends" in document.model_fields_set:
+        profile = document.extends
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    enabled = {rule.id for rule in ALL_RULES if profile in rule.profiles}
+    given_switches: dict[str, bool] = {}
+    folders: list[Path | str] = list(allow_bind)
+    settings = Settings()
+    if document is not None:
+        for rule_id in (*document.disable, *document.enable):
+            _known(rule_id, ALL_RULES, source)
+        enabled.difference_update(document.disable)
+        enabled.update(document.enable)
+        folders = [*document.allow_bind, *folders]
+        given_switches.update(document.endpoints)
+        limits = document.limits
+        settings = Settings(
+            runtimes=frozenset(document.runtimes) | settings.runtimes,
+            registries=frozenset(registry.lower() for registry in document.registries),
+            fetch_targets=tuple(document.fetch_targets),
+            memory=Limit(limits.memory.default, limits.memory.max),
+            nano_cpus=Limit(_nano(limits.cpus.default), _nano(limits.cpus.max)),
+            pids=Limit(limits.pids.default, limits.pids.max),
+        )
+    given_switches.update(from_env(environ))
+    settings = replace(
+        settings,
+        allow_bind=_folders(folders),
+        protected_paths=hostpaths.protected_paths(_upstream_socket(environ)),
+    )
+    return CompiledPolicy(
+        profile=profile,
+        settings=settings,
+        enabled=frozenset(enabled),
+        switches=Switches.build(given_switches) if given_switches else None,
+        file=document,
+    )
+
+
+def _nano(cpus: float | None) -> int | None:
+    return None if cpus is None else int(cpus * 1_000_000_000)
