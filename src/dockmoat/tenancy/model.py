@@ -93,10 +93,12 @@ def resolve_container(
     for fact in owned:
         if fact.id == ref:
             return fact
-    wanted = "/" + namespace.engine_name(ref.lstrip("/"))
-    for fact in owned:
-        if wanted in fact.names:
-            return fact
+    # The job's own name space first; then its containers' plain names (names
+    # dockerd generated, such as "happy_turing", carry no prefix).
+    for wanted in ("/" + namespace.engine_name(ref.lstrip("/")), "/" + ref.lstrip("/")):
+        for fact in owned:
+            if wanted in fact.names:
+                return fact
     if re.fullmatch(r"[0-9a-f]+", ref):
         matches = [fact for fact in owned if fact.id.startswith(ref)]
         if len(matches) == 1:
@@ -113,10 +115,10 @@ def resolve_network(
     for fact in owned:
         if fact.id == ref:
             return fact
-    wanted = namespace.engine_name(ref)
-    for fact in owned:
-        if fact.name == wanted:
-            return fact
+    for wanted in (namespace.engine_name(ref), ref):
+        for fact in owned:
+            if fact.name == wanted:
+                return fact
     if re.fullmatch(r"[0-9a-f]+", ref):
         matches = [fact for fact in owned if fact.id.startswith(ref)]
         if len(matches) == 1:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from dockmoat.api.request import ApiRequest
+from dockmoat.api.request import ApiRequest, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy.engine import Engine
@@ -57,6 +57,16 @@ _JSON_RESPONSES = frozenset(
     }
 )
 
+_BODY_ROUTES = frozenset(
+    {
+        "containers.create",
+        "containers.update",
+        "volumes.create",
+        "networks.create",
+        "networks.connect",
+        "networks.disconnect",
+    }
+)
 _MAX_LOAD_SNAPSHOTS = 256
 SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
@@ -150,6 +160,10 @@ class TenancyStage:
         return Allow()
 
     # --- the request stage ------------------------------------------------------
+
+    def body_needed(self, route: Route) -> bool:
+        """Whether the stage reads the JSON body of this route (buffered by the gateway)."""
+        return route.name in _BODY_ROUTES
 
     async def on_request(self, request: ApiRequest) -> Decision:
         tenant_name = request.client.tenant

@@ -105,9 +105,9 @@ def test_resolution_order_and_scope() -> None:
     assert resolve_container("/db", owned, T.namespace) is DB
     assert resolve_container("d", owned, T.namespace) is None  # ambiguous prefix
     assert resolve_container("dd", owned, T.namespace) is DB
-    assert (
-        resolve_container("ci-1--db", owned, T.namespace) is None
-    )  # engine names are not client names
+    assert resolve_container("ci-1--db", owned, T.namespace) is DB  # its own engine name
+    generated = ContainerFact("e" * 64, ("/happy_turing",))
+    assert resolve_container("happy_turing", [generated], T.namespace) is generated
     assert resolve_container("other", owned, T.namespace) is None
     nets = [NetworkFact("a" * 64, "ci-1--app_default")]
     assert resolve_network("app_default", nets, T.namespace) is nets[0]
