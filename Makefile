@@ -12,7 +12,7 @@ PYTHON     ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup run test test-unit lint bench clean engine-up engine-down
+.PHONY: help setup system-deps run test test-unit lint bench clean engine-up engine-down
 
 help:
 	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
@@ -21,7 +21,11 @@ help:
 	@echo "make lint    ruff + mypy (strict)"
 	@echo "make bench   the benchmarks in bench/"
 
-$(UV):
+# System packages come first: on a bare Debian `python3 -m venv` needs python3-venv.
+system-deps:
+	@scripts/install-engine
+
+$(UV): | system-deps
 	@$(PYTHON) -m venv $(TOOLS)
 	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
@@ -30,8 +34,7 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 	@$(UV) sync --locked --quiet --python $(PYTHON)
 	@touch $@
 
-setup: $(VENV)/.synced
-	@scripts/install-engine
+setup: system-deps $(VENV)/.synced
 
 run: setup
 	@scripts/test-engine up --quiet-reuse
