@@ -1,14 +1,122 @@
-"""`dockmoat policy` (see ../shared/PRODUCT.md)."""
+"""`dockmoat policy show | validate | check` (see ../shared/PRODUCT.md).
+
+No daemon is needed: `check` routes and evaluates one request exactly as the
+gateway would, and prints the decision.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
-from dockmoat.cli._stub import not_yet
+from dockmoat.api import gojson
+from dockmoat.api.query import parse_query
+from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.api.routing import classify, split_target
+from dockmoat.errors import ConfigError
+from dockmoat.policy.decision import Deny, Rewrite
+from dockmoat.policy.engine import CompiledPolicy, load_policy
+from dockmoat.policy.policyfile import PROFILES
+
+_PROFILE = click.Choice(PROFILES)
 
 
-@click.command(name="policy", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise not_yet("dockmoat policy", "pending")
+@click.group(name="policy")
+def command() -> None:
+    """Show, validate and try out the request policy."""
+
+
+def _load(profile: str, policy_file: Path | None, allow_bind: tuple[Path, ...]) -> CompiledPolicy:
+    return load_policy(profile=profile, policy_file=policy_file, allow_bind=allow_bind)
+
+
+@command.command(name="show")
+@click.option("--profile", type=_PROFILE, default="baseline", show_default=True)
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), default=None)
+def show(profile: str, policy_file: Path | None) -> None:
+    """List every rule: id, resource, enabled, rationale."""
+    policy = _load(profile, policy_file, ())
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"dockmoat policy: {policy.profile}")
+        for column in ("id", "resource", "enabled", "rationale"):
+            table.add_column(column, overflow="fold")
+        for rule in policy.rules:
+            table.add_row(rule.id, rule.resource, "yes" if rule.enabled else "no", rule.rationale)
+        Console().print(table)
+        return
+    click.echo(f"# profile: {policy.profile}")
+    for rule in policy.rules:
+        enabled = "yes" if rule.enabled else "no"
+        click.echo(f"{rule.id}\t{rule.resource}\t{enabled}\t{rule.rationale}")
+
+
+@command.command(name="validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def validate(file: Path) -> None:
+    """Check a policy file; exit 1 with line-numbered errors when it is bad."""
+    try:
+        policy = load_policy(policy_file=file, env={})
+    except ConfigError as error:
+        click.echo(f"dockmoat: {error}", err=True)
+        sys.exit(1)
+    enabled = sum(1 for rule in policy.rules if rule.enabled)
+    click.echo(f"{file}: valid (extends {policy.profile}, {enabled} rules enabled)")
+
+
+@command.command(name="check")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), default=None)
+@click.option("--profile", type=_PROFILE, default="baseline", show_default=True)
+@click.option("--allow-bind", "allow_bind", type=click.Path(path_type=Path), multiple=True)
+@click.option("--method", required=True, help="HTTP method, e.g. POST")
+@click.option("--path", "target", required=True, help="request target, e.g. /v1.41/containers/create")
+@click.option("--body", "body_file", type=click.Path(path_type=Path), default=None)
+def check(
+    policy_file: Path | None,
+    profile: str,
+    allow_bind: tuple[Path, ...],
+    method: str,
+    target: str,
+    body_file: Path | None,
+) -> None:
+    """Print the decision for one request (exit 0 allow/rewrite, 1 deny)."""
+    policy = _load(profile, policy_file, allow_bind)
+    path, version, route = classify(method, target)
+    _path, raw_query = split_target(target)
+    raw = b""
+    if body_file is not None:
+        try:
+            raw = body_file.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"--body {body_file}: {error.strerror}") from None
+    request = ApiRequest(
+        method=method,
+        raw_target=target,
+        path=path,
+        api_version=version,
+        route=route,
+        query=parse_query(raw_query) if raw_query else {},
+        headers=(),
+        client=ClientIdentity(listener="cli"),
+        body_json=gojson.loads(raw) if raw.strip() else None,
+        body_raw=raw or None,
+    )
+    decision = policy.evaluate(request)
+    click.echo(f"route: {route.name}")
+    if isinstance(decision, Deny):
+        click.echo(f"DENY {decision.rule}")
+        click.echo(decision.message)
+        sys.exit(1)
+    if isinstance(decision, Rewrite):
+        click.echo(f"REWRITE {decision.rule}")
+        for note in decision.notes:
+            click.echo(f"note: {note}")
+        if decision.body_json is not None:
+            click.echo(json.dumps(decision.body_json, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"ALLOW {decision.rule}")

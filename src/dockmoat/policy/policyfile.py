@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from dockmoat.errors import ConfigError
+from dockmoat.policy.rules import ALL_RULES
 from dockmoat.policy.switches import VARIABLES, parse_flag
 
 PROFILES = ("baseline", "restricted", "permissive")
@@ -97,8 +98,20 @@ class PolicyFile(_Strict):
         for name, raw in value.items():
             if name not in VARIABLES:
                 raise ValueError(f"unknown endpoint switch {name!r}; known: {', '.join(VARIABLES)}")
-            out[name] = parse_flag(name, raw)
+            try:
+                out[name] = parse_flag(name, raw)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
         return out
+
+    @field_validator("disable", "enable")
+    @classmethod
+    def _rule_ids(cls, value: list[str]) -> list[str]:
+        known = {rule.id for rule in ALL_RULES}
+        for rule_id in value:
+            if rule_id not in known:
+                raise ValueError(f"no rule has the id {rule_id!r} (see `dockmoat policy show`)")
+        return value
 
     @field_validator("allow_bind")
     @classmethod

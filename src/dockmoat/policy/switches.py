@@ -52,6 +52,8 @@ VARIABLES = (*SECTIONS.values(), *ACTIONS)
 DEFAULT_OPEN = frozenset({"EVENTS", "PING", "VERSION"})
 RULE_ID = "endpoints.switches"
 
+#: Container reads that leak contents: closed in read-only mode, unlike the original.
+_LEAKY_READS = frozenset({"archive_get", "archive_info", "export", "attach", "attach_ws", "copy"})
 _VERSION = re.compile(r"^/v[0-9.]+(?=/)")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -91,10 +93,11 @@ class Switches:
         method = request.method.upper()
         read = method in ("GET", "HEAD")
         first = segments[0] if segments else ""
-        action = segments[2] if first == "containers" and len(segments) >= 3 else ""
+        route = request.route
+        action = route.action if route.resource == "containers" else ""
         if not read and not self.on("POST"):
             return _closed(f"{method} {request.path}: the API is read-only here (POST=0)")
-        if read and not self.on("POST") and action in ("archive", "export", "attach"):
+        if read and not self.on("POST") and action in _LEAKY_READS:
             return _closed(
                 f"{method} {request.path}: reading container contents in read-only mode (POST=0)"
             )

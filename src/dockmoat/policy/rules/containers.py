@@ -41,7 +41,7 @@ from dockmoat.policy.rules.base import (
 CREATE = frozenset({"containers.create"})
 UPDATE = frozenset({"containers.update"})
 SERVICES = frozenset({"services.create", "services.update"})
-COMMIT = frozenset({"images.commit", "commit.commit", "containers.commit", "system.commit"})
+COMMIT = frozenset({"images.commit"})
 
 #: Docker's default capability set: adding one of these changes nothing.
 DEFAULT_CAPS = frozenset(

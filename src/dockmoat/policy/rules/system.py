@@ -104,7 +104,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "system.auth-address",
         "system",
-        frozenset({"system.auth", "auth.auth", "auth.*"}),
+        frozenset({"system.auth"}),
         "A login makes the daemon connect to the given server, also inside the host's network.",
         check_auth_address,
     ),
