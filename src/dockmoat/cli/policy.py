@@ -74,7 +74,7 @@ def validate(file: Path) -> None:
 @click.option("--profile", type=_PROFILE, default="baseline", show_default=True)
 @click.option("--allow-bind", "allow_bind", type=click.Path(path_type=Path), multiple=True)
 @click.option("--method", required=True, help="HTTP method, e.g. POST")
-@click.option("--path", "target", required=True, help="request target, e.g. /v1.41/containers/create")
+@click.option("--path", "target", required=True, help="target, e.g. /v1.41/containers/create")
 @click.option("--body", "body_file", type=click.Path(path_type=Path), default=None)
 def check(
     policy_file: Path | None,
