@@ -1,0 +1,139 @@
+"""Options, dockerd argv and the create body of a nested daemon (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dockmoat.dind import naming, spec
+
+
+def test_memory_units() -> None:
+    assert spec.parse_memory("512m") == 512 * 1024**2
+    assert spec.parse_memory("2G") == 2 * 1024**3
+    assert spec.parse_memory(str(64 * 1024**2)) == 64 * 1024**2
+
+
+@pytest.mark.parametrize("bad", ["", "1x", "-1m", "1.5g", "1m", "lots"])
+def test_memory_refuses_garbage_and_tiny(bad: str) -> None:
+    with pytest.raises(ValueError):
+        spec.parse_memory(bad)
+
+
+@given(st.integers(min_value=6, max_value=10**6), st.sampled_from(["m", "M"]))
+def test_memory_megabytes_roundtrip(value: int, unit: str) -> None:
+    assert spec.parse_memory(f"{value}{unit}") == value * 1024**2
+
+
+@pytest.mark.parametrize("bad", ["0", "abc", "2000", "-1"])
+def test_cpus_refuses(bad: str) -> None:
+    with pytest.raises(ValueError):
+        spec.parse_cpus(bad)
+
+
+@pytest.mark.parametrize(
+    "pool,ok",
+    [
+        ("base=10.123.0.0/16,size=24", True),
+        ("base=10.123.0.0/16,size=8", False),
+        ("base=10.123.0.1/16,size=24", False),
+        ("10.0.0.0/8", False),
+    ],
+)
+def test_address_pools(pool: str, ok: bool) -> None:
+    if ok:
+        assert spec.validate_address_pool(pool) == pool
+    else:
+        with pytest.raises(ValueError):
+            spec.validate_address_pool(pool)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image": ""},
+        {"image": "a b"},
+        {"pids_limit": 10},
+        {"mtu": 100},
+        {"cache": "../etc"},
+        {"runtime": "sysbox runc"},
+        {"storage_driver": "Overlay 2"},
+        {"timeout": 0},
+        {"address_pools": ("nope",)},
+    ],
+)
+def test_options_refuse_bad_input(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        spec.DindOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_argv_is_mutual_tls_only() -> None:
+    argv = spec.dockerd_argv(spec.DindOptions(), 1450)
+    assert argv[0] == "dockerd"
+    assert "--tlsverify" in argv
+    hosts = [a for a in argv if a.startswith("--host=")]
+    assert "--host=tcp://0.0.0.0:2376" in hosts
+    assert not any(":2375" in h for h in hosts)  # never the unauthenticated port
+    assert all(h.startswith(("--host=tcp://0.0.0.0:2376", "--host=unix://")) for h in hosts)
+    assert "--mtu=1450" in argv
+    assert "--data-root=/var/lib/docker" in argv
+
+
+def test_argv_passes_pools_and_driver() -> None:
+    options = spec.DindOptions(
+        address_pools=("base=10.200.0.0/16,size=24",), storage_driver="vfs", rootless=True
+    )
+    argv = spec.dockerd_argv(options, 1500)
+    assert "--default-address-pool=base=10.200.0.0/16,size=24" in argv
+    assert "--storage-driver=vfs" in argv
+    assert f"--data-root={spec.ROOTLESS_DATA_ROOT}" in argv
+    assert not any(a.startswith("--host=unix") for a in argv)
+
+
+def _config(**kwargs: object) -> dict[str, object]:
+    return spec.container_config(
+        spec.DindOptions(**kwargs),  # type: ignore[arg-type]
+        instance="ci-1-abcd",
+        network="dockmoat-dind-ci-1-abcd",
+        image_entrypoint=["dockerd-entrypoint.sh"],
+        volume="dockmoat-dind-ci-1-abcd-data",
+        mtu=1500,
+        container_labels={"a": "b"},
+        volume_labels={"c": "d"},
+    )
+
+
+def test_container_config_limits_and_isolation() -> None:
+    config = _config(memory=2 * 1024**3, cpus=1.5, pids_limit=1000)
+    host = config["HostConfig"]
+    assert isinstance(host, dict)
+    assert host["Privileged"] is True
+    assert host["Memory"] == host["MemorySwap"] == 2 * 1024**3
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["PidsLimit"] == 1000
+    assert host["NetworkMode"] == "dockmoat-dind-ci-1-abcd"
+    # Published on loopback only, at a port the engine picks.
+    assert host["PortBindings"] == {"2376/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    (mount,) = host["Mounts"]
+    assert mount["Type"] == "volume" and mount["Target"] == "/var/lib/docker"
+    assert mount["VolumeOptions"] == {"Labels": {"c": "d"}}
+    # The image's own entrypoint runs after the certificate wait.
+    assert config["Entrypoint"][:2] == ["/bin/sh", "-c"]  # type: ignore[index]
+    assert config["Entrypoint"][-1] == "dockerd-entrypoint.sh"  # type: ignore[index]
+    assert "DOCKER_TLS_CERTDIR=" in config["Env"]  # type: ignore[operator]
+    endpoints = config["NetworkingConfig"]["EndpointsConfig"]  # type: ignore[index]
+    assert naming.ALIAS in endpoints["dockmoat-dind-ci-1-abcd"]["Aliases"]
+
+
+def test_runtime_replaces_privileged() -> None:
+    host = _config(runtime="sysbox-runc")["HostConfig"]
+    assert isinstance(host, dict)
+    assert host["Privileged"] is False and host["Runtime"] == "sysbox-runc"
+
+
+def test_shape_ignores_per_job_parts() -> None:
+    a = spec.DindOptions(cache="k", preload=("x",), timeout=10)
+    b = spec.DindOptions()
+    assert a.shape() == b.shape()
+    assert spec.DindOptions(memory=10**9).shape() != b.shape()
