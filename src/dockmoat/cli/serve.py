@@ -1,14 +1,130 @@
-"""`dockmoat serve` (see ../shared/PRODUCT.md)."""
+"""`dockmoat serve`: the guarded socket (see ../shared/PRODUCT.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import click
 
-from dockmoat.cli._stub import not_yet
+from dockmoat.errors import ConfigError
+from dockmoat.gateway.config import ServeSettings, build_settings
+from dockmoat.gateway.stages import PermissivePolicy, Policy
 
 
-@click.command(name="serve", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise not_yet("dockmoat serve", "pending")
+def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
+    """Load (and on SIGHUP reload) the policy the settings name; ConfigError when bad."""
+
+    def load() -> Policy:
+        try:
+            from dockmoat.policy.engine import load_policy
+        except ImportError:
+            if settings.profile == "permissive" and settings.policy_file is None:
+                return PermissivePolicy()
+            raise ConfigError(
+                f"profile {settings.profile}: the policy engine is not installed; "
+                "only --profile permissive is available"
+            ) from None
+        policy: Policy = load_policy(
+            profile=settings.profile,
+            policy_file=settings.policy_file,
+            allow_bind=settings.allow_bind,
+            env=dict(os.environ),
+        )
+        return policy
+
+    return load
+
+
+def run(settings: ServeSettings) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT."""
+    from dockmoat.gateway.server import serve
+
+    loader = policy_loader(settings)
+    loader()  # fail loudly before opening any socket
+    try:
+        import uvloop
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    runner(serve(settings, loader))
+
+
+@click.command(name="serve")
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="URL",
+    help="unix:///path (default unix:///run/dockmoat/docker.sock) or tcp://HOST:PORT; repeatable.",
+)
+@click.option(
+    "--upstream",
+    metavar="URL",
+    help="The real daemon (default $DOCKER_HOST, else unix:///var/run/docker.sock).",
+)
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy YAML file.")
+@click.option(
+    "--profile", default="baseline", show_default=True, help="baseline, restricted or permissive."
+)
+@click.option(
+    "--allow-bind",
+    "allow_bind",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Host folder bind mounts may come from; repeatable.",
+)
+@click.option("--audit-log", metavar="FILE", help="Append one JSON line per request; - for stdout.")
+@click.option(
+    "--tls-cert", type=click.Path(path_type=Path), help="Server certificate (TCP, mutual TLS)."
+)
+@click.option("--tls-key", type=click.Path(path_type=Path), help="Server key.")
+@click.option(
+    "--tls-ca", type=click.Path(path_type=Path), help="CA that client certificates must chain to."
+)
+@click.option("--socket-group", metavar="GROUP", help="Group owning the unix sockets (mode 0660).")
+@click.option("--tenant", metavar="NAME", help="Tenant of the listeners given here.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def command(
+    listen: Sequence[str],
+    upstream: str | None,
+    policy_file: Path | None,
+    profile: str,
+    allow_bind: Sequence[Path],
+    audit_log: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    socket_group: str | None,
+    tenant: str | None,
+    log_level: str,
+) -> None:
+    """Serve the guarded Docker API socket."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = build_settings(
+        listen=listen,
+        upstream=upstream,
+        profile=profile,
+        policy_file=policy_file,
+        allow_bind=allow_bind,
+        audit_log=audit_log,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        socket_group=socket_group,
+        log_level=log_level,
+        tenant=tenant,
+    )
+    run(settings)

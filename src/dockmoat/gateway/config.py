@@ -1,0 +1,210 @@
+"""The settings of `dockmoat serve`, parsed and checked once at start-up.
+
+Everything wrong here is a ConfigError before any socket is opened: a
+non-loopback TCP listener without mutual TLS, missing TLS files, an upstream
+URL we cannot speak.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dockmoat.errors import ConfigError
+
+DEFAULT_LISTEN = "unix:///run/dockmoat/docker.sock"
+DEFAULT_UPSTREAM = "unix:///var/run/docker.sock"
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsFiles(_Frozen):
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    verify: bool = True
+
+
+class Endpoint(_Frozen):
+    """A socket address: a unix path or a TCP host and port, optionally with TLS."""
+
+    url: str
+    kind: Literal["unix", "tcp"]
+    path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    tls: TlsFiles | None = None
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+
+class ListenerSettings(_Frozen):
+    endpoint: Endpoint
+    tenant: str | None = None
+
+
+class Limits(_Frozen):
+    max_head: int = 64 * 1024
+    max_body: int = 4 * 1024 * 1024  # JSON/form bodies buffered for inspection
+    max_json_response: int = 64 * 1024 * 1024  # answers a stage filters
+    idle_timeout: float = 120.0  # keep-alive connections between requests
+    head_timeout: float = 60.0  # a started request head must complete in this time
+    drain_grace: float = 10.0  # SIGTERM: time for requests in flight
+    upstream_connect_timeout: float = 10.0
+    upstream_idle_pool: int = 64
+
+
+class ServeSettings(_Frozen):
+    listeners: tuple[ListenerSettings, ...]
+    upstream: Endpoint
+    profile: str = "baseline"
+    policy_file: Path | None = None
+    allow_bind: tuple[Path, ...] = ()
+    audit_log: str | None = None
+    socket_group: str | None = None
+    log_level: LogLevel = "info"
+    limits: Limits = Field(default_factory=Limits)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tcp_parts(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError(f"{url}: bad port") from error
+    if not parts.hostname or port is None:
+        raise ConfigError(f"{url}: expected tcp://HOST:PORT")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"{url}: a TCP address takes no path")
+    return parts.hostname, port
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist or is not a file")
+    return path
+
+
+def parse_listen(
+    url: str,
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    tenant: str | None = None,
+) -> ListenerSettings:
+    """One `--listen` URL; a non-loopback TCP address requires all three TLS files."""
+    if url.startswith("unix://"):
+        path = url[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"{url}: a unix socket path must be absolute")
+        return ListenerSettings(
+            endpoint=Endpoint(url=url, kind="unix", path=Path(path)), tenant=tenant
+        )
+    if url.startswith("tcp://"):
+        host, port = _tcp_parts(url)
+        tls: TlsFiles | None = None
+        given = [f for f in (tls_cert, tls_key, tls_ca) if f is not None]
+        if given and len(given) != 3:
+            raise ConfigError("--tls-cert, --tls-key and --tls-ca go together (mutual TLS)")
+        if tls_cert is not None and tls_key is not None and tls_ca is not None:
+            tls = TlsFiles(
+                cert=_existing(tls_cert, "--tls-cert"),
+                key=_existing(tls_key, "--tls-key"),
+                ca=_existing(tls_ca, "--tls-ca"),
+            )
+        elif not _is_loopback(host):
+            raise ConfigError(
+                f"{url}: refusing to listen on a non-loopback address without mutual TLS "
+                "(give --tls-cert, --tls-key and --tls-ca)"
+            )
+        return ListenerSettings(
+            endpoint=Endpoint(url=url, kind="tcp", host=host, port=port, tls=tls), tenant=tenant
+        )
+    raise ConfigError(f"{url}: --listen takes unix:///path or tcp://HOST:PORT")
+
+
+def parse_upstream(url: str | None, env: Mapping[str, str]) -> Endpoint:
+    """`--upstream`, else DOCKER_HOST, else the local socket; TLS from DOCKER_TLS_VERIFY."""
+    url = url or env.get("DOCKER_HOST") or DEFAULT_UPSTREAM
+    if url.startswith("unix://"):
+        path = url[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"upstream {url}: a unix socket path must be absolute")
+        return Endpoint(url=url, kind="unix", path=Path(path))
+    if url.startswith(("tcp://", "https://", "http://")):
+        host, port = _tcp_parts(url.replace("https://", "tcp://").replace("http://", "tcp://"))
+        verify = env.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+        tls: TlsFiles | None = None
+        if verify or url.startswith("https://") or env.get("DOCKER_TLS", "") not in ("", "0"):
+            cert_dir = Path(env.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+            ca = cert_dir / "ca.pem"
+            tls = TlsFiles(
+                cert=_existing(cert_dir / "cert.pem", "upstream client certificate"),
+                key=_existing(cert_dir / "key.pem", "upstream client key"),
+                ca=_existing(ca, "upstream CA") if verify else None,
+                verify=verify,
+            )
+        return Endpoint(url=url, kind="tcp", host=host, port=port, tls=tls)
+    raise ConfigError(f"upstream {url}: expected unix:///path or tcp://HOST:PORT")
+
+
+def build_settings(
+    *,
+    listen: Sequence[str],
+    upstream: str | None,
+    profile: str,
+    policy_file: Path | None,
+    allow_bind: Sequence[Path],
+    audit_log: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    socket_group: str | None,
+    log_level: str,
+    tenant: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """All of `serve`'s flags as one typed object; ConfigError on anything wrong."""
+    env = os.environ if env is None else env
+    urls = list(listen) or [DEFAULT_LISTEN]
+    if len(set(urls)) != len(urls):
+        raise ConfigError("the same --listen address is given twice")
+    listeners = tuple(
+        parse_listen(u, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, tenant=tenant)
+        for u in urls
+    )
+    if policy_file is not None and not policy_file.is_file():
+        raise ConfigError(f"--policy {policy_file}: no such file")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level {log_level}: expected debug, info, warning or error")
+    return ServeSettings(
+        listeners=listeners,
+        upstream=parse_upstream(upstream, env),
+        profile=profile,
+        policy_file=policy_file,
+        allow_bind=tuple(allow_bind),
+        audit_log=audit_log,
+        socket_group=socket_group,
+        log_level=log_level,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,432 @@
+"""HTTP/1.x framing for the gateway, sans-IO: bytes in, typed events out.
+
+Parsing is httptools (llhttp) in its strict mode, so ambiguous framing (both
+Content-Length and Transfer-Encoding, duplicate lengths, bad chunk sizes,
+data after `Connection: close`, bare LF...) is an error, answered with 400.
+On top of llhttp this module enforces what Go's server (dockerd) additionally
+requires or what keeps the gateway bounded: one Host header on HTTP/1.1, a
+head size limit, `chunked` as the only transfer coding.
+
+Heads are re-serialised from the parsed values (never copied as raw bytes), so
+the daemon receives exactly what was checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import httptools
+
+from dockmoat.errors import ProtocolError
+
+MAX_HEAD: Final = 64 * 1024
+MAX_HEADERS: Final = 256
+_CTL = frozenset(range(0x20)) - {0x09} | {0x7F}
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """The first value of a header (Go's `Header.Get`), or None."""
+    lname = name.lower()
+    for key, value in headers:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    lname = name.lower()
+    return [value for key, value in headers if key.lower() == lname]
+
+
+def _connection_tokens(headers: Headers) -> set[str]:
+    tokens: set[str] = set()
+    for value in header_values(headers, "connection"):
+        tokens.update(token.strip().lower() for token in value.split(","))
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: str
+    target: str
+    http_version: str  # "1.0" or "1.1"
+    headers: Headers
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    upgrade: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or (self.content_length or 0) > 0
+
+    def header(self, name: str) -> str | None:
+        return header_value(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    reason: str
+    http_version: str
+    headers: Headers
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+
+    @property
+    def until_close(self) -> bool:
+        """A body delimited by the end of the connection (no length, not chunked)."""
+        return self.content_length is None and not self.chunked and _has_body(self.status)
+
+    def header(self, name: str) -> str | None:
+        return header_value(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnd:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeStart:
+    """The message before was the last HTTP on this side; `leftover` is raw protocol."""
+
+    leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """The byte stream cannot be read unambiguously from here on (answer 400, close)."""
+
+    reason: str
+
+
+RequestEvent = RequestHead | BodyData | MessageEnd | UpgradeStart | Invalid
+ResponseEvent = ResponseHead | BodyData | MessageEnd | UpgradeStart | Invalid
+
+
+def _has_body(status: int) -> bool:
+    return not (100 <= status < 200 or status in (204, 304))
+
+
+def _check_token_free(text: str, what: str) -> None:
+    if any(ord(ch) in _CTL for ch in text):
+        raise ProtocolError(f"invalid character in {what}")
+
+
+@dataclass(slots=True)
+class _Collect:
+    """Callbacks shared by request and response parsing."""
+
+    max_head: int
+    headers_complete: Callable[[], None]
+    url: bytearray = field(default_factory=bytearray)
+    status: bytearray = field(default_factory=bytearray)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    head_bytes: int = 0
+    events: list[object] = field(default_factory=list)
+    head_done: bool = False
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > self.max_head:
+            raise ProtocolError("request header too large")
+
+    def on_headers_complete(self) -> None:
+        self.headers_complete()
+
+    def on_message_begin(self) -> None:
+        self.url.clear()
+        self.status.clear()
+        self.headers = []
+        self.head_bytes = 0
+        self.head_done = False
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        self.url += url
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+        self.status += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self.headers) >= MAX_HEADERS:
+            raise ProtocolError("too many header fields")
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(BodyData(bytes(body)))
+
+    def on_message_complete(self) -> None:
+        self.events.append(MessageEnd())
+
+
+def _framing(headers: Headers) -> tuple[int | None, bool]:
+    """(Content-Length, chunked), refusing what Go and llhttp would read differently."""
+    encodings = header_values(headers, "transfer-encoding")
+    lengths = header_values(headers, "content-length")
+    chunked = False
+    if encodings:
+        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+            raise ProtocolError("unsupported Transfer-Encoding (only a single chunked)")
+        chunked = True
+        if lengths:
+            raise ProtocolError("both Content-Length and Transfer-Encoding")
+    length: int | None = None
+    if lengths:
+        if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
+            raise ProtocolError("invalid Content-Length")
+        length = int(lengths[0].strip())
+    return length, chunked
+
+
+class RequestReader:
+    """Client bytes to request events; supports pipelining and upgrades."""
+
+    def __init__(self, max_head: int = MAX_HEAD) -> None:
+        self._collect = _Collect(max_head=max_head, headers_complete=self._on_headers_complete)
+        self._parser = httptools.HttpRequestParser(self._collect)
+        self._dead = False
+        self._upgraded = False
+        # llhttp stops at the head of an upgrade request; a Content-Length body
+        # (exec start's JSON) still belongs to HTTP and is counted out here.
+        self._upgrade_body_left = 0
+        self._last_head: RequestHead | None = None
+
+    def _on_headers_complete(self) -> None:
+        collect = self._collect
+        headers = tuple(collect.headers)
+        target = collect.url.decode("latin-1")
+        version = self._parser.get_http_version()
+        method = self._parser.get_method().decode("ascii")
+        hosts = header_values(headers, "host")
+        if version == "1.1" and len(hosts) != 1:
+            raise ProtocolError("missing or repeated Host header")
+        if len(hosts) > 1:
+            raise ProtocolError("repeated Host header")
+        for name, value in headers:
+            _check_token_free(value, f"header {name}")
+        length, chunked = _framing(headers)
+        self._last_head = RequestHead(
+            method=method,
+            target=target,
+            http_version=version,
+            headers=headers,
+            content_length=length,
+            chunked=chunked,
+            keep_alive=bool(self._parser.should_keep_alive()),
+            upgrade=bool(self._parser.should_upgrade()),
+        )
+        collect.events.append(self._last_head)
+        collect.head_done = True
+
+    @property
+    def idle(self) -> bool:
+        """True between messages: no part of a request has been read."""
+        return self._collect.head_bytes == 0 or self._collect.head_done
+
+    def feed(self, data: bytes) -> list[RequestEvent]:
+        if self._dead:
+            return [Invalid("connection is no longer readable as HTTP")]
+        if self._upgraded:
+            if self._upgrade_body_left:
+                return self._upgrade_body(bytes(data))
+            return [BodyData(data)] if data else []
+        events = self._collect.events
+        events.clear()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = int(upgrade.args[0])
+            self._upgraded = True
+            head = self._last_head
+            if head is not None and head.chunked:
+                self._dead = True
+                events.append(Invalid("chunked body on an upgrade request"))
+            elif head is not None and (head.content_length or 0) > 0:
+                if events and isinstance(events[-1], MessageEnd):
+                    events.pop()
+                self._upgrade_body_left = head.content_length or 0
+                events.extend(self._upgrade_body(bytes(data[offset:])))
+            else:
+                events.append(UpgradeStart(bytes(data[offset:])))
+        except ProtocolError as error:
+            self._dead = True
+            events.append(Invalid(str(error)))
+        except httptools.HttpParserError as error:
+            self._dead = True
+            cause = error.__context__
+            reason = str(cause) if isinstance(cause, ProtocolError) else str(error)
+            events.append(Invalid(reason or "malformed HTTP request"))
+        out: list[RequestEvent] = list(events)  # type: ignore[arg-type]
+        events.clear()
+        return out
+
+    def _upgrade_body(self, data: bytes) -> list[RequestEvent]:
+        take = min(self._upgrade_body_left, len(data))
+        self._upgrade_body_left -= take
+        out: list[RequestEvent] = [BodyData(data[:take])] if take else []
+        if self._upgrade_body_left == 0:
+            out += [MessageEnd(), UpgradeStart(data[take:])]
+        return out
+
+
+class _StopAfterHead(Exception):
+    """Ends parsing of a response to HEAD (it has no body, whatever it says)."""
+
+
+class ResponseReader:
+    """Daemon bytes to the events of ONE response (a new reader per response)."""
+
+    def __init__(self, *, head_request: bool, max_head: int = MAX_HEAD) -> None:
+        self._collect = _Collect(max_head=max_head, headers_complete=self._on_headers_complete)
+        self._parser = httptools.HttpResponseParser(self._collect)
+        self._head_request = head_request
+        self._head: ResponseHead | None = None
+        self.done = False
+
+    def _on_headers_complete(self) -> None:
+        collect = self._collect
+        headers = tuple(collect.headers)
+        length, chunked = _framing(headers)
+        status = int(self._parser.get_status_code())
+        self._head = ResponseHead(
+            status=status,
+            reason=collect.status.decode("latin-1"),
+            http_version=self._parser.get_http_version(),
+            headers=headers,
+            content_length=length,
+            chunked=chunked,
+            keep_alive=bool(self._parser.should_keep_alive()),
+        )
+        collect.events.append(self._head)
+        if self._head_request:
+            collect.events.append(MessageEnd())
+            raise _StopAfterHead
+
+    def feed(self, data: bytes) -> list[ResponseEvent]:
+        if self.done:
+            return [Invalid("data after the end of the response")] if data else []
+        events = self._collect.events
+        events.clear()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = int(upgrade.args[0])
+            events.append(UpgradeStart(bytes(data[offset:])))
+        except httptools.HttpParserError as error:
+            if not isinstance(error.__context__, _StopAfterHead):
+                events.append(Invalid(str(error.__context__ or error)))
+        except ProtocolError as error:
+            events.append(Invalid(str(error)))
+        out: list[ResponseEvent] = list(events)  # type: ignore[arg-type]
+        events.clear()
+        if any(isinstance(e, MessageEnd | UpgradeStart | Invalid) for e in out):
+            self.done = True
+        return out
+
+    def feed_eof(self) -> list[ResponseEvent]:
+        """The daemon closed: the end of an until-close body, or a truncated response."""
+        if self.done:
+            return []
+        self.done = True
+        if self._head is not None and self._head.until_close:
+            return [MessageEnd()]
+        return [Invalid("upstream closed the connection mid-response")]
+
+
+def _serialise_headers(headers: Headers) -> list[str]:
+    lines = []
+    for name, value in headers:
+        if any(ch in name for ch in "\r\n:\0 ") or any(ch in value for ch in "\r\n\0"):
+            raise ProtocolError("header not serialisable")
+        lines.append(f"{name}: {value}\r\n")
+    return lines
+
+
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
+
+
+def serialise_request_head(
+    head: RequestHead,
+    target: str,
+    *,
+    content_length: int | None,
+    chunked: bool,
+) -> bytes:
+    """The head sent upstream: parsed headers, our own framing headers."""
+    kept = tuple((k, v) for k, v in head.headers if k.lower() not in _FRAMING_HEADERS)
+    lines = [f"{head.method} {target} HTTP/{head.http_version}\r\n"]
+    lines += _serialise_headers(kept)
+    if chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    elif content_length is not None:
+        lines.append(f"Content-Length: {content_length}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def serialise_response_head(head: ResponseHead, *, content_length: int | None = None) -> bytes:
+    """The head relayed to the client; `content_length` replaces the body framing."""
+    headers = head.headers
+    if content_length is not None:
+        headers = tuple(
+            (k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")
+        )
+        headers += (("Content-Length", str(content_length)),)
+    reason = head.reason or "-"
+    lines = [f"HTTP/{head.http_version} {head.status} {reason}\r\n"]
+    lines += _serialise_headers(headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (never an empty one: that is the terminator)."""
+    return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+
+
+LAST_CHUNK: Final = b"0\r\n\r\n"
+
+_REASONS: Final = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def error_response(
+    status: int, message: str, *, keep_alive: bool, head_only: bool = False
+) -> bytes:
+    """A Docker-shaped error: `{"message": ...}` as JSON, like dockerd writes it."""
+    body = json.dumps({"message": message}).encode() + b"\n"
+    reason = _REASONS.get(status, "Error")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
+        "\r\n"
+    ).encode()
+    return head if head_only else head + body
+
+
+def connection_tokens(headers: Headers) -> set[str]:
+    return _connection_tokens(headers)

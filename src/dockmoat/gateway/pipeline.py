@@ -1,0 +1,201 @@
+"""The one decision point: from a parsed request head (and body) to what is forwarded.
+
+Every request goes through here before a byte of it goes upstream:
+route -> query (+ form body) -> body decoding -> stage (tenancy) -> policy.
+Whatever raises in the stage or the policy becomes a Deny (fail closed). The
+request forwarded is the one evaluated: its target is re-serialised from the
+routed path and the checked parameters, and a rewritten body replaces the
+original. No I/O here except the stage's own awaited look-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+from dockmoat.api import gojson
+from dockmoat.api.endpoints import STREAMED_BODY
+from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.api.routing import classify, route_path, split_target
+from dockmoat.errors import ProtocolError
+from dockmoat.gateway.http import RequestHead
+from dockmoat.gateway.stages import OnRequest, Policy, UpstreamClient
+from dockmoat.policy.decision import Decision, Deny, Rewrite
+
+log = logging.getLogger("dockmoat.gateway")
+
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+_FORM_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+INTERNAL_ERROR: Final = "internal-error"
+
+BodyPlan = Literal["none", "buffer", "stream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A routed request head, before its body is read."""
+
+    request: ApiRequest
+    body_plan: BodyPlan
+    form: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to do with a request: the decision, and when not denied what to send."""
+
+    decision: Decision
+    request: ApiRequest
+    target: str
+    body: bytes | None  # bytes to send instead of the client's body; None = relay as read
+    rules: tuple[str, ...]
+
+
+def plan(
+    head: RequestHead,
+    client: ClientIdentity,
+    policy: Policy,
+    stage_body_needed: Callable[[Route], bool] | None = None,
+) -> Planned:
+    """Route the head and decide how its body is read. ProtocolError means 400."""
+    path, version, route = classify(head.method, head.target)
+    _path, raw_query = split_target(head.target)
+    query = parse_query(raw_query) if raw_query else {}
+    kind = media_type(head.header("content-type"))
+    if kind.startswith("multipart/"):
+        # dockerd never takes multipart; Go could parse it into the form behind our back.
+        raise ProtocolError("multipart bodies are not accepted")
+    form = kind == FORM_MEDIA_TYPE and head.method in _FORM_METHODS
+    request = ApiRequest(
+        method=head.method,
+        raw_target=head.target,
+        path=path,
+        api_version=version,
+        route=route,
+        query=query,
+        headers=head.headers,
+        client=client,
+    )
+    if not head.has_body:
+        return Planned(request, "none", form)
+    needed = policy.body_needed(route) or (
+        stage_body_needed is not None and stage_body_needed(route)
+    )
+    if form or (needed and route.name not in STREAMED_BODY):
+        return Planned(request, "buffer", form)
+    return Planned(request, "stream", form)
+
+
+def with_body(planned: Planned, body: bytes) -> ApiRequest:
+    """The request with its buffered body read the way dockerd reads it."""
+    request = planned.request
+    if planned.form:
+        # Go's ParseForm: body values first, then the URL's.
+        return replace(
+            request,
+            query=merge_form(parse_query(body.decode("latin-1")), request.query),
+            body_raw=body,
+        )
+    body_json = gojson.loads(body) if body.strip() else None
+    return replace(request, body_json=body_json, body_raw=body)
+
+
+def _apply(request: ApiRequest, rewrite: Rewrite) -> ApiRequest:
+    changed = request
+    if rewrite.path is not None:
+        routed, _version, route = route_path(request.method, _versioned(request, rewrite.path))
+        if route.name != request.route.name:
+            raise ProtocolError(
+                f"rewrite {rewrite.rule} changed the endpoint {request.route.name} -> {route.name}"
+            )
+        changed = replace(changed, path=routed, route=route)
+    if rewrite.query is not None:
+        changed = replace(changed, query=rewrite.query)
+    if rewrite.body_json is not None:
+        changed = replace(changed, body_json=rewrite.body_json, body_raw=None)
+    return changed
+
+
+def _versioned(request: ApiRequest, path: str) -> str:
+    return f"/v{request.api_version}{path}" if request.api_version is not None else path
+
+
+def upstream_target(request: ApiRequest, *, requery: bool) -> str:
+    """The target the daemon gets: percent-encoded routed path, checked parameters."""
+    path = quote(_versioned(request, request.path), safe=_PATH_SAFE, errors="surrogateescape")
+    if requery:
+        encoded = encode_query(request.query)
+        return f"{path}?{encoded}" if encoded else path
+    _path, raw_query = split_target(request.raw_target)
+    return f"{path}?{raw_query}" if raw_query is not None else path
+
+
+async def decide(
+    request: ApiRequest,
+    policy: Policy,
+    on_request: OnRequest | None,
+    upstream: UpstreamClient,
+    *,
+    form: bool,
+) -> Outcome:
+    """Stage, then policy; fail closed. The returned target/body are what was evaluated."""
+    rules: list[str] = []
+    notes: list[str] = []
+    original = request
+    try:
+        if on_request is not None:
+            staged = await on_request(request, upstream)
+            rules.append(staged.rule)
+            if isinstance(staged, Deny):
+                return Outcome(staged, request, "", None, tuple(rules))
+            if isinstance(staged, Rewrite):
+                request = _apply(request, staged)
+                notes.extend(staged.notes)
+        decision = policy.evaluate(request)
+        rules.append(decision.rule)
+        if isinstance(decision, Deny):
+            return Outcome(decision, request, "", None, tuple(rules))
+        if isinstance(decision, Rewrite):
+            request = _apply(request, decision)
+            notes.extend(decision.notes)
+        body: bytes | None = None
+        if request.body_json is not None and request.body_raw is None:
+            body = gojson.dumps(request.body_json)
+        requery = form or request.query is not original.query
+        if form:
+            body = b""  # its parameters now travel in the query string, as evaluated
+        target = upstream_target(request, requery=requery)
+        final: Decision = decision
+        if request is not original and not isinstance(decision, Rewrite):
+            final = Rewrite(rule="+".join(rules), notes=tuple(notes))
+        return Outcome(final, request, target, body, tuple(rules))
+    except Exception:
+        log.exception("evaluating %s %s failed; denied", request.method, request.raw_target)
+        deny = Deny(
+            rule=INTERNAL_ERROR,
+            message=f"dockmoat: {INTERNAL_ERROR}: the request could not be checked, "
+            "so it was not forwarded. See the gateway's log.",
+        )
+        return Outcome(deny, request, "", None, (*rules, INTERNAL_ERROR))
+
+
+def describe(decision: Decision) -> str:
+    if isinstance(decision, Deny):
+        return "deny"
+    if isinstance(decision, Rewrite):
+        return "rewrite"
+    return "allow"
+
+
+def notes_of(outcome: Outcome) -> tuple[str, ...]:
+    return outcome.decision.notes if isinstance(outcome.decision, Rewrite) else ()
+
+
+def json_answer(raw: bytes) -> Any:
+    """A daemon's JSON answer (trusted, but still bounded by the caller)."""
+    return json.loads(raw) if raw.strip() else None

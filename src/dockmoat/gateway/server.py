@@ -1,0 +1,999 @@
+"""All of the gateway's socket I/O: listeners, client connections, the upstream pool, relays.
+
+The framing (gateway.http) and the decision (gateway.pipeline) are pure; this
+module moves bytes between them. Per client connection, requests are handled
+one at a time in order (pipelined requests wait, already parsed). A request's
+body is read from the client only as fast as the daemon takes it (every write
+awaits `drain`), and answers are relayed the same way, so memory stays flat
+whatever the body size. Hijacked connections (attach, exec, websocket,
+BuildKit session) become a raw two-way relay only after the daemon answered
+101, with half-close passed through and no timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import itertools
+import json
+import logging
+import os
+import socket
+import ssl
+import stat
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dockmoat.api.endpoints import HIJACKING
+from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.errors import BodyTooLarge, ConfigError, ProtocolError, UpstreamError
+from dockmoat.gateway import pipeline
+from dockmoat.gateway.audit import AuditLog
+from dockmoat.gateway.config import Endpoint, Limits, ListenerSettings, ServeSettings
+from dockmoat.gateway.http import (
+    LAST_CHUNK,
+    BodyData,
+    Invalid,
+    MessageEnd,
+    RequestEvent,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    ResponseReader,
+    UpgradeStart,
+    chunk,
+    error_response,
+    serialise_request_head,
+    serialise_response_head,
+)
+from dockmoat.gateway.stages import (
+    OnRequest,
+    Policy,
+    ResponseKind,
+    bind_on_request,
+    line_handler,
+    response_kind,
+)
+from dockmoat.policy.decision import Deny
+
+log = logging.getLogger("dockmoat.gateway")
+
+READ_SIZE = 256 * 1024
+_PEERCRED = struct.Struct("3i")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# --- upstream -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    reused: bool = False
+
+    def usable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def _client_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
+    if endpoint.tls is None:
+        return None
+    files = endpoint.tls
+    if files.verify:
+        context = ssl.create_default_context(cafile=str(files.ca) if files.ca else None)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context
+
+
+class UpstreamPool:
+    """Keep-alive connections to the daemon, reused one request at a time."""
+
+    def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
+        self.endpoint = endpoint
+        self._limits = limits
+        self._idle: deque[_Conn] = deque()
+        self._tls = _client_tls(endpoint)
+
+    async def acquire(self) -> _Conn:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable():
+                conn.reused = True
+                return conn
+            conn.close()
+        try:
+            if self.endpoint.kind == "unix":
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(str(self.endpoint.path), limit=READ_SIZE),
+                    self._limits.upstream_connect_timeout,
+                )
+            else:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        self.endpoint.host,
+                        self.endpoint.port,
+                        ssl=self._tls,
+                        server_hostname=self.endpoint.host if self._tls else None,
+                        limit=READ_SIZE,
+                    ),
+                    self._limits.upstream_connect_timeout,
+                )
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            raise UpstreamError(
+                f"the Docker daemon at {self.endpoint.url} is not reachable: {error}"
+            ) from error
+        return _Conn(reader, writer)
+
+    def release(self, conn: _Conn, reusable: bool) -> None:
+        if reusable and conn.usable() and len(self._idle) < self._limits.upstream_idle_pool:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class PooledUpstream:
+    """`UpstreamClient` for stages: a small, whole request over the pool."""
+
+    def __init__(self, pool: UpstreamPool, max_body: int) -> None:
+        self._pool = pool
+        self._max_body = max_body
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        lines = [f"{method} {path} HTTP/1.1\r\n", "Host: docker\r\n"]
+        for name, value in (headers or {}).items():
+            if any(c in name + value for c in "\r\n"):
+                raise ProtocolError("header not serialisable")
+            lines.append(f"{name}: {value}\r\n")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        lines.append("\r\n")
+        conn = await self._pool.acquire()
+        reusable = False
+        try:
+            conn.writer.write("".join(lines).encode("latin-1") + (body or b""))
+            await conn.writer.drain()
+            reader = ResponseReader(head_request=method == "HEAD")
+            head: ResponseHead | None = None
+            out = bytearray()
+            while True:
+                data = await conn.reader.read(READ_SIZE)
+                events = reader.feed(data) if data else reader.feed_eof()
+                for event in events:
+                    if isinstance(event, ResponseHead):
+                        head = event
+                    elif isinstance(event, BodyData):
+                        out += event.data
+                        if len(out) > self._max_body:
+                            raise UpstreamError("upstream answer too large")
+                    elif isinstance(event, Invalid | UpgradeStart):
+                        raise UpstreamError(f"unexpected upstream answer to {method} {path}")
+                    elif isinstance(event, MessageEnd) and head is not None:
+                        reusable = head.keep_alive and not head.until_close
+                        return head.status, {k.lower(): v for k, v in head.headers}, bytes(out)
+        except OSError as error:
+            raise UpstreamError(f"upstream failed: {error}") from error
+        finally:
+            self._pool.release(conn, reusable)
+
+
+# --- client side ----------------------------------------------------------------------
+
+
+class _ClientStream:
+    """A client connection's bytes, read on demand and parsed into request events."""
+
+    def __init__(self, reader: asyncio.StreamReader, max_head: int) -> None:
+        self.reader = reader
+        self.parser = RequestReader(max_head)
+        self.events: deque[RequestEvent] = deque()
+        self.eof = False
+        self.bytes_in = 0
+        self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
+
+    async def next_event(self, idle_timeout: float | None) -> RequestEvent | None:
+        """The next event; None at end of stream. Times out only between requests."""
+        while not self.events:
+            if self.eof:
+                return None
+            timeout = idle_timeout if self.parser.idle else None
+            if timeout is None:
+                data = await self.reader.read(READ_SIZE)
+            else:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            if not data:
+                self.eof = True
+                if not self.parser.idle:
+                    self.events.append(Invalid("client closed mid-request"))
+                continue
+            self.bytes_in += len(data)
+            for event in self.parser.feed(data):
+                if isinstance(event, UpgradeStart):
+                    self.raw_leftover = event.leftover
+                self.events.append(event)
+        return self.events.popleft()
+
+
+def _identity(listener: ListenerSettings, writer: asyncio.StreamWriter) -> ClientIdentity:
+    sock = writer.get_extra_info("socket")
+    uid = pid = None
+    address = None
+    subject = None
+    if listener.endpoint.kind == "unix" and sock is not None:
+        with contextlib.suppress(OSError):
+            pid, uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
+    else:
+        peer = writer.get_extra_info("peername")
+        if peer:
+            address = f"{peer[0]}:{peer[1]}"
+        cert = writer.get_extra_info("peercert")
+        if cert:
+            subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for (k, v) in rdn)
+    return ClientIdentity(
+        listener=listener.endpoint.url,
+        tenant=listener.tenant,
+        uid=uid,
+        pid=pid,
+        tls_subject=subject,
+        address=address,
+    )
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """The audit record of one request being handled."""
+
+    conn_id: int
+    client: ClientIdentity
+    head: RequestHead | None = None
+    request: ApiRequest | None = None
+    decision: str = "error"
+    rule: str | None = None
+    notes: tuple[str, ...] = ()
+    status: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def entry(self) -> dict[str, Any]:
+        request = self.request
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "conn": self.conn_id,
+            "listener": self.client.listener,
+            "tenant": self.client.tenant,
+            "uid": self.client.uid,
+            "pid": self.client.pid,
+            "tls_subject": self.client.tls_subject,
+            "address": self.client.address,
+            "method": self.head.method if self.head else None,
+            "path": self.head.target if self.head else None,
+            "routed_path": request.path if request else None,
+            "api_version": request.api_version if request else None,
+            "route": request.route.name if request else None,
+            "decision": self.decision,
+            "rule": self.rule,
+            "notes": list(self.notes),
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+        }
+
+
+@dataclass(slots=True)
+class Listener:
+    settings: ListenerSettings
+    server: asyncio.Server
+    policy: Policy | None
+    on_request: OnRequest | None
+    stage: Any
+    connections: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class _Abort(Exception):
+    """Close the client connection now (the reason is already answered or logged)."""
+
+
+class Gateway:
+    """The running `dockmoat serve`: listeners sharing one upstream pool and audit log.
+
+    Embeddable: `add_listener`/`remove_listener` work at run time (tenancy's
+    job sockets), each listener with its own tenant, policy and stage.
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        policy: Policy,
+        *,
+        stage: Any = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.default_stage = stage
+        self.limits = settings.limits
+        self.pool = UpstreamPool(settings.upstream, settings.limits)
+        self.upstream = PooledUpstream(self.pool, settings.limits.max_json_response)
+        self.audit = audit or AuditLog(settings.audit_log)
+        self.listeners: dict[str, Listener] = {}
+        self._ids = itertools.count(1)
+        self._busy: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    # --- listeners ---
+
+    async def add_listener(
+        self, listener: ListenerSettings, *, policy: Policy | None = None, stage: Any = None
+    ) -> None:
+        """Start listening; `policy`/`stage` override the gateway's for this listener."""
+        url = listener.endpoint.url
+        if url in self.listeners:
+            raise ConfigError(f"already listening on {url}")
+        stage = stage if stage is not None else self.default_stage
+        on_request = bind_on_request(stage) if stage is not None else None
+        holder: dict[str, Listener] = {}
+
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            entry = holder["listener"]
+            task = asyncio.current_task()
+            if task is not None:
+                entry.connections.add(task)
+                task.add_done_callback(entry.connections.discard)
+            await self._serve_client(entry, reader, writer)
+
+        endpoint = listener.endpoint
+        if endpoint.kind == "unix":
+            sock = _unix_socket(endpoint, self.settings.socket_group)
+            server = await asyncio.start_unix_server(client, sock=sock, limit=READ_SIZE)
+        else:
+            server = await asyncio.start_server(
+                client,
+                endpoint.host,
+                endpoint.port,
+                ssl=_server_tls(endpoint),
+                limit=READ_SIZE,
+                reuse_address=True,
+            )
+        holder["listener"] = Listener(listener, server, policy, on_request, stage)
+        self.listeners[url] = holder["listener"]
+
+    async def remove_listener(self, url: str, *, grace: float = 0.0) -> None:
+        """Stop listening; connections of that listener end (after `grace` seconds)."""
+        entry = self.listeners.pop(url, None)
+        if entry is None:
+            return
+        entry.server.close()
+        _remove_socket(entry.settings)
+        if entry.connections and grace > 0:
+            await asyncio.wait(set(entry.connections), timeout=grace)
+        for task in list(entry.connections):
+            task.cancel()
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy (SIGHUP); requests in flight keep the one they started with."""
+        self.policy = policy
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        self.audit.open()
+        for listener in self.settings.listeners:
+            await self.add_listener(listener)
+
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting, let requests in flight finish within the grace period."""
+        self._draining = True
+        for entry in self.listeners.values():
+            entry.server.close()
+            _remove_socket(entry.settings)
+        idle = [
+            task for entry in self.listeners.values() for task in entry.connections
+            if task not in self._busy
+        ]  # fmt: skip
+        for task in idle:
+            task.cancel()
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=self.limits.drain_grace)
+        for entry in self.listeners.values():
+            for task in list(entry.connections):
+                task.cancel()
+        self.listeners.clear()
+        self.pool.close()
+        await self.audit.close()
+
+    # --- one client connection ---
+
+    async def _serve_client(
+        self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn_id = next(self._ids)
+        client = _identity(listener.settings, writer)
+        stream = _ClientStream(reader, self.limits.max_head)
+        task = asyncio.current_task()
+        try:
+            while not self._draining:
+                try:
+                    event = await stream.next_event(self.limits.idle_timeout)
+                except TimeoutError:
+                    break
+                if event is None:
+                    break
+                if task is not None:
+                    self._busy.add(task)
+                try:
+                    keep = await self._exchange(listener, conn_id, client, stream, event, writer)
+                finally:
+                    if task is not None:
+                        self._busy.discard(task)
+                if not keep:
+                    break
+        except (_Abort, ConnectionError, OSError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("connection %d failed", conn_id)
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _exchange(
+        self,
+        listener: Listener,
+        conn_id: int,
+        client: ClientIdentity,
+        stream: _ClientStream,
+        event: RequestEvent,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Handle one request; True when the client connection stays open."""
+        record = _Exchange(conn_id, client)
+        bytes_at_start = stream.bytes_in
+        try:
+            keep = await self._handle(listener, stream, event, writer, record)
+        finally:
+            record.bytes_in += stream.bytes_in - bytes_at_start
+            self.audit.record(record.entry())
+            if record.status >= 500 or record.decision == "deny":
+                log.info(
+                    "%s %s -> %d %s %s",
+                    record.head.method if record.head else "-",
+                    record.head.target if record.head else "-",
+                    record.status,
+                    record.decision,
+                    record.rule or "",
+                )
+        return keep
+
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        record: _Exchange,
+        status: int,
+        message: str,
+        *,
+        keep_alive: bool,
+    ) -> bool:
+        head_only = record.head is not None and record.head.method == "HEAD"
+        data = error_response(status, message, keep_alive=keep_alive, head_only=head_only)
+        record.status = status
+        record.bytes_out += len(data)
+        writer.write(data)
+        await writer.drain()
+        return keep_alive
+
+    async def _handle(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        event: RequestEvent,
+        writer: asyncio.StreamWriter,
+        record: _Exchange,
+    ) -> bool:
+        if isinstance(event, Invalid):
+            record.decision = "refused"
+            await self._answer(writer, record, 400, f"dockmoat: bad request: {event.reason}",
+                               keep_alive=False)  # fmt: skip
+            return False
+        if not isinstance(event, RequestHead):
+            raise _Abort
+        head = event
+        record.head = head
+        policy = listener.policy or self.policy
+        stage = listener.stage
+        stage_body_needed = getattr(stage, "body_needed", None) if stage is not None else None
+        try:
+            planned = pipeline.plan(head, record.client, policy, stage_body_needed)
+        except ProtocolError as error:
+            record.decision = "refused"
+            return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
+                                      keep_alive=False)  # fmt: skip
+        record.request = planned.request
+        request = planned.request
+        body_consumed = planned.body_plan == "none"
+        if head.header("expect") is not None and planned.body_plan != "none":
+            writer.write(_CONTINUE)
+        if planned.body_plan == "buffer":
+            try:
+                body = await self._read_body(stream)
+                request = pipeline.with_body(planned, body)
+            except BodyTooLarge as error:
+                record.decision = "refused"
+                return await self._answer(writer, record, 413, f"dockmoat: {error}",
+                                          keep_alive=False)  # fmt: skip
+            except ProtocolError as error:
+                record.decision = "refused"
+                return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
+                                          keep_alive=False)  # fmt: skip
+            body_consumed = True
+            record.request = request
+        elif planned.body_plan == "none":
+            await self._expect_end(stream)
+
+        outcome = await pipeline.decide(
+            request, policy, listener.on_request, self.upstream, form=planned.form
+        )
+        record.request = outcome.request
+        record.decision = pipeline.describe(outcome.decision)
+        record.rule = outcome.decision.rule
+        record.notes = pipeline.notes_of(outcome)
+        if isinstance(outcome.decision, Deny):
+            return await self._answer(
+                writer,
+                record,
+                outcome.decision.status,
+                outcome.decision.message,
+                keep_alive=body_consumed and head.keep_alive and not head.upgrade,
+            )
+        return await self._forward(listener, stream, writer, record, head, planned, outcome)
+
+    async def _read_body(self, stream: _ClientStream) -> bytes:
+        body = bytearray()
+        while True:
+            event = await stream.next_event(None)
+            if isinstance(event, BodyData):
+                body += event.data
+                if len(body) > self.limits.max_body:
+                    raise BodyTooLarge(
+                        f"request body larger than {self.limits.max_body} bytes "
+                        "(the limit for bodies that are inspected)"
+                    )
+            elif isinstance(event, MessageEnd):
+                return bytes(body)
+            elif isinstance(event, Invalid):
+                raise ProtocolError(event.reason)
+            else:
+                raise ProtocolError("request body could not be read completely")
+
+    async def _expect_end(self, stream: _ClientStream) -> None:
+        event = await stream.next_event(None)
+        if not isinstance(event, MessageEnd):
+            raise _Abort
+
+    async def _forward(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        record: _Exchange,
+        head: RequestHead,
+        planned: pipeline.Planned,
+        outcome: pipeline.Outcome,
+    ) -> bool:
+        streaming = planned.body_plan == "stream"
+        body = outcome.body
+        if body is None and planned.body_plan == "buffer":
+            body = outcome.request.body_raw or b""
+        if body is not None:
+            upstream_head = serialise_request_head(
+                head, outcome.target, content_length=len(body), chunked=False
+            )
+        elif streaming:
+            upstream_head = serialise_request_head(
+                head, outcome.target, content_length=head.content_length, chunked=head.chunked
+            )
+        else:
+            upstream_head = serialise_request_head(
+                head, outcome.target, content_length=head.content_length, chunked=False
+            )
+        for attempt in (1, 2):
+            try:
+                conn = await self.pool.acquire()
+            except UpstreamError as error:
+                return await self._answer(writer, record, 502, f"dockmoat: {error}",
+                                          keep_alive=not streaming and head.keep_alive)  # fmt: skip
+            reusable = False
+            pump: asyncio.Task[None] | None = None
+            try:
+                conn.writer.write(upstream_head + (body or b""))
+                if streaming:
+                    pump = asyncio.create_task(self._pump_body(stream, conn.writer, head.chunked))
+                else:
+                    await conn.writer.drain()
+                keep, reusable = await self._relay_response(
+                    listener, stream, writer, conn, record, head, outcome.request
+                )
+                if pump is not None:
+                    if not pump.done():
+                        # The daemon answered before taking the whole body: the framing
+                        # of the client's stream is lost; close both sides.
+                        pump.cancel()
+                        reusable = False
+                        keep = False
+                    else:
+                        pump.result()
+                return keep
+            except (ConnectionError, OSError, UpstreamError) as error:
+                if record.status == 0 and conn.reused and not streaming and attempt == 1:
+                    # A pooled connection the daemon had closed (e.g. it restarted):
+                    # nothing was received, so the request can go on a fresh one.
+                    self.pool.close()
+                    continue
+                if record.status == 0:
+                    return await self._answer(
+                        writer,
+                        record,
+                        502,
+                        f"dockmoat: upstream failed: {error}",
+                        keep_alive=False,
+                    )
+                raise _Abort from error
+            finally:
+                if pump is not None and not pump.done():
+                    pump.cancel()
+                self.pool.release(conn, reusable)
+        raise _Abort
+
+    async def _pump_body(
+        self, stream: _ClientStream, upstream: asyncio.StreamWriter, chunked: bool
+    ) -> None:
+        while True:
+            event = await stream.next_event(None)
+            if isinstance(event, BodyData):
+                upstream.write(chunk(event.data) if chunked else event.data)
+                await upstream.drain()
+            elif isinstance(event, MessageEnd):
+                if chunked:
+                    upstream.write(LAST_CHUNK)
+                    await upstream.drain()
+                return
+            else:
+                # Truncated or malformed body: the daemon must not run a partial request.
+                upstream.close()
+                raise _Abort
+
+    async def _relay_response(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        record: _Exchange,
+        head: RequestHead,
+        request: ApiRequest,
+    ) -> tuple[bool, bool]:
+        """Relay one answer; (client connection stays open, upstream reusable)."""
+        reader = ResponseReader(head_request=head.method == "HEAD", max_head=self.limits.max_head)
+        response: ResponseHead | None = None
+        kind: ResponseKind | Literal["lines_at_end"] = "none"
+        lines = bytearray()
+        buffered = bytearray()
+        stage = listener.stage
+        while True:
+            data = await conn.reader.read(READ_SIZE)
+            events = reader.feed(data) if data else reader.feed_eof()
+            for event in events:
+                if isinstance(event, ResponseHead):
+                    response = event
+                    record.status = event.status
+                    if event.status == 101:
+                        continue  # written when the switch is confirmed (UpgradeStart)
+                    if request.route.name in HIJACKING and event.until_close and not head.upgrade:
+                        # dockerd hijacks without an Upgrade header too: 200, then raw.
+                        await self._write(writer, record, serialise_response_head(event))
+                        await self._hijack(stream, writer, conn, record, b"", upgraded=False)
+                        return False, False
+                    if stage is not None and 200 <= event.status < 300:
+                        kind = response_kind(stage, request)
+                    if kind in ("events", "load") and not event.chunked:
+                        kind = "lines_at_end" if event.content_length is not None else kind
+                    if kind not in ("json", "lines_at_end"):
+                        await self._write(writer, record, serialise_response_head(event))
+                elif isinstance(event, BodyData):
+                    assert response is not None
+                    if kind in ("json", "lines_at_end"):
+                        buffered += event.data
+                        if len(buffered) > self.limits.max_json_response:
+                            raise UpstreamError("daemon answer too large to filter")
+                    elif kind in ("events", "load"):
+                        lines += event.data
+                        out = self._filter_lines(stage, kind, request, lines)
+                        if out:
+                            await self._write(writer, record, _frame(response, out))
+                    else:
+                        await self._write(writer, record, _frame(response, event.data))
+                elif isinstance(event, MessageEnd):
+                    if response is None:
+                        raise UpstreamError("daemon answer without a head")
+                    if kind == "json":
+                        answer = pipeline.json_answer(bytes(buffered))
+                        changed = stage.on_json_response(request, response.status, answer)
+                        payload = (
+                            bytes(buffered)
+                            if changed is answer
+                            else (json.dumps(changed, separators=(",", ":")).encode() + b"\n")
+                        )
+                        out_head = serialise_response_head(response, content_length=len(payload))
+                        await self._write(writer, record, out_head + payload)
+                    elif kind == "lines_at_end":
+                        buffered += b"\n"
+                        line_kind: ResponseKind = response_kind(stage, request)
+                        payload = self._filter_lines(stage, line_kind, request, buffered)
+                        out_head = serialise_response_head(response, content_length=len(payload))
+                        await self._write(writer, record, out_head + payload)
+                    elif kind in ("events", "load") and lines:
+                        lines += b"\n"
+                        out = self._filter_lines(stage, kind, request, lines)
+                        if out:
+                            await self._write(writer, record, _frame(response, out))
+                    if response.chunked and kind != "json" and head.method != "HEAD":
+                        await self._write(writer, record, LAST_CHUNK)
+                    if response.status == 101:
+                        continue
+                    until_close = response.until_close and head.method != "HEAD"
+                    client_keep = (
+                        head.keep_alive and response.keep_alive and not until_close
+                        and not head.upgrade
+                    )  # fmt: skip
+                    upstream_ok = response.keep_alive and not until_close
+                    return client_keep, upstream_ok
+                elif isinstance(event, UpgradeStart):
+                    if response is None or response.status != 101:
+                        raise UpstreamError("daemon switched protocols without a 101")
+                    await self._write(writer, record, serialise_response_head(response))
+                    await self._hijack(stream, writer, conn, record, event.leftover, upgraded=True)
+                    return False, False
+                elif isinstance(event, Invalid):
+                    if record.status and response is not None:
+                        raise _Abort
+                    raise UpstreamError(event.reason)
+            if not data and reader.done:
+                return False, False
+
+    def _filter_lines(
+        self, stage: Any, kind: ResponseKind, request: ApiRequest, buffer: bytearray
+    ) -> bytes:
+        """Complete lines of a JSON stream, each through the stage; the rest stays buffered."""
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return b""
+        complete = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        handler = line_handler(stage, kind)
+        out = bytearray()
+        for line in complete.splitlines():
+            if not line.strip():
+                continue
+            if handler is None:
+                out += line + b"\n"
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # fail closed: what cannot be read is not shown
+            changed = handler(request, item)
+            if changed is not None:
+                out += json.dumps(changed, separators=(",", ":")).encode() + b"\n"
+        return bytes(out)
+
+    async def _write(self, writer: asyncio.StreamWriter, record: _Exchange, data: bytes) -> None:
+        if data:
+            record.bytes_out += len(data)
+            writer.write(data)
+            await writer.drain()
+
+    async def _hijack(
+        self,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        record: _Exchange,
+        upstream_leftover: bytes,
+        *,
+        upgraded: bool,
+    ) -> None:
+        """Raw two-way relay after the daemon switched protocols; no timeouts."""
+        pending = [e for e in stream.events if not isinstance(e, UpgradeStart)]
+        if pending or (not upgraded and not stream.parser.idle):
+            # Bytes the client sent after the request were already read as HTTP.
+            raise _Abort
+        stream.events.clear()
+        client_leftover = stream.raw_leftover
+        stream.raw_leftover = b""
+
+        async def to_upstream() -> None:
+            if client_leftover:
+                conn.writer.write(client_leftover)
+                await conn.writer.drain()
+            while True:
+                data = await stream.reader.read(READ_SIZE)
+                if not data:
+                    break
+                record.bytes_in += len(data)
+                conn.writer.write(data)
+                await conn.writer.drain()
+            # Half-close: the daemon sees stdin end and still sends the rest of the output.
+            if conn.writer.can_write_eof():
+                conn.writer.write_eof()
+
+        async def to_client() -> None:
+            if upstream_leftover:
+                await self._write(writer, record, upstream_leftover)
+            while True:
+                data = await conn.reader.read(READ_SIZE)
+                if not data:
+                    break
+                await self._write(writer, record, data)
+            if writer.can_write_eof():
+                with contextlib.suppress(OSError):
+                    writer.write_eof()
+
+        up = asyncio.create_task(to_upstream())
+        down = asyncio.create_task(to_client())
+        try:
+            await down
+        finally:
+            if not up.done():
+                up.cancel()
+            with contextlib.suppress(BaseException):
+                await up
+
+
+def _frame(response: ResponseHead, data: bytes) -> bytes:
+    return chunk(data) if response.chunked else data
+
+
+# --- sockets ------------------------------------------------------------------------
+
+
+def _unix_socket(endpoint: Endpoint, group: str | None) -> socket.socket:
+    """A listening unix socket, mode 0660 from its creation; a stale one is replaced."""
+    assert endpoint.path is not None
+    path = endpoint.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        mode = path.lstat().st_mode
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(f"{path} exists and is not a socket; not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: nobody answers
+        else:
+            raise ConfigError(f"{path} is in use by a running server")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    path.chmod(0o660)
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            os.chown(path, -1, gid)
+        except (KeyError, OSError) as error:
+            sock.close()
+            path.unlink(missing_ok=True)
+            raise ConfigError(f"--socket-group {group}: {error}") from error
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_socket(listener: ListenerSettings) -> None:
+    path = listener.endpoint.path
+    if listener.endpoint.kind == "unix" and path is not None:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+
+
+def _server_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
+    if endpoint.tls is None:
+        return None
+    files = endpoint.tls
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files.cert), str(files.key))
+    context.verify_mode = ssl.CERT_REQUIRED
+    if files.ca is not None:
+        context.load_verify_locations(cafile=str(files.ca))
+    return context
+
+
+def socket_path_of(url: str) -> Path | None:
+    return Path(url[len("unix://") :]) if url.startswith("unix://") else None
+
+
+# --- running it -----------------------------------------------------------------------
+
+StartHook = Callable[[Gateway], Awaitable[None]]
+
+
+async def serve(
+    settings: ServeSettings,
+    load_policy: Callable[[], Policy],
+    *,
+    stage: Any = None,
+    on_start: StartHook | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (drain, then return); SIGHUP reloads the policy."""
+    import signal
+
+    policy = load_policy()
+    gateway = Gateway(settings, policy, stage=stage)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def reload() -> None:
+        try:
+            gateway.set_policy(load_policy())
+            log.info("policy reloaded")
+        except Exception as error:  # noqa: BLE001 - any bad file keeps the old policy
+            log.error("policy reload failed, keeping the old policy: %s", error)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info(
+        "dockmoat serve: listening on %s; upstream %s; policy %s%s",
+        ", ".join(
+            f"{entry.settings.endpoint.url}"
+            + (f" (tenant {entry.settings.tenant})" if entry.settings.tenant else "")
+            for entry in gateway.listeners.values()
+        ),
+        settings.upstream.url,
+        settings.profile,
+        f" + {settings.policy_file}" if settings.policy_file else "",
+    )
+    if on_start is not None:
+        await on_start(gateway)
+    await stop.wait()
+    log.info("draining (up to %.0fs)", settings.limits.drain_grace)
+    await gateway.drain()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)

@@ -1,0 +1,98 @@
+"""What plugs into the gateway: the policy, per-listener request stages, the upstream.
+
+- `Policy`: the compiled policy (dockmoat.policy.engine.load_policy returns one).
+- `RequestStage`: an optional per-listener stage (tenancy) run after routing
+  and body decoding and BEFORE the policy; it may Allow, Rewrite (path, query,
+  body) or Deny (404/403), and may rewrite answers: a buffered JSON answer
+  (`response_kind` "json") or a line-delimited JSON stream ("events", "load"),
+  line by line.
+- `UpstreamClient`: lets a stage make its own small request to the daemon over
+  the gateway's pooled upstream connections.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from dockmoat.api.request import ApiRequest, Route
+from dockmoat.policy.decision import Allow, Decision
+
+ResponseKind = Literal["json", "events", "load", "none"]
+
+
+class Policy(Protocol):
+    def body_needed(self, route: Route) -> bool: ...
+
+    def evaluate(self, request: ApiRequest) -> Decision: ...
+
+
+class UpstreamClient(Protocol):
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One small request to the daemon: (status, headers, whole body); bounded."""
+        ...
+
+
+@runtime_checkable
+class RequestStage(Protocol):
+    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision: ...
+
+    def response_kind(self, request: ApiRequest) -> ResponseKind: ...
+
+    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any: ...
+
+    def on_event(self, request: ApiRequest, event: Any) -> Any: ...
+
+
+class PermissivePolicy:
+    """Forwards every request (the `permissive` profile while no policy engine is installed)."""
+
+    def body_needed(self, route: Route) -> bool:
+        return False
+
+    def evaluate(self, request: ApiRequest) -> Decision:
+        return Allow(rule="permissive")
+
+
+OnRequest = Callable[[ApiRequest, UpstreamClient], Awaitable[Decision]]
+
+
+def bind_on_request(stage: Any) -> OnRequest:
+    """Call `stage.on_request` with the upstream client when it takes one.
+
+    A stage that does its own look-ups may declare `on_request(request)` only.
+    """
+    method = stage.on_request
+    params = list(inspect.signature(method).parameters.values())
+    if len(params) >= 2:
+        return method  # type: ignore[no-any-return]
+
+    async def call(request: ApiRequest, upstream: UpstreamClient) -> Decision:
+        result: Decision = await method(request)
+        return result
+
+    return call
+
+
+def response_kind(stage: Any, request: ApiRequest) -> ResponseKind:
+    kind = getattr(stage, "response_kind", None)
+    if kind is None:
+        return "none"
+    result: ResponseKind = kind(request)
+    return result
+
+
+def line_handler(stage: Any, kind: ResponseKind) -> Callable[[ApiRequest, Any], Any] | None:
+    """The per-line callback of a streamed JSON answer (events, load progress)."""
+    if kind == "events":
+        return getattr(stage, "on_event", None)
+    if kind == "load":
+        return getattr(stage, "on_load_message", None)
+    return None
