@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dockmoat.tenancy.engine import Engine
+from dockmoat.tenancy.engine import EngineApi
 from dockmoat.tenancy.model import TENANT_LABEL, Tenant
 from dockmoat.tenancy.store import OwnershipStore
 
@@ -40,7 +40,7 @@ def _label_filter(tenant: Tenant) -> dict[str, list[str]]:
     return {"label": [f"{TENANT_LABEL}={tenant.name}"]}
 
 
-async def _list(engine: Engine, path: str, query: dict[str, object]) -> list[dict[str, object]]:
+async def _list(engine: EngineApi, path: str, query: dict[str, object]) -> list[dict[str, object]]:
     status, answer = await engine.call("GET", path, query)
     if status != 200:
         raise RuntimeError(f"listing {path} failed with {status}: {answer}")
@@ -49,7 +49,7 @@ async def _list(engine: Engine, path: str, query: dict[str, object]) -> list[dic
     return [a for a in answer if isinstance(a, dict)] if isinstance(answer, list) else []
 
 
-async def clean_up(store: OwnershipStore, engine: Engine, tenant: Tenant) -> Removed:
+async def clean_up(store: OwnershipStore, engine: EngineApi, tenant: Tenant) -> Removed:
     """Remove everything the tenant owns on the engine. Raises when the engine is unreachable."""
     removed = Removed()
     ns = tenant.namespace

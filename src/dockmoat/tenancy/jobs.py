@@ -18,7 +18,7 @@ from typing import Protocol
 
 from dockmoat.errors import ConfigError, NotFoundError
 from dockmoat.tenancy.cleanup import Removed, clean_up
-from dockmoat.tenancy.engine import Engine
+from dockmoat.tenancy.engine import EngineApi
 from dockmoat.tenancy.model import Quotas, Tenant
 from dockmoat.tenancy.names import validate_job_name
 from dockmoat.tenancy.store import JobRecord, OwnershipStore
@@ -56,7 +56,7 @@ class JobManager:
     def __init__(
         self,
         store: OwnershipStore,
-        engine: Engine,
+        engine: EngineApi,
         host: ListenerHost,
         jobs_dir: Path = DEFAULT_JOBS_DIR,
         default_quotas: Quotas | None = None,

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from dockmoat.api.request import ApiRequest, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
-from dockmoat.tenancy.engine import Engine
+from dockmoat.tenancy.engine import EngineApi
 from dockmoat.tenancy.jsonkeys import get_field, set_field
 from dockmoat.tenancy.model import (
     PREDEFINED_NETWORKS,
@@ -79,7 +79,7 @@ class TenancyStage:
     def __init__(
         self,
         store: OwnershipStore,
-        engine: Engine,
+        engine: EngineApi,
         tenant_for: Callable[[str], Tenant | None],
     ) -> None:
         self.store = store
