@@ -1,0 +1,35 @@
+"""Types and constants shared by doctor's engine tests and their fixtures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from unit.ci.doctor.doctor_certs import Issued
+
+LABEL = {"dockmoat.test": "ci-doctor"}
+SOCKET_GID = 4242
+# Far below any real uplink, so the nested bridge is never the MTU problem here.
+NESTED_MTU = 1280
+
+
+@dataclass
+class TlsDaemon:
+    name: str
+    port: int
+    ca: Issued
+    socket_path: Path
+
+
+@dataclass
+class DoctorRun:
+    code: int
+    findings: list[dict[str, str | None]]
+    stderr: str
+
+    def by_check(self, check: str) -> list[dict[str, str | None]]:
+        return [f for f in self.findings if f["check"] == check]
+
+    def status(self, check: str) -> str | None:
+        found = self.by_check(check)
+        return found[0]["status"] if found else None
