@@ -13,6 +13,10 @@ import click
 from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import ServeSettings, build_settings
 from dockmoat.gateway.stages import PermissivePolicy, Policy
+from dockmoat.tenancy.control import DEFAULT_CONTROL
+from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR
+from dockmoat.tenancy.service import TenancySettings
+from dockmoat.tenancy.store import DEFAULT_STATE_DB
 
 
 def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
@@ -39,19 +43,22 @@ def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
     return load
 
 
-def run(settings: ServeSettings) -> None:
+def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None) -> None:
     """Serve in the foreground until SIGTERM/SIGINT."""
     from dockmoat.gateway.server import serve
+    from dockmoat.tenancy.service import TenancyService
 
     loader = policy_loader(settings)
     loader()  # fail loudly before opening any socket
+    # Tenancy: the stage of every listener, job sockets and the job control socket.
+    tenancy = TenancyService(settings, tenancy_settings)
     try:
         import uvloop
 
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    runner(serve(settings, loader))
+    runner(serve(settings, loader, stage=tenancy.stage, on_start=tenancy.start))
 
 
 @click.command(name="serve")
@@ -90,6 +97,27 @@ def run(settings: ServeSettings) -> None:
 @click.option("--socket-group", metavar="GROUP", help="Group owning the unix sockets (mode 0660).")
 @click.option("--tenant", metavar="NAME", help="Tenant of the listeners given here.")
 @click.option(
+    "--state-db",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE_DB,
+    show_default=True,
+    help="Tenancy: the ownership database of jobs.",
+)
+@click.option(
+    "--control-socket",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONTROL,
+    show_default=True,
+    help="Tenancy: the root-only socket `dockmoat job` talks to.",
+)
+@click.option(
+    "--jobs-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_JOBS_DIR,
+    show_default=True,
+    help="Tenancy: where job sockets are created.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -107,6 +135,9 @@ def command(
     tls_ca: Path | None,
     socket_group: str | None,
     tenant: str | None,
+    state_db: Path,
+    control_socket: Path,
+    jobs_dir: Path,
     log_level: str,
 ) -> None:
     """Serve the guarded Docker API socket."""
@@ -127,4 +158,4 @@ def command(
         log_level=log_level,
         tenant=tenant,
     )
-    run(settings)
+    run(settings, TenancySettings(state_db=state_db, control=control_socket, jobs_dir=jobs_dir))

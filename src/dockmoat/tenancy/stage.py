@@ -17,7 +17,7 @@ from typing import Any, Literal
 from dockmoat.api.request import ApiRequest, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
-from dockmoat.tenancy.engine import EngineApi
+from dockmoat.tenancy.engine import EngineApi, PooledEngine, Upstream
 from dockmoat.tenancy.jsonkeys import get_field, set_field
 from dockmoat.tenancy.model import (
     PREDEFINED_NETWORKS,
@@ -79,16 +79,23 @@ class TenancyStage:
     def __init__(
         self,
         store: OwnershipStore,
-        engine: EngineApi,
         tenant_for: Callable[[str], Tenant | None],
+        engine: EngineApi | None = None,
     ) -> None:
         self.store = store
-        self.engine = engine
         self.tenant_for = tenant_for
+        # Inside the gateway, look-ups use its pooled upstream (known at the first request).
+        self._engine = engine
         # Tags present before each `docker load` (keyed by request), bounded.
         self._load_snapshots: OrderedDict[int, frozenset[str]] = OrderedDict()
 
     # --- look-ups ---------------------------------------------------------------
+
+    @property
+    def engine(self) -> EngineApi:
+        if self._engine is None:
+            raise RuntimeError("the tenancy stage has no engine yet")
+        return self._engine
 
     async def _owned_containers(self, tenant: Tenant) -> list[ContainerFact]:
         status, answer = await self.engine.call(
@@ -165,7 +172,9 @@ class TenancyStage:
         """Whether the stage reads the JSON body of this route (buffered by the gateway)."""
         return route.name in _BODY_ROUTES
 
-    async def on_request(self, request: ApiRequest) -> Decision:
+    async def on_request(self, request: ApiRequest, upstream: Upstream) -> Decision:
+        if self._engine is None:
+            self._engine = PooledEngine(upstream)
         tenant_name = request.client.tenant
         if tenant_name is None:
             return Allow()
