@@ -3,7 +3,8 @@
 Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE, Docker 20.10's
 `--privileged` asks runc for it anyway and the container fails with "unable to
 apply caps". We detect that with one privileged busybox container and, only
-then, register `oci_runtime_wrapper.py` as the engine's default runtime. dockmoat
+then, register the wrapper (`oci-runtime-wrapper.sh` in front of `oci_runtime_wrapper.py`)
+as the engine's default runtime. dockmoat
 itself never depends on or mentions this.
 """
 
@@ -17,8 +18,12 @@ import time
 from pathlib import Path
 
 RUNTIME_NAME = "dockmoat-test-runc"
-WRAPPER_SOURCE = Path(__file__).resolve().parent / "oci_runtime_wrapper.py"
-WRAPPER_PATH = Path("/usr/local/libexec/dockmoat-test/runc-wrapper")
+HERE = Path(__file__).resolve().parent
+FRONT_SOURCE = HERE / "oci-runtime-wrapper.sh"
+EDITOR_SOURCE = HERE / "oci_runtime_wrapper.py"
+WRAPPER_DIR = Path("/usr/local/libexec/dockmoat-test")
+WRAPPER_PATH = WRAPPER_DIR / "runc-wrapper"
+EDITOR_NAME = "drop-cap-sys-resource"
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 CAPS_ERROR = "unable to apply caps"
 
@@ -33,23 +38,27 @@ def system_python() -> str:
     return str(debian) if debian.exists() else os.path.realpath(sys.executable)
 
 
-def wrapper_text(python: str) -> str:
-    """The wrapper source with its shebang pointing at `python` (isolated, no site)."""
-    body = WRAPPER_SOURCE.read_text().split("\n", 1)[1]
-    return f"#!{python} -IS\n{body}"
+def wrapper_files(directory: Path, python: str) -> dict[Path, str]:
+    """The installed files: the sh front end (the runtime path) and the Python editor."""
+    editor = directory / EDITOR_NAME
+    body = EDITOR_SOURCE.read_text().split("\n", 1)[1]
+    front = FRONT_SOURCE.read_text().replace("@PYTHON@", python).replace("@EDITOR@", str(editor))
+    return {editor: f"#!{python} -IS\n{body}", directory / WRAPPER_PATH.name: front}
 
 
-def install_wrapper(dest: Path = WRAPPER_PATH, python: str | None = None) -> bool:
-    """Write the wrapper executable (atomically); True if it changed."""
-    text = wrapper_text(python or system_python())
-    if dest.exists() and dest.read_text() == text and os.access(dest, os.X_OK):
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    os.replace(tmp, dest)
-    return True
+def install_wrapper(directory: Path = WRAPPER_DIR, python: str | None = None) -> bool:
+    """Write the wrapper files (each atomically); True if any changed."""
+    changed = False
+    directory.mkdir(parents=True, exist_ok=True)
+    for dest, text in wrapper_files(directory, python or system_python()).items():
+        if dest.exists() and dest.read_text() == text and os.access(dest, os.X_OK):
+            continue
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, dest)
+        changed = True
+    return changed
 
 
 def merged_daemon_config(current: dict[str, object], wrapper: Path) -> dict[str, object]:

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import oci_runtime_wrapper as w
-from harness.runtime_workaround import install_wrapper, system_python
+from harness.runtime_workaround import EDITOR_NAME, install_wrapper, system_python
 
 CAPS = ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN"]
 WITHOUT = [c for c in CAPS if c != "CAP_SYS_RESOURCE"]
@@ -31,10 +31,10 @@ exit "${RUNC_STATUS:-0}"
 
 @pytest.fixture
 def wrapper(tmp_path: Path) -> Path:
-    dest = tmp_path / "libexec" / "runc-wrapper"
-    assert install_wrapper(dest, system_python())
-    assert not install_wrapper(dest, system_python()), "a second install changes nothing"
-    return dest
+    directory = tmp_path / "libexec"
+    assert install_wrapper(directory, system_python())
+    assert not install_wrapper(directory, system_python()), "a second install changes nothing"
+    return directory / "runc-wrapper"
 
 
 @pytest.fixture
@@ -197,10 +197,49 @@ def test_missing_bundle_still_reaches_runc(wrapper: Path, capture: Path, tmp_pat
     assert argv_seen(capture)[0] == "create"
 
 
-def test_installed_wrapper_is_isolated_and_executable(wrapper: Path) -> None:
-    first = wrapper.read_text().splitlines()[0]
-    assert first == f"#!{system_python()} -IS"
-    assert os.access(wrapper, os.X_OK)
+def test_installed_editor_is_isolated_and_executable(wrapper: Path) -> None:
+    editor = wrapper.with_name(EDITOR_NAME)
+    assert editor.read_text().splitlines()[0] == f"#!{system_python()} -IS"
+    assert os.access(editor, os.X_OK) and os.access(wrapper, os.X_OK)
+
+
+def replace_editor_with_tracer(wrapper: Path, capture: Path) -> None:
+    """The front end must not start Python when it can tell there is nothing to edit."""
+    editor = wrapper.with_name(EDITOR_NAME)
+    editor.write_text(
+        "import os, sys\n"
+        f"open({str(capture / 'editor-ran')!r}, 'w').close()\n"
+        "os.execvp('runc', ['runc', *sys.argv[1:]])\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["create", "state", "delete", "start"])
+def test_front_end_skips_python_when_nothing_to_edit(
+    wrapper: Path, capture: Path, tmp_path: Path, command: str
+) -> None:
+    bundle = write_bundle(tmp_path, WITHOUT)
+    replace_editor_with_tracer(wrapper, capture)
+    args = ["--root", "/r", command, "--bundle", str(bundle), "c"]
+    assert run(wrapper, capture, args, cwd=tmp_path).returncode == 0
+    assert argv_seen(capture) == args
+    assert not (capture / "editor-ran").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "--bundle", "{b}", "c"],
+        ["create", "--bundle", "{b}/missing", "c"],  # unsure: the editor decides
+        ["exec", "c"],  # no --process: unsure
+    ],
+)
+def test_front_end_hands_over_when_the_spec_may_need_editing(
+    wrapper: Path, capture: Path, tmp_path: Path, args: list[str]
+) -> None:
+    bundle = write_bundle(tmp_path, CAPS)
+    replace_editor_with_tracer(wrapper, capture)
+    run(wrapper, capture, [a.format(b=bundle) for a in args], cwd=tmp_path)
+    assert (capture / "editor-ran").exists()
 
 
 # -- the pure pieces, with properties ------------------------------------------------
