@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -90,7 +91,5 @@ class Dind:
 
     def cleanup(self) -> None:
         for name in self.names:
-            try:
+            with contextlib.suppress(Exception):
                 self.manager.down(name)
-            except Exception:
-                pass

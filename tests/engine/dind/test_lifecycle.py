@@ -7,14 +7,12 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from dindtest_support import Dind
 
 from dockmoat.dind import naming
 from dockmoat.dind.info import DindInfo
-
-from dindtest_support import Dind
 
 DOCKERFILE = """\
 FROM dockmoat-test/busybox:latest
@@ -123,11 +121,13 @@ def test_another_daemons_certificate_is_refused(dind: Dind, dind_name: Callable[
     # Same manager CA, but each daemon trusts only its own client CA.
     context = ssl.create_default_context(cafile=str(a.cert_path / "ca.pem"))
     context.load_cert_chain(b.cert_path / "cert.pem", b.cert_path / "key.pem")
-    with socket.create_connection(("127.0.0.1", a.port), timeout=5) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
-                tls.recv(100)
+    with (
+        socket.create_connection(("127.0.0.1", a.port), timeout=5) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        tls.recv(100)
     # With its own certificate, b's client gets in to b.
     assert dind.docker(b, "version", "--format", "{{.Server.Version}}").stdout.strip()
 

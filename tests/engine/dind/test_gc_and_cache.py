@@ -1,0 +1,156 @@
+"""`gc` after a SIGKILLed `up`; cache keys: exclusive and reused."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from dindtest_support import Dind
+
+from dockmoat.dind import naming
+from dockmoat.errors import EngineError
+
+LAYERS = """\
+FROM dockmoat-test/busybox:latest
+RUN echo one > /one
+RUN echo two > /two
+RUN sleep 1 && echo three > /three
+"""
+
+
+@pytest.mark.parametrize(
+    "stage", ["creating container", "issuing certificates", "waiting for /_ping"]
+)
+def test_gc_cleans_up_after_a_killed_up(
+    dind: Dind, dind_name: Callable[[], str], stage: str
+) -> None:
+    survivor = dind.up(dind_name())  # a live daemon gc must leave alone
+    name = dind_name()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockmoat", "dind", "up", name, "--image", dind.image, "--no-pool"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=dind.env(),
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if stage in line:
+            break
+    else:
+        pytest.fail(f"up never reached {stage!r}")
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    prefix = naming.tmp_container_name(name + "-")
+    left = [
+        c
+        for c in dind.client.containers.list(all=True, filters={"name": prefix})
+        if c.name.startswith(prefix)
+    ]
+    assert len(left) == 1, "the killed up should have left its container behind"
+    instance = left[0].labels[naming.LABEL_INSTANCE]
+    assert dind.instance_resources(instance)["networks"]
+
+    gc = dind.cli("dind", "gc")
+    assert f"container {left[0].name}" in gc.stdout
+    assert dind.instance_resources(instance) == {"containers": [], "networks": [], "volumes": []}
+    assert not dind.state_dir.joinpath("daemons", instance).exists()
+    # The live daemon survived and still answers.
+    assert dind.docker(survivor, "version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert survivor.cert_path.exists()
+
+
+def _running_with_key(dind: Dind, key: str) -> int:
+    return len(
+        dind.client.containers.list(
+            filters={"label": f"{naming.LABEL_CACHE}={key}", "status": "running"}
+        )
+    )
+
+
+@pytest.fixture
+def cache_key(dind: Dind, unique_name: Callable[[str], str]):  # type: ignore[no-untyped-def]
+    key = unique_name("cache")
+    yield key
+    for name in dind.names:
+        with contextlib.suppress(Exception):
+            dind.manager.down(name)
+    with contextlib.suppress(Exception):
+        dind.client.volumes.get(naming.cache_volume_name(key)).remove()
+
+
+def test_one_cache_key_never_serves_two_daemons(
+    dind: Dind, dind_name: Callable[[], str], cache_key: str
+) -> None:
+    overlap: list[int] = []
+    stop = threading.Event()
+
+    def monitor() -> None:
+        while not stop.is_set():
+            count = _running_with_key(dind, cache_key)
+            if count > 1:
+                overlap.append(count)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    try:
+        first_name, second_name = dind_name(), dind_name()
+        first = dind.up(first_name, cache=cache_key)
+        # Busy key without waiting: a clear refusal, nothing made.
+        with pytest.raises(EngineError, match="in use"):
+            dind.up(second_name, cache=cache_key)
+        assert (
+            dind.client.containers.list(
+                all=True, filters={"name": naming.tmp_container_name(second_name)}
+            )
+            == []
+        )
+
+        # With --wait-cache the second waits until the first is gone.
+        result: dict[str, object] = {}
+
+        def second_up() -> None:
+            try:
+                result["info"] = dind.up(second_name, cache=cache_key, wait_cache=120)
+            except Exception as error:
+                result["error"] = error
+
+        waiter = threading.Thread(target=second_up)
+        waiter.start()
+        time.sleep(2)
+        assert waiter.is_alive(), "the second up must wait while the key is busy"
+        dind.manager.down(first_name)
+        waiter.join(120)
+        assert "error" not in result, result.get("error")
+        second = result["info"]
+        assert second.cache == cache_key  # type: ignore[attr-defined]
+        assert first.cache == cache_key
+    finally:
+        stop.set()
+        watcher.join()
+    assert overlap == []
+
+
+def test_second_build_with_cache_reuses_layers(
+    dind: Dind, dind_name: Callable[[], str], cache_key: str, busybox_image: str
+) -> None:
+    first_name = dind_name()
+    first = dind.up(first_name, cache=cache_key, preload=(busybox_image,))
+    cold = dind.docker(first, "build", "-t", "dmtest-layers:1", "-", input=LAYERS)
+    assert "Using cache" not in cold.stdout
+    dind.manager.down(first_name)
+    volume = dind.client.volumes.get(naming.cache_volume_name(cache_key))
+    assert volume.attrs["Labels"][naming.LABEL_CACHE] == cache_key  # the cache outlives down
+
+    second = dind.up(dind_name(), cache=cache_key)
+    warm = dind.docker(second, "build", "-t", "dmtest-layers:1", "-", input=LAYERS)
+    assert warm.stdout.count("Using cache") == 3
