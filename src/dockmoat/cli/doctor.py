@@ -8,12 +8,6 @@ from pathlib import Path
 from typing import Literal
 
 import click
-from rich.console import Console
-
-from dockmoat.ci.doctor.config import resolve
-from dockmoat.ci.doctor.gather import diagnose
-from dockmoat.ci.doctor.model import exit_status
-from dockmoat.ci.doctor.render import print_text, to_json
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -52,6 +46,14 @@ def command(
 
     Prints each check as ok/warn/fail with the fix; exits 1 when any check fails.
     """
+    # Imported here: the docker SDK and cryptography would slow down every other command.
+    from rich.console import Console
+
+    from dockmoat.ci.doctor.config import resolve
+    from dockmoat.ci.doctor.gather import diagnose
+    from dockmoat.ci.doctor.model import exit_status
+    from dockmoat.ci.doctor.render import print_text, to_json
+
     config = resolve(
         host=host,
         env=os.environ,

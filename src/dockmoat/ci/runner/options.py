@@ -1,0 +1,76 @@
+"""What `dockmoat run` was asked to do, validated once at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from dockmoat.errors import ConfigError
+
+DEFAULT_IMAGE = "docker:27-cli"
+DEFAULT_DIND_IMAGE = "docker:27-dind"
+Mode = Literal["guarded", "dind", "socket"]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Variables the mode sets; a job may not override its own wiring.
+WIRED = frozenset({"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"})
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    mode: Mode
+    command: tuple[str, ...]
+    image: str = DEFAULT_IMAGE
+    workspace: Path
+    preload: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    dind_image: str = DEFAULT_DIND_IMAGE
+    docker_host: str | None = None
+    control: Path | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give the job's command after `--`, e.g. `-- sh pipeline.sh`")
+        return value
+
+    @field_validator("image", "dind_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"invalid image reference {value!r}")
+        return value
+
+
+def parse_env(items: tuple[str, ...], lookup: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """docker's `-e KEY=VALUE` and `-e KEY` (taken from this environment, skipped when unset)."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not _ENV_NAME.fullmatch(key):
+            raise ConfigError(f"--env {item!r}: expected KEY=VALUE or KEY")
+        if key in WIRED:
+            raise ConfigError(f"--env {key}: set by the mode; it wires the job to its Docker")
+        if not sep:
+            if key not in lookup:
+                continue
+            value = lookup[key]
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def make_options(**values: object) -> RunOptions:
+    """RunOptions, with pydantic's complaints turned into one ConfigError line."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"dockmoat run: {where}: {message}") from None
