@@ -202,24 +202,23 @@ def _depends_on(c: Container, by_host: dict[str, Container]) -> Iterator[Hit]:
 
 
 def _check_shared_data(containers: list[Container]) -> Iterator[Hit]:
-    data_sources: dict[str, str] = {}
+    # The first DinD daemon mounting a volume as its data directory owns it; every
+    # other container mounting that volume shares it.
+    owners: dict[str, Container] = {}
     for c in containers:
         if c.role is Role.DIND:
             for mount in c.mounts:
                 if mount.source and mount.target.rstrip("/") in DIND_DATA_DIRS:
-                    data_sources.setdefault(mount.source, c.label)
-    seen: dict[str, str] = {}
+                    owners.setdefault(mount.source, c)
     for c in containers:
         for mount in c.mounts:
-            if mount.source not in data_sources:
-                continue
-            first = seen.setdefault(mount.source, c.label)
-            if first != c.label:
+            owner = owners.get(mount.source or "")
+            if owner is not None and owner is not c:
                 yield Hit(
                     rules.DIND_SHARED_DATA,
                     mount.line,
-                    f"{c.label}: mounts {mount.source!r}, the DinD data volume of "
-                    f"{data_sources[mount.source]}, which {first} mounts too",
+                    f"{c.label}: mounts {mount.source!r}, the data volume of the DinD "
+                    f"daemon {owner.label}",
                 )
 
 

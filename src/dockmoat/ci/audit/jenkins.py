@@ -54,7 +54,17 @@ def _is(tokens: list[Token], i: int, text: str) -> bool:
 
 
 def _string_at(tokens: list[Token], i: int) -> Token | None:
-    return tokens[i] if i < len(tokens) and tokens[i].kind == "string" else None
+    """The string literal at i, with any `'a' + "b"` concatenation that follows joined in."""
+    if i >= len(tokens) or tokens[i].kind != "string":
+        return None
+    first = tokens[i]
+    parts = [first.text]
+    while _is(tokens, i + 1, "+") and i + 2 < len(tokens) and tokens[i + 2].kind == "string":
+        parts.append(tokens[i + 2].text)
+        i += 2
+    if len(parts) == 1:
+        return first
+    return Token("string", "".join(parts), first.line)
 
 
 def _lines(token: Token) -> list[tuple[int, str]]:

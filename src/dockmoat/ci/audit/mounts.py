@@ -9,8 +9,12 @@ from dataclasses import dataclass
 _SOCKET_NAMES = ("docker.sock", "containerd.sock", "podman.sock", "dockershim.sock")
 # Directories that contain such a socket; mounting them exposes it just the same.
 _SOCKET_PARENTS = frozenset({"/", "/var", "/run", "/var/run", "/run/containerd", "/run/docker"})
-# Where `dockmoat serve` puts its guarded sockets: mounting them is the point.
-_GUARDED_PREFIXES = ("/run/dockmoat/", "/var/run/dockmoat/")
+# What `dockmoat serve` hands to jobs: its guarded socket and per-job sockets. Mounting
+# these is the point; anything else under /run/dockmoat (the root-only control socket,
+# the whole jobs directory) is dockmoat's own control plane.
+_GUARDED_SOCKETS = ("/run/dockmoat/docker.sock", "/var/run/dockmoat/docker.sock")
+_JOB_SOCKET_DIRS = ("/run/dockmoat/jobs", "/var/run/dockmoat/jobs")
+_DOCKMOAT_DIRS = ("/run/dockmoat", "/var/run/dockmoat")
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,36 @@ class Mount:
 
 def parse_short(spec: str, line: int) -> Mount:
     """`SRC:DST[:MODE]` or `DST` (compose short syntax and `docker run -v`)."""
-    parts = spec.split(":")
+    parts = _split_colons(spec)
     if len(parts) == 1:
         return Mount(source=None, target=parts[0], read_only=False, line=line)
     mode = parts[2] if len(parts) > 2 else ""
     return Mount(source=parts[0], target=parts[1], read_only="ro" in mode.split(","), line=line)
+
+
+def _split_colons(spec: str) -> list[str]:
+    """Split on ':' outside `${...}` (compose defaults like `${SOCK:-/x}` hold colons)."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    i = 0
+    while i < len(spec):
+        ch = spec[i]
+        if spec.startswith("${", i):
+            depth += 1
+            current.append("${")
+            i += 2
+            continue
+        if ch == "}" and depth:
+            depth -= 1
+        if ch == ":" and not depth:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts
 
 
 def parse_mount_flag(spec: str, line: int) -> Mount:
@@ -59,8 +88,13 @@ def socket_exposure(mount: Mount) -> str | None:
         return None
     source = _strip_default(mount.source)
     path = posixpath.normpath(source) if source.startswith("/") else source
-    if any(path.startswith(prefix) for prefix in _GUARDED_PREFIXES):
+    if path in _GUARDED_SOCKETS:
         return None
+    parent, _, base = path.rpartition("/")
+    if parent in _JOB_SOCKET_DIRS and base.endswith(".sock"):
+        return None
+    if path in _DOCKMOAT_DIRS or path in _JOB_SOCKET_DIRS or parent in _DOCKMOAT_DIRS:
+        return f"{path} is dockmoat's control plane (control socket or every job's socket)"
     if path.rsplit("/", 1)[-1] in _SOCKET_NAMES:
         return f"the daemon socket {path} is mounted"
     if path in _SOCKET_PARENTS:
