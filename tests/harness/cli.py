@@ -33,11 +33,11 @@ def docker_cli() -> str:
 
 
 class Up:
-    def __init__(self, quiet_reuse: bool) -> None:
+    def __init__(self, quiet_reuse: bool, endpoint: Endpoint, paths: daemon.Paths) -> None:
         self.quiet_reuse = quiet_reuse
         self.notes: list[str] = []
-        self.endpoint = Endpoint.from_env()
-        self.paths = daemon.Paths()
+        self.endpoint = endpoint
+        self.paths = paths
 
     def say(self, message: str) -> None:
         self.notes.append(message)
@@ -129,8 +129,7 @@ class Up:
             raise HarnessError("the restarted engine does not use the runtime wrapper")
 
 
-def down() -> None:
-    paths = daemon.Paths()
+def down(paths: daemon.Paths) -> None:
     pid = daemon.started_pid(paths)
     if pid is None:
         daemon.forget(paths)
@@ -152,9 +151,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            Up(args.quiet_reuse).run()
+            Up(args.quiet_reuse, Endpoint.from_env(), daemon.Paths()).run()
         else:
-            down()
+            down(daemon.Paths())
     except (
         HarnessError,
         daemon.DaemonError,

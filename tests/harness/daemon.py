@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.endpoint import Endpoint
 
-STATE_DIR = Path(os.environ.get("DOCKMOAT_TEST_STATE", "/run/dockmoat-test"))
+DEFAULT_STATE_DIR = "/run/dockmoat-test"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -29,7 +30,11 @@ class DaemonError(Exception):
 
 @dataclass(frozen=True)
 class Paths:
-    state: Path = STATE_DIR
+    """Pid file, log and start record, under $DOCKMOAT_TEST_STATE or /run/dockmoat-test."""
+
+    state: Path = field(
+        default_factory=lambda: Path(os.environ.get("DOCKMOAT_TEST_STATE") or DEFAULT_STATE_DIR)
+    )
 
     @property
     def pidfile(self) -> Path:
@@ -51,7 +56,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _is_dockerd(pid: int) -> bool:
+def is_dockerd(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -59,7 +64,7 @@ def _is_dockerd(pid: int) -> bool:
     return bool(cmdline) and os.path.basename(cmdline[0]) == b"dockerd"
 
 
-def start(endpoint: Endpoint, paths: Paths) -> int:
+def start(endpoint: Endpoint, paths: Paths, extra_args: Sequence[str] = ()) -> int:
     """Start dockerd in the background, wait for `/_ping`, record it; returns its pid."""
     if os.geteuid() != 0:
         raise DaemonError(
@@ -75,6 +80,7 @@ def start(endpoint: Endpoint, paths: Paths) -> int:
     argv = ["dockerd", "--pidfile", str(paths.pidfile)]
     if endpoint.url != "unix:///var/run/docker.sock":
         argv += ["--host", endpoint.url]
+    argv += extra_args
     env = dict(os.environ)
     # dockerd finds containerd, runc and iptables on PATH; sbin is not always there.
     env["PATH"] = (
@@ -113,7 +119,7 @@ def started_pid(paths: Paths) -> int | None:
         pid = int(json.loads(paths.record.read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid if _is_dockerd(pid) else None
+    return pid if is_dockerd(pid) else None
 
 
 def forget(paths: Paths) -> None:
@@ -129,7 +135,7 @@ def stop(pid: int, paths: Paths) -> None:
         return
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if not _is_dockerd(pid):
+        if not is_dockerd(pid):
             forget(paths)
             return
         time.sleep(0.2)

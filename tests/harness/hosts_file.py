@@ -16,16 +16,22 @@ END = "# END dockmoat-test"
 
 
 def with_block(text: str) -> str:
-    """`text` with exactly one up-to-date marked block (idempotent)."""
+    """`text` with exactly one up-to-date marked block at the end (idempotent).
+
+    Only complete BEGIN..END blocks are ours; a dangling marker and every other
+    line are kept as they are.
+    """
+    lines = text.splitlines()
     kept: list[str] = []
-    inside = False
-    for line in text.splitlines():
-        if line.strip() == BEGIN:
-            inside = True
-        elif line.strip() == END and inside:
-            inside = False
-        elif not inside:
-            kept.append(line)
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == BEGIN:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == END), None)
+            if end is not None:
+                i = end + 1
+                continue
+        kept.append(lines[i])
+        i += 1
     block = [BEGIN, *(f"127.0.0.1 {host}" for host in HUB_HOSTS), END]
     return "\n".join([*kept, *block]) + "\n"
 
