@@ -1,0 +1,109 @@
+"""Helpers to run `dockmoat serve` as a real subprocess and talk raw HTTP to sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCKMOAT = Path(sys.executable).parent / "dockmoat"
+
+
+@dataclass
+class Served:
+    socket: Path
+    host: str  # DOCKER_HOST value
+    audit: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env["DOCKER_HOST"] = self.host
+        env.update(extra)
+        return env
+
+    def audit_entries(self) -> list[dict[str, object]]:
+        import json
+
+        deadline = time.monotonic() + 5
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.audit.read_text() if self.audit.exists() else ""
+            if text.endswith("\n") or not text:
+                break
+            time.sleep(0.05)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def raw_get(sock: Path, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to a unix socket and read until the peer closes (or times out)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall(request)
+        chunks = []
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def wait_ping(sock: Path, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dockmoat serve exited with {process.returncode}")
+        if sock.exists():
+            try:
+                reply = raw_get(sock, b"GET /_ping HTTP/1.0\r\n\r\n", timeout=2)
+                if b" 200 " in reply.split(b"\r\n", 1)[0]:
+                    return
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError("dockmoat serve did not answer /_ping")
+
+
+def start_serve(
+    directory: Path, upstream: str, *args: str, env: dict[str, str] | None = None
+) -> Served:
+    """Start `dockmoat serve` on a socket in `directory` and wait until it answers /_ping."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sock = directory / "docker.sock"
+    audit = directory / "audit.log"
+    log = directory / "serve.log"
+    argv = [
+        str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", upstream,
+        "--audit-log", str(audit), *args,
+    ]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    process = subprocess.Popen(
+        argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**base, **(env or {})}
+    )
+    try:
+        wait_ping(sock, process)
+    except RuntimeError as error:
+        process.kill()
+        raise RuntimeError(f"{error}: {log.read_text()[-2000:]}") from error
+    return Served(sock, f"unix://{sock}", audit, log, process)
