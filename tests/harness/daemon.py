@@ -64,8 +64,17 @@ def is_dockerd(pid: int) -> bool:
     return bool(cmdline) and os.path.basename(cmdline[0]) == b"dockerd"
 
 
-def start(endpoint: Endpoint, paths: Paths, extra_args: Sequence[str] = ()) -> int:
-    """Start dockerd in the background, wait for `/_ping`, record it; returns its pid."""
+def start(
+    endpoint: Endpoint,
+    paths: Paths,
+    extra_args: Sequence[str] = (),
+    launcher: Sequence[str] = (),
+) -> int:
+    """Start dockerd in the background, wait for `/_ping`, record it; returns its pid.
+
+    `launcher` is a command that execs its arguments (e.g. `unshare --net`), so
+    the pid is still dockerd's.
+    """
     if os.geteuid() != 0:
         raise DaemonError(
             f"no engine answers at {endpoint.url} and only root can start one: "
@@ -77,7 +86,7 @@ def start(endpoint: Endpoint, paths: Paths, extra_args: Sequence[str] = ()) -> i
             f"no engine answers at {endpoint.url}; start it (only unix:// is started here)"
         )
     paths.state.mkdir(parents=True, exist_ok=True)
-    argv = ["dockerd", "--pidfile", str(paths.pidfile)]
+    argv = [*launcher, "dockerd", "--pidfile", str(paths.pidfile)]
     if endpoint.url != "unix:///var/run/docker.sock":
         argv += ["--host", endpoint.url]
     argv += extra_args

@@ -1,7 +1,9 @@
 """`scripts/test-engine`: starts only when needed, stops only what it started, quiet on reuse.
 
 The start/stop tests use a second, isolated dockerd (own socket, data and exec
-roots, no bridge, no iptables, vfs) so the shared engine is never touched.
+roots, vfs, and its own network namespace) so the shared engine is never
+touched. The network namespace matters: a dockerd sharing the host's would
+delete or reconfigure the shared engine's docker0 bridge and iptables rules.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from harness import cli, daemon
 from harness.endpoint import Endpoint
 
 REPO = Path(__file__).resolve().parents[3]
+NEW_NETNS = ("unshare", "--net")
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def isolated_args(root: Path) -> list[str]:
     return [
         *("--config-file", str(root / "daemon.json")),
         *("--data-root", str(root / "data"), "--exec-root", str(root / "exec")),
-        *("--bridge", "none", "--iptables=false", "--ip-masq=false"),
+        *("--iptables=false", "--ip-masq=false"),
         *("--storage-driver", "vfs"),
     ]
 
@@ -43,7 +46,7 @@ def isolated_args(root: Path) -> list[str]:
 def second_engine(scratch: Path) -> Iterator[tuple[Endpoint, daemon.Paths]]:
     endpoint = Endpoint(f"unix://{scratch}/docker.sock")
     paths = daemon.Paths(scratch / "state")
-    pid = daemon.start(endpoint, paths, isolated_args(scratch))
+    pid = daemon.start(endpoint, paths, isolated_args(scratch), launcher=NEW_NETNS)
     try:
         yield endpoint, paths
     finally:
@@ -84,7 +87,7 @@ def test_start_failure_shows_the_log(scratch: Path) -> None:
     endpoint = Endpoint(f"unix://{scratch}/docker.sock")
     paths = daemon.Paths(scratch / "state")
     with pytest.raises(daemon.DaemonError, match="dockerd exited") as failure:
-        daemon.start(endpoint, paths, ["--no-such-flag"])
+        daemon.start(endpoint, paths, ["--no-such-flag"], launcher=NEW_NETNS)
     assert "no-such-flag" in str(failure.value)
     assert not paths.record.exists()
 
