@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
@@ -224,12 +224,14 @@ def rewrite_mounts(mounts: Any, engine_name: Callable[[str], str]) -> Any:
 
 
 def _deny_missing(refs: CreateRefs, resolved: Resolved) -> Deny | None:
+    # dockerd refuses a create naming a missing container with 400 (a 404 there would
+    # make the docker CLI believe the image is missing and try to pull it).
     for ref in sorted(refs.containers):
         if ref not in resolved.containers:
-            return notfound.no_such_container(ref)
+            return replace(notfound.no_such_container(ref), status=400)
     for ref in sorted(refs.networks):
         if ref not in resolved.networks:
-            return notfound.no_such_network(ref)
+            return replace(notfound.no_such_network(ref), status=400)
     return None
 
 

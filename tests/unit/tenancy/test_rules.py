@@ -66,7 +66,7 @@ def test_joins_only_between_own_containers() -> None:
             "Links": ["db:database"],
         }
     }
-    assert _create(body) == Deny("tenancy.not-found", "No such container: db", 404)
+    assert _create(body) == Deny("tenancy.not-found", "No such container: db", 400)
     resolved = rules.Resolved({"db": DB.id}, {"db": "ci-1--db"}, {})
     decision = _create(body, resolved)
     assert isinstance(decision, Rewrite)
@@ -81,7 +81,7 @@ def test_user_networks_resolve_and_predefined_stay() -> None:
         "HostConfig": {"NetworkMode": "app_default"},
         "NetworkingConfig": {"EndpointsConfig": {"app_default": {"Aliases": ["web"]}}},
     }
-    assert _create(body) == Deny("tenancy.not-found", "network app_default not found", 404)
+    assert _create(body) == Deny("tenancy.not-found", "network app_default not found", 400)
     decision = _create(body, rules.Resolved({}, {}, {"app_default": "ci-1--app_default"}))
     assert isinstance(decision, Rewrite)
     assert decision.body_json["HostConfig"]["NetworkMode"] == "ci-1--app_default"
