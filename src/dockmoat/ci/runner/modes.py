@@ -33,6 +33,17 @@ def host_socket_path(url: str) -> str:
 
 
 @contextmanager
+def _engine_errors(doing: str) -> Iterator[None]:
+    """The SDK also raises bare requests errors (e.g. the engine restarted): one error type."""
+    from dockmoat.ci.runner.job import ENGINE_ERRORS
+
+    try:
+        yield
+    except ENGINE_ERRORS as error:
+        raise EngineError(f"{doing} failed: {error}") from None
+
+
+@contextmanager
 def socket_mode(options: RunOptions) -> Iterator[Wiring]:
     yield socket_wiring(host_socket_path(engine_url(options)))
 
@@ -52,25 +63,27 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     manager = DindManager(host=options.docker_host, progress=progress)
     info: DindInfo | None = None
     try:
-        shape = {**dind_options.shape(), "host": options.docker_host or ""}
-        reply = pool_client.take(pool_client.default_socket(), name, shape)
-        if reply is not None:
-            try:
-                info = DindInfo.from_json(reply)
-            except (KeyError, TypeError, ValueError) as error:
-                raise EngineError(f"the DinD pool answered garbage: {error}") from None
-            progress(f"took warm daemon {info.instance} from the pool")
-            if dind_options.preload:
-                manager.preload(info, dind_options.preload)
-        else:
-            # `up` removes what it made itself when it fails or is interrupted.
-            info = manager.up(name, dind_options)
+        with _engine_errors("starting the nested daemon"):
+            shape = {**dind_options.shape(), "host": options.docker_host or ""}
+            reply = pool_client.take(pool_client.default_socket(), name, shape)
+            if reply is not None:
+                try:
+                    info = DindInfo.from_json(reply)
+                except (KeyError, TypeError, ValueError) as error:
+                    raise EngineError(f"the DinD pool answered garbage: {error}") from None
+                progress(f"took warm daemon {info.instance} from the pool")
+                if dind_options.preload:
+                    manager.preload(info, dind_options.preload)
+            else:
+                # `up` removes what it made itself when it fails or is interrupted.
+                info = manager.up(name, dind_options)
         yield dind_wiring(info.network, str(info.cert_path), info.network_env("/certs/client"))
     finally:
         try:
             if info is not None:
                 progress(f"removing nested daemon {name}")
-                manager.down(name)
+                with _engine_errors(f"removing the nested daemon {name}"):
+                    manager.down(name)
         finally:
             manager.close()
 
