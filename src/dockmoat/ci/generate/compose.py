@@ -113,7 +113,8 @@ def _guarded(o: Options) -> str:
     socket = f"{socket_dir}/docker.sock"
     ping = (
         "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(3); "
-        f"s.connect('{socket}'); s.sendall(b'GET /_ping HTTP/1.0\\r\\nHost: dockmoat\\r\\n\\r\\n'); "
+        f"s.connect('{socket}'); "
+        "s.sendall(b'GET /_ping HTTP/1.0\\r\\nHost: dockmoat\\r\\n\\r\\n'); "
         "assert s.recv(64).split()[1] == b'200'"
     )
     return f"""\

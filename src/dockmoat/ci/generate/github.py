@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dockmoat.ci.generate.options import Mode, Options
-from dockmoat.ci.generate.quoting import yaml_str
+from dockmoat.ci.generate.quoting import yaml_item, yaml_str
 from dockmoat.ci.generate.wait import wait_lines
 
 
@@ -33,7 +33,7 @@ def _steps(o: Options) -> str:
       - name: Build
         run: docker build -t "$IMAGE" .
       - name: Test
-        run: docker run --rm "$IMAGE" {o.test_command}
+        run: {yaml_item('docker run --rm "$IMAGE" ' + o.test_command)}
       - name: Push
         if: github.event_name == 'push' && github.ref_name == github.event.repository.default_branch
         run: |

@@ -28,7 +28,8 @@ def _job_script(o: Options) -> str:
     # Push from the default branch only, with the job's own registry credentials.
     - |
       if [ "$CI_COMMIT_BRANCH" = "$CI_DEFAULT_BRANCH" ] && [ -n "$CI_REGISTRY_PASSWORD" ]; then
-        echo "$CI_REGISTRY_PASSWORD" | docker login -u "$CI_REGISTRY_USER" --password-stdin "$CI_REGISTRY"
+        echo "$CI_REGISTRY_PASSWORD" |
+          docker login -u "$CI_REGISTRY_USER" --password-stdin "$CI_REGISTRY"
         docker push "$IMAGE"
       fi"""
 

@@ -34,7 +34,8 @@ def _push(o: Options, indent: int) -> str:
     )
     return (
         f"{pad}withCredentials([usernamePassword(credentialsId: '{_CREDENTIALS}',\n"
-        f"{pad}        usernameVariable: 'REGISTRY_USER', passwordVariable: 'REGISTRY_PASSWORD')]) {{\n"
+        f"{pad}        usernameVariable: 'REGISTRY_USER',\n"
+        f"{pad}        passwordVariable: 'REGISTRY_PASSWORD')]) {{\n"
         f"{pad}    sh {groovy_triple(login)}\n"
         f"{pad}}}"
     )
@@ -81,7 +82,8 @@ pipeline {{
             steps {{
                 script {{
                     // Docker names unique to this build (BUILD_TAG may hold '/').
-                    def id = "dind-${{env.BUILD_TAG}}".replaceAll('[^A-Za-z0-9_.-]', '-').toLowerCase()
+                    def id = "dind-${{env.BUILD_TAG}}"
+                        .replaceAll('[^A-Za-z0-9_.-]', '-').toLowerCase()
                     sh "docker network create ${{id}}"
                     try {{
                         docker.image({groovy_single(o.dind_image)}).withRun({dind_args}) {{ dind ->
@@ -95,7 +97,8 @@ pipeline {{
                             }}
                         }}
                     }} finally {{
-                        sh "docker network rm ${{id}} || true; docker volume rm ${{id}}-certs || true"
+                        sh "docker network rm ${{id}} || true"
+                        sh "docker volume rm ${{id}}-certs || true"
                     }}
                 }}
             }}
