@@ -183,7 +183,7 @@ def up(
     with _progress(quiet) as progress:
         info = None
         if not no_pool and not options.cache:
-            info = _take_from_pool(name, options, host, pool_socket, progress)
+            info = _take_from_pool(name, options, host, state_dir, pool_socket, progress)
         if info is None:
             manager = _manager(host, state_dir, progress)
             try:
@@ -199,6 +199,7 @@ def _take_from_pool(
     name: str,
     options: spec.DindOptions,
     host: str | None,
+    state_dir: Path | None,
     socket_path: Path | None,
     progress: Progress,
 ) -> DindInfo | None:
@@ -223,7 +224,7 @@ def _take_from_pool(
             f"the warm daemon for {name} does not answer /_ping; `dockmoat dind down {name}`"
         )
     if options.preload:
-        manager = _manager(host, None, progress)
+        manager = _manager(host, state_dir, progress)
         try:
             manager.preload(info, options.preload)
         finally:

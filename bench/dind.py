@@ -1,0 +1,357 @@
+"""Benchmarks of `dockmoat dind` on this machine (prints a markdown table).
+
+    .venv/bin/python -m bench            # all benchmarks (make bench)
+    .venv/bin/python bench/dind.py       # only these
+
+Needs the local engine and `dockmoat-test/dind:latest` (scripts/test-engine up).
+Everything it creates carries a `dmbench-` name and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+
+from dockmoat.dind import certs, context, pool_client, probe
+from dockmoat.dind.info import DindInfo
+from dockmoat.dind.manager import DindManager
+from dockmoat.dind.pool import PoolService
+from dockmoat.dind.spec import DindOptions
+
+IMAGE = os.environ.get("DOCKMOAT_BENCH_DIND_IMAGE", "dockmoat-test/dind:latest")
+BUSYBOX = "dockmoat-test/busybox:latest"
+RUNS = int(os.environ.get("DOCKMOAT_BENCH_RUNS", "5"))
+DOCKERFILE = """\
+FROM dockmoat-test/busybox:latest
+RUN for i in $(seq 1 200); do echo $i >> /a; done
+RUN sleep 1 && cp /a /b
+RUN sleep 1 && cat /a /b > /c
+RUN sleep 1 && wc -l /c > /d
+CMD ["cat", "/d"]
+"""
+
+
+def _name() -> str:
+    return f"dmbench-{secrets.token_hex(4)}"
+
+
+def _timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def _fmt(samples: list[float]) -> str:
+    if not samples:
+        return "-"
+    p50 = statistics.median(samples)
+    unit, scale = ("ms", 1000.0) if p50 < 1 else ("s", 1.0)
+    return f"{p50 * scale:.3g} {unit} (min {min(samples) * scale:.3g}, n={len(samples)})"
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    engine = docker.from_env(version="auto").version().get("Version", "?")
+    return (
+        f"{os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}, "
+        f"Docker engine {engine}, Python {platform.python_version()}"
+    )
+
+
+# ------------------------------------------------------------------ certificates
+
+
+def bench_certs() -> tuple[list[float], list[float], list[float]]:
+    ca = certs.new_ca()
+    ecdsa = [
+        _timed(lambda: certs.issue_daemon_certs(ca, "bench", ["docker"], ["172.18.0.2"]))
+        for _ in range(50)
+    ]
+    with_ca = [
+        _timed(
+            lambda: certs.issue_daemon_certs(certs.new_ca(), "bench", ["docker"], ["172.18.0.2"])
+        )
+        for _ in range(20)
+    ]
+    rsa = [_timed(_official_rsa_recipe) for _ in range(3)]
+    return ecdsa, with_ca, rsa
+
+
+def _official_rsa_recipe() -> None:
+    """What docker:dind's entrypoint runs: CA, server and client with RSA-4096 via openssl."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+
+        def sh(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=t, check=True, capture_output=True)
+
+        sh("genrsa", "-out", "ca-key.pem", "4096")
+        sh(
+            "req",
+            "-new",
+            "-key",
+            "ca-key.pem",
+            "-x509",
+            "-days",
+            "825",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=docker:dind CA",
+        )
+        for role, ext in (("server", "serverAuth"), ("client", "clientAuth")):
+            sh("genrsa", "-out", f"{role}-key.pem", "4096")
+            sh(
+                "req",
+                "-new",
+                "-key",
+                f"{role}-key.pem",
+                "-out",
+                f"{role}.csr",
+                "-subj",
+                f"/CN=docker:dind {role}",
+            )
+            (t / f"{role}.cnf").write_text(f"[x509_exts]\nextendedKeyUsage = {ext}\n")
+            sh(
+                "x509",
+                "-req",
+                "-in",
+                f"{role}.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                f"{role}.pem",
+                "-days",
+                "825",
+                "-extfile",
+                f"{role}.cnf",
+                "-extensions",
+                "x509_exts",
+            )
+
+
+# ------------------------------------------------------------------ cold start
+
+
+def bench_bare(client: docker.DockerClient) -> float:
+    """`docker run --privileged <dind image>` (plain TCP, no TLS at all) until /_ping answers."""
+    api = client.api
+    start = time.perf_counter()
+    container = api.create_container(
+        IMAGE,
+        command=["dockerd", "--host=tcp://0.0.0.0:2375"],
+        name=_name(),
+        ports=[2375],
+        host_config=api.create_host_config(privileged=True, port_bindings={2375: ("127.0.0.1",)}),
+    )
+    try:
+        api.start(container)
+        port = int(
+            api.inspect_container(container)["NetworkSettings"]["Ports"]["2375/tcp"][0]["HostPort"]
+        )
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/_ping", timeout=2
+                ) as response:
+                    if response.read() == b"OK":
+                        break
+            except OSError:
+                time.sleep(0.02)
+        return time.perf_counter() - start
+    finally:
+        api.remove_container(container, force=True, v=True)
+
+
+def bench_cold(manager: DindManager) -> float:
+    name = _name()
+    start = time.perf_counter()
+    manager.up(name, DindOptions(image=IMAGE))
+    elapsed = time.perf_counter() - start
+    manager.down(name)
+    return elapsed
+
+
+# ------------------------------------------------------------------ warm pool
+
+
+def bench_warm(manager: DindManager, tmp: Path) -> tuple[list[float], list[float]]:
+    sock = tmp / "pool.sock"
+    service = PoolService(manager, DindOptions(image=IMAGE), 2, sock)
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    api_times: list[float] = []
+    cli_times: list[float] = []
+    names: list[str] = []
+    shape = {**DindOptions(image=IMAGE).shape(), "host": ""}
+    env = {
+        **os.environ,
+        "DOCKMOAT_STATE_DIR": str(manager.state.root),
+        "DOCKER_CONFIG": str(manager.docker_config),
+    }
+    try:
+        for i in range(RUNS * 2):
+            deadline = time.monotonic() + 120
+            while service.ready_count() < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            name = _name()
+            names.append(name)
+            if i % 2 == 0:
+                start = time.perf_counter()
+                reply = pool_client.take(sock, name, shape)
+                assert reply is not None, "the pool had nothing ready"
+                info = DindInfo.from_json(reply)
+                assert probe.ping("127.0.0.1", info.port, probe.tls_context(info.cert_path))
+                context.write(
+                    manager.docker_config,
+                    info.context,
+                    info.host_url,
+                    info.instance,
+                    info.cert_path,
+                )
+                api_times.append(time.perf_counter() - start)
+            else:
+                start = time.perf_counter()
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dockmoat",
+                        "dind",
+                        "up",
+                        name,
+                        "--image",
+                        IMAGE,
+                        "--pool-socket",
+                        str(sock),
+                        "-q",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    env=env,
+                )
+                cli_times.append(time.perf_counter() - start)
+    finally:
+        service.stop()
+        thread.join(180)
+        for name in names:
+            try:
+                manager.down(name)
+            except Exception as error:
+                print(f"bench: cannot remove {name}: {error}", file=sys.stderr)
+    return api_times, cli_times
+
+
+# ------------------------------------------------------------------ builds
+
+
+def _build(manager: DindManager, info: DindInfo) -> float:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
+        **info.env(),
+        "DOCKER_BUILDKIT": "0",
+    }
+    start = time.perf_counter()
+    subprocess.run(
+        ["docker", "build", "-t", "dmbench:1", "-"],
+        input=DOCKERFILE,
+        text=True,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return time.perf_counter() - start
+
+
+def bench_builds(manager: DindManager) -> tuple[float, float]:
+    """Second build of the Dockerfile in a fresh daemon, without and with --cache."""
+    # Without a cache every daemon starts empty: its "second" build is a first build.
+    name = _name()
+    info = manager.up(name, DindOptions(image=IMAGE, preload=(BUSYBOX,)))
+    _build(manager, info)
+    manager.down(name)
+    name = _name()
+    info = manager.up(name, DindOptions(image=IMAGE, preload=(BUSYBOX,)))
+    without = _build(manager, info)
+    manager.down(name)
+
+    key = f"dmbench-{secrets.token_hex(4)}"
+    try:
+        name = _name()
+        info = manager.up(name, DindOptions(image=IMAGE, preload=(BUSYBOX,), cache=key))
+        _build(manager, info)
+        manager.down(name)
+        name = _name()
+        info = manager.up(name, DindOptions(image=IMAGE, cache=key))
+        with_cache = _build(manager, info)
+        manager.down(name)
+    finally:
+        try:
+            manager.api.remove_volume(f"dockmoat-dind-cache-{key}")
+        except docker.errors.APIError as error:
+            print(f"bench: cannot remove the cache volume: {error}", file=sys.stderr)
+    return without, with_cache
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="dmbench-") as tmp_name:
+        tmp = Path(tmp_name)
+        state = tmp / "state"
+        state.mkdir(mode=0o700)
+        client = docker.from_env(version="auto", timeout=300)
+        manager = DindManager(state_dir=state, docker_config=tmp / "docker-config", client=client)
+        print(f"dind benchmarks on: {machine()}", file=sys.stderr)
+        ecdsa, with_ca, rsa = bench_certs()
+        bare, cold = [], []
+        for _ in range(RUNS):  # interleaved, so drift hits both alike
+            bare.append(bench_bare(client))
+            cold.append(bench_cold(manager))
+        warm_api, warm_cli = bench_warm(manager, tmp)
+        without, with_cache = bench_builds(manager)
+        ratio = statistics.median(cold) / statistics.median(bare)
+        rows = [
+            (
+                "certificates: ECDSA P-256 server + client CA + client (manager CA exists)",
+                _fmt(ecdsa),
+            ),
+            ("certificates: the same plus a new manager CA", _fmt(with_ca)),
+            ("certificates: official recipe, RSA-4096 CA + server + client (openssl)", _fmt(rsa)),
+            ("bare `docker run --privileged` DinD until /_ping (plain TCP, no TLS)", _fmt(bare)),
+            ("cold `up` until /_ping over mTLS (network, volume, certs, limits)", _fmt(cold)),
+            ("cold `up` / bare run (p50 ratio; target <= 1.3)", f"{ratio:.2f}x"),
+            ("warm-pool `up`, API (take, mTLS ping, context)", _fmt(warm_api)),
+            ("warm-pool `up`, whole `dockmoat dind up` process", _fmt(warm_cli)),
+            ("second build of a 4-step Dockerfile, no --cache", _fmt([without])),
+            ("second build of a 4-step Dockerfile, --cache KEY", _fmt([with_cache])),
+        ]
+        print(f"\nMachine: {machine()}\n")
+        print("| dind benchmark | p50 |")
+        print("|---|---|")
+        for label, value in rows:
+            print(f"| {label} | {value} |")
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

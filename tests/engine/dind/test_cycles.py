@@ -1,0 +1,65 @@
+"""50 up/down cycles leave the engine exactly as it was."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from dindtest_support import Dind
+
+from dockmoat.dind import naming
+
+CYCLES = 50
+
+
+def _ours(dind: Dind) -> dict[str, set[str]]:
+    """Everything on the engine that carries a dockmoat dind label or our name prefix."""
+    role = naming.LABEL_ROLE
+    containers = {
+        c.name
+        for c in dind.client.containers.list(all=True)
+        if c.name.startswith(naming.PREFIX[:-1]) or role in c.labels
+    }
+    networks = {n.name for n in dind.client.networks.list() if n.name.startswith(naming.PREFIX)}
+    networks |= {
+        n.name for n in dind.client.networks.list(filters={"label": naming.LABEL_INSTANCE})
+    }
+    volumes = {v.name for v in dind.client.volumes.list(filters={"label": naming.LABEL_INSTANCE})}
+    volumes |= {v.name for v in dind.client.volumes.list() if v.name.startswith(naming.PREFIX)}
+    return {"containers": containers, "networks": networks, "volumes": volumes}
+
+
+def _everything(dind: Dind) -> dict[str, set[str]]:
+    return {
+        "containers": {c.id for c in dind.client.containers.list(all=True)},
+        "networks": {n.id for n in dind.client.networks.list()},
+        "volumes": {v.name for v in dind.client.volumes.list()},
+        "images": {i.id for i in dind.client.images.list(all=True)},
+    }
+
+
+@pytest.mark.slow
+def test_fifty_up_down_cycles_leave_nothing(dind: Dind, dind_name: Callable[[], str]) -> None:
+    ours_before = _ours(dind)
+    all_before = _everything(dind)
+    mounted: set[str] = set()
+    for _ in range(CYCLES):
+        name = dind_name()
+        info = dind.up(name)
+        details = dind.client.api.inspect_container(info.container_id)
+        mounted |= {m["Name"] for m in details["Mounts"] if m.get("Type") == "volume"}
+        dind.manager.down(name)
+    assert _ours(dind) == ours_before
+    all_after = _everything(dind)
+    # No volume any of our daemons mounted survives (named or anonymous).
+    assert mounted and not (mounted & all_after["volumes"])
+    # Nothing of ours was ever added to the image store (we never pull or build on the host).
+    assert all_after["images"] >= all_before["images"]
+    if os.environ.get("CI") == "true":
+        # Alone on the engine in CI: the whole engine is exactly as before.
+        assert all_after == all_before
+    assert not any((dind.state_dir / "daemons").iterdir())
+    assert not (dind.docker_config / "contexts" / "meta").exists() or not any(
+        (dind.docker_config / "contexts" / "meta").iterdir()
+    )
