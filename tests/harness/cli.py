@@ -149,11 +149,17 @@ def main(argv: list[str]) -> int:
     )
     sub.add_parser("down", help="stop the engine if the last `up` started it")
     args = parser.parse_args(argv)
+    endpoint, paths = Endpoint.from_env(), daemon.Paths()
+    # The docker CLI calls below must reach the engine we pinged, whatever docker
+    # context the user has selected.
+    os.environ["DOCKER_HOST"] = endpoint.url
+    os.environ.pop("DOCKER_CONTEXT", None)
     try:
-        if args.command == "up":
-            Up(args.quiet_reuse, Endpoint.from_env(), daemon.Paths()).run()
-        else:
-            down(daemon.Paths())
+        with daemon.exclusive(paths):
+            if args.command == "up":
+                Up(args.quiet_reuse, endpoint, paths).run()
+            else:
+                down(paths)
     except (
         HarnessError,
         daemon.DaemonError,

@@ -8,12 +8,14 @@ as pre-existing and no later `down` stops it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,24 @@ class Paths:
     @property
     def record(self) -> Path:
         return self.state / "started.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
+
+@contextlib.contextmanager
+def exclusive(paths: Paths) -> Iterator[None]:
+    """Serialise concurrent `up`/`down` runs (several `make test` at once) on one lock file."""
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        lock = paths.lock.open("a")
+    except PermissionError:
+        yield  # not root: nothing this run could start or stop anyway
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

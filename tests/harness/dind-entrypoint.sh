@@ -3,9 +3,9 @@
 # then exec the given command (default CMD: dockerd).
 set -eu
 
-# Writable scratch space, whatever the run options.
-mkdir -p /run /tmp /var/run /var/lib/docker
-chmod 1777 /tmp
+# Scratch space the daemon needs; tolerate a read-only root (volumes/tmpfs may cover these).
+mkdir -p /run /tmp /var/run /var/lib/docker 2>/dev/null || true
+chmod 1777 /tmp 2>/dev/null || true
 
 # AppArmor/LSM checks in dockerd and runc read securityfs.
 if [ -d /sys/kernel/security ] && ! grep -qs ' /sys/kernel/security ' /proc/mounts; then
