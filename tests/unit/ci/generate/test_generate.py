@@ -122,7 +122,7 @@ def test_compose_guarded_shares_only_the_socket_directory() -> None:
     ]
     assert "tcp://" not in " ".join(guard["command"])
     assert "/var/run/docker.sock:/var/run/docker.sock" in guard["volumes"]
-    assert list(runner["volumes"])[0] == "dockmoat-socket:/run/dockmoat/guarded"
+    assert runner["volumes"][0] == "dockmoat-socket:/run/dockmoat/guarded"
     assert not any("docker.sock:" in v for v in runner["volumes"])
     assert runner["environment"]["DOCKER_HOST"] == "unix:///run/dockmoat/guarded/docker.sock"
     assert runner["depends_on"]["dockmoat"]["condition"] == "service_healthy"
