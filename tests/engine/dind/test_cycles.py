@@ -54,10 +54,10 @@ def test_fifty_up_down_cycles_leave_nothing(dind: Dind, dind_name: Callable[[], 
     all_after = _everything(dind)
     # No volume any of our daemons mounted survives (named or anonymous).
     assert mounted and not (mounted & all_after["volumes"])
-    # Nothing of ours was ever added to the image store (we never pull or build on the host).
-    assert all_after["images"] >= all_before["images"]
     if os.environ.get("CI") == "true":
-        # Alone on the engine in CI: the whole engine is exactly as before.
+        # Alone on the engine in CI: the whole engine is exactly as before, images
+        # included (dind never pulls or builds on the host). Outside CI other
+        # people's work changes these sets, so only our own resources are compared.
         assert all_after == all_before
     assert not any((dind.state_dir / "daemons").iterdir())
     assert not (dind.docker_config / "contexts" / "meta").exists() or not any(
