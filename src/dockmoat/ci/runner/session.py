@@ -74,6 +74,8 @@ def run(
 
     run_id = secrets.token_hex(4)
     url = modes.engine_url(options)
+    if options.mode == "socket":
+        modes.host_socket_path(url)  # a bad address is a usage error, before any engine call
     try:
         api = docker.APIClient(base_url=url, version="auto", timeout=120)
     except ENGINE_ERRORS as error:

@@ -1,0 +1,161 @@
+"""Exit codes, streaming, signals, missing images and clean-up of `dockmoat run`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from run_support import dockmoat_run, popen_run, snapshot
+
+JOB_IMAGE = "dockmoat-test/dind:latest"
+
+
+def test_exit_code_and_both_streams(docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("from the workspace\n")
+    before = snapshot(docker_client)
+    result = dockmoat_run(
+        "-q",
+        "--mode",
+        "socket",
+        "--image",
+        JOB_IMAGE,
+        "--workspace",
+        str(tmp_path),
+        "-e",
+        "GREETING=hi",
+        "--",
+        "sh",
+        "-c",
+        'pwd; cat data.txt; echo "$GREETING"; echo to-stderr >&2; echo made > out.txt; exit 7',
+    )
+    assert result.returncode == 7
+    assert result.stdout.splitlines() == ["/workspace", "from the workspace", "hi"]
+    assert "to-stderr" in result.stderr
+    assert "dockmoat run: mode socket, exit 7;" in result.stderr
+    assert (tmp_path / "out.txt").read_text() == "made\n"
+    assert snapshot(docker_client).minus(before).empty()
+
+
+def test_missing_image_fails_before_setting_anything_up(
+    docker_client: docker.DockerClient, dind_image: str
+) -> None:
+    before = snapshot(docker_client)
+    result = dockmoat_run(
+        "--mode",
+        "dind",
+        "--dind-image",
+        dind_image,
+        "--image",
+        "dmtest-no-such-image:1",
+        "--",
+        "true",
+    )
+    assert result.returncode == 1
+    assert "never pulls" in result.stderr
+    assert "dmtest-no-such-image:1" in result.stderr
+    assert snapshot(docker_client).minus(before).empty()
+    # Nothing was pulled either.
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get("dmtest-no-such-image:1")
+
+
+def test_socket_mode_needs_a_unix_socket() -> None:
+    result = dockmoat_run(
+        "--mode", "socket", "--host", "tcp://127.0.0.1:2375", "--image", JOB_IMAGE, "--", "true"
+    )
+    assert result.returncode == 2
+    assert "is not one" in result.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = dockmoat_run("--mode", "socket")
+    assert result.returncode == 2
+
+
+def _wait_for(proc: subprocess.Popen[str], word: str, seconds: float = 120) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + seconds
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if word in line:
+            return seen
+    pytest.fail(f"{word!r} never appeared: {seen!r}")
+
+
+def test_sigint_reaches_the_job_and_dind_is_removed(
+    docker_client: docker.DockerClient, dind_image: str
+) -> None:
+    before = snapshot(docker_client)
+    proc = popen_run(
+        "--mode",
+        "dind",
+        "--image",
+        JOB_IMAGE,
+        "--dind-image",
+        dind_image,
+        "--",
+        "sh",
+        "-c",
+        'trap "echo got-int; exit 5" INT; docker run -d --name leftover '
+        + dind_image
+        + " sleep 1000 >/dev/null 2>&1; echo ready; while true; do sleep 0.1; done",
+    )
+    try:
+        _wait_for(proc, "ready")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, err
+    assert "got-int" in out
+    assert "dockmoat run: mode dind, exit 5;" in err
+    # The nested daemon, its network, volume and the job container are all gone.
+    assert snapshot(docker_client).minus(before).empty()
+
+
+def test_sigterm_ends_the_job_and_removes_the_container(docker_client: docker.DockerClient) -> None:
+    before = snapshot(docker_client)
+    proc = popen_run(
+        "--mode", "socket", "--image", JOB_IMAGE, "--", "sh", "-c", "echo ready; exec sleep 300"
+    )
+    try:
+        _wait_for(proc, "ready")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # sleep dies of SIGTERM: the init reports 128 + 15.
+    assert proc.returncode == 143, err
+    assert snapshot(docker_client).minus(before).empty()
+
+
+def test_guarded_job_leftovers_are_removed(
+    docker_client: docker.DockerClient, control_socket: Path, busybox_image: str
+) -> None:
+    before = snapshot(docker_client)
+    result = dockmoat_run(
+        "--mode",
+        "guarded",
+        "--control",
+        str(control_socket),
+        "--image",
+        JOB_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        f"docker run -d {busybox_image} sleep 1000 && docker volume create cache"
+        " && docker network create net && docker ps -q | wc -l",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "1"  # the job sees only its own container
+    assert snapshot(docker_client).minus(before).empty()
