@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from dockmoat.errors import ConfigError
 
@@ -37,6 +37,23 @@ class RunOptions(BaseModel):
         if not value:
             raise ValueError("give the job's command after `--`, e.g. `-- sh pipeline.sh`")
         return value
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, value: Path) -> Path:
+        # The engine's bind syntax is SRC:DST:MODE; a colon in SRC cannot be expressed.
+        if ":" in str(value) or not value.is_absolute():
+            raise ValueError(f"the workspace must be an absolute path without ':' ({value})")
+        return value
+
+    @model_validator(mode="after")
+    def _preload_only_for_dind(self) -> RunOptions:
+        if self.preload and self.mode != "dind":
+            raise ValueError(
+                "--preload copies host images into a nested daemon: only with --mode dind "
+                "(guarded and socket jobs use the host's images directly)"
+            )
+        return self
 
     @field_validator("image", "dind_image")
     @classmethod
@@ -73,4 +90,5 @@ def make_options(**values: object) -> RunOptions:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"dockmoat run: {where}: {message}") from None
+        prefix = f"--{where}: " if where else ""
+        raise ConfigError(f"{prefix}{message}") from None

@@ -43,6 +43,9 @@ def test_defaults() -> None:
         ({"command": ()}, "after `--`"),
         ({"mode": "raw"}, "mode"),
         ({"image": "bad image"}, "invalid image reference"),
+        ({"workspace": Path("/a:b")}, "without ':'"),
+        ({"workspace": Path("rel")}, "absolute"),
+        ({"preload": ("busybox",)}, "only with --mode dind"),
     ],
 )
 def test_bad_options_are_one_config_error(extra: dict[str, object], message: str) -> None:
