@@ -21,13 +21,15 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def dockmoat_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def dockmoat_run(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*DOCKMOAT, "run", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=clean_env(),
+        env=clean_env(env),
         check=False,
     )
 

@@ -1,0 +1,95 @@
+"""`dockmoat run --mode dind`: interrupted while the nested daemon starts, and a warm pool."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from run_support import DOCKMOAT, clean_env, dockmoat_run, popen_run, snapshot
+
+JOB_IMAGE = "dockmoat-test/dind:latest"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_during_set_up_leaves_nothing(
+    docker_client: docker.DockerClient, dind_image: str, signum: signal.Signals
+) -> None:
+    before = snapshot(docker_client)
+    proc = popen_run(
+        "--mode", "dind", "--image", JOB_IMAGE, "--dind-image", dind_image, "--", "true"
+    )
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 120
+        # Interrupt once the nested daemon's container exists and is starting.
+        while "starting the nested daemon" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "starting the nested daemon" in seen, seen
+        proc.send_signal(signum)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, seen + rest
+    assert "starting the job" not in rest
+    assert snapshot(docker_client).minus(before).empty()
+
+
+def test_dind_mode_takes_a_warm_daemon_from_a_running_pool(
+    docker_client: docker.DockerClient, dind_image: str
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="dmtest-run-pool-"))
+    sock, log = folder / "pool.sock", folder / "pool.log"
+    before = snapshot(docker_client)
+    with log.open("wb") as out:
+        pool = subprocess.Popen(
+            [
+                *DOCKMOAT,
+                "dind",
+                "pool",
+                "--size",
+                "1",
+                "--image",
+                dind_image,
+                "--socket",
+                str(sock),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "warm daemon ready" not in log.read_text() and time.monotonic() < deadline:
+            assert pool.poll() is None, log.read_text()
+            time.sleep(0.2)
+        result = dockmoat_run(
+            "--mode",
+            "dind",
+            "--image",
+            JOB_IMAGE,
+            "--dind-image",
+            dind_image,
+            "--",
+            "sh",
+            "-c",
+            "docker info --format '{{.Name}}'",
+            env={"DOCKMOAT_DIND_POOL_SOCKET": str(sock)},
+        )
+        assert result.returncode == 0, result.stderr
+        assert "took warm daemon" in result.stderr
+        # The job talked to the pool's daemon (named after its pool instance).
+        assert result.stdout.strip().startswith("pool-")
+    finally:
+        pool.terminate()
+        pool.wait(timeout=120)
+    assert snapshot(docker_client).minus(before).empty()
