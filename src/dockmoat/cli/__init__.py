@@ -7,6 +7,7 @@ exit codes.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -15,9 +16,24 @@ import click
 from dockmoat import __version__
 from dockmoat.errors import DockmoatError
 
+# Command families, imported only when used: several import heavy libraries
+# (the docker SDK, cryptography, ...) and `dockmoat dind up` from a warm pool
+# must not pay seconds of imports for commands it does not run. Each module
+# `dockmoat.cli.<name>` defines `command` named <name>.
+_FAMILIES = ("serve", "policy", "job", "dind", "run", "audit", "generate", "doctor")
+
 
 class _Group(click.Group):
-    """Translate DockmoatError into one clear line and its exit code."""
+    """Load command families lazily; translate DockmoatError into one line and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_FAMILIES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _FAMILIES and cmd_name not in self.commands:
+            module = importlib.import_module(f"dockmoat.cli.{cmd_name}")
+            self.add_command(module.command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -31,14 +47,3 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="dockmoat")
 def main() -> None:
     """Docker for CI jobs without handing them the host."""
-
-
-def _register() -> None:
-    # Imported here so that each module can import `main` without a cycle.
-    from dockmoat.cli import audit, dind, doctor, generate, job, policy, run, serve
-
-    for module in (serve, policy, job, dind, run, audit, generate, doctor):
-        main.add_command(module.command)
-
-
-_register()
