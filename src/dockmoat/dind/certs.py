@@ -259,10 +259,6 @@ def issue_daemon_certs(
     )
 
 
-# Where the server side goes inside the nested daemon's container.
-SERVER_CERT_DIR = "/certs/server"
-
-
 def server_cert_tar(certs: DaemonCerts, uid: int = 0, gid: int = 0) -> bytes:
     """A tar of `certs/server/{ca,cert,key}.pem` to unpack at `/` of the daemon's container.
 
@@ -284,7 +280,7 @@ def server_cert_tar(certs: DaemonCerts, uid: int = 0, gid: int = 0) -> bytes:
         # `ready` last: the container's wait loop starts dockerd once it exists,
         # and tar members are written in order, so the others are complete then.
         for filename, data, mode in (*files, ("ready", b"", 0o644)):
-            info = tarfile.TarInfo(f"certs/server/{filename}")
+            info = tarfile.TarInfo(f"certs/server/{filename}")  # naming.SERVER_CERT_DIR
             info.size = len(data)
             info.mode = mode
             info.uid, info.gid = uid, gid

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dockmoat.dind.state import write_private
+from dockmoat.dind.files import write_private
 
 # Our mark in the context's metadata: `gc` removes only contexts that carry it.
 MARK = "dockmoat dind"

@@ -39,6 +39,8 @@ ROLE_CACHE = "dind-cache"
 # `docker:dind` service does; jobs use tcp://docker:2376.
 ALIAS = "docker"
 TLS_PORT = 2376
+# Where the server side of the certificates goes inside the daemon's container.
+SERVER_CERT_DIR = "/certs/server"
 
 # Docker container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; keep room for the prefix.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockmoat.dind import naming
-from dockmoat.dind.certs import SERVER_CERT_DIR
 
 DEFAULT_IMAGE = "docker:27-dind"
 DEFAULT_PIDS_LIMIT = 4096
@@ -128,9 +127,9 @@ def dockerd_argv(options: DindOptions, mtu: int) -> list[str]:
         "dockerd",
         f"--host=tcp://0.0.0.0:{naming.TLS_PORT}",
         "--tlsverify",
-        f"--tlscacert={SERVER_CERT_DIR}/ca.pem",
-        f"--tlscert={SERVER_CERT_DIR}/cert.pem",
-        f"--tlskey={SERVER_CERT_DIR}/key.pem",
+        f"--tlscacert={naming.SERVER_CERT_DIR}/ca.pem",
+        f"--tlscert={naming.SERVER_CERT_DIR}/cert.pem",
+        f"--tlskey={naming.SERVER_CERT_DIR}/key.pem",
         f"--data-root={data_root(options)}",
         f"--mtu={mtu}",
     ]
@@ -165,7 +164,7 @@ def network_options(mtu: int) -> dict[str, str]:
 # starts with a tiny wrapper that waits for the certificates to be copied in
 # (`ready` is the last member of the tar), then execs the image's own entrypoint.
 WAIT_FOR_CERTS = (
-    f"i=0; while [ ! -e {SERVER_CERT_DIR}/ready ]; do i=$((i+1)); "
+    f"i=0; while [ ! -e {naming.SERVER_CERT_DIR}/ready ]; do i=$((i+1)); "
     'if [ "$i" -gt 6000 ]; then echo "dockmoat: no certificates after 60s" >&2; exit 1; fi; '
     'sleep 0.01; done; exec "$@"'
 )

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dockmoat.dind import certs
+from dockmoat.dind.files import write_private
 from dockmoat.errors import ConfigError
 
 STATE_ENV = "DOCKMOAT_STATE_DIR"
@@ -48,19 +49,6 @@ def _private_dir(path: Path) -> Path:
             f"it holds private keys: run chmod 700 {path}"
         )
     return path
-
-
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically with `mode` from the start (never briefly world-readable)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class StateDir:
