@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -307,3 +309,30 @@ def test_unknown_dind_container(doctor: Doctor, unique_name: Callable[[str], str
     run = doctor("--dind", unique_name("nothing"))
     assert run.code == 1
     assert run.status("dind.container") == "fail"
+
+
+def test_text_report_on_a_working_engine_and_a_dead_one(docker_host: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    good = subprocess.run(
+        [sys.executable, "-m", "dockmoat", "doctor", "--host", docker_host],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.startswith("ok    daemon.reachable")
+    assert "API 1." in good.stdout
+    assert " 0 fail" in good.stdout.splitlines()[-1]
+    dead = subprocess.run(
+        [sys.executable, "-m", "dockmoat", "doctor", "--host", f"unix://{tmp_path}/gone.sock"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert dead.returncode == 1
+    assert dead.stdout.startswith("fail  daemon.reachable")
+    assert "fix: start the daemon" in dead.stdout
