@@ -1,18 +1,18 @@
 """The policy file: YAML, validated once at start-up with line-numbered errors.
 
-    extends: baseline            # baseline | restricted | permissive
-    disable: [containers.links]  # rule ids switched off
-    enable: [containers.no-binds]  # rule ids switched on (e.g. restricted ones)
-    allow_bind: [/srv/ci/workspaces]
-    runtimes: [runsc]            # allowed besides the daemon's default
-    registries: [registry.internal:5000]   # allowed even at private addresses
-    fetch_targets: [https://git.internal/]  # remote contexts / URL imports allowed
-    limits:
-      memory: {default: 2g, max: 8g}
-      cpus: {default: 2, max: 4}
-      pids: {default: 4096, max: 32768}
-    endpoints: {CONTAINERS: 1, POST: 1}   # Tecnativa-style switches
-    quotas: {}                   # reserved for per-job tenancy
+extends: baseline            # baseline | restricted | permissive
+disable: [containers.links]  # rule ids switched off
+enable: [containers.no-binds]  # rule ids switched on (e.g. restricted ones)
+allow_bind: [/srv/ci/workspaces]
+runtimes: [runsc]            # allowed besides the daemon's default
+registries: [registry.internal:5000]   # allowed even at private addresses
+fetch_targets: [https://git.internal/]  # remote contexts / URL imports allowed
+limits:
+  memory: {default: 2g, max: 8g}
+  cpus: {default: 2, max: 4}
+  pids: {default: 4096, max: 32768}
+endpoints: {CONTAINERS: 1, POST: 1}   # Tecnativa-style switches
+quotas: {}                   # reserved for per-job tenancy
 """
 
 from __future__ import annotations

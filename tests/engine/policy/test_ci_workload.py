@@ -98,6 +98,8 @@ def test_ordinary_ci_day_has_no_false_denials(
     assert "started" in run(gateway, d, "logs", ident)
     run(gateway, d, "top", ident)
     run(gateway, d, "stats", "--no-stream", ident)
+    run(gateway, d, "commit", "-c", "WORKDIR /srv", ident, f"{project}:committed")
+    run(gateway, d, "image", "rm", f"{project}:committed")
     run(gateway, d, "rm", "-f", ident)
     run(gateway, d, "network", "rm", f"{project}-net")
     run(gateway, d, "volume", "rm", f"{project}-vol")

@@ -214,6 +214,7 @@ def test_body_needed(baseline: CompiledPolicy, make_request: MakeRequest) -> Non
     assert needed("POST", "/commit?container=x")
     assert not needed("POST", "/build")
     assert not needed("POST", "/images/load")
+    assert not needed("POST", "/images/create?fromSrc=-")
     assert not needed("PUT", "/containers/x/archive?path=/")
     assert not needed("POST", "/exec/x/start")
 
@@ -257,3 +258,24 @@ def test_an_error_inside_a_rule_denies(baseline: CompiledPolicy, make_request: M
         make_request("POST", "/containers/create", json.loads(json.dumps(body)))
     )
     assert isinstance(decision, Deny) and decision.rule == "policy.error"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "allowed"),
+    [
+        ("/v1.41/commit?container=x&repo=r", None, True),
+        ("/v1.41/commit?container=x&repo=r", {"WorkingDir": "/app", "Env": ["A=1"]}, True),
+        ("/v1.41/commit?container=x&changes=WORKDIR%20/app&changes=ENV%20A=1", None, True),
+        ("/v1.41/commit?container=x", {"WorkingDir": "/proc/self/fd/8"}, False),
+        ("/v1.41/commit?container=x&changes=WORKDIR%20/proc/self/fd/8", None, False),
+        ("/v1.41/commit?container=x&changes=workdir%20%22/proc/1/cwd%22", None, False),
+        ("/v1.41/commit?container=x&changes=ENV%20D=/proc&changes=WORKDIR%20$D", None, False),
+        ("/v1.41/images/create?fromSrc=-&changes=WORKDIR%20/proc/self/fd/7", None, False),
+        ("/v1.41/images/create?fromSrc=-&changes=WORKDIR%20/srv", None, True),
+    ],
+)
+def test_image_config_workdir(decide: Decide, target: str, body: Any, allowed: bool) -> None:
+    decision = decide("POST", target, body)
+    assert isinstance(decision, Allow) is allowed, decision
+    if not allowed:
+        assert decision.rule == "containers.proc-workdir"

@@ -41,7 +41,8 @@ from dockmoat.policy.rules.base import (
 CREATE = frozenset({"containers.create"})
 UPDATE = frozenset({"containers.update"})
 SERVICES = frozenset({"services.create", "services.update"})
-COMMIT = frozenset({"images.commit"})
+#: Routes that write an image config: commit (body + `changes`), import (`changes`).
+IMAGE_CONFIG = frozenset({"images.commit", "images.create"})
 
 #: Docker's default capability set: adding one of these changes nothing.
 DEFAULT_CAPS = frozenset(
@@ -367,23 +368,42 @@ def proc_path(path: str) -> bool:
     return normal == "/proc" or normal.startswith("/proc/")
 
 
+def _workdir_changes(subject: Subject) -> Iterator[str]:
+    """WORKDIR values of the Dockerfile lines in `changes` (commit and import)."""
+    for change in subject.request.query.get("changes", []):
+        for line in change.splitlines():
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2 and parts[0].upper() == "WORKDIR":
+                yield parts[1].strip()
+
+
+def _proc_workdir(value: str, where: str) -> Decision:
+    return deny(
+        "containers.proc-workdir",
+        f"the working directory {value!r} under /proc ({where}; CVE-2024-21626)",
+        "Use a working directory inside the container's own filesystem",
+    )
+
+
 def check_proc_workdir(subject: Subject) -> Decision:
+    if subject.route in IMAGE_CONFIG:
+        for value in _workdir_changes(subject):
+            # The builder expands quotes, escapes and variables: refuse what we cannot
+            # expand rather than guess.
+            plain = value.replace('"', "").replace("'", "")
+            if "$" in plain or "\\" in plain or proc_path(plain):
+                return _proc_workdir(value, "a WORKDIR change")
+        if subject.route != "images.commit" or subject.body is None:
+            return ALLOW  # no config body: commit keeps the container's own config
     if _is_service(subject):
         spec = service_spec(subject) or {}
         value = text(spec, "Dir", "TaskTemplate.ContainerSpec.")
         where = "TaskTemplate.ContainerSpec.Dir"
-    elif subject.route in COMMIT:
-        value = text(top(subject), "WorkingDir", "")
-        where = "WorkingDir"
     else:
         value = text(top(subject), "WorkingDir", "")
         where = "WorkingDir"
     if value and proc_path(value):
-        return deny(
-            "containers.proc-workdir",
-            f"the working directory {value!r} under /proc ({where}; CVE-2024-21626)",
-            "Use a working directory inside the container's own filesystem",
-        )
+        return _proc_workdir(value, where)
     return ALLOW
 
 
@@ -484,8 +504,7 @@ def check_published_ports(subject: Subject) -> Decision:
                 target = _locate(changed, where, port, index)
                 target[key_of(target, "HostIp") or "HostIp"] = "127.0.0.1"
                 notes.append(
-                    f"port {port} published on {host_ip or 'all interfaces'} "
-                    "rewritten to 127.0.0.1"
+                    f"port {port} published on {host_ip or 'all interfaces'} rewritten to 127.0.0.1"
                 )
                 path.append(port)
     if changed is None:
@@ -775,9 +794,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "containers.proc-workdir",
         "containers",
-        _ALL_CONTAINER | COMMIT,
+        _ALL_CONTAINER | IMAGE_CONFIG,
         "A working directory under /proc leaks host file descriptors (CVE-2024-21626).",
         check_proc_workdir,
+        query_only=frozenset({"images.create"}),
     ),
     Rule(
         "containers.bind-mounts",

@@ -22,8 +22,7 @@ def registry_problem(reference: str, subject: Subject) -> str | None:
         return None
     if addresses.is_internal(addresses.split_host_port(registry)):
         return (
-            f"the registry {registry} of {reference!r} is a loopback, link-local or "
-            "private address"
+            f"the registry {registry} of {reference!r} is a loopback, link-local or private address"
         )
     return None
 

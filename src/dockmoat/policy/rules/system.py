@@ -59,8 +59,7 @@ def check_auth_address(subject: Subject) -> Decision:
             "system.auth-address",
             f"a login the daemon sends to {address[:200]!r}, a loopback, link-local or "
             "private address",
-            "Log in to a public registry, or ask for the registry to be allowlisted "
-            "(registries:)",
+            "Log in to a public registry, or ask for the registry to be allowlisted (registries:)",
         )
     return ALLOW
 
