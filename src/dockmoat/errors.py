@@ -66,7 +66,7 @@ _STATUS: dict[type[DockmoatError], int] = {
 def http_status(error: DockmoatError) -> int:
     """The HTTP status an error is answered with; 500 for anything unexpected."""
     for cls in type(error).__mro__:
-        status = _STATUS.get(cls)  # type: ignore[arg-type]
+        status = _STATUS.get(cls)
         if status is not None:
             return status
     return 500
