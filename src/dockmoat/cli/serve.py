@@ -118,6 +118,13 @@ def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None
     help="Tenancy: where job sockets are created.",
 )
 @click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Close keep-alive connections idle between requests this long (default 120).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -138,6 +145,7 @@ def command(
     state_db: Path,
     control_socket: Path,
     jobs_dir: Path,
+    idle_timeout: float | None,
     log_level: str,
 ) -> None:
     """Serve the guarded Docker API socket."""
@@ -157,5 +165,6 @@ def command(
         socket_group=socket_group,
         log_level=log_level,
         tenant=tenant,
+        idle_timeout=idle_timeout,
     )
     run(settings, TenancySettings(state_db=state_db, control=control_socket, jobs_dir=jobs_dir))

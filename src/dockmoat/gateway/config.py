@@ -183,6 +183,7 @@ def build_settings(
     socket_group: str | None,
     log_level: str,
     tenant: str | None = None,
+    idle_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServeSettings:
     """All of `serve`'s flags as one typed object; ConfigError on anything wrong."""
@@ -198,7 +199,13 @@ def build_settings(
         raise ConfigError(f"--policy {policy_file}: no such file")
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level {log_level}: expected debug, info, warning or error")
+    limits = Limits()
+    if idle_timeout is not None:
+        if idle_timeout <= 0:
+            raise ConfigError("--idle-timeout must be positive")
+        limits = Limits(idle_timeout=idle_timeout)
     return ServeSettings(
+        limits=limits,
         listeners=listeners,
         upstream=parse_upstream(upstream, env),
         profile=profile,

@@ -215,6 +215,7 @@ class _ClientStream:
         self.eof = False
         self.bytes_in = 0
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
+        self.linger = False  # answered early: read what the client still sends, then close
 
     async def next_event(self, idle_timeout: float | None) -> RequestEvent | None:
         """The next event; None at end of stream. Times out only between requests."""
@@ -463,6 +464,8 @@ class Gateway:
         except Exception:
             log.exception("connection %d failed", conn_id)
         finally:
+            if stream.linger:
+                await _linger(reader, writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -544,9 +547,16 @@ class Gateway:
             writer.write(_CONTINUE)
         if planned.body_plan == "buffer":
             try:
+                if (head.content_length or 0) > self.limits.max_body:
+                    stream.linger = True
+                    raise BodyTooLarge(
+                        f"request body larger than {self.limits.max_body} bytes "
+                        "(the limit for bodies that are inspected)"
+                    )
                 body = await self._read_body(stream)
                 request = pipeline.with_body(planned, body)
             except BodyTooLarge as error:
+                stream.linger = True
                 record.decision = "refused"
                 return await self._answer(writer, record, 413, f"dockmoat: {error}",
                                           keep_alive=False)  # fmt: skip
@@ -567,6 +577,7 @@ class Gateway:
         record.rule = outcome.decision.rule
         record.notes = pipeline.notes_of(outcome)
         if isinstance(outcome.decision, Deny):
+            stream.linger = not body_consumed
             return await self._answer(
                 writer,
                 record,
@@ -876,6 +887,27 @@ class Gateway:
                 up.cancel()
             with contextlib.suppress(BaseException):
                 await up
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an early answer, read (and drop) what the client still sends, briefly.
+
+    Closing with unread data makes the kernel reset the connection, and the
+    client may lose the answer it has not read yet (the 413 or 403).
+    """
+    with contextlib.suppress(Exception):
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = asyncio.get_running_loop().time() + 2.0
+        budget = 64 * 1024 * 1024
+        while budget > 0:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            data = await asyncio.wait_for(reader.read(READ_SIZE), left)
+            if not data:
+                break
+            budget -= len(data)
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

@@ -40,6 +40,17 @@ class Served:
             time.sleep(0.05)
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def audit_where(self, **match: object) -> list[dict[str, object]]:
+        """Audit entries with these field values, waiting briefly for the writer to catch up."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = [
+                e for e in self.audit_entries() if all(e.get(k) == v for k, v in match.items())
+            ]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -85,6 +96,15 @@ def wait_ping(sock: Path, process: subprocess.Popen[bytes], timeout: float = 20.
     raise RuntimeError("dockmoat serve did not answer /_ping")
 
 
+def isolated(directory: Path) -> list[str]:
+    """Tenancy's state, control socket and job sockets of a test gateway, in its own folder."""
+    return [
+        "--state-db", str(directory / "state.db"),
+        "--control-socket", str(directory / "control.sock"),
+        "--jobs-dir", str(directory / "jobs"),
+    ]  # fmt: skip
+
+
 def start_serve(
     directory: Path, upstream: str, *args: str, env: dict[str, str] | None = None
 ) -> Served:
@@ -95,7 +115,7 @@ def start_serve(
     log = directory / "serve.log"
     argv = [
         str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", upstream,
-        "--audit-log", str(audit), *args,
+        "--audit-log", str(audit), *isolated(directory), *args,
     ]  # fmt: skip
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     process = subprocess.Popen(

@@ -1,0 +1,241 @@
+"""Transport behaviour of `dockmoat serve` against the real engine, in raw bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+from docker.errors import NotFound
+from gwserve import DOCKMOAT, Served, isolated, raw_get
+
+
+def split(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def test_pipelined_keep_alive_head_and_http10(permissive: Served) -> None:
+    reply = raw_get(
+        permissive.socket,
+        b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+        b"HEAD /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+        b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.count(b"HTTP/1.1 200 OK") == 3
+    assert b"OK" in reply.split(b"\r\n\r\n")[1]
+    assert b'"ApiVersion"' in reply.rsplit(b"HTTP/1.1 200 OK", 1)[1]
+    status, _headers, body = split(raw_get(permissive.socket, b"GET /_ping HTTP/1.0\r\n\r\n"))
+    assert (status, body) == (200, b"OK")
+
+
+def test_bad_framing_is_400_and_not_forwarded(permissive: Served) -> None:
+    reply = raw_get(
+        permissive.socket,
+        b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
+    status, headers, body = split(reply)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert "message" in json.loads(body)
+    assert raw_get(permissive.socket, b"GET /a%zz HTTP/1.1\r\nHost: d\r\n\r\n").startswith(
+        b"HTTP/1.1 400"
+    )
+
+
+def test_chunked_create_reaches_the_engine(
+    baseline: Served, busybox_image: str, unique_name: Callable[[str], str],
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    name = unique_name("chunk")
+    body = json.dumps({"Image": busybox_image, "Cmd": ["true"]}).encode()
+    request = (
+        (
+            f"POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        + b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in (body[:5], body[5:]))
+        + b"0\r\n\r\n"
+    )
+    try:
+        status, _h, _b = split(raw_get(baseline.socket, request))
+        assert status == 201
+        created = docker_client.containers.get(name)
+        assert created.attrs["Config"]["Cmd"] == ["true"]
+    finally:
+        with contextlib.suppress(NotFound):
+            docker_client.containers.get(name).remove(force=True)
+
+
+def test_too_large_inspected_body_is_413(baseline: Served) -> None:
+    big = b'{"Image":"' + b"a" * (5 * 1024 * 1024) + b'"}'
+    reply = raw_get(
+        baseline.socket,
+        b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n" % len(big)
+        + big,
+    )
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_unknown_endpoint_denied_by_default(baseline: Served) -> None:
+    status, _h, body = split(raw_get(baseline.socket, b"GET /debug/vars HTTP/1.0\r\n\r\n"))
+    assert status == 403
+    assert json.loads(body)["message"]
+    entry = baseline.audit_where(path="/debug/vars")[-1]
+    assert entry["route"] == "unknown.unknown"
+    assert entry["decision"] == "deny"
+
+
+def test_upstream_down_gives_502_then_recovers(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    link = tmp_path / "up" / "docker.sock"
+    link.parent.mkdir()
+    link.symlink_to("/var/run/docker.sock")
+    gw = serve("--profile", "permissive", "--upstream", f"unix://{link}")
+    link.unlink()
+    status, _h, body = split(raw_get(gw.socket, b"GET /_ping HTTP/1.0\r\n\r\n"))
+    assert status == 502
+    assert "not reachable" in json.loads(body)["message"]
+    link.symlink_to("/var/run/docker.sock")
+    assert split(raw_get(gw.socket, b"GET /_ping HTTP/1.0\r\n\r\n"))[0] == 200
+    assert gw.process.poll() is None
+
+
+def test_socket_mode_stale_socket_and_sigterm(
+    serve: Callable[..., Served], docker_host: str, tmp_path: Path
+) -> None:
+    gw = serve("--profile", "permissive")
+    assert stat.S_IMODE(gw.socket.stat().st_mode) == 0o660
+    assert gw.stop() == 0
+    assert not gw.socket.exists()
+    # A stale socket (nobody listening) is replaced.
+    stale = tmp_path / "stale" / "docker.sock"
+    stale.parent.mkdir()
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+    proc = subprocess.Popen([str(DOCKMOAT), "serve", "--listen", f"unix://{stale}", "--profile",
+                             "permissive", "--upstream", docker_host,
+                             *isolated(tmp_path / "state")])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                reply = raw_get(stale, b"GET /_ping HTTP/1.0\r\n\r\n", 2)
+                if reply.startswith(b"HTTP/1.0 200"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no answer on the replaced socket")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_non_loopback_tcp_without_tls_is_refused(docker_host: str) -> None:
+    result = subprocess.run(
+        [str(DOCKMOAT), "serve", "--listen", "tcp://0.0.0.0:23750", "--profile", "permissive",
+         "--upstream", docker_host],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"mutual TLS" in result.stderr
+
+
+def test_tcp_loopback_listener(serve: Callable[..., Served]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve("--profile", "permissive", "--listen", f"tcp://127.0.0.1:{port}")
+    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41")
+    try:
+        assert client.ping()
+        assert client.version()["ApiVersion"]
+    finally:
+        client.close()
+
+
+def test_sighup_reloads_and_keeps_old_policy_on_bad_file(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("extends: permissive\n")
+    gw = serve("--policy", str(policy))
+    ask = b"GET /debug/vars HTTP/1.0\r\n\r\n"
+    assert split(raw_get(gw.socket, ask))[0] != 403
+    policy.write_text("extends: baseline\n")
+    gw.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while split(raw_get(gw.socket, ask))[0] != 403:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    policy.write_text("extends: [not, a, profile\n")
+    gw.process.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert gw.process.poll() is None
+    assert split(raw_get(gw.socket, ask))[0] == 403
+    assert "keeping the old policy" in gw.log.read_text()
+
+
+def test_idle_keep_alive_times_out_but_silent_streams_do_not(
+    serve: Callable[..., Served], busybox_image: str, unique_name: Callable[[str], str],
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    gw = serve("--profile", "permissive", "--idle-timeout", "1")
+    with socket.socket(socket.AF_UNIX) as idle:
+        idle.connect(str(gw.socket))
+        idle.settimeout(10)
+        idle.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        first = b""
+        while not first.endswith(b"\r\n\r\nOK"):
+            first += idle.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert idle.recv(4096) == b""  # closed by the gateway
+        assert time.monotonic() - started < 8
+    name = unique_name("quiet")
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--name", name, busybox_image, "sh", "-c",
+         "echo a; sleep 3; echo b"],
+        capture_output=True, timeout=60, env=gw.env(), check=False,
+    )  # fmt: skip
+    assert result.stdout == b"a\nb\n", result.stderr
+
+
+def test_half_close_still_returns_output(permissive: Served, busybox_image: str) -> None:
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-i", busybox_image, "sh", "-c",
+         "cat >/dev/null; sleep 1; echo after-eof"],
+        input=b"data", capture_output=True, timeout=60, env=permissive.env(), check=False,
+    )  # fmt: skip
+    assert result.stdout == b"after-eof\n"
+
+
+def test_audit_fields(permissive: Served) -> None:
+    raw_get(permissive.socket, b"GET /v1.41/info HTTP/1.0\r\n\r\n")
+    entry = permissive.audit_where(path="/v1.41/info")[-1]
+    for key in ("time", "conn", "uid", "pid", "tenant", "method", "routed_path", "route",
+                "decision", "rule", "status", "bytes_in", "bytes_out", "duration_ms"):  # fmt: skip
+        assert key in entry
+    assert entry["uid"] == os.getuid()
+    assert entry["route"] == "system.info"
+    assert entry["status"] == 200
+    assert entry["bytes_out"] > 100
