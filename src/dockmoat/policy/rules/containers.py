@@ -387,12 +387,12 @@ def _proc_workdir(value: str, where: str) -> Decision:
 
 def check_proc_workdir(subject: Subject) -> Decision:
     if subject.route in IMAGE_CONFIG:
-        for value in _workdir_changes(subject):
+        for change in _workdir_changes(subject):
             # The builder expands quotes, escapes and variables: refuse what we cannot
             # expand rather than guess.
-            plain = value.replace('"', "").replace("'", "")
+            plain = change.replace('"', "").replace("'", "")
             if "$" in plain or "\\" in plain or proc_path(plain):
-                return _proc_workdir(value, "a WORKDIR change")
+                return _proc_workdir(change, "a WORKDIR change")
         if subject.route != "images.commit" or subject.body is None:
             return ALLOW  # no config body: commit keeps the container's own config
     if _is_service(subject):
