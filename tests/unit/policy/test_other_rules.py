@@ -279,3 +279,48 @@ def test_image_config_workdir(decide: Decide, target: str, body: Any, allowed: b
     assert isinstance(decision, Allow) is allowed, decision
     if not allowed:
         assert decision.rule == "containers.proc-workdir"
+
+
+def _service(spec: dict[str, Any], **task: Any) -> dict[str, Any]:
+    return {"Name": "s", "TaskTemplate": {"ContainerSpec": {"Image": "b", **spec}, **task}}
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        (
+            _service({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/h"}]}),
+            "containers.bind-mounts",
+        ),
+        (_service({"CapabilityAdd": ["CAP_SYS_ADMIN"]}), "containers.capabilities"),
+        (_service({"Sysctls": {"kernel.core_pattern": "x"}}), "containers.sysctls"),
+        (_service({"Privileges": {"SELinuxContext": {"Disable": True}}}), "containers.confinement"),
+        (_service({"Privileges": {"Seccomp": {"Mode": "unconfined"}}}), "containers.confinement"),
+        (_service({"Dir": "/proc/self/fd/9"}), "containers.proc-workdir"),
+        (_service({}, Networks=[{"Target": "host"}]), "containers.host-namespaces"),
+        (
+            _service(
+                {
+                    "Mounts": [
+                        {
+                            "Type": "volume",
+                            "Target": "/v",
+                            "VolumeOptions": {
+                                "DriverConfig": {"Options": {"o": "bind", "device": "/"}}
+                            },
+                        }
+                    ]
+                }
+            ),
+            "volumes.host-path",
+        ),
+    ],
+)
+def test_service_specs_when_swarm_is_opened(
+    make_request: MakeRequest, body: Any, rule: str
+) -> None:
+    policy = load_policy(env={}).derive(disable=["system.swarm"])
+    decision = policy.evaluate(make_request("POST", "/v1.41/services/create", body))
+    assert isinstance(decision, Deny) and decision.rule == rule, decision
+    ok = policy.evaluate(make_request("POST", "/v1.41/services/create", _service({"Env": ["A=1"]})))
+    assert isinstance(ok, Allow)
