@@ -174,10 +174,35 @@ def create_refs(body: Any) -> CreateRefs:
     net_config = get_field(body, "NetworkingConfig")
     endpoints = get_field(net_config, "EndpointsConfig")
     if isinstance(endpoints, dict):
-        for name in endpoints:
+        for name, endpoint in endpoints.items():
             if name not in PREDEFINED_NETWORKS:
                 networks.add(name)
+            containers.update(endpoint_link_refs(endpoint))
     return CreateRefs(frozenset(containers), frozenset(networks))
+
+
+def endpoint_link_refs(endpoint: Any) -> set[str]:
+    """Containers named by an endpoint's `Links` (`--link` on a user-defined network)."""
+    links = get_field(endpoint, "Links")
+    if not isinstance(links, list):
+        return set()
+    return {_link_parts(link)[0] for link in links if isinstance(link, str)}
+
+
+def rewrite_endpoint_links(endpoint: Any, container_names: Mapping[str, str]) -> Any:
+    """An endpoint config whose `Links` name the job's containers by their engine names."""
+    links = get_field(endpoint, "Links")
+    if not isinstance(endpoint, dict) or not isinstance(links, list):
+        return endpoint
+    out = dict(endpoint)
+    new_links: list[Any] = []
+    for link in links:
+        if isinstance(link, str):
+            ref, alias = _link_parts(link)
+            link = container_names[ref] + ":" + (alias or ref.lstrip("/"))
+        new_links.append(link)
+    set_field(out, "Links", new_links)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +318,9 @@ def rewrite_create(
     endpoints = get_field(net_config, "EndpointsConfig")
     if isinstance(net_config, dict) and isinstance(endpoints, dict):
         renamed = {
-            (name if name in PREDEFINED_NETWORKS else resolved.networks[name]): value
+            (name if name in PREDEFINED_NETWORKS else resolved.networks[name]): (
+                rewrite_endpoint_links(value, resolved.container_names)
+            )
             for name, value in endpoints.items()
         }
         net_config = dict(net_config)

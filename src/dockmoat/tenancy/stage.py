@@ -333,6 +333,17 @@ class TenancyStage:
             if fact is None:
                 return notfound.no_such_container(str(container or ""))
             set_field(body, "Container", fact.id)
+            endpoint = get_field(body, "EndpointConfig")
+            refs = rules.endpoint_link_refs(endpoint)
+            if refs:
+                owned = await self._owned_containers(tenant)
+                names: dict[str, str] = {}
+                for ref in refs:
+                    linked = resolve_container(ref, owned, tenant.namespace)
+                    if linked is None:
+                        return notfound.no_such_container(ref)
+                    names[ref] = linked.names[0].lstrip("/") if linked.names else linked.id
+                set_field(body, "EndpointConfig", rules.rewrite_endpoint_links(endpoint, names))
         return Rewrite(
             rules.RULE, (f"network {ref} -> {net_name[:12]}",), body_json=body, path=path
         )

@@ -165,3 +165,14 @@ def test_quotas() -> None:
     assert rules.check_running_quota(T, 10_000) == Allow()
     assert rules.memory_of({"HostConfig": {"Memory": 5}}) == 5
     assert rules.memory_of({"memory": 7}) == 7
+
+
+def test_links_on_user_networks_resolve_too() -> None:
+    body = {"NetworkingConfig": {"EndpointsConfig": {"net": {"Links": ["db:database"]}}}}
+    assert rules.create_refs(body) == rules.CreateRefs(frozenset({"db"}), frozenset({"net"}))
+    assert isinstance(_create(body), Deny)
+    resolved = rules.Resolved({"db": DB.id}, {"db": "ci-1--db"}, {"net": "ci-1--net"})
+    decision = _create(body, resolved)
+    assert isinstance(decision, Rewrite)
+    endpoints = decision.body_json["NetworkingConfig"]["EndpointsConfig"]
+    assert endpoints == {"ci-1--net": {"Links": ["ci-1--db:database"]}}
