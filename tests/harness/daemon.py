@@ -96,6 +96,12 @@ def start(
     the pid is still dockerd's.
     """
     if os.geteuid() != 0:
+        socket_file = endpoint.unix_path
+        if socket_file and Path(socket_file).exists() and not os.access(socket_file, os.W_OK):
+            raise DaemonError(
+                f"{socket_file} exists but you may not use it: join its group "
+                "(usually `docker`) or run as root"
+            )
         raise DaemonError(
             f"no engine answers at {endpoint.url} and only root can start one: "
             "run `sudo scripts/test-engine up`, or set DOCKER_HOST to a running engine"
