@@ -157,8 +157,10 @@ def field_key(obj: Any, name: str) -> str | None:
     if name in obj:
         return name
     folded = fold(name)
+    size = len(name)
     for key in obj:
-        if isinstance(key, str) and fold(key) == folded:
+        # fold() maps each character to one character, so only same-length keys can match.
+        if isinstance(key, str) and len(key) == size and fold(key) == folded:
             return key
     return None
 

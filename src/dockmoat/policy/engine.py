@@ -56,6 +56,11 @@ class CompiledPolicy:
     switches: Switches | None = None
     file: PolicyFile | None = None
     _catalogue: tuple[Rule, ...] = field(default=ALL_RULES, repr=False)
+    # Rules per route name, filled lazily; bounded by the routing table's size.
+    # init=False: `replace()` (derive) starts a fresh cache for the new rule set.
+    _by_route: dict[str, tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @cached_property
     def rules(self) -> tuple[RuleInfo, ...]:
@@ -71,6 +76,12 @@ class CompiledPolicy:
         )
 
     def _applies(self, route_name: str) -> tuple[Rule, ...]:
+        cached = self._by_route.get(route_name)
+        if cached is None:
+            cached = self._by_route[route_name] = self._select(route_name)
+        return cached
+
+    def _select(self, route_name: str) -> tuple[Rule, ...]:
         resource = route_name.split(".", 1)[0]
         wildcard = f"{resource}.*"
         return tuple(
