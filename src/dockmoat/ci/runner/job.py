@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Mapping
 from typing import BinaryIO
@@ -14,6 +15,7 @@ import requests
 from dockmoat.ci.runner.plan import JobSpec
 from dockmoat.errors import EngineError
 
+KILL_AFTER = 3
 # The engine errors a job container operation can end in.
 ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
 
@@ -28,6 +30,7 @@ class JobContainer:
         # Signal handlers only enqueue (SimpleQueue.put is reentrant); a thread calls the engine.
         self._signals: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._forwarder: threading.Thread | None = None
+        self._received = 0
 
     def check_image(self) -> None:
         try:
@@ -91,8 +94,12 @@ class JobContainer:
         return int(result.get("StatusCode", 1))
 
     def forward(self, signum: int) -> None:
-        """Called from a signal handler: pass the signal on to the job."""
-        self._signals.put(signum)
+        """Called from a signal handler: pass the signal on to the job.
+
+        The third signal kills the job outright, for jobs that ignore the polite ones.
+        """
+        self._received += 1
+        self._signals.put(signal.SIGKILL if self._received >= KILL_AFTER else signum)
 
     def _forward_loop(self) -> None:
         while True:

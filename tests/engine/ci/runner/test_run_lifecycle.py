@@ -159,3 +159,48 @@ def test_guarded_job_leftovers_are_removed(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "1"  # the job sees only its own container
     assert snapshot(docker_client).minus(before).empty()
+
+
+def test_guarded_mode_without_serve_fails_clearly(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    before = snapshot(docker_client)
+    result = dockmoat_run(
+        "--mode",
+        "guarded",
+        "--control",
+        str(tmp_path / "no-control.sock"),
+        "--image",
+        JOB_IMAGE,
+        "--",
+        "true",
+    )
+    assert result.returncode == 1
+    assert "is `dockmoat serve` running" in result.stderr
+    assert snapshot(docker_client).minus(before).empty()
+
+
+def test_a_job_ignoring_signals_is_killed_by_the_third(docker_client: docker.DockerClient) -> None:
+    before = snapshot(docker_client)
+    proc = popen_run(
+        "--mode",
+        "socket",
+        "--image",
+        JOB_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        'trap "echo ignored" INT TERM; echo ready; while true; do sleep 0.2; done',
+    )
+    try:
+        _wait_for(proc, "ready")
+        for _ in range(3):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "ignored" in out
+    assert proc.returncode == 137, err  # 128 + SIGKILL
+    assert snapshot(docker_client).minus(before).empty()
