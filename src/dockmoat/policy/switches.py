@@ -12,6 +12,7 @@ downloads, export and attach, which read data out of containers.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from dockmoat.api.request import ApiRequest
 from dockmoat.errors import ConfigError
 from dockmoat.policy.decision import Allow, Decision
 from dockmoat.policy.rules.base import deny
+
+log = logging.getLogger(__name__)
 
 #: Section variables: first path segment -> variable.
 SECTIONS = {
@@ -121,5 +124,21 @@ def _closed(refused: str) -> Decision:
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, bool]:
-    """The switches set in an environment (only the known variable names)."""
-    return {name: parse_flag(name, env[name]) for name in VARIABLES if name in env}
+    """The switches set in an environment (only the known variable names).
+
+    Names such as VERSION or SYSTEM are common in CI environments with unrelated
+    values (VERSION=1.2.3); a value that is not a switch value is ignored with a
+    warning instead of turning switch mode on or stopping start-up. Ignoring it
+    fails closed: a section whose variable is not understood stays shut.
+    """
+    switches: dict[str, bool] = {}
+    for name in VARIABLES:
+        if name not in env:
+            continue
+        try:
+            switches[name] = parse_flag(name, env[name])
+        except ConfigError:
+            log.warning(
+                "ignoring %s=%r: not an endpoint switch value (use 1 or 0)", name, env[name]
+            )
+    return switches

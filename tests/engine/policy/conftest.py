@@ -34,9 +34,10 @@ class Gateway:
         return env
 
 
-def _start(
-    directory: Path, docker_host: str, *args: str
+def start_gateway(
+    directory: Path, docker_host: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[Gateway, subprocess.Popen[bytes]]:
+    """Start `dockmoat serve` (one allowed workspace, private tenancy paths) and wait for it."""
     workspace = directory / "ws"
     workspace.mkdir(parents=True)
     gateway = Gateway(
@@ -48,9 +49,9 @@ def _start(
         "--control-socket", str(directory / "control.sock"), "--jobs-dir", str(directory / "jobs"),
         "--state-db", str(directory / "state.db"), *args,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     process = subprocess.Popen(
-        argv, stdout=gateway.log.open("wb"), stderr=subprocess.STDOUT, env=env
+        argv, stdout=gateway.log.open("wb"), stderr=subprocess.STDOUT, env={**base, **(env or {})}
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -69,8 +70,12 @@ def _start(
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, docker_host: str) -> Iterator[Gateway]:
-    served, process = _start(tmp_path_factory.mktemp("policy-gw"), docker_host)
+    served, process = start_gateway(tmp_path_factory.mktemp("policy-gw"), docker_host)
     yield served
+    stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(30)

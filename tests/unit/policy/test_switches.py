@@ -85,6 +85,17 @@ def test_no_switch_set_means_the_profile_decides(make_request: MakeRequest) -> N
     assert isinstance(decide({}, "POST", "/v1.41/plugins/pull", make_request), Deny)
 
 
-def test_unclear_switch_values_fail_loudly() -> None:
+def test_values_that_are_not_switch_values_are_ignored(make_request: MakeRequest) -> None:
+    # VERSION=1.2.3 is common in CI environments; it must neither stop start-up
+    # nor turn switch mode on.
+    policy = load_policy(env={"VERSION": "1.2.3"})
+    assert policy.switches is None
+    policy = load_policy(env={"CONTAINERS": "maybe", "POST": "1"})
+    assert policy.switches is not None and not policy.switches.on("CONTAINERS")
+
+
+def test_unclear_values_in_the_policy_file_fail_loudly() -> None:
+    from dockmoat.policy.policyfile import parse_policy_text
+
     with pytest.raises(ConfigError, match="CONTAINERS"):
-        load_policy(env={"CONTAINERS": "maybe"})
+        parse_policy_text("endpoints: {CONTAINERS: maybe}\n", "p.yaml")
