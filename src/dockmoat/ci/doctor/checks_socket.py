@@ -31,6 +31,13 @@ def check_socket(sock: SocketFacts, caller: CallerFacts) -> Finding | None:
     """None when there is no file to judge (reachability already says so)."""
     if not sock.exists:
         return None
+    if sock.blocked_dir is not None and caller.uid != 0:
+        return fail(
+            PERMISSIONS,
+            f"{sock.path}: {caller.user} may not enter the folder {sock.blocked_dir}",
+            f"`sudo chmod o+x {sock.blocked_dir}` (or give its group to {caller.user}), "
+            "or serve the socket from a folder the user can reach",
+        )
     described = _describe(sock)
     if not sock.is_socket:
         return fail(

@@ -39,6 +39,8 @@ class SocketFacts:
     group_name: str | None = None
     # Members listed for the socket's group in the group database.
     group_members: tuple[str, ...] = ()
+    # The first folder on the way to the socket that the caller may not search (x bit).
+    blocked_dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,9 +44,19 @@ def read_file(path: Path) -> FileRead:
         return FileRead(str(path), error=error.strerror or str(error))
 
 
+def _blocked_dir(path: str) -> str | None:
+    for folder in reversed(Path(path).parents):
+        if not os.access(folder, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return str(folder)
+    return None
+
+
 def socket_facts(path: str) -> SocketFacts:
     try:
         info = Path(path).stat()
+    except PermissionError:
+        # The file cannot even be looked at: a folder on the way is closed to this user.
+        return SocketFacts(path=path, exists=True, blocked_dir=_blocked_dir(path))
     except OSError:
         return SocketFacts(path=path, exists=False)
     owner: str | None
@@ -64,6 +74,7 @@ def socket_facts(path: str) -> SocketFacts:
     return SocketFacts(
         path=path,
         exists=True,
+        blocked_dir=_blocked_dir(path),
         is_socket=stat.S_ISSOCK(info.st_mode),
         mode=info.st_mode,
         uid=info.st_uid,

@@ -224,6 +224,27 @@ def test_socket_without_group_write(doctor: Doctor, shared_dir: Path) -> None:
     assert run.status("daemon.reachable") == "fail"
 
 
+def test_socket_in_a_folder_nobody_may_enter(doctor: Doctor, shared_dir: Path) -> None:
+    private = shared_dir / f"private-{os.urandom(3).hex()}"
+    private.mkdir(mode=0o700)
+    path = private / "docker.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    try:
+        path.chmod(0o666)
+        run = doctor("--host", f"unix://{path}", prefix=(*NOBODY, "--clear-groups"))
+    finally:
+        listener.close()
+        path.unlink()
+        private.rmdir()
+    (perm,) = run.by_check("socket.permissions")
+    assert perm["status"] == "fail"
+    assert f"may not enter the folder {private}" in (perm["detail"] or "")
+    assert f"`sudo chmod o+x {private}`" in (perm["fix"] or "")
+    assert run.code == 1
+
+
 # --- DinD containers ----------------------------------------------------------------------
 
 

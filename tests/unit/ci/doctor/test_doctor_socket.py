@@ -110,3 +110,15 @@ def test_can_connect_follows_unix_permission_classes(
     finding = check_socket(sock, who)
     assert finding is not None
     assert (finding.status is Status.FAIL) is (not expected)
+
+
+def test_a_folder_on_the_way_that_cannot_be_entered() -> None:
+    member = CallerFacts(uid=1000, user="alice", gids=frozenset({105}))
+    finding = check_socket(
+        _with(path="/run/private/docker.sock", blocked_dir="/run/private"), member
+    )
+    assert finding is not None and finding.status is Status.FAIL
+    assert "may not enter the folder /run/private" in finding.detail
+    assert "`sudo chmod o+x /run/private`" in (finding.fix or "")
+    root = CallerFacts(uid=0, user="root", gids=frozenset({0}))
+    assert check_socket(_with(blocked_dir="/run/private"), root).status is Status.OK  # type: ignore[union-attr]
