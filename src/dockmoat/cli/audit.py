@@ -45,5 +45,5 @@ def command(files: tuple[str, ...], fmt: str, kind: str | None) -> None:
     else:
         # rich colours only on a terminal; piped output stays plain text.
         console = Console(file=sys.stdout, highlight=False)
-        render_text(result.findings, result.files, console)
+        render_text(result.findings, result.files, result.errors, console)
     sys.exit(result.exit_code)

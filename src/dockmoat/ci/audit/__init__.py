@@ -93,6 +93,12 @@ def audit_paths(paths: Iterable[str], kind: Kind | None = None) -> AuditResult:
             result.findings.extend(audit_text(text, name, kind))
         except ConfigError as error:
             result.errors.append(FileError(name, str(error)))
+        except Exception as error:  # noqa: BLE001
+            # Fail closed: a bug on one odd file must neither pass it as clean nor
+            # stop the audit of the others; it counts as a file not audited (exit 2).
+            result.errors.append(
+                FileError(name, f"internal error while auditing ({type(error).__name__}: {error})")
+            )
     return result
 
 

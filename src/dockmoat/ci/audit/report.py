@@ -111,13 +111,16 @@ def _sarif_rule(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _summary(findings: list[Finding], files: int) -> str:
+def _summary(findings: list[Finding], audited: int, failed: int) -> str:
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     detail = ", ".join(f"{counts[s]} {s.value}" for s in Severity)
-    return f"{len(findings)} finding(s) ({detail}) in {files} file(s)"
+    tail = f"; {failed} file(s) could not be audited" if failed else ""
+    return f"{len(findings)} finding(s) ({detail}) in {audited} file(s){tail}"
 
 
-def render_text(findings: list[Finding], files: list[str], console: Console) -> None:
+def render_text(
+    findings: list[Finding], files: list[str], errors: list[FileError], console: Console
+) -> None:
     """Grouped by file, worst first within a line; colours only when `console` has them."""
     by_file: dict[str, list[Finding]] = {}
     for finding in findings:
@@ -135,5 +138,5 @@ def render_text(findings: list[Finding], files: list[str], console: Console) -> 
                 soft_wrap=True,
             )
             console.print(f"      [dim]fix:[/dim] {escape(f.fix)}", highlight=False, soft_wrap=True)
-    audited = len(files)
-    console.print(_summary(findings, audited), highlight=False, soft_wrap=True)
+    failed = len({e.file for e in errors})
+    console.print(_summary(findings, len(files) - failed, failed), highlight=False, soft_wrap=True)

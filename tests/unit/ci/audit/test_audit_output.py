@@ -219,3 +219,27 @@ def test_real_command_in_a_subprocess() -> None:
     assert proc.returncode == 1
     assert [d["rule"] for d in json.loads(proc.stdout)] == ["unpinned-image", "socket-mount"]
     assert proc.stderr.strip().endswith("no-such-file.yml: no such file")
+
+
+def test_summary_counts_files_not_audited(tmp_path: Path) -> None:
+    result = run(SOCKET, str(tmp_path / "missing.yml"))
+    assert result.stdout.splitlines()[-1] == (
+        "2 finding(s) (1 high, 1 medium, 0 low) in 1 file(s); 1 file(s) could not be audited"
+    )
+
+
+def test_colours_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dockmoat.ci.audit import audit_paths
+    from dockmoat.ci.audit.report import render_text
+
+    result = audit_paths([SOCKET])
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system="standard", width=200)
+    render_text(result.findings, result.files, result.errors, console)
+    out = buffer.getvalue()
+    assert "\x1b[1;31mhigh" in out  # high in bold red
+    assert "\x1b[33mmedium" in out  # medium in yellow

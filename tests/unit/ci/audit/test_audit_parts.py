@@ -266,3 +266,61 @@ def test_tokenizer_is_total(text: str) -> None:
     except ConfigError:
         return
     assert all(1 <= t.line <= text.count("\n") + 1 for t in tokens)
+
+
+_KEYS = st.sampled_from(
+    [
+        "services", "image", "privileged", "volumes", "environment", "command", "entrypoint",
+        "depends_on", "healthcheck", "deploy", "resources", "limits", "network_mode", "pid",
+        "condition", "test", "jobs", "on", "container", "env", "options", "steps", "run",
+        "script", "variables", "name", "alias", "default", "stages", "source", "target",
+        "DOCKER_HOST", "DOCKER_TLS_CERTDIR", "POST", "CONTAINERS", "a", "dind",
+    ]
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(
+        ["docker:dind", "/var/run/docker.sock:/s", "tcp://dind:2375", "", "--privileged",
+         "docker run --privileged x", "host", "service_healthy", "1", "${X:-/run}:/r"]
+    ),
+)  # fmt: skip
+_TREES = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(_KEYS, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(_KEYS, _TREES, min_size=1, max_size=5))
+def test_any_yaml_shape_is_audited_or_refused_cleanly(tree: dict[str, object]) -> None:
+    import json
+
+    text = json.dumps(tree)  # JSON is YAML
+    for name in ("docker-compose.yml", ".gitlab-ci.yml", ".github/workflows/x.yml", "x.yml"):
+        try:
+            findings = audit_text(text, name)
+        except ConfigError:
+            continue
+        assert all(f.line >= 1 for f in findings)
+
+
+_GROOVY = st.sampled_from(
+    ["pipeline", "{", "}", "(", ")", "[", "]", "docker", ".", "image", "inside", "withRun",
+     "'docker:dind'", "'--privileged -v /run:/run'", "args", "sh", "script", ":", "+", "=",
+     "withDockerContainer", "withDockerServer", "uri", "'tcp://x:2375'", "DOCKER_HOST",
+     "\n", "agent", "dockerfile", "credentialsId", "'''\ndocker run --pid host x\n'''"]
+)  # fmt: skip
+
+
+@given(st.lists(_GROOVY, max_size=40))
+def test_any_jenkins_token_soup_is_audited_or_refused_cleanly(words: list[str]) -> None:
+    text = "pipeline {\n" + " ".join(words)
+    try:
+        findings = audit_text(text, "Jenkinsfile")
+    except ConfigError:
+        return
+    assert all(1 <= f.line <= text.count("\n") + 1 for f in findings)
