@@ -75,7 +75,13 @@ def validate(file: Path) -> None:
 @click.option("--allow-bind", "allow_bind", type=click.Path(path_type=Path), multiple=True)
 @click.option("--method", required=True, help="HTTP method, e.g. POST")
 @click.option("--path", "target", required=True, help="target, e.g. /v1.41/containers/create")
-@click.option("--body", "body_file", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--body",
+    "body_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON body; - for stdin",
+)
 def check(
     policy_file: Path | None,
     profile: str,
@@ -89,7 +95,9 @@ def check(
     path, version, route = classify(method, target)
     _path, raw_query = split_target(target)
     raw = b""
-    if body_file is not None:
+    if body_file is not None and str(body_file) == "-":
+        raw = sys.stdin.buffer.read()
+    elif body_file is not None:
         try:
             raw = body_file.read_bytes()
         except OSError as error:

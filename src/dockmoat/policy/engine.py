@@ -186,11 +186,15 @@ def load_policy(
     policy_file: Path | None = None,
     allow_bind: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    *,
+    protect: Sequence[str] = (),
 ) -> CompiledPolicy:
     """Compile the policy once at start-up; ConfigError (with lines) when it is bad.
 
     `env` is where endpoint switches (CONTAINERS=1, POST=0, ...) and DOCKER_HOST
-    are read from; None means the process environment.
+    are read from; None means the process environment. `protect` adds host paths
+    no bind may expose (the upstream socket given by --upstream, the tenancy
+    control socket and jobs folder, ...) to the built-in daemon paths.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     document = read_policy_file(policy_file) if policy_file is not None else None
@@ -223,7 +227,7 @@ def load_policy(
     settings = replace(
         settings,
         allow_bind=_folders(folders),
-        protected_paths=hostpaths.protected_paths(_upstream_socket(environ)),
+        protected_paths=hostpaths.protected_paths((*_upstream_socket(environ), *protect)),
     )
     return CompiledPolicy(
         profile=profile,

@@ -58,3 +58,14 @@ def test_check_deny_rewrite_allow(tmp_path: Path) -> None:
         "check", "--method", "POST", "--path", "/containers/create", "--body", str(body)
     )
     assert code == 1 and "same field" in out
+
+
+def test_check_reads_the_body_from_stdin() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["policy", "check", "--method", "POST", "--path", "/containers/create", "--body", "-"],
+        input='{"Image": "b", "HostConfig": {"CapAdd": ["SYS_ADMIN"]}}',
+        env={},
+    )
+    assert result.exit_code == 1
+    assert "DENY containers.capabilities" in result.output

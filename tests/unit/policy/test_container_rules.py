@@ -340,3 +340,21 @@ def test_restricted_profile(
         ({"Binds": [f"{workspace}:/w"]}, "containers.no-binds"),
     ):
         assert run({**good, "HostConfig": {**host, **host_change}}).rule == rule
+
+
+def test_extra_protected_paths(tmp_path: Path, make_request: MakeRequest) -> None:
+    sock_dir = tmp_path / "custom"
+    sock_dir.mkdir()
+    policy = load_policy(allow_bind=[tmp_path], env={}, protect=[str(sock_dir / "docker.sock")])
+    for source in (str(sock_dir), str(sock_dir / "docker.sock"), str(tmp_path)):
+        decision = policy.evaluate(make_request("POST", CREATE, hc(Binds=[f"{source}:/x"])))
+        assert isinstance(decision, Deny), source
+    other = tmp_path / "other"
+    other.mkdir()
+    ok = policy.evaluate(make_request("POST", CREATE, hc(Binds=[f"{other}:/x"])))
+    assert isinstance(ok, Allow)
+    env_policy = load_policy(
+        allow_bind=[tmp_path], env={"DOCKER_HOST": f"unix://{sock_dir}/d.sock"}
+    )
+    decision = env_policy.evaluate(make_request("POST", CREATE, hc(Binds=[f"{sock_dir}:/x"])))
+    assert isinstance(decision, Deny)
