@@ -13,16 +13,20 @@ def render(o: Options) -> str:
 
 def _steps(o: Options) -> str:
     wait = "\n".join("          " + line for line in wait_lines(o.wait_seconds))
+    # Secrets reach the script through env, never pasted into it by ${{ }}.
     if o.registry:
-        login = (
-            '          echo "${{ secrets.REGISTRY_PASSWORD }}" | docker login '
-            f'-u "${{{{ secrets.REGISTRY_USERNAME }}}}" --password-stdin {o.registry.split("/")[0]}'
-        )
+        secret, user = "secrets.REGISTRY_PASSWORD", "${{ secrets.REGISTRY_USERNAME }}"
+        host = o.registry.split("/")[0]
     else:
-        login = (
-            '          echo "${{ secrets.GITHUB_TOKEN }}" | docker login ghcr.io '
-            '-u "${{ github.actor }}" --password-stdin'
-        )
+        secret, user, host = "secrets.GITHUB_TOKEN", "${{ github.actor }}", "ghcr.io"
+    login = (
+        "        env:\n"
+        f"          REGISTRY_USER: {user}\n"
+        f"          REGISTRY_PASSWORD: ${{{{ {secret} }}}}\n"
+        "        run: |\n"
+        '          echo "$REGISTRY_PASSWORD" |\n'
+        f'            docker login -u "$REGISTRY_USER" --password-stdin {host}'
+    )
     return f"""\
     steps:
       - uses: actions/checkout@v4
@@ -36,7 +40,6 @@ def _steps(o: Options) -> str:
         run: {yaml_item('docker run --rm "$IMAGE" ' + o.test_command)}
       - name: Push
         if: github.event_name == 'push' && github.ref_name == github.event.repository.default_branch
-        run: |
 {login}
           docker push "$IMAGE\""""
 
