@@ -124,7 +124,7 @@ def ls_jobs(fmt: str, control: Path) -> None:
             str(owned.get("container", 0)),
             str(owned.get("volume", 0)),
             str(owned.get("network", 0)),
-            str(owned.get("tag", 0) + owned.get("image", 0)),
+            str(owned.get("image", 0)),
             job["socket"],
         )
     Console(width=200).print(table)

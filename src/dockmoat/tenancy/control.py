@@ -72,7 +72,7 @@ async def _answer(manager: JobManager, line: bytes) -> dict[str, Any]:
                 "socket": s.record.socket,
                 "owned": s.counts,
             }
-            for s in manager.ls()
+            for s in await manager.ls()
         ],
     }
 

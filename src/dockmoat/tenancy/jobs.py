@@ -19,8 +19,8 @@ from typing import Protocol
 from dockmoat.errors import ConfigError, NotFoundError
 from dockmoat.tenancy.cleanup import Removed, clean_up
 from dockmoat.tenancy.engine import EngineApi
-from dockmoat.tenancy.model import Quotas, Tenant
-from dockmoat.tenancy.names import validate_job_name
+from dockmoat.tenancy.model import TENANT_LABEL, Quotas, Tenant, label_owner
+from dockmoat.tenancy.names import SEPARATOR, validate_job_name
 from dockmoat.tenancy.store import JobRecord, OwnershipStore
 
 log = logging.getLogger("dockmoat.tenancy")
@@ -137,8 +137,34 @@ class JobManager:
         log.info("job %s closed: %s", job, removed.as_dict())
         return removed
 
-    def ls(self) -> list[JobStatus]:
-        return [JobStatus(r, self.store.counts(r.job)) for r in self.store.jobs()]
+    async def ls(self) -> list[JobStatus]:
+        """Open jobs and what they own now (counted on the engine, by label and name space)."""
+        records = self.store.jobs()
+        counts = {
+            r.job: dict.fromkeys(("container", "volume", "network", "image"), 0) for r in records
+        }
+        any_tenant = {"label": [TENANT_LABEL]}
+        for kind, path in (("container", "/containers/json"), ("network", "/networks")):
+            query: dict[str, object] = {"filters": any_tenant}
+            if kind == "container":
+                query["all"] = "1"
+            status, answer = await self.engine.call("GET", path, query)
+            for entry in answer if status == 200 and isinstance(answer, list) else []:
+                owner = label_owner(entry.get("Labels"))
+                if owner in counts:
+                    counts[owner][kind] += 1
+        status, answer = await self.engine.call("GET", "/volumes")
+        volumes = answer.get("Volumes") if status == 200 and isinstance(answer, dict) else None
+        for volume in volumes or []:
+            owner = label_owner(volume.get("Labels"))
+            if owner is None:
+                owner = str(volume.get("Name", "")).partition(SEPARATOR)[0]
+            if owner in counts:
+                counts[owner]["volume"] += 1
+        for record in records:
+            stored = self.store.counts(record.job)
+            counts[record.job]["image"] = stored["tag"] + stored["image"]
+        return [JobStatus(r, counts[r.job]) for r in records]
 
     async def expire_due(self) -> list[str]:
         """Close every job past its TTL; returns their names."""
@@ -154,10 +180,18 @@ class JobManager:
         return closed
 
     async def restore(self) -> None:
-        """After a (re)start: reopen the sockets of jobs the store knows, close expired ones."""
+        """After a (re)start: reopen the sockets of jobs the store knows, close expired ones.
+
+        A job whose socket cannot be reopened (its policy file is gone, say) stays in
+        the store without a socket, so that `job close` still cleans it up.
+        """
         for record in self.store.jobs():
+            try:
+                await self.host.add_job_listener(record)
+            except Exception:  # one broken job must not keep the others (or serve) down
+                log.exception("job %s: cannot reopen its socket; close it to clean up", record.job)
+                continue
             self._tenants[record.job] = self._tenant(record)
-            await self.host.add_job_listener(record)
         await self.expire_due()
 
     async def reap_forever(self, interval: float = REAP_INTERVAL_S) -> None:

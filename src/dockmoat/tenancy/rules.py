@@ -17,7 +17,7 @@ from typing import Any
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound
 from dockmoat.tenancy.jsonkeys import get_field, set_field
-from dockmoat.tenancy.model import PREDEFINED_NETWORKS, TENANT_LABEL, Tenant
+from dockmoat.tenancy.model import PREDEFINED_NETWORKS, TENANT_LABEL, Tenant, is_full_id
 
 RULE = "tenancy"
 QUOTA_RULE = "tenancy.quota"
@@ -116,6 +116,27 @@ def scoped_query(
     for key, convert in (ref_filters or {}).items():
         if key in filters:
             filters[key] = [convert(v) for v in filters[key]]
+    result = {k: list(v) for k, v in query.items()}
+    result["filters"] = [json.dumps(filters, separators=(",", ":"))]
+    return result
+
+
+def events_query(query: Mapping[str, list[str]], tenant: Tenant) -> dict[str, list[str]] | None:
+    """`events` filters naming containers, volumes or networks moved into the job's space.
+
+    No label filter here: volume and network events carry no labels; the stream
+    is filtered per event instead. None when nothing needs changing.
+    """
+    filters = decode_filters(query)
+    changed = False
+    for key in ("container", "volume", "network"):
+        if key in filters:
+            filters[key] = [
+                v if is_full_id(v) else tenant.namespace.engine_name(v) for v in filters[key]
+            ]
+            changed = True
+    if not changed:
+        return None
     result = {k: list(v) for k, v in query.items()}
     result["filters"] = [json.dumps(filters, separators=(",", ":"))]
     return result

@@ -406,6 +406,12 @@ class TenancyStage:
         query["labels"] = [json.dumps(rules.with_label(labels, tenant), separators=(",", ":"))]
         return Rewrite(rules.RULE, (f"label {TENANT_LABEL}={tenant.name}",), query=query)
 
+    async def _events(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        query = rules.events_query(request.query, tenant)
+        if query is None:
+            return Allow()
+        return Rewrite(rules.RULE, ("event filters in the job's name space",), query=query)
+
     async def _build_prune(self, request: ApiRequest, tenant: Tenant) -> Decision:
         return Deny(
             BUILD_CACHE_RULE,
@@ -482,6 +488,7 @@ class TenancyStage:
         "images.get_all": _images_get_all,
         "build.build": _build,
         "build.prune": _build_prune,
+        "system.events": _events,
         "images.commit": _commit,
         "images.create": _image_create,
         "images.load": _image_load,

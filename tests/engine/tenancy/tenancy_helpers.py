@@ -49,6 +49,7 @@ class Serve:
     upstream: str
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra: tuple[str, ...] = ()
 
     @property
     def control(self) -> Path:
@@ -73,6 +74,7 @@ class Serve:
             str(self.control),
             "--jobs-dir",
             str(self.root / "jobs"),
+            *self.extra,
         ]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)

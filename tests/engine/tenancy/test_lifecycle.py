@@ -77,7 +77,8 @@ def test_close_leaves_the_engine_as_before(
     made = _busy_job(job, busybox_image, tmp_path)
     listed = json.loads(serve.job("ls", "--format", "json").stdout)
     mine = next(j for j in listed if j["job"] == job.name)
-    assert mine["owned"]["container"] >= 4 and mine["owned"]["tag"] == 3
+    assert mine["owned"]["container"] == 4 and mine["owned"]["image"] == 3
+    assert mine["owned"]["volume"] >= 3 and mine["owned"]["network"] == 2
 
     removed = job.close()
 

@@ -176,3 +176,14 @@ def test_links_on_user_networks_resolve_too() -> None:
     assert isinstance(decision, Rewrite)
     endpoints = decision.body_json["NetworkingConfig"]["EndpointsConfig"]
     assert endpoints == {"ci-1--net": {"Links": ["ci-1--db:database"]}}
+
+
+def test_event_filters_move_into_the_job_space() -> None:
+    query = {"filters": ['{"container":["db","' + "a" * 64 + '"],"type":["container"]}']}
+    moved = rules.events_query(query, T)
+    assert moved is not None
+    assert json.loads(moved["filters"][0]) == {
+        "container": ["ci-1--db", "a" * 64],
+        "type": ["container"],
+    }
+    assert rules.events_query({"since": ["1"]}, T) is None
