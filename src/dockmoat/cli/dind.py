@@ -107,6 +107,13 @@ def _shape_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Nested storage driver (default: dockerd's choice).",
         ),
         click.option(
+            "--publish-address",
+            default="127.0.0.1",
+            show_default=True,
+            metavar="IP",
+            help="Host IP for the TLS port (a remote --host needs one its clients reach).",
+        ),
+        click.option(
             "--timeout",
             type=float,
             default=60.0,
@@ -134,6 +141,7 @@ def _options(**kwargs: Any) -> spec.DindOptions:
             cache=kwargs.get("cache"),
             preload=tuple(kwargs.get("preload") or ()),
             timeout=kwargs["timeout"],
+            publish_address=kwargs["publish_address"],
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -219,7 +227,7 @@ def _take_from_pool(
     except (KeyError, TypeError, ValueError) as error:
         raise EngineError(f"the pool answered garbage: {error}") from None
     progress(f"took warm daemon {info.instance} from the pool")
-    if not probe.ping("127.0.0.1", info.port, probe.tls_context(info.cert_path), 5.0):
+    if not probe.ping(info.host_address, info.port, probe.tls_context(info.cert_path), 5.0):
         raise EngineError(
             f"the warm daemon for {name} does not answer /_ping; `dockmoat dind down {name}`"
         )

@@ -27,10 +27,14 @@ class DindInfo:
     port: int
     cert_path: Path
     cache: str | None = None
+    # Where clients outside the daemon's network reach the published TLS port:
+    # 127.0.0.1 by default; see DindOptions.publish_address.
+    host_address: str = "127.0.0.1"
 
     @property
     def host_url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        address = f"[{self.host_address}]" if ":" in self.host_address else self.host_address
+        return f"tcp://{address}:{self.port}"
 
     @property
     def network_url(self) -> str:
@@ -72,6 +76,7 @@ class DindInfo:
             "port": self.port,
             "cert_path": str(self.cert_path),
             "cache": self.cache,
+            "host_address": self.host_address,
             "context": self.context,
             "host": self.host_url,
             "network_host": self.network_url,
@@ -94,4 +99,5 @@ class DindInfo:
             port=port,
             cert_path=Path(str(data["cert_path"])),
             cache=None if cache is None else str(cache),
+            host_address=str(data.get("host_address") or "127.0.0.1"),
         )

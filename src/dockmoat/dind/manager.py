@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
+import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +158,7 @@ class DindManager:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self._check_free(name)
-        self.check_images(options, pull=pull)
+        entrypoint = self.check_images(options, pull=pull)
         who = claimant.current()
         instance = naming.new_instance(name)
         made = _Made(instance)
@@ -166,7 +169,9 @@ class DindManager:
                 else contextlib.nullcontext()
             )
             with claim:
-                self._create(options, made, naming.tmp_container_name(instance), who, {}, name)
+                self._create(
+                    options, made, naming.tmp_container_name(instance), who, {}, name, entrypoint
+                )
             info = self._start_and_wait(options, made, name, who)
             if options.preload:
                 self.preload(info, options.preload)
@@ -190,8 +195,11 @@ class DindManager:
             f"a dind daemon named {name} already exists; `dockmoat dind down {name}` first"
         )
 
-    def check_images(self, options: spec.DindOptions, *, pull: bool = False) -> None:
-        """Fail fast, before creating anything, when an image is missing (never pull unasked)."""
+    def check_images(self, options: spec.DindOptions, *, pull: bool = False) -> list[str]:
+        """Fail fast, before creating anything, when an image is missing (never pull unasked).
+
+        Returns the DinD image's entrypoint (run after the certificate wait).
+        """
         try:
             image = self.api.inspect_image(options.image)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
@@ -224,6 +232,7 @@ class DindManager:
                 raise EngineError(
                     f"--preload {preload}: no such image on the host engine"
                 ) from None
+        return _entrypoint_of(image)
 
     def host_mtu(self) -> int:
         """The MTU of the engine's default bridge (1500 when it sets none)."""
@@ -241,6 +250,7 @@ class DindManager:
         who: str,
         extra_labels: dict[str, str],
         name: str | None,
+        entrypoint: list[str] | None = None,
     ) -> None:
         instance = made.instance
         mtu = options.mtu or self.host_mtu()
@@ -277,7 +287,7 @@ class DindManager:
             options,
             instance=instance,
             network=made.network,
-            image_entrypoint=self._entrypoint(options.image),
+            image_entrypoint=self._entrypoint(options.image) if entrypoint is None else entrypoint,
             volume=volume,
             mtu=mtu,
             container_labels=container_labels,
@@ -295,7 +305,7 @@ class DindManager:
             details = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
         except docker.errors.APIError as error:
             raise EngineError(f"cannot inspect image {image}: {error.explanation}") from None
-        return [str(part) for part in ((details.get("Config") or {}).get("Entrypoint") or [])]
+        return _entrypoint_of(details)
 
     def _start_and_wait(
         self, options: spec.DindOptions, made: _Made, name: str, who: str
@@ -311,9 +321,13 @@ class DindManager:
         # Issued now because only now the container's IP is known; dockerd waits for them.
         self.progress("issuing certificates")
         try:
-            daemon_certs = certs.issue_daemon_certs(
-                self.state.ca(), made.instance, made.dns, [info.address] if info.address else []
-            )
+            ips = [info.address] if info.address else []
+            dns = list(made.dns)
+            try:
+                ips.append(str(ipaddress.ip_address(info.host_address)))
+            except ValueError:
+                dns.append(info.host_address)  # a remote engine's host name
+            daemon_certs = certs.issue_daemon_certs(self.state.ca(), made.instance, dns, ips)
         except ValueError as error:
             raise EngineError(f"cannot issue certificates: {error}") from None
         made.cert_dir = True
@@ -334,7 +348,7 @@ class DindManager:
         settings = details["NetworkSettings"]
         address = str(((settings.get("Networks") or {}).get(network) or {}).get("IPAddress", ""))
         bindings = (settings.get("Ports") or {}).get(f"{naming.TLS_PORT}/tcp") or []
-        ports = [int(b["HostPort"]) for b in bindings if b.get("HostIp") in ("127.0.0.1", "")]
+        ports = [int(b["HostPort"]) for b in bindings if b.get("HostPort")]
         if not ports:
             raise EngineError(f"the daemon container {details['Name']} has no published TLS port")
         return DindInfo(
@@ -346,7 +360,17 @@ class DindManager:
             port=ports[0],
             cert_path=self.state.client_dir(instance),
             cache=labels.get(naming.LABEL_CACHE),
+            host_address=self.client_address(str(bindings[0].get("HostIp") or "")),
         )
+
+    def client_address(self, published_on: str) -> str:
+        """Where this machine reaches a port the engine published on `published_on`."""
+        if published_on in ("", "0.0.0.0", "::"):
+            engine = urllib.parse.urlsplit(self.host or os.environ.get("DOCKER_HOST", ""))
+            if engine.scheme in ("tcp", "https", "http", "ssh") and engine.hostname:
+                return engine.hostname
+            return "127.0.0.1"
+        return published_on
 
     def wait_ready(self, info: DindInfo, container: str, timeout: float) -> None:
         """Poll /_ping over mTLS until it answers; fail with the daemon's log tail otherwise."""
@@ -354,7 +378,7 @@ class DindManager:
         deadline = time.monotonic() + timeout
         next_state = time.monotonic() + _STATE_EVERY
         while True:
-            if probe.ping("127.0.0.1", info.port, tls, timeout=2.0):
+            if probe.ping(info.host_address, info.port, tls, timeout=2.0):
                 return
             now = time.monotonic()
             if now >= next_state:
@@ -474,7 +498,10 @@ class DindManager:
             # The nested daemon's API is at least the host engine's era; a fixed
             # version spares a round trip (the SDK would ask /version first).
             nested = docker.APIClient(
-                base_url=f"https://127.0.0.1:{info.port}", tls=tls, version="1.41", timeout=300
+                base_url=f"https://{info.host_url[len('tcp://') :]}",
+                tls=tls,
+                version="1.41",
+                timeout=300,
             )
         except docker.errors.DockerException as error:
             raise EngineError(f"cannot reach the nested daemon: {error}") from None
@@ -704,6 +731,10 @@ class DindManager:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _entrypoint_of(image: dict[str, Any]) -> list[str]:
+    return [str(part) for part in ((image.get("Config") or {}).get("Entrypoint") or [])]
 
 
 def _timestamp(text: object, default: float) -> float:

@@ -119,7 +119,7 @@ class PoolService:
     def _alive(self, warm: _Warm) -> bool:
         try:
             return probe.ping(
-                "127.0.0.1", warm.info.port, probe.tls_context(warm.info.cert_path), 2.0
+                warm.info.host_address, warm.info.port, probe.tls_context(warm.info.cert_path), 2.0
             )
         except OSError:
             return False

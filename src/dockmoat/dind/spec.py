@@ -74,8 +74,18 @@ class DindOptions:
     cache: str | None = None
     preload: tuple[str, ...] = field(default=())
     timeout: float = 60.0
+    # The host address the TLS port is published on. Loopback by default; a
+    # remote engine (--host tcp://...) needs one its clients can reach. mTLS
+    # guards the port either way.
+    publish_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.publish_address)
+        except ValueError:
+            raise ValueError(
+                f"invalid publish address {self.publish_address!r}: use an IP"
+            ) from None
         if not self.image or any(c.isspace() for c in self.image):
             raise ValueError(f"invalid image reference {self.image!r}")
         if self.pids_limit < 64:
@@ -109,6 +119,7 @@ class DindOptions:
             "mtu": self.mtu,
             "address_pools": list(self.address_pools),
             "storage_driver": self.storage_driver,
+            "publish_address": self.publish_address,
         }
 
 
@@ -198,7 +209,9 @@ def container_config(
         # replace this (e.g. sysbox-runc) where the host has such a runtime.
         "Privileged": options.runtime is None,
         "NetworkMode": network,
-        "PortBindings": {f"{naming.TLS_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+        "PortBindings": {
+            f"{naming.TLS_PORT}/tcp": [{"HostIp": options.publish_address, "HostPort": ""}]
+        },
         "Mounts": [
             {
                 # A named volume, not the image's anonymous one: overlay2 works on

@@ -183,3 +183,31 @@ def test_name_taken_is_refused(dind: Dind, dind_name: Callable[[], str]) -> None
 def test_unknown_daemon_is_a_clear_error(dind: Dind, dind_name: Callable[[], str]) -> None:
     result = dind.cli("dind", "down", dind_name(), check=False)
     assert result.returncode == 1 and "no dind daemon named" in result.stderr
+
+
+def test_publish_address_for_clients_beyond_loopback(
+    dind: Dind, dind_name: Callable[[], str]
+) -> None:
+    """A remote engine's clients need a reachable address; here: the host's docker0 address."""
+    gateway = dind.client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    name = dind_name()
+    up = dind.cli(
+        "dind",
+        "up",
+        name,
+        "--image",
+        dind.image,
+        "--publish-address",
+        gateway,
+        "--format",
+        "json",
+        "--no-pool",
+    )
+    info = DindInfo.from_json(json.loads(up.stdout))
+    assert info.host_url.startswith(f"tcp://{gateway}:")
+    binding = dind.client.api.inspect_container(info.container_id)["HostConfig"]["PortBindings"][
+        "2376/tcp"
+    ]
+    assert binding == [{"HostIp": gateway, "HostPort": ""}]
+    # The server certificate names that address, so verification passes.
+    assert dind.docker(info, "version", "--format", "{{.Server.Version}}").stdout.strip()
