@@ -295,7 +295,7 @@ def ls(fmt: str, host: str | None, state_dir: Path | None) -> None:
 
     table = Table(box=None)
     for column in ("NAME", "AGE", "STATE", "MEMORY", "CPUS", "PIDS", "CACHE", "PORT"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(
             row.name,
@@ -307,7 +307,8 @@ def ls(fmt: str, host: str | None, state_dir: Path | None) -> None:
             row.cache or "-",
             str(row.port or "-"),
         )
-    Console(soft_wrap=True).print(table)
+    # Piped output keeps whole names (rich would fit it into 80 columns).
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 @command.command()
