@@ -9,6 +9,8 @@ from typing import Literal
 
 import click
 
+from dockmoat.errors import ConfigError
+
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -21,6 +23,13 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option(
     "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--context",
+    "-c",
+    "context_name",
+    metavar="NAME",
+    help="Docker context (default: $DOCKER_CONTEXT, else the current one).",
 )
 @click.option("--dind", metavar="CONTAINER", help="Also check this DinD container on that engine.")
 @click.option("--tls", is_flag=True, help="Use TLS (implied by --tlsverify).")
@@ -35,6 +44,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 def command(
     host: str | None,
     output: Literal["text", "json"],
+    context_name: str | None,
     dind: str | None,
     tls: bool,
     tlsverify: bool,
@@ -49,12 +59,22 @@ def command(
     # Imported here: the docker SDK and cryptography would slow down every other command.
     from rich.console import Console
 
+    from dockmoat.ci.doctor import contexts
     from dockmoat.ci.doctor.config import resolve
     from dockmoat.ci.doctor.gather import diagnose
     from dockmoat.ci.doctor.model import exit_status
     from dockmoat.ci.doctor.render import print_text, to_json
 
+    if host and context_name:
+        raise ConfigError("--host and --context exclude each other (as with the docker CLI)")
+    context = None
+    if not host and (context_name or not os.environ.get("DOCKER_HOST")):
+        store = contexts.config_dir(os.environ, Path.home())
+        selected = contexts.selected_name(context_name, os.environ, store)
+        if selected is not None:
+            context = contexts.load(selected, store)
     config = resolve(
+        context=context,
         host=host,
         env=os.environ,
         home=Path.home(),

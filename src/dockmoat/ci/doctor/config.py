@@ -1,6 +1,8 @@
 """Where doctor looks: the daemon address and the TLS files, resolved the way the docker CLI does.
 
-Order: `--host`, else `DOCKER_HOST`, else the local socket. TLS is on when
+Order (the docker CLI's): `--host`, else a context given to `--context`, else
+`DOCKER_HOST`, else `DOCKER_CONTEXT` or the current context of config.json (its
+host and TLS folder), else the local socket; the caller picks the context. TLS is on when
 `--tlsverify`/`DOCKER_TLS_VERIFY` (any non-empty value) or `--tls` or an explicit
 certificate flag is given; the files default to `DOCKER_CERT_PATH` (else
 `~/.docker`) and `ca.pem`, `cert.pem`, `key.pem` in it. Pure: the environment
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from dockmoat.ci.doctor.contexts import ContextEndpoint
 from dockmoat.errors import ConfigError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -100,19 +103,34 @@ def resolve(
     tlskey: Path | None = None,
     dind: str | None = None,
     output: Literal["text", "json"] = "text",
+    context: ContextEndpoint | None = None,
 ) -> DoctorConfig:
     verify = tlsverify or bool(env.get("DOCKER_TLS_VERIFY"))
     explicit = any(p is not None for p in (tlscacert, tlscert, tlskey))
     use_tls = verify or tls or explicit
     if host:
         url, source = host, "--host"
+    elif context is not None:
+        url, source = context.host, f"context {context.name}"
+        if context.tls_dir is not None and not explicit:
+            use_tls = True
+            verify = verify or not context.skip_verify
     elif env.get("DOCKER_HOST"):
         url, source = env["DOCKER_HOST"], "DOCKER_HOST"
     else:
         url, source = DEFAULT_HOST, "default"
     target = parse_host(url, source, use_tls)
     settings: TlsSettings | None = None
-    if use_tls and target.scheme == "tcp":
+    if use_tls and target.scheme == "tcp" and context is not None and source.startswith("context"):
+        folder = context.tls_dir or home / ".docker"
+        settings = TlsSettings(
+            verify=verify,
+            ca=tlscacert or folder / "ca.pem",
+            cert=tlscert or folder / "cert.pem",
+            key=tlskey or folder / "key.pem",
+            source=f"context {context.name} ({folder})",
+        )
+    elif use_tls and target.scheme == "tcp":
         cert_dir_env = env.get("DOCKER_CERT_PATH")
         cert_dir = Path(cert_dir_env) if cert_dir_env else home / ".docker"
         dir_source = "DOCKER_CERT_PATH" if cert_dir_env else "~/.docker"

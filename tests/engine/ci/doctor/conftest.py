@@ -25,15 +25,19 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def doctor() -> Callable[..., DoctorRun]:
+def doctor(shared_dir: Path) -> Callable[..., DoctorRun]:
     """Run the real `dockmoat doctor --format json` in a subprocess, optionally as another user."""
+    empty = shared_dir / "empty-docker-config"
+    empty.mkdir(exist_ok=True)
+    empty_config = str(empty)
 
     def run(
         *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
     ) -> DoctorRun:
         proc = subprocess.run(
             [*prefix, sys.executable, "-m", "dockmoat", "doctor", "--format", "json", *args],
-            env={**_clean_env(), **(env or {})},
+            # An empty docker config: a `docker context use` elsewhere must not steer doctor.
+            env={**_clean_env(), "DOCKER_CONFIG": empty_config, **(env or {})},
             capture_output=True,
             text=True,
             timeout=120,

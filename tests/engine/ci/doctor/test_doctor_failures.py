@@ -88,6 +88,43 @@ def test_good_certificates_pass(doctor: Doctor, tls_daemon: TlsDaemon, tmp_path:
     assert "mutual TLS, verified" in (run.by_check("daemon.reachable")[0]["detail"] or "")
 
 
+def test_docker_context_made_by_the_docker_cli(
+    doctor: Doctor, tls_daemon: TlsDaemon, tmp_path: Path
+) -> None:
+    folder = write_client_dir(
+        tmp_path / "c", tls_daemon.ca, make_leaf(tls_daemon.ca, "ci", server=False)
+    )
+    config = tmp_path / "docker-config"
+    endpoint = (
+        f"host=tcp://localhost:{tls_daemon.port},ca={folder}/ca.pem,"
+        f"cert={folder}/cert.pem,key={folder}/key.pem"
+    )
+    for argv in (
+        ["context", "create", "dmtest-ctx", "--docker", endpoint],
+        ["context", "use", "dmtest-ctx"],
+    ):
+        made = subprocess.run(
+            ["docker", "--config", str(config), *argv], capture_output=True, text=True, check=False
+        )
+        assert made.returncode == 0, made.stderr
+    run = doctor(env={"DOCKER_CONFIG": str(config)})
+    assert run.code == 0, run.findings
+    (reach,) = run.by_check("daemon.reachable")
+    assert "from context dmtest-ctx" in (reach["detail"] or "")
+    assert "mutual TLS, verified" in (reach["detail"] or "")
+    assert run.status("tls.server-san") == "ok"
+    # DOCKER_HOST beats the current context, as with the docker CLI ...
+    plain = doctor(
+        env={"DOCKER_CONFIG": str(config), "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    )
+    assert plain.status("daemon.reachable") == "fail"
+    # ... and --context beats DOCKER_HOST.
+    chosen = doctor(
+        "--context", "dmtest-ctx", env={"DOCKER_CONFIG": str(config), "DOCKER_HOST": "unix:///x"}
+    )
+    assert chosen.status("daemon.reachable") == "ok"
+
+
 def test_wrong_san(doctor: Doctor, tls_daemon: TlsDaemon, tmp_path: Path) -> None:
     folder = write_client_dir(
         tmp_path / "c", tls_daemon.ca, make_leaf(tls_daemon.ca, "ci", server=False)
@@ -334,6 +371,7 @@ def test_unknown_dind_container(doctor: Doctor, unique_name: Callable[[str], str
 
 def test_text_report_on_a_working_engine_and_a_dead_one(docker_host: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(tmp_path)
     good = subprocess.run(
         [sys.executable, "-m", "dockmoat", "doctor", "--host", docker_host],
         capture_output=True,
