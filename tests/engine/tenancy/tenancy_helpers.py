@@ -232,3 +232,46 @@ def assert_nothing_left(
     leftovers = attributable(snapshot(client), job, tags)
     assert leftovers == {"containers": set(), "volumes": set(), "networks": set(), "images": set()}
     assert labelled(client, job) == {"containers": [], "volumes": [], "networks": [], "images": []}
+
+
+def footprint(
+    client: docker.DockerClient, job: str, before: Snapshot, tags: frozenset[str] = frozenset()
+) -> dict[str, set[str]]:
+    """Every engine object the job made (ids), taken while the job is open.
+
+    Containers, volumes and networks by label or name space, anonymous volumes of
+    its containers, its images by label or tag, and their intermediate build
+    layers (parents back to what existed before the job).
+    """
+    api = client.api
+    snap = snapshot(client)
+    ours = attributable(snap, job, tags)
+    owned = labelled(client, job)
+    containers = {c[0] for c in ours["containers"]} | set(owned["containers"])  # type: ignore[index]
+    volumes = {str(v) for v in ours["volumes"]} | set(owned["volumes"])
+    for cid in containers:
+        for mount in api.inspect_container(cid)["Mounts"]:
+            if mount["Type"] == "volume":
+                volumes.add(mount["Name"])
+    networks = {n[0] for n in ours["networks"]} | set(owned["networks"])  # type: ignore[index]
+    old_images = {i[0] for i in before.images}
+    images = {i[0] for i in ours["images"]} | set(owned["images"])  # type: ignore[index]
+    images = {i for i in images if i not in old_images}
+    for image in list(images):
+        parent = api.inspect_image(image)["Parent"]
+        while parent and parent not in old_images:
+            images.add(parent)
+            parent = api.inspect_image(parent)["Parent"]
+    return {"containers": containers, "volumes": volumes, "networks": networks, "images": images}
+
+
+def assert_footprint_gone(client: docker.DockerClient, made: dict[str, set[str]]) -> None:
+    """None of what the job made exists on the engine any more."""
+    snap = snapshot(client)
+    left = {
+        "containers": made["containers"] & {c[0] for c in snap.containers},
+        "volumes": made["volumes"] & set(snap.volumes),
+        "networks": made["networks"] & {n[0] for n in snap.networks},
+        "images": made["images"] & {i[0] for i in snap.images},
+    }
+    assert left == {"containers": set(), "volumes": set(), "networks": set(), "images": set()}

@@ -15,7 +15,9 @@ from tenancy_helpers import (
     DOCKER_OLD,
     Job,
     Serve,
+    assert_footprint_gone,
     assert_nothing_left,
+    footprint,
     job_name,
     snapshot,
 )
@@ -37,16 +39,10 @@ volumes:
 """
 
 
-def _busy_job(job: Job, busybox_image: str, workdir: Path) -> dict[str, object]:
-    """A CI day in miniature; returns what the job made (engine-side) for the checks."""
+def _busy_job(job: Job, busybox_image: str, workdir: Path) -> None:
+    """A CI day in miniature."""
     job.docker("run", "-d", "--network", "none", "--name", "db", busybox_image, "sleep", "600")
     job.docker("run", "--network", "none", "-v", "cache:/c", "-v", "/anon", busybox_image, "true")
-    anon = [
-        m["Name"]
-        for c in job.client().api.containers(all=True)
-        for m in job.client().api.inspect_container(c["Id"])["Mounts"]
-        if m["Type"] == "volume"
-    ]
     job.docker("volume", "create", "data")
     job.docker("network", "create", "net")
     job.docker("exec", "db", "sh", "-c", "echo hi > /tmp/x")
@@ -62,7 +58,6 @@ def _busy_job(job: Job, busybox_image: str, workdir: Path) -> dict[str, object]:
     project.mkdir()
     (project / "docker-compose.yml").write_text(COMPOSE.format(image=busybox_image))
     job.compose(project, "-p", "app", "up", "-d")
-    return {"anon_volumes": anon}
 
 
 def _tags(job: Job) -> frozenset[str]:
@@ -74,11 +69,13 @@ def test_close_leaves_the_engine_as_before(
 ) -> None:
     before = snapshot(docker_client)
     job = serve.open_job(job_name("close"), "--workspace", str(tmp_path))
-    made = _busy_job(job, busybox_image, tmp_path)
+    _busy_job(job, busybox_image, tmp_path)
     listed = json.loads(serve.job("ls", "--format", "json").stdout)
     mine = next(j for j in listed if j["job"] == job.name)
     assert mine["owned"]["container"] == 4 and mine["owned"]["image"] == 3
     assert mine["owned"]["volume"] >= 3 and mine["owned"]["network"] == 2
+    made = footprint(docker_client, job.name, before, _tags(job))
+    assert len(made["containers"]) == 4 and len(made["images"]) >= 3
 
     removed = job.close()
 
@@ -87,24 +84,39 @@ def test_close_leaves_the_engine_as_before(
     assert {"net", "app_default"} <= set(removed["networks"])
     assert busybox_image not in removed["images"]
     assert_nothing_left(docker_client, job.name, _tags(job))
+    assert_footprint_gone(docker_client, made)
     after = snapshot(docker_client)
-    volumes_left = after.volumes & set(made["anon_volumes"])  # type: ignore[arg-type]
-    assert volumes_left == set()
-    # The shared image is untouched: same id, same tag.
+    # What existed before is still there: the shared image keeps its id and tags, and
+    # the daemon's networks are untouched.
     shared = {i for i in before.images if busybox_image in i[1]}
-    assert shared and shared <= {(i[0], i[1]) for i in after.images}
-    # Nothing that existed before is gone because of the job (others' churn aside,
-    # everything from before that carries no job label is still there or not ours).
+    assert shared and shared <= after.images
+    predefined = {n for n in before.networks if n[1] in ("bridge", "host", "none")}
+    assert predefined <= after.networks
     assert not Path(job.socket).exists()
 
 
 def test_ttl_expiry_closes_the_job(
     serve: Serve, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
-    job = serve.open_job(job_name("ttl"), "--ttl", "4s")
-    job.docker("run", "-d", "--network", "none", "--name", "db", busybox_image, "sleep", "600")
+    before = snapshot(docker_client)
+    job = serve.open_job(job_name("ttl"), "--ttl", "10s")
+    job.docker(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "db",
+        "-v",
+        "/anon",
+        busybox_image,
+        "sleep",
+        "600",
+    )
     job.docker("volume", "create", "data")
     job.docker("network", "create", "net")
+    made = footprint(docker_client, job.name, before)
+    assert len(made["containers"]) == 1 and len(made["volumes"]) == 2
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         names = [j["job"] for j in json.loads(serve.job("ls", "--format", "json").stdout)]
@@ -115,12 +127,14 @@ def test_ttl_expiry_closes_the_job(
         pytest.fail("the job outlived its TTL")
     job.closed = True
     assert_nothing_left(docker_client, job.name)
+    assert_footprint_gone(docker_client, made)
     assert not Path(job.socket).exists()
 
 
 def test_sigkill_then_restart_keeps_the_job_and_close_still_finds_everything(
     serve: Serve, busybox_image: str, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
+    before = snapshot(docker_client)
     job = serve.open_job(job_name("kill"))
     job.docker("run", "-d", "--network", "none", "--name", "db", busybox_image, "sleep", "600")
     job.docker("volume", "create", "data")
@@ -132,11 +146,12 @@ def test_sigkill_then_restart_keeps_the_job_and_close_still_finds_everything(
     job.docker("network", "create", "net")
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo built > /b\n")
     job.docker("build", "-q", "--network", "none", "-t", f"{job.name}-app:1", str(tmp_path))
+    tags = frozenset({f"{job.name}-mybox:1", f"{job.name}-app:1"})
+    made = footprint(docker_client, job.name, before, tags)
     removed = job.close()
     assert "db" in removed["containers"] and "data" in removed["volumes"]
-    assert_nothing_left(
-        docker_client, job.name, frozenset({f"{job.name}-mybox:1", f"{job.name}-app:1"})
-    )
+    assert_nothing_left(docker_client, job.name, tags)
+    assert_footprint_gone(docker_client, made)
     assert docker_client.api.images(name=busybox_image)
 
 
