@@ -32,7 +32,7 @@ def local_options_problem(options: Mapping[str, str]) -> str | None:
     """
     kind = options.get("type")
     device = options.get("device")
-    mount_opts = [item.strip() for item in options.get("o", "").split(",")]
+    mount_opts = [item.strip().lower() for item in options.get("o", "").split(",")]
     if any(item in ("bind", "rbind") for item in mount_opts):
         return "o=bind, which binds a host folder"
     if kind is None and device is None:
