@@ -192,7 +192,15 @@ def present_df(answer: Any, tenant: Tenant, facts: ImageFacts) -> dict[str, Any]
     """`system df`: only the tenant's containers and volumes, visible images, no build cache."""
     out: dict[str, Any] = dict(answer) if isinstance(answer, dict) else {}
     out["Containers"] = present_container_list(out.get("Containers"), tenant)
-    out["Images"] = present_image_list(out.get("Images"), facts)
+    in_use: dict[str, int] = {}
+    for container in out["Containers"]:
+        image_id = str(container.get("ImageID", ""))
+        in_use[image_id] = in_use.get(image_id, 0) + 1
+    # Per-image container counts would reveal other jobs' containers: count the job's.
+    out["Images"] = [
+        {**image, "Containers": in_use.get(str(image.get("Id", "")), 0)}
+        for image in present_image_list(out.get("Images"), facts)
+    ]
     out["Volumes"] = [
         present_volume(v, tenant)
         for v in out.get("Volumes") or []

@@ -71,6 +71,7 @@ _MAX_LOAD_SNAPSHOTS = 256
 SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
 BUILD_CACHE_RULE = "tenancy.build-cache"
+NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
 class TenancyStage:
@@ -413,11 +414,11 @@ class TenancyStage:
         return Rewrite(rules.RULE, ("event filters in the job's name space",), query=query)
 
     async def _build_prune(self, request: ApiRequest, tenant: Tenant) -> Decision:
-        return Deny(
-            BUILD_CACHE_RULE,
-            f"dockmoat: {BUILD_CACHE_RULE}: the build cache is shared by all jobs; "
-            "it is pruned by the operator, not by a job.",
-        )
+        # The build cache is shared by every job and owned by none: a job's prune is
+        # scoped to nothing (an id no cache has), so `docker system prune` still works.
+        query = {k: list(v) for k, v in request.query.items() if k not in ("filters", "all")}
+        query["filters"] = [json.dumps({"id": [NO_CACHE_ID]}, separators=(",", ":"))]
+        return Rewrite(BUILD_CACHE_RULE, ("build cache is shared: pruned nothing",), query=query)
 
     async def _commit(self, request: ApiRequest, tenant: Tenant) -> Decision:
         ref = request.param("container") or ""

@@ -137,3 +137,22 @@ def test_events() -> None:
         "Actor": {"ID": "x", "Attributes": {"name": "theirs:latest"}},
     }
     assert present.present_event(other, A, facts) is None
+
+
+def test_system_df_counts_only_the_job() -> None:
+    facts = _facts()
+    answer = {
+        "LayersSize": 1,
+        "Images": [{"Id": "sha256:s", "RepoTags": ["busybox:latest"], "Containers": 9}],
+        "Containers": [
+            {"Id": "1", "Names": ["/a--db"], "Labels": LABEL_A, "ImageID": "sha256:s"},
+            {"Id": "2", "Names": ["/b--db"], "Labels": LABEL_B, "ImageID": "sha256:s"},
+        ],
+        "Volumes": [{"Name": "a--v", "Labels": LABEL_A}, {"Name": "b--v", "Labels": LABEL_B}],
+        "BuildCache": [{"ID": "x"}],
+    }
+    shown = present.present_df(answer, A, facts)
+    assert [c["Names"] for c in shown["Containers"]] == [["/db"]]
+    assert shown["Images"][0]["Containers"] == 1
+    assert [v["Name"] for v in shown["Volumes"]] == ["v"]
+    assert shown["BuildCache"] == []
