@@ -14,11 +14,10 @@ import os
 import socket
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockmoat.errors import DockmoatError, EngineError, ProtocolError
 from dockmoat.tenancy.durations import format_duration
-from dockmoat.tenancy.jobs import JobManager
 from dockmoat.tenancy.model import Quotas
 from dockmoat.tenancy.protocol import (
     MAX_LINE,
@@ -30,6 +29,9 @@ from dockmoat.tenancy.protocol import (
     parse_answer,
     parse_request,
 )
+
+if TYPE_CHECKING:  # the CLI side must stay light: no engine client imports
+    from dockmoat.tenancy.jobs import JobManager
 
 log = logging.getLogger("dockmoat.tenancy")
 
@@ -75,6 +77,19 @@ async def _answer(manager: JobManager, line: bytes) -> dict[str, Any]:
             for s in await manager.ls()
         ],
     }
+
+
+def control_in_use(path: Path) -> bool:
+    """Whether another running server answers on the control socket."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False  # stale: nobody answers
+    return True
 
 
 async def serve_control(path: Path, manager: JobManager) -> asyncio.Server:

@@ -1,9 +1,8 @@
 """Tenancy's own calls to the engine (ownership look-ups and clean-up): the one I/O module.
 
-Two ways to reach the engine behind one small interface (`EngineApi.call`):
-inside `dockmoat serve`, the gateway's pooled upstream connections
-(`PooledEngine`); elsewhere (tests, tools), a docker SDK client run in worker
-threads (`Engine`). These calls are few, small and bounded by timeouts.
+JSON calls behind one small interface (`EngineApi.call`), made over the
+gateway's own pooled upstream connections (`PooledEngine`): same daemon, same
+TLS settings. These calls are few, small and bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -13,11 +12,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
-
-import docker
-import requests
-
-from dockmoat.errors import UpstreamError
 
 API_VERSION = "1.41"
 TIMEOUT_S = 60.0
@@ -79,46 +73,3 @@ class PooledEngine:
         except ValueError:
             answer = raw.decode("utf-8", "replace")
         return status, answer
-
-
-class Engine:
-    """JSON calls to a Docker engine through the docker SDK (outside the gateway)."""
-
-    def __init__(self, base_url: str, tls: Any = None) -> None:
-        self._api = docker.APIClient(
-            base_url=base_url, version=API_VERSION, timeout=int(TIMEOUT_S), tls=tls or False
-        )
-
-    def close(self) -> None:
-        self._api.close()
-
-    def call_sync(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-    ) -> tuple[int, Any]:
-        """(status, decoded JSON or None) of one call; UpstreamError when unreachable."""
-        url = f"{self._api.base_url}/v{API_VERSION}{quote(path, safe='/:@')}"
-        params = {
-            k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in (query or {}).items()
-        }
-        try:
-            response = self._api.request(method, url, params=params, json=body, timeout=TIMEOUT_S)
-        except (requests.RequestException, OSError) as error:
-            raise UpstreamError(f"engine call {method} {path} failed: {error}") from error
-        try:
-            payload = response.json() if response.content else None
-        except ValueError:
-            payload = response.text
-        return response.status_code, payload
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-    ) -> tuple[int, Any]:
-        return await asyncio.to_thread(self.call_sync, method, path, query, body)

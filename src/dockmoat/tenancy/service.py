@@ -22,7 +22,7 @@ from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.server import Gateway
 from dockmoat.policy.engine import load_policy
-from dockmoat.tenancy.control import DEFAULT_CONTROL, serve_control
+from dockmoat.tenancy.control import DEFAULT_CONTROL, control_in_use, serve_control
 from dockmoat.tenancy.engine import PooledEngine
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR, JobManager
 from dockmoat.tenancy.model import Quotas, Tenant
@@ -69,6 +69,14 @@ class TenancyService:
 
     async def start(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        if control_in_use(self.settings.control):
+            # Jobs belong to the server that answers there; never take them over.
+            log.warning(
+                "tenancy: %s is served by another dockmoat serve; job control disabled here "
+                "(give this one its own --control-socket and --state-db)",
+                self.settings.control,
+            )
+            return
         self.jobs = JobManager(
             self.store,
             PooledEngine(gateway.upstream),
