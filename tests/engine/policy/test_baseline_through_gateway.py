@@ -319,3 +319,67 @@ def test_private_registry_pull_is_refused(gateway: Gateway) -> None:
     result = cli(gateway, "import", "http://127.0.0.1:9/x.tar")
     assert "dockmoat: images.remote-fetch: " in result.stderr
     _ = os  # keep the import for readers running single tests with -k
+
+
+@pytest.fixture
+def target(
+    gateway: Gateway, busybox_image: str, docker_client: docker.DockerClient, label: str
+) -> Iterator[str]:
+    """A created (not started) container of this test, to try joins against."""
+    result = cli(
+        gateway, "create", "--network", "none", "--label", f"dmtest={label}", busybox_image
+    )
+    assert result.returncode == 0, result.stderr
+    yield result.stdout.strip()
+
+
+def test_joins_are_refused(
+    gateway: Gateway,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    label: str,
+    target: str,
+) -> None:
+    other = f"{label}-other"
+    for flags, rule in (
+        (["--network", f"container:{target}"], "containers.namespace-joins"),
+        (["--pid", f"container:{target}"], "containers.namespace-joins"),
+        (["--ipc", f"container:{target}"], "containers.namespace-joins"),
+        (["--volumes-from", target], "containers.volumes-from"),
+        (["--link", f"{target}:t"], "containers.links"),
+    ):
+        result = cli(
+            gateway, "create", "--name", other, "--label", f"dmtest={label}", *flags, busybox_image
+        )
+        assert f"dockmoat: {rule}: " in result.stderr, (flags, result.stderr)
+    assert [c["Id"] for c in made(docker_client, label)] == [target]
+
+
+def test_other_refusals_leave_nothing_behind(
+    gateway: Gateway, docker_client: docker.DockerClient, label: str, tmp_path: Path
+) -> None:
+    result = cli(
+        gateway, "volume", "create", "-d", "vieux/sshfs", "--label", f"dmtest={label}", f"{label}-v"
+    )
+    assert "dockmoat: volumes.driver: " in result.stderr
+    result = cli(
+        gateway, "network", "create", "-d", "macvlan", "--label", f"dmtest={label}", f"{label}-n"
+    )
+    assert "dockmoat: networks.driver: " in result.stderr
+    assert docker_client.networks.list(names=[f"{label}-n"]) == []
+    # The docker CLI downloads URL contexts itself; other clients make the daemon fetch.
+    remote = "/v1.41/build?remote=http://127.0.0.1:9/context.tar"
+    status, answer = call(str(gateway.socket), "POST", remote, b"")
+    assert status == 403 and answer["message"].startswith("dockmoat: build.remote-context: ")
+    env = {**gateway.env(), "DOCKER_CONFIG": str(tmp_path)}
+    login = subprocess.run(
+        [DOCKER, "login", "-u", "u", "--password-stdin", "127.0.0.1:9"],
+        input="p", env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "dockmoat: system.auth-address: " in login.stderr
+    for raw_target, rule in (
+        ("/session", "system.session"),
+        ("/v1.41/nope", "system.unknown-endpoint"),
+    ):
+        status, answer = call(str(gateway.socket), "POST", raw_target, b"")
+        assert status == 403 and answer["message"].startswith(f"dockmoat: {rule}: ")

@@ -91,3 +91,58 @@ def test_switches_make_the_api_read_only(
     assert "dockmoat: endpoints.switches: " in result.stderr
     assert "read-only" in result.stderr
     assert docker_client.containers.list(all=True, filters={"label": f"dmtest={label}"}) == []
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory, docker_host: str) -> Iterator[Gateway]:
+    directory = tmp_path_factory.mktemp("limited")
+    policy = directory / "policy.yaml"
+    policy.write_text(
+        "limits:\n  memory: {default: 96m, max: 256m}\n  cpus: {default: 0.5, max: 1}\n"
+        "  pids: {default: 300, max: 1000}\n"
+    )
+    gateway, process = start_gateway(directory / "gw", docker_host, "--policy", str(policy))
+    yield gateway
+    stop(process)
+
+
+def test_limits_are_injected_and_enforced(
+    limited: Gateway, busybox_image: str, docker_client: docker.DockerClient, label: str
+) -> None:
+    result = cli(limited, "create", "--label", f"dmtest={label}", busybox_image)
+    assert result.returncode == 0, result.stderr
+    host = docker_client.api.inspect_container(result.stdout.strip())["HostConfig"]
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (96 * 1024**2, 500_000_000, 300)
+    for flags, rule in (
+        (["--memory", "1g"], "containers.memory-limit"),
+        (["--cpus", "2"], "containers.cpu-limit"),
+        (["--pids-limit", "5000"], "containers.pids-limit"),
+    ):
+        result = cli(limited, "create", "--label", f"dmtest={label}", *flags, busybox_image)
+        assert f"dockmoat: {rule}: " in result.stderr, (flags, result.stderr)
+    assert len(docker_client.containers.list(all=True, filters={"label": f"dmtest={label}"})) == 1
+
+
+def test_restricted_exec_as_root_is_refused(
+    restricted: Gateway, busybox_image: str, label: str
+) -> None:
+    hardened = ["--user", "65534", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    result = cli(
+        restricted,
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        f"dmtest={label}",
+        *hardened,
+        busybox_image,
+        "sleep",
+        "60",
+    )
+    assert result.returncode == 0, result.stderr
+    ident = result.stdout.strip()
+    result = cli(restricted, "exec", "-u", "root", ident, "id")
+    assert "dockmoat: exec.non-root-user: " in result.stderr
+    result = cli(restricted, "exec", ident, "id", "-u")
+    assert result.stdout.strip() == "65534", result.stderr
