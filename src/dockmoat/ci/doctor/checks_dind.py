@@ -227,13 +227,20 @@ def check_mtu(facts: DindFacts, host_uplink: tuple[str, int] | None) -> Finding 
             "check that the nested daemon started (dind.logs)",
         )
     limit, limit_name = mtus[uplink], f"{facts.name}'s {uplink}"
-    if host_uplink is not None and host_uplink[1] < limit:
-        limit, limit_name = host_uplink[1], f"the host's {host_uplink[0]}"
+    # Wider than the container's own link: dropped right there (fail). Wider only than the
+    # host's uplink: the host's NAT may still fragment or signal it (warn, like docker0).
+    report = fail
+    if bridge <= limit and host_uplink is not None and host_uplink[1] < limit:
+        limit, limit_name, report = host_uplink[1], f"the host's {host_uplink[0]}", warn
     if bridge > limit:
-        return fail(
+        return report(
             MTU,
             f"nested {NESTED_BRIDGE} MTU {bridge} > {limit} of {limit_name}: large packets from "
-            "nested containers are dropped (pulls and pushes hang, TLS handshakes stall)",
+            + (
+                "nested containers are dropped (pulls and pushes hang, TLS handshakes stall)"
+                if report is fail
+                else "nested containers can be dropped where path MTU discovery is blocked"
+            ),
             f"start the nested daemon with `--mtu={limit}` "
             f'(docker:dind: `command: ["--mtu={limit}"]`)',
         )

@@ -124,8 +124,16 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
-def check_client(material: ClientMaterial, now: datetime) -> list[Finding]:
-    """Key matches certificate, certificate chains to the CA, all dates valid."""
+def check_client(
+    material: ClientMaterial, now: datetime, accepted: bool | None = None
+) -> list[Finding]:
+    """Key matches certificate, certificate chains to the CA, all dates valid.
+
+    ca.pem is the CA of the daemon's certificate; the daemon may trust another CA for
+    clients. So a client certificate not signed by ca.pem is judged by what the daemon
+    did with it: `accepted` True (it answered), False (it rejected this client), None
+    (not known: unreachable for another reason).
+    """
     findings: list[Finding] = []
     cert, key, cas = material.cert, material.key, material.ca
     if cert is not None and key is not None:
@@ -142,14 +150,29 @@ def check_client(material: ClientMaterial, now: datetime) -> list[Finding]:
                 )
             )
     if cert is not None and cas:
+        issuer = cert.issuer.rfc4514_string()
         if _issued_by(cert, cas):
             findings.append(ok(CLIENT_CHAIN, "cert.pem is signed by ca.pem"))
-        else:
+        elif accepted:
             findings.append(
-                fail(
+                ok(
                     CLIENT_CHAIN,
-                    f"cert.pem ({_subject(cert)}, issued by {cert.issuer.rfc4514_string()}) "
-                    "is not signed by ca.pem: the daemon will reject it",
+                    f"cert.pem is issued by {issuer}, not by ca.pem; the daemon trusts that "
+                    "client CA and accepted it",
+                )
+            )
+        else:
+            report = fail if accepted is False else warn
+            consequence = (
+                "and the daemon rejected it"
+                if accepted is False
+                else "; the daemon rejects it unless it trusts that CA for clients"
+            )
+            findings.append(
+                report(
+                    CLIENT_CHAIN,
+                    f"cert.pem ({_subject(cert)}, issued by {issuer}) is not signed by ca.pem "
+                    + consequence,
                     "use the ca.pem and client certificate of the same daemon; a DinD daemon that "
                     "restarted with an empty cert volume made a new CA, so copy its `client` "
                     "folder again",

@@ -17,7 +17,7 @@ import requests
 
 from dockmoat.ci.doctor import checks_daemon, checks_dind, checks_socket, checks_tls, probe
 from dockmoat.ci.doctor.config import DoctorConfig, Target, TlsSettings
-from dockmoat.ci.doctor.facts import CallerFacts, DindFacts, FileRead, SocketFacts
+from dockmoat.ci.doctor.facts import CallerFacts, DindFacts, FileRead, RawResponse, SocketFacts
 from dockmoat.ci.doctor.model import Finding, fail
 
 MAX_FILE = 1024 * 1024
@@ -207,9 +207,15 @@ def diagnose(config: DoctorConfig, now: datetime | None = None) -> list[Finding]
             tls, read_file(tls.ca), read_file(tls.cert), read_file(tls.key), key_mode
         )
         findings += files
-        findings += checks_tls.check_client(material, now)
 
     ping = probe.ping(target, tls, config.timeout)
+    if material is not None:
+        accepted = (
+            True
+            if isinstance(ping, RawResponse)
+            else (False if ping.kind == "tls-rejected" else None)
+        )
+        findings += checks_tls.check_client(material, now, accepted)
     reachable, api = checks_daemon.check_reachable(target, tls, ping)
     findings.append(reachable)
     transport = checks_daemon.check_transport(target, tls)
@@ -232,6 +238,25 @@ def diagnose(config: DoctorConfig, now: datetime | None = None) -> list[Finding]
         return findings
     try:
         client = engine_client(target, tls, api, config.timeout)
+    except _ENGINE_ERRORS as error:
+        findings.append(
+            fail(
+                checks_daemon.REACHABLE,
+                f"cannot use the engine API: {error}",
+                "check the daemon's logs",
+            )
+        )
+        return findings
+    try:
+        findings += _engine_checks(client, config, target)
+    finally:
+        client.close()
+    return findings
+
+
+def _engine_checks(client: docker.APIClient, config: DoctorConfig, target: Target) -> list[Finding]:
+    findings: list[Finding] = []
+    try:
         info: dict[str, Any] = client.info()
     except _ENGINE_ERRORS as error:
         findings.append(
@@ -272,5 +297,4 @@ def diagnose(config: DoctorConfig, now: datetime | None = None) -> list[Finding]
             mtu = checks_dind.check_mtu(facts, uplink)
             if mtu is not None:
                 findings.append(mtu)
-    client.close()
     return findings
