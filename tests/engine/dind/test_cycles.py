@@ -8,26 +8,27 @@ from collections.abc import Callable
 import pytest
 from dindtest_support import Dind
 
-from dockmoat.dind import naming
+from dockmoat.dind import claimant, naming
 
 CYCLES = 50
 
 
 def _ours(dind: Dind) -> dict[str, set[str]]:
-    """Everything on the engine that carries a dockmoat dind label or our name prefix."""
-    role = naming.LABEL_ROLE
-    containers = {
-        c.name
-        for c in dind.client.containers.list(all=True)
-        if c.name.startswith(naming.PREFIX[:-1]) or role in c.labels
+    """Everything on the engine this test process made (its claimant label) or that
+    is named after one of our daemons (other people's daemons may run meanwhile)."""
+    label = {"label": f"{naming.LABEL_CLAIMANT}={claimant.current()}"}
+    return {
+        "containers": {c.name for c in dind.client.containers.list(all=True, filters=label)},
+        "networks": {n.name for n in dind.client.networks.list(filters=label)},
+        "volumes": {v.name for v in dind.client.volumes.list(filters=label)},
     }
-    networks = {n.name for n in dind.client.networks.list() if n.name.startswith(naming.PREFIX)}
-    networks |= {
-        n.name for n in dind.client.networks.list(filters={"label": naming.LABEL_INSTANCE})
-    }
-    volumes = {v.name for v in dind.client.volumes.list(filters={"label": naming.LABEL_INSTANCE})}
-    volumes |= {v.name for v in dind.client.volumes.list() if v.name.startswith(naming.PREFIX)}
-    return {"containers": containers, "networks": networks, "volumes": volumes}
+
+
+def _named_after(dind: Dind, names: list[str]) -> list[str]:
+    found = [c.name for c in dind.client.containers.list(all=True)]
+    found += [n.name for n in dind.client.networks.list()]
+    found += [v.name for v in dind.client.volumes.list()]
+    return [item for item in found if any(name in item for name in names)]
 
 
 def _everything(dind: Dind) -> dict[str, set[str]]:
@@ -44,13 +45,16 @@ def test_fifty_up_down_cycles_leave_nothing(dind: Dind, dind_name: Callable[[], 
     ours_before = _ours(dind)
     all_before = _everything(dind)
     mounted: set[str] = set()
+    names: list[str] = []
     for _ in range(CYCLES):
         name = dind_name()
+        names.append(name)
         info = dind.up(name)
         details = dind.client.api.inspect_container(info.container_id)
         mounted |= {m["Name"] for m in details["Mounts"] if m.get("Type") == "volume"}
         dind.manager.down(name)
     assert _ours(dind) == ours_before
+    assert _named_after(dind, names) == []
     all_after = _everything(dind)
     # No volume any of our daemons mounted survives (named or anonymous).
     assert mounted and not (mounted & all_after["volumes"])
