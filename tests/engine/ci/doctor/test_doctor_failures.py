@@ -395,3 +395,54 @@ def test_text_report_on_a_working_engine_and_a_dead_one(docker_host: str, tmp_pa
     assert dead.returncode == 1
     assert dead.stdout.startswith("fail  daemon.reachable")
     assert "fix: start the daemon" in dead.stdout
+
+
+def test_a_dind_up_daemon_through_its_context(
+    doctor: Doctor, dind_image: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    # `dockmoat dind up` issues client certificates from a CA of their own: ca.pem only
+    # vouches for the daemon. Doctor must judge that by the daemon's answer, not fail it.
+    name = unique_name("doc")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
+        "DOCKER_CONFIG": str(tmp_path),
+    }
+    up = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dockmoat",
+            "dind",
+            "up",
+            name,
+            "--image",
+            dind_image,
+            "-q",
+            "--no-pool",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        run = doctor("--context", f"dockmoat-{name}", env={"DOCKER_CONFIG": str(tmp_path)})
+        dind = doctor("--dind", f"dockmoat-dind-{name}")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "dockmoat", "dind", "down", name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+    assert run.code == 0, run.findings
+    assert run.status("tls.client-chain") == "ok"
+    assert "accepted" in (run.by_check("tls.client-chain")[0]["detail"] or "")
+    assert run.status("tls.server-san") == "ok"
+    for check in ("dind.container", "dind.privileges", "dind.storage"):
+        assert dind.status(check) == "ok", dind.findings
+    assert all(f["status"] == "ok" for f in dind.by_check("dind.logs")), dind.findings
