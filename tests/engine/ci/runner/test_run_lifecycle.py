@@ -204,3 +204,34 @@ def test_a_job_ignoring_signals_is_killed_by_the_third(docker_client: docker.Doc
     assert "ignored" in out
     assert proc.returncode == 137, err  # 128 + SIGKILL
     assert snapshot(docker_client).minus(before).empty()
+
+
+@pytest.mark.parametrize("mode", ["dind", "guarded"])
+def test_a_failing_job_is_cleaned_up_too(
+    mode: str,
+    docker_client: docker.DockerClient,
+    dind_image: str,
+    busybox_image: str,
+    control_socket: Path,
+) -> None:
+    extra = (
+        ("--dind-image", dind_image, "--preload", busybox_image)
+        if mode == "dind"
+        else ("--control", str(control_socket))
+    )
+    before = snapshot(docker_client)
+    result = dockmoat_run(
+        "--mode",
+        mode,
+        "--image",
+        JOB_IMAGE,
+        *extra,
+        "--",
+        "sh",
+        "-c",
+        f"docker run -d {busybox_image} sleep 1000 >/dev/null"
+        " && docker volume create cache >/dev/null && exit 3",
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"dockmoat run: mode {mode}, exit 3;" in result.stderr
+    assert snapshot(docker_client).minus(before).empty()
