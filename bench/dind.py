@@ -383,7 +383,8 @@ def main() -> None:
             ("second build of a 4-step Dockerfile, no --cache", _fmt([without])),
             ("second build of a 4-step Dockerfile, --cache KEY", _fmt([with_cache])),
         ]
-        print(f"\nMachine: {machine()}\n")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"\nMachine: {machine()}; load average at the end {load} (shared with other work)\n")
         print("| dind benchmark | p50 |")
         print("|---|---|")
         for label, value in rows:
