@@ -33,6 +33,7 @@ UNKNOWN: Final = ("unknown", "unknown")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _VERSION = re.compile(r"/v(?P<version>[0-9.]+)(?P<rest>/.*)", re.DOTALL)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_CTL = re.compile(r"[\x00-\x1f\x7f]")
 _TEMPLATE_VAR = re.compile(r"\{([a-z]+)(?::([^}]*))?\}")
 
 
@@ -82,7 +83,7 @@ def split_target(target: str) -> tuple[str, str | None]:
 
     Raises ProtocolError where Go's server answers 400.
     """
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+    if _CTL.search(target) is not None:
         raise ProtocolError("invalid control character in request target")
     if target == "*":
         return "*", None

@@ -374,7 +374,9 @@ class Gateway:
         endpoint = listener.endpoint
         if endpoint.kind == "unix":
             sock = _unix_socket(endpoint, self.settings.socket_group)
-            server = await asyncio.start_unix_server(client, sock=sock, limit=READ_SIZE)
+            server = await asyncio.start_unix_server(
+                client, sock=sock, limit=READ_SIZE, backlog=1024
+            )
         else:
             server = await asyncio.start_server(
                 client,
@@ -383,6 +385,7 @@ class Gateway:
                 ssl=_server_tls(endpoint),
                 limit=READ_SIZE,
                 reuse_address=True,
+                backlog=1024,
             )
         holder["listener"] = Listener(listener, server, policy, on_request, stage)
         self.listeners[url] = holder["listener"]
@@ -719,6 +722,16 @@ class Gateway:
         lines = bytearray()
         buffered = bytearray()
         stage = listener.stage
+        # Everything one read from the daemon produces goes to the client in one write
+        # (one syscall instead of head, body and chunk trailer separately).
+        pending: list[bytes] = []
+
+        async def flush() -> None:
+            if pending:
+                data = b"".join(pending)
+                pending.clear()
+                await self._write(writer, record, data)
+
         while True:
             data = await conn.reader.read(READ_SIZE)
             events = reader.feed(data) if data else reader.feed_eof()
@@ -730,7 +743,8 @@ class Gateway:
                         continue  # written when the switch is confirmed (UpgradeStart)
                     if request.route.name in HIJACKING and event.until_close and not head.upgrade:
                         # dockerd hijacks without an Upgrade header too: 200, then raw.
-                        await self._write(writer, record, serialise_response_head(event))
+                        pending.append(serialise_response_head(event))
+                        await flush()
                         await self._hijack(stream, writer, conn, record, b"", upgraded=False)
                         return False, False
                     if stage is not None and 200 <= event.status < 300:
@@ -738,7 +752,7 @@ class Gateway:
                     if kind in ("events", "load") and not event.chunked:
                         kind = "lines_at_end" if event.content_length is not None else kind
                     if kind not in ("json", "lines_at_end"):
-                        await self._write(writer, record, serialise_response_head(event))
+                        pending.append(serialise_response_head(event))
                 elif isinstance(event, BodyData):
                     assert response is not None
                     if kind in ("json", "lines_at_end"):
@@ -749,9 +763,9 @@ class Gateway:
                         lines += event.data
                         out = self._filter_lines(stage, kind, request, lines)
                         if out:
-                            await self._write(writer, record, _frame(response, out))
+                            pending.append(_frame(response, out))
                     else:
-                        await self._write(writer, record, _frame(response, event.data))
+                        pending.append(_frame(response, event.data))
                 elif isinstance(event, MessageEnd):
                     if response is None:
                         raise UpstreamError("daemon answer without a head")
@@ -764,20 +778,20 @@ class Gateway:
                             else (json.dumps(changed, separators=(",", ":")).encode() + b"\n")
                         )
                         out_head = serialise_response_head(response, content_length=len(payload))
-                        await self._write(writer, record, out_head + payload)
+                        pending.append(out_head + payload)
                     elif kind == "lines_at_end":
                         buffered += b"\n"
                         line_kind: ResponseKind = response_kind(stage, request)
                         payload = self._filter_lines(stage, line_kind, request, buffered)
                         out_head = serialise_response_head(response, content_length=len(payload))
-                        await self._write(writer, record, out_head + payload)
+                        pending.append(out_head + payload)
                     elif kind in ("events", "load") and lines:
                         lines += b"\n"
                         out = self._filter_lines(stage, kind, request, lines)
                         if out:
-                            await self._write(writer, record, _frame(response, out))
+                            pending.append(_frame(response, out))
                     if response.chunked and kind != "json" and head.method != "HEAD":
-                        await self._write(writer, record, LAST_CHUNK)
+                        pending.append(LAST_CHUNK)
                     if response.status == 101:
                         continue
                     until_close = response.until_close and head.method != "HEAD"
@@ -786,17 +800,20 @@ class Gateway:
                         and not head.upgrade
                     )  # fmt: skip
                     upstream_ok = response.keep_alive and not until_close
+                    await flush()
                     return client_keep, upstream_ok
                 elif isinstance(event, UpgradeStart):
                     if response is None or response.status != 101:
                         raise UpstreamError("daemon switched protocols without a 101")
-                    await self._write(writer, record, serialise_response_head(response))
+                    pending.append(serialise_response_head(response))
+                    await flush()
                     await self._hijack(stream, writer, conn, record, event.leftover, upgraded=True)
                     return False, False
                 elif isinstance(event, Invalid):
                     if record.status and response is not None:
                         raise _Abort
                     raise UpstreamError(event.reason)
+            await flush()
             if not data and reader.done:
                 return False, False
 

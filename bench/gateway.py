@@ -1,0 +1,306 @@
+"""Gateway benchmark: raw socket vs a path-sectioned HAProxy gate vs `dockmoat serve`.
+
+Measures, side by side in one run: p50/p99 latency at 1 connection, requests/s
+at 16 and 128 keep-alive connections (GET /_ping, GET /containers/json),
+`docker save` of a 512 MiB image, and RSS with 1,000 idle client connections.
+Writes docs/bench-gateway.md. HAProxy is optional (`apt-get install haproxy`);
+without it that column says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKMOAT = Path(sys.executable).parent / "dockmoat"
+RAW = "/var/run/docker.sock"
+BUSYBOX = "dockmoat-test/busybox:latest"
+PATHS = ("/_ping", "/v1.41/containers/json")
+
+HAPROXY_CFG = """
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+    option http-keep-alive
+frontend dockerfront
+    bind unix@{sock} mode 660
+    http-request deny unless {{ path,url_dec -m reg -i ^(/v[\\d\\.]+)?/_ping }} or {{ path,url_dec -m reg -i ^(/v[\\d\\.]+)?/(containers|images|version|info|events|networks|volumes|exec|build|distribution|auth|system) }}
+    default_backend dockerback
+backend dockerback
+    server dockerd unix@{upstream}
+"""  # noqa: E501 - HAProxy's ACL line is one line
+
+
+# --- load generation ---------------------------------------------------------------
+
+
+async def _one_connection(path: str, sock: str, stop_at: float, latencies: list[float]) -> int:
+    from dockmoat.gateway.http import MessageEnd, ResponseReader
+
+    reader, writer = await asyncio.open_unix_connection(sock)
+    request = f"GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
+    done = 0
+    try:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            writer.write(request)
+            parser = ResponseReader(head_request=False)
+            finished = False
+            while not finished:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed")
+                finished = any(isinstance(e, MessageEnd) for e in parser.feed(data))
+            latencies.append(time.perf_counter() - started)
+            done += 1
+    finally:
+        writer.close()
+    return done
+
+
+def _worker(
+    path: str, sock: str, connections: int, seconds: float, out: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
+    import uvloop
+
+    async def go() -> tuple[int, list[float]]:
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+        counts = await asyncio.gather(
+            *(_one_connection(path, sock, stop_at, latencies) for _ in range(connections))
+        )
+        return sum(counts), latencies
+
+    total, latencies = uvloop.run(go())
+    out.put((total, latencies if connections == 1 else []))
+
+
+def load(path: str, sock: str, connections: int, seconds: float) -> tuple[float, list[float]]:
+    """(requests/s, latencies) with `connections` keep-alive connections over 2 processes."""
+    procs = 1 if connections == 1 else 2
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    workers = [
+        multiprocessing.Process(
+            target=_worker, args=(path, sock, connections // procs, seconds, queue)
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    # A worker that died must not hang the whole run.
+    results = [queue.get(timeout=seconds + 60) for _ in workers]
+    for w in workers:
+        w.join()
+    total = sum(r[0] for r in results)
+    latencies = [x for r in results for x in r[1]]
+    return total / seconds, latencies
+
+
+# --- the three targets ---------------------------------------------------------------
+
+
+def wait_ping(sock: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(sock)
+                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+                if b" 200 " in s.recv(100):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{sock} did not answer")
+
+
+def start_gateway(workdir: Path, profile: str) -> tuple[subprocess.Popen[bytes], str]:
+    sock = str(workdir / f"gw-{profile}.sock")
+    state = workdir / f"state-{profile}"
+    state.mkdir()
+    proc = subprocess.Popen(
+        [str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", f"unix://{RAW}",
+         "--profile", profile, "--log-level", "warning",
+         "--state-db", str(state / "db"), "--control-socket", str(state / "c.sock"),
+         "--jobs-dir", str(state / "jobs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_ping(sock)
+    return proc, sock
+
+
+def start_haproxy(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    if shutil.which("haproxy") is None:
+        return None
+    sock = str(workdir / "haproxy.sock")
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(sock=sock, upstream=RAW))
+    proc = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_ping(sock)
+    return proc, sock
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def idle_rss(sock: str, pid: int, count: int = 1000) -> tuple[int, int]:
+    """(RSS before, RSS with `count` idle keep-alive connections that each made one request)."""
+    before = rss_kib(pid)
+    conns = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        conns.append(s)
+    for s in conns:
+        s.settimeout(10)
+        s.recv(4096)
+    time.sleep(1)
+    after = rss_kib(pid)
+    for s in conns:
+        s.close()
+    return before, after
+
+
+def save_seconds(sock: str, image: str, tries: int = 3) -> float:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+    best = float("inf")
+    for _ in range(tries):
+        started = time.perf_counter()
+        subprocess.run(["docker", "save", "-o", "/dev/null", image], env=env, check=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def build_big_image() -> str:
+    tag = f"dmbench-save-{os.getpid()}:512m"
+    with tempfile.TemporaryDirectory() as ctx:
+        Path(ctx, "Dockerfile").write_text(
+            f"FROM {BUSYBOX}\nRUN head -c 536870912 /dev/urandom > /blob\n"
+        )
+        subprocess.run(["docker", "build", "-q", "-t", tag, ctx], check=True,
+                       env={**os.environ, "DOCKER_HOST": f"unix://{RAW}"},
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    return tag
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), "unknown",
+    )  # fmt: skip
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    engine = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=False)
+    hv = haproxy.stdout.split("\n", 1)[0] if haproxy.returncode == 0 else "not installed"
+    return (
+        f"{os.cpu_count()} vCPU ({cpu}), {int(mem) // 1024} MiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()} with uvloop, dockerd {engine}, {hv}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
+    workdir = Path(tempfile.mkdtemp(prefix="dmbench-"))
+    targets: dict[str, tuple[subprocess.Popen[bytes] | None, str]] = {"raw socket": (None, RAW)}
+    started: list[subprocess.Popen[bytes]] = []
+    image = None
+    rows: list[str] = []
+    try:
+        haproxy = start_haproxy(workdir)
+        if haproxy is not None:
+            targets["HAProxy gate"] = haproxy
+            started.append(haproxy[0])
+        for profile in ("permissive", "baseline"):
+            proc, sock = start_gateway(workdir, profile)
+            targets[f"dockmoat ({profile})"] = (proc, sock)
+            started.append(proc)
+        names = list(targets)
+        results: dict[str, dict[str, str]] = {name: {} for name in names}
+        for path in PATHS:
+            for name in names:
+                _rate, lat = load(path, targets[name][1], 1, seconds)
+                lat.sort()
+                p50 = statistics.median(lat) * 1e6
+                p99 = lat[int(len(lat) * 0.99) - 1] * 1e6
+                results[name][f"{path} p50/p99 µs (1 conn)"] = f"{p50:.0f} / {p99:.0f}"
+                for conns in (16, 128):
+                    rate, _ = load(path, targets[name][1], conns, seconds)
+                    results[name][f"{path} req/s ({conns} conns)"] = f"{rate:.0f}"
+                print(name, path, results[name], flush=True)
+        image = build_big_image()
+        for name in names:
+            results[name]["docker save 512 MiB (s, best of 3)"] = (
+                f"{save_seconds(targets[name][1], image):.2f}"
+            )
+        for name in names:
+            proc = targets[name][0]
+            if proc is None:
+                results[name]["RSS idle → 1,000 idle conns (MiB)"] = "n/a (dockerd)"
+                continue
+            before, after = idle_rss(targets[name][1], proc.pid)
+            results[name]["RSS idle → 1,000 idle conns (MiB)"] = (
+                f"{before / 1024:.1f} → {after / 1024:.1f}"
+            )
+        metrics = list(results[names[0]])
+        rows.append("| metric | " + " | ".join(names) + " |")
+        rows.append("|---|" + "---|" * len(names))
+        for metric in metrics:
+            rows.append(
+                f"| {metric} | " + " | ".join(results[n].get(metric, "-") for n in names) + " |"
+            )
+    finally:
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if image is not None:
+            subprocess.run(["docker", "rmi", "-f", image], env={**os.environ, "DOCKER_HOST": f"unix://{RAW}"},
+                           stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = "\n".join(rows)
+    print(table)
+    out = ROOT / "docs" / "bench-gateway.md"
+    out.write_text(
+        "# Gateway benchmark\n\n"
+        "Run: `make bench` (or `python -m bench gateway`), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+        f"Machine: {machine()}.\n\n"
+        f"Load: a Python/uvloop keep-alive client over unix sockets ({seconds:.0f} s per cell; "
+        "1 connection in one process, 16/128 connections over two processes), on the same "
+        "machine as the daemon and the proxies, so the numbers are relative, not absolute. "
+        "HAProxy: a path-sectioned gate in the style of the most used socket proxy "
+        "(see `bench/gateway.py`). `docker save` goes through each target with the docker CLI.\n\n"
+        + table
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
