@@ -53,7 +53,7 @@ def start_gateway(
     process = subprocess.Popen(
         argv, stdout=gateway.log.open("wb"), stderr=subprocess.STDOUT, env={**base, **(env or {})}
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"dockmoat serve exited: {gateway.log.read_text()[-2000:]}")
