@@ -141,6 +141,8 @@ class DindManager:
         self.progress = progress or _quiet
         self.client = client or engine_client(host)
         self.api = self.client.api
+        # Which engine this is, as the user named it; kept with each daemon's certificates.
+        self.engine = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     # ---------------------------------------------------------------- up
 
@@ -331,7 +333,7 @@ class DindManager:
         except ValueError as error:
             raise EngineError(f"cannot issue certificates: {error}") from None
         made.cert_dir = True
-        self.state.write_client(made.instance, daemon_certs, who)
+        self.state.write_client(made.instance, daemon_certs, who, self.engine)
         uid = spec.ROOTLESS_UID if options.rootless else 0
         try:
             self.api.put_archive(made.container, "/", certs.server_cert_tar(daemon_certs, uid, uid))
@@ -716,16 +718,23 @@ class DindManager:
                     pass
                 except docker.errors.APIError:
                     pass  # still mounted by a container gc may not touch
+        other_engines: set[str] = set()
         for instance in self.state.instances():
+            engine = self.state.engine_of(instance)
+            if engine and engine != self.engine:
+                other_engines.add(instance)  # its daemon lives on an engine we do not see
+                continue
             directory = self.state.daemon_dir(instance)
             created = directory.stat().st_mtime if directory.exists() else now
             if orphaned(
                 instance, self.state.claimant_of(instance), created
             ) and self.state.remove_daemon(instance):
                 removed.append(f"certificates {directory}")
-        for context_name in contexts.ours(self.docker_config):
+        for context_name, instance in contexts.ours(self.docker_config).items():
             name = context_name[len(naming.CONTEXT_PREFIX) :]
-            if name not in assigned and contexts.remove(self.docker_config, context_name):
+            if name in assigned or instance in live or instance in other_engines:
+                continue
+            if contexts.remove(self.docker_config, context_name):
                 removed.append(f"context {context_name}")
         return removed
 

@@ -92,11 +92,18 @@ class StateDir:
     def client_dir(self, instance: str) -> Path:
         return self.daemon_dir(instance) / "client"
 
-    def write_client(self, instance: str, daemon_certs: certs.DaemonCerts, claimant: str) -> Path:
-        """Write the client side in the layout the docker CLI expects; return DOCKER_CERT_PATH."""
+    def write_client(
+        self, instance: str, daemon_certs: certs.DaemonCerts, claimant: str, engine: str = ""
+    ) -> Path:
+        """Write the client side in the layout the docker CLI expects; return DOCKER_CERT_PATH.
+
+        `engine` names the engine the daemon runs on: `gc` against another engine
+        must not take this daemon for gone.
+        """
         _private_dir(self.root / "daemons")
         directory = _private_dir(self.daemon_dir(instance))
         write_private(directory / "claimant", claimant.encode())
+        write_private(directory / "engine", engine.encode())
         client = _private_dir(self.client_dir(instance))
         write_private(client / "ca.pem", daemon_certs.client_ca_pem, 0o644)
         write_private(client / "cert.pem", daemon_certs.client.cert_pem, 0o644)
@@ -115,6 +122,12 @@ class StateDir:
         if not daemons.is_dir():
             return []
         return sorted(entry.name for entry in daemons.iterdir() if entry.is_dir())
+
+    def engine_of(self, instance: str) -> str | None:
+        try:
+            return (self.daemon_dir(instance) / "engine").read_text()
+        except OSError:
+            return None
 
     def claimant_of(self, instance: str) -> str | None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -154,3 +155,22 @@ def test_second_build_with_cache_reuses_layers(
     second = dind.up(dind_name(), cache=cache_key)
     warm = dind.docker(second, "build", "-t", "dmtest-layers:1", "-", input=LAYERS)
     assert warm.stdout.count("Using cache") == 3
+
+
+def test_gc_leaves_daemons_of_other_engines_alone(dind: Dind) -> None:
+    """Certificates and contexts of a daemon on another engine are not this engine's leftovers."""
+    from dockmoat.dind import certs, context
+
+    issued = certs.issue_daemon_certs(dind.manager.state.ca(), "far-1", ["docker"], ["10.9.0.2"])
+    cert_dir = dind.manager.state.write_client(
+        "far-1", issued, "boot/ns/1/1", "tcp://elsewhere:2376"
+    )
+    context.write(dind.docker_config, "dockmoat-far", "tcp://elsewhere:40000", "far-1", cert_dir)
+    os.utime(cert_dir.parent, (0, 0))  # ancient: only the engine tag protects it
+    mine = dind.manager.state.write_client("near-1", issued, "boot/ns/1/1", dind.manager.engine)
+    os.utime(mine.parent, (0, 0))
+
+    removed = dind.manager.gc()
+    assert cert_dir.exists()
+    assert context.instance_of(dind.docker_config, "dockmoat-far") == "far-1"
+    assert not mine.exists() and f"certificates {mine.parent}" in removed
