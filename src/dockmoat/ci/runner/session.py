@@ -84,8 +84,10 @@ def run(
     setup_s = job_s = 0.0
     code: int | None = None
     stack = ExitStack()
-    try:
-        with _handlers(_raise_interrupted):
+    # Outside the job, SIGINT and SIGTERM unwind (so that clean-up runs) instead of
+    # ending the process; during the job they are forwarded to it.
+    with _handlers(_raise_interrupted):
+        try:
             # Fail before setting anything up when the job's image is missing.
             JobContainer(api, job_spec(options, run_id, Wiring(env={}))).check_image()
             wiring = stack.enter_context(_wiring(options, run_id, say))
@@ -95,25 +97,27 @@ def run(
             stack.callback(job.remove)
             say(f"starting the job in {options.image}")
             job.create()
-        setup_s = time.monotonic() - started
-        with _handlers(lambda signum, _frame: job.forward(signum)):
-            code = job.run(out, err)
-        job_s = time.monotonic() - started - setup_s
-    except (KeyboardInterrupt, _Interrupted):
-        code = INTERRUPTED
-        if not setup_s:
             setup_s = time.monotonic() - started
-    finally:
-        cleanup_started = time.monotonic()
-        try:
-            # No second Ctrl-C may cut the clean-up short.
-            with _handlers(signal.SIG_IGN):
-                say("cleaning up")
-                stack.close()
+            with _handlers(lambda signum, _frame: job.forward(signum)):
+                code = job.run(out, err)
+            job_s = time.monotonic() - started - setup_s
+        except (KeyboardInterrupt, _Interrupted):
+            if code is None:
+                code = INTERRUPTED
+            if not setup_s:
+                setup_s = time.monotonic() - started
         finally:
-            api.close()
-        if code is not None:
-            tell(summary(options.mode, code, setup_s, job_s, time.monotonic() - cleanup_started))
+            cleanup_started = time.monotonic()
+            try:
+                # No second Ctrl-C may cut the clean-up short.
+                with _handlers(signal.SIG_IGN):
+                    say("cleaning up")
+                    stack.close()
+            finally:
+                api.close()
+            if code is not None:
+                cleanup_s = time.monotonic() - cleanup_started
+                tell(summary(options.mode, code, setup_s, job_s, cleanup_s))
     return INTERRUPTED if code is None else code
 
 
