@@ -34,6 +34,17 @@ DEFAULT_JOB_IMAGE = "docker:27.3.1-cli"
 DEFAULT_DOCKMOAT_IMAGE = f"dockmoat/dockmoat:{__version__}"
 
 
+def _printable(ch: str) -> bool:
+    """YAML 1.2's printable set, without tab: what every format here carries verbatim."""
+    code = ord(ch)
+    return (
+        0x20 <= code <= 0x7E
+        or 0xA0 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
 class Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -85,6 +96,9 @@ class Options(BaseModel):
     def _one_line(cls, value: str) -> str:
         if "\n" in value or "\r" in value:
             raise ValueError("the test command must be one line")
+        bad = [ch for ch in value if not _printable(ch)]
+        if bad:
+            raise ValueError(f"the test command holds a control character ({bad[0]!r})")
         return value
 
     @property

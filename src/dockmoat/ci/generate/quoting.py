@@ -6,8 +6,9 @@ import json
 
 
 def yaml_str(value: str) -> str:
-    """A YAML double-quoted scalar; a JSON string is exactly that."""
-    return json.dumps(value)
+    """A YAML double-quoted scalar; a JSON string is one (characters beyond the BMP stay
+    literal: JSON would write them as surrogate pairs, which YAML does not join)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 _PLAIN_UNSAFE_START = tuple("-?:,[]{}#&*!|>'\"%@`")

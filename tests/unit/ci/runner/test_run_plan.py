@@ -74,11 +74,23 @@ def test_job_spec_mounts_the_workspace_as_working_directory() -> None:
     assert spec.working_dir == WORKDIR == "/workspace"
     assert spec.binds[str(WS)] == {"bind": "/workspace", "mode": "rw"}
     assert spec.binds["/var/run/docker.sock"] == {"bind": "/var/run/docker.sock", "mode": "rw"}
-    assert spec.env == {"X": "1", "DOCKER_HOST": "unix:///var/run/docker.sock"}
+    assert spec.env == {
+        "X": "1",
+        "DOCKER_HOST": "unix:///var/run/docker.sock",
+        "DOCKMOAT_HOST_WORKSPACE": str(WS),
+    }
     assert spec.labels == {LABEL_RUN: "abcd1234", LABEL_MODE: "socket"}
     assert spec.name == "dockmoat-run-abcd1234"
     assert spec.network is None
     assert spec.command == ["sh", "pipeline.sh"]
+
+
+def test_host_workspace_only_where_the_host_daemon_is_used() -> None:
+    env = {"DOCKER_HOST": "tcp://docker:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/c"}
+    dind = job_spec(_options(mode="dind"), "x", dind_wiring("n", "/s", env))
+    assert "DOCKMOAT_HOST_WORKSPACE" not in dind.env
+    guarded = job_spec(_options(mode="guarded"), "x", guarded_wiring("/j.sock"))
+    assert guarded.env["DOCKMOAT_HOST_WORKSPACE"] == str(WS)
 
 
 def test_socket_wiring_warns_that_it_gives_away_root() -> None:
