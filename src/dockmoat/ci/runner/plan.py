@@ -34,8 +34,15 @@ class JobSpec:
     working_dir: str = WORKDIR
 
 
+# Where the workspace is on the engine's host: bind mounts a job asks the host's daemon
+# for (guarded, socket) name host paths, not /workspace.
+HOST_WORKSPACE_ENV = "DOCKMOAT_HOST_WORKSPACE"
+
+
 def job_spec(options: RunOptions, run_id: str, wiring: Wiring) -> JobSpec:
     env = dict(options.env)
+    if options.mode in ("guarded", "socket"):
+        env[HOST_WORKSPACE_ENV] = str(options.workspace)
     env.update(wiring.env)  # the wiring wins: options.parse_env refuses these keys anyway
     binds = {str(options.workspace): {"bind": WORKDIR, "mode": "rw"}, **wiring.binds}
     return JobSpec(

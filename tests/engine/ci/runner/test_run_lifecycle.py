@@ -235,3 +235,36 @@ def test_a_failing_job_is_cleaned_up_too(
     assert result.returncode == 3, result.stderr
     assert f"dockmoat run: mode {mode}, exit 3;" in result.stderr
     assert snapshot(docker_client).minus(before).empty()
+
+
+def test_guarded_job_may_bind_its_workspace_and_nothing_else(
+    docker_client: docker.DockerClient, control_socket: Path, busybox_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "marker.txt").write_text("inside the workspace\n")
+    before = snapshot(docker_client)
+    script = (
+        f'docker run --rm -v "$DOCKMOAT_HOST_WORKSPACE:/w" {busybox_image} cat /w/marker.txt; '
+        f"docker run --rm -v /etc:/x {busybox_image} cat /x/hostname; echo etc-exit=$?"
+    )
+    result = dockmoat_run(
+        "--mode",
+        "guarded",
+        "--control",
+        str(control_socket),
+        "--image",
+        JOB_IMAGE,
+        "--workspace",
+        str(tmp_path),
+        "--",
+        "sh",
+        "-c",
+        script,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "inside the workspace" in result.stdout
+    # The guarded socket refused the host folder outside the workspace.
+    assert "etc-exit=125" in result.stdout
+    assert "containers.bind-mounts" in result.stderr, (
+        result.stderr
+    )  # the rule, as the CLI prints it
+    assert snapshot(docker_client).minus(before).empty()
