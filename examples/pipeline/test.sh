@@ -4,7 +4,8 @@ set -eu
 fail=0
 check() {
     got=$(sh /app/app.sh "$1")
-    if [ "$got" = "$2" ]; then echo "ok   - $1"; else echo "FAIL - $1: got '$got', want '$2'"; fail=1; fi
+    name="${1:-(no name)}"
+    if [ "$got" = "$2" ]; then echo "ok   - $name"; else echo "FAIL - $name: got '$got', want '$2'"; fail=1; fi
 }
 check "" "hello, world"
 check "ci" "hello, ci"
