@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,14 +245,27 @@ def test_same_names_in_two_jobs_do_not_collide(pair: Pair, busybox_image: str) -
 
 
 def test_events_show_only_the_job(pair: Pair, busybox_image: str) -> None:
-    since = pair.b.docker("version", "-f", "{{.Server.Os}}").stdout  # warm up
-    del since
     pair.a.docker("run", "--rm", "--network", "none", "--name", "evt", busybox_image, "true")
     pair.b.docker("run", "--rm", "--network", "none", "--name", "mine", busybox_image, "true")
+    # `--until 0s` is "now" in whole seconds: let the second of the last event pass.
+    time.sleep(1.5)
     events_b = pair.b.docker(
-        "events", "--since", "30s", "--until", "0s", "--format", "{{json .}}"
+        "events", "--since", "60s", "--until", "0s", "--format", "{{json .}}"
     ).stdout.splitlines()
     names = {json.loads(line)["Actor"]["Attributes"].get("name") for line in events_b}
     assert "mine" in names
     assert "evt" not in names and f"{pair.a.name}--evt" not in names
     assert all(pair.a.name not in line for line in events_b)
+    # Filters name the job's own containers by the names it chose.
+    filtered = pair.b.docker(
+        "events",
+        "--since",
+        "60s",
+        "--until",
+        "0s",
+        "-f",
+        "container=mine",
+        "--format",
+        "{{.Action}}",
+    ).stdout.split()
+    assert "start" in filtered
