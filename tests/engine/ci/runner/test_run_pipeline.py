@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
 from pathlib import Path
 
 import docker
@@ -103,3 +104,32 @@ def test_pipeline_in_guarded_mode(docker_client: docker.DockerClient, control_so
     assert left.empty(), left
     # The job socket is gone with the job.
     assert not list((control_socket.parent / "jobs").glob("run-*.sock"))
+
+
+def test_a_broken_app_fails_the_pipeline_and_its_run(
+    docker_client: docker.DockerClient, dind_image: str, busybox_image: str, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, workspace)
+    (workspace / "app.sh").write_text('#!/bin/sh\necho "goodbye"\n')
+    before = snapshot(docker_client, DEFAULT_TAGS)
+    result = dockmoat_run(
+        "--mode",
+        "dind",
+        "--image",
+        JOB_IMAGE,
+        "--dind-image",
+        dind_image,
+        "--preload",
+        busybox_image,
+        "--workspace",
+        str(workspace),
+        "--",
+        "sh",
+        "pipeline.sh",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "FAIL - (no name): got 'goodbye', want 'hello, world'" in result.stdout
+    assert "pipeline ok" not in result.stdout
+    assert "dockmoat run: mode dind, exit 1;" in result.stderr
+    assert snapshot(docker_client, DEFAULT_TAGS).minus(before).empty()
