@@ -238,6 +238,11 @@ class RequestReader:
         """True between messages: no part of a request has been read."""
         return self._collect.head_bytes == 0 or self._collect.head_done
 
+    @property
+    def in_head(self) -> bool:
+        """True while a request head has started but is not complete (slow-loris guard)."""
+        return self._collect.head_bytes > 0 and not self._collect.head_done
+
     def feed(self, data: bytes) -> list[RequestEvent]:
         if self._dead:
             return [Invalid("connection is no longer readable as HTTP")]

@@ -208,8 +208,9 @@ class PooledUpstream:
 class _ClientStream:
     """A client connection's bytes, read on demand and parsed into request events."""
 
-    def __init__(self, reader: asyncio.StreamReader, max_head: int) -> None:
+    def __init__(self, reader: asyncio.StreamReader, max_head: int, head_timeout: float) -> None:
         self.reader = reader
+        self.head_timeout = head_timeout
         self.parser = RequestReader(max_head)
         self.events: deque[RequestEvent] = deque()
         self.eof = False
@@ -223,10 +224,14 @@ class _ClientStream:
             if self.eof:
                 return None
             timeout = idle_timeout if self.parser.idle else None
+            if self.parser.in_head:
+                timeout = self.head_timeout
             if timeout is None:
                 data = await self.reader.read(READ_SIZE)
             else:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                # asyncio.timeout schedules one timer; wait_for would create a task per read.
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
             if not data:
                 self.eof = True
                 if not self.parser.idle:
@@ -441,7 +446,7 @@ class Gateway:
     ) -> None:
         conn_id = next(self._ids)
         client = _identity(listener.settings, writer)
-        stream = _ClientStream(reader, self.limits.max_head)
+        stream = _ClientStream(reader, self.limits.max_head, self.limits.head_timeout)
         task = asyncio.current_task()
         try:
             while not self._draining:
@@ -488,7 +493,8 @@ class Gateway:
             keep = await self._handle(listener, stream, event, writer, record)
         finally:
             record.bytes_in += stream.bytes_in - bytes_at_start
-            self.audit.record(record.entry())
+            if self.audit.enabled:
+                self.audit.record(record.entry())
             if record.status >= 500 or record.decision == "deny":
                 log.info(
                     "%s %s -> %d %s %s",
