@@ -60,6 +60,7 @@ _JSON_RESPONSES = frozenset(
 _BODY_ROUTES = frozenset(
     {
         "containers.create",
+        "images.commit",
         "containers.update",
         "volumes.create",
         "networks.create",
@@ -433,7 +434,19 @@ class TenancyStage:
                 return verdict
         query = {k: list(v) for k, v in request.query.items()}
         query["container"] = [fact.id]
-        return Rewrite(rules.RULE, (f"container {ref} -> {fact.id[:12]}",), query=query)
+        # The image is the job's: a Dockerfile-style `--change LABEL` cannot say otherwise
+        # (the last change wins), nor can the config in the body.
+        query["changes"] = [*query.get("changes", []), f"LABEL {TENANT_LABEL}={tenant.name}"]
+        body = request.body_json
+        if isinstance(body, dict):
+            body = dict(body)
+            set_field(body, "Labels", rules.with_label(get_field(body, "Labels"), tenant))
+        return Rewrite(
+            rules.RULE,
+            (f"container {ref} -> {fact.id[:12]}", f"label {TENANT_LABEL}={tenant.name}"),
+            query=query,
+            body_json=body,
+        )
 
     async def _image_create(self, request: ApiRequest, tenant: Tenant) -> Decision:
         tag = request.param("tag")

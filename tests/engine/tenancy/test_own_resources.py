@@ -110,3 +110,16 @@ def test_own_volumes_networks_images(open_job, busybox_image: str, tmp_path: Pat
     job.docker("rmi", tag)
     job.docker("load", "-i", str(tmp_path / "app.tar"))
     job.docker("rmi", tag)
+
+    # A commit cannot hand its image to another owner (body labels or LABEL changes).
+    job.docker("run", "-d", "--network", "none", "--name", "c", busybox_image, "sleep", "600")
+    api = job.client().api
+    api.commit(
+        "c",
+        repository=f"{job.name}-c",
+        tag="1",
+        conf={"Labels": {"dockmoat.tenant": "someone-else"}},
+        changes="LABEL dockmoat.tenant=someone-else",
+    )
+    labels = api.inspect_image(f"{job.name}-c:1")["Config"]["Labels"]
+    assert labels["dockmoat.tenant"] == job.name
