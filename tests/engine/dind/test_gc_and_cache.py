@@ -174,3 +174,31 @@ def test_gc_leaves_daemons_of_other_engines_alone(dind: Dind) -> None:
     assert cert_dir.exists()
     assert context.instance_of(dind.docker_config, "dockmoat-far") == "far-1"
     assert not mine.exists() and f"certificates {mine.parent}" in removed
+
+
+def test_sigterm_during_up_removes_what_it_made(dind: Dind, dind_name: Callable[[], str]) -> None:
+    """A CI runner's timeout sends SIGTERM: `up` cleans up by itself, no gc needed."""
+    name = dind_name()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockmoat", "dind", "up", name, "--image", dind.image, "--no-pool"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dind.env(),
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "waiting for /_ping" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert stdout == ""  # no environment for a daemon that does not exist
+    prefix = naming.tmp_container_name(name + "-")
+    assert [c for c in dind.client.containers.list(all=True, filters={"name": prefix})] == []
+    assert [
+        n for n in dind.client.networks.list() if n.name.startswith(naming.network_name(name + "-"))
+    ] == []
+    assert not (dind.state_dir / "daemons").exists() or not any(
+        (dind.state_dir / "daemons").iterdir()
+    )
