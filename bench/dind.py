@@ -1,7 +1,7 @@
 """Benchmarks of `dockmoat dind` on this machine (prints a markdown table).
 
     .venv/bin/python -m bench            # all benchmarks (make bench)
-    .venv/bin/python bench/dind.py       # only these
+    .venv/bin/python -m bench dind       # only these
 
 Needs the local engine and `dockmoat-test/dind:latest` (scripts/test-engine up).
 Everything it creates carries a `dmbench-` name and is removed at the end.
@@ -350,7 +350,7 @@ def bench_builds(manager: DindManager) -> tuple[float, float]:
     return without, with_cache
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dmbench-") as tmp_name:
         tmp = Path(tmp_name)
         state = tmp / "state"
@@ -390,7 +390,8 @@ def main() -> None:
         for label, value in rows:
             print(f"| {label} | {value} |")
         client.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
