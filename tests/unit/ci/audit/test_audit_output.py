@@ -85,9 +85,42 @@ def _require(obj: dict[str, Any], *keys: str) -> None:
     assert not missing, f"missing {missing} in {sorted(obj)}"
 
 
+# Objects of the 2.1.0 schema are `additionalProperties: false`; these are the names
+# the schema allows, for the objects dockmoat writes (the subset that could plausibly
+# be misspelt).
+_ALLOWED = {
+    "log": {"$schema", "version", "runs", "inlineExternalProperties", "properties"},
+    "result": {
+        "ruleId", "ruleIndex", "rule", "kind", "level", "message", "analysisTarget",
+        "locations", "guid", "correlationGuid", "occurrenceCount", "partialFingerprints",
+        "fingerprints", "relatedLocations", "suppressions", "rank", "fixes", "properties",
+    },
+    "rule": {
+        "id", "deprecatedIds", "guid", "name", "shortDescription", "fullDescription",
+        "messageStrings", "defaultConfiguration", "helpUri", "help", "relationships",
+        "properties",
+    },
+    "driver": {
+        "guid", "name", "organization", "product", "shortDescription", "fullDescription",
+        "fullName", "version", "semanticVersion", "informationUri", "downloadUri",
+        "notifications", "rules", "taxa", "language", "properties",
+    },
+    "physicalLocation": {"address", "artifactLocation", "region", "contextRegion", "properties"},
+    "region": {
+        "startLine", "startColumn", "endLine", "endColumn", "snippet", "message", "properties",
+    },
+}  # fmt: skip
+
+
+def _only(obj: dict[str, Any], kind: str) -> None:
+    extra = set(obj) - _ALLOWED[kind]
+    assert not extra, f"{kind} has properties the schema forbids: {extra}"
+
+
 def check_sarif_210(log: dict[str, Any]) -> None:
     """The required properties and enums of the SARIF 2.1.0 schema that we emit."""
     _require(log, "version", "runs")
+    _only(log, "log")
     assert log["version"] == "2.1.0"
     assert log["$schema"].endswith("sarif-2.1.0.json")
     assert isinstance(log["runs"], list)
@@ -95,9 +128,11 @@ def check_sarif_210(log: dict[str, Any]) -> None:
         _require(run_, "tool")
         driver = run_["tool"]["driver"]
         _require(driver, "name")
+        _only(driver, "driver")
         rule_ids = []
         for rule in driver["rules"]:
             _require(rule, "id", "shortDescription", "help", "defaultConfiguration")
+            _only(rule, "rule")
             _require(rule["shortDescription"], "text")
             _require(rule["help"], "text")
             assert rule["defaultConfiguration"]["level"] in _LEVELS
@@ -105,12 +140,15 @@ def check_sarif_210(log: dict[str, Any]) -> None:
         assert len(rule_ids) == len(set(rule_ids))
         for result in run_["results"]:
             _require(result, "message", "ruleId", "level", "locations")
+            _only(result, "result")
             _require(result["message"], "text")
             assert result["level"] in _LEVELS
             assert driver["rules"][result["ruleIndex"]]["id"] == result["ruleId"]
             for location in result["locations"]:
                 physical = location["physicalLocation"]
                 _require(physical, "artifactLocation", "region")
+                _only(physical, "physicalLocation")
+                _only(physical["region"], "region")
                 _require(physical["artifactLocation"], "uri")
                 assert isinstance(physical["region"]["startLine"], int)
                 assert physical["region"]["startLine"] >= 1
