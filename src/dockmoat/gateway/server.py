@@ -996,6 +996,9 @@ def _server_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
     context.verify_mode = ssl.CERT_REQUIRED
     if files.ca is not None:
         context.load_verify_locations(cafile=str(files.ca))
+        # The CA given is the trust anchor even when it is an intermediate (as in Go,
+        # and so as dockerd treats --tlscacert).
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
 
 
