@@ -552,7 +552,9 @@ class Gateway:
         record.request = planned.request
         request = planned.request
         body_consumed = planned.body_plan == "none"
-        if head.header("expect") is not None and planned.body_plan != "none":
+        if head.header("expect") is not None and planned.body_plan == "buffer":
+            # The body is needed for the decision; a streamed body is asked for only
+            # once the request is allowed (in _forward).
             writer.write(_CONTINUE)
         if planned.body_plan == "buffer":
             try:
@@ -656,6 +658,8 @@ class Gateway:
             try:
                 conn.writer.write(upstream_head + (body or b""))
                 if streaming:
+                    if head.header("expect") is not None:
+                        writer.write(_CONTINUE)
                     pump = asyncio.create_task(self._pump_body(stream, conn.writer, head.chunked))
                 else:
                     await conn.writer.drain()

@@ -239,3 +239,24 @@ def test_audit_fields(permissive: Served) -> None:
     assert entry["route"] == "system.info"
     assert entry["status"] == 200
     assert entry["bytes_out"] > 100
+
+
+def test_expect_continue_is_answered_by_the_gateway(
+    baseline: Served, busybox_image: str, unique_name: Callable[[str], str],
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    name = unique_name("expect")
+    body = json.dumps({"Image": busybox_image, "Cmd": ["true"]}).encode()
+    try:
+        reply = raw_get(
+            baseline.socket,
+            f"POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\n"
+            f"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body,
+        )
+        assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201")
+        assert docker_client.containers.get(name).attrs["Config"]["Cmd"] == ["true"]
+    finally:
+        with contextlib.suppress(NotFound):
+            docker_client.containers.get(name).remove(force=True)
