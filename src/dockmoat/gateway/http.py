@@ -14,6 +14,7 @@ the daemon receives exactly what was checked.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -24,7 +25,6 @@ from dockmoat.errors import ProtocolError
 
 MAX_HEAD: Final = 64 * 1024
 MAX_HEADERS: Final = 256
-_CTL = frozenset(range(0x20)) - {0x09} | {0x7F}
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -120,8 +120,13 @@ def _has_body(status: int) -> bool:
     return not (100 <= status < 200 or status in (204, 304))
 
 
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+_UNSAFE_NAME = re.compile(r"[\r\n\x00: ]")
+
+
 def _check_token_free(text: str, what: str) -> None:
-    if any(ord(ch) in _CTL for ch in text):
+    if _CTL_RE.search(text) is not None:
         raise ProtocolError(f"invalid character in {what}")
 
 
@@ -176,8 +181,14 @@ class _Collect:
 
 def _framing(headers: Headers) -> tuple[int | None, bool]:
     """(Content-Length, chunked), refusing what Go and llhttp would read differently."""
-    encodings = header_values(headers, "transfer-encoding")
-    lengths = header_values(headers, "content-length")
+    encodings: list[str] = []
+    lengths: list[str] = []
+    for key, value in headers:
+        lkey = key.lower()
+        if lkey == "transfer-encoding":
+            encodings.append(value)
+        elif lkey == "content-length":
+            lengths.append(value)
     chunked = False
     if encodings:
         if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
@@ -356,7 +367,7 @@ class ResponseReader:
 def _serialise_headers(headers: Headers) -> list[str]:
     lines = []
     for name, value in headers:
-        if any(ch in name for ch in "\r\n:\0 ") or any(ch in value for ch in "\r\n\0"):
+        if _UNSAFE_NAME.search(name) is not None or _UNSAFE_VALUE.search(value) is not None:
             raise ProtocolError("header not serialisable")
         lines.append(f"{name}: {value}\r\n")
     return lines
