@@ -50,18 +50,18 @@ def test_gc_cleans_up_after_a_killed_up(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    prefix = naming.tmp_container_name(name + "-")
-    left = [
-        c
-        for c in dind.client.containers.list(all=True, filters={"name": prefix})
-        if c.name.startswith(prefix)
-    ]
-    assert len(left) == 1, "the killed up should have left its container behind"
-    instance = left[0].labels[naming.LABEL_INSTANCE]
-    assert dind.instance_resources(instance)["networks"]
+    # The network is made before "creating container" is printed: every stage left it.
+    prefix = naming.network_name(name + "-")
+    (network,) = [n for n in dind.client.networks.list() if n.name.startswith(prefix)]
+    instance = network.attrs["Labels"][naming.LABEL_INSTANCE]
+    left = dind.instance_resources(instance)
+    if stage != "creating container":  # later stages surely left the container too
+        assert left["containers"] == [naming.tmp_container_name(instance)]
 
     gc = dind.cli("dind", "gc")
-    assert f"container {left[0].name}" in gc.stdout
+    assert f"network {network.name}" in gc.stdout
+    for container in left["containers"]:
+        assert f"container {container}" in gc.stdout
     assert dind.instance_resources(instance) == {"containers": [], "networks": [], "volumes": []}
     assert not dind.state_dir.joinpath("daemons", instance).exists()
     # The live daemon survived and still answers.
