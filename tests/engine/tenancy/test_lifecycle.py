@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 from tenancy_helpers import (
+    DOCKER_NEW,
     DOCKER_OLD,
     Job,
     Serve,
@@ -139,17 +140,40 @@ def test_sigkill_then_restart_keeps_the_job_and_close_still_finds_everything(
     job.docker("run", "-d", "--network", "none", "--name", "db", busybox_image, "sleep", "600")
     job.docker("volume", "create", "data")
     job.docker("tag", busybox_image, f"{job.name}-mybox:1")
+    # A client in the middle of a request (attached to a running container) when
+    # the gateway dies: what it created is found anyway.
+    attached = subprocess.Popen(
+        [
+            DOCKER_NEW,
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "inflight",
+            busybox_image,
+            "sleep",
+            "60",
+        ],
+        env=job.environ(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not docker_client.api.containers(filters={"name": f"{job.name}--inflight"}):
+        assert time.monotonic() < deadline, "the attached container never started"
+        time.sleep(0.2)
     serve.kill()
+    attached.wait(timeout=30)
     serve.start()
     # The job's socket is back and the job sees its own things by their own names.
-    assert job.docker("ps", "--format", "{{.Names}}").stdout.split() == ["db"]
+    assert sorted(job.docker("ps", "--format", "{{.Names}}").stdout.split()) == ["db", "inflight"]
     job.docker("network", "create", "net")
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo built > /b\n")
     job.docker("build", "-q", "--network", "none", "-t", f"{job.name}-app:1", str(tmp_path))
     tags = frozenset({f"{job.name}-mybox:1", f"{job.name}-app:1"})
     made = footprint(docker_client, job.name, before, tags)
     removed = job.close()
-    assert "db" in removed["containers"] and "data" in removed["volumes"]
+    assert {"db", "inflight"} <= set(removed["containers"]) and "data" in removed["volumes"]
     assert_nothing_left(docker_client, job.name, tags)
     assert_footprint_gone(docker_client, made)
     assert docker_client.api.images(name=busybox_image)
