@@ -108,11 +108,14 @@ def present_network(network: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
         out["Name"] = tenant.namespace.client_name(out["Name"])
     containers = out.get("Containers")
     if isinstance(containers, dict):
-        # Another tenant's container on a shared network (bridge) must not show.
+        # Only the job can attach containers to its own networks; on a shared one
+        # (bridge) another tenant's containers must not show.
+        own = label_owner(out.get("Labels")) == tenant.name
         out["Containers"] = {
             cid: {**entry, "Name": tenant.namespace.client_name(str(entry.get("Name", "")))}
             for cid, entry in containers.items()
-            if isinstance(entry, dict) and tenant.namespace.owns_name(str(entry.get("Name", "")))
+            if isinstance(entry, dict)
+            and (own or tenant.namespace.owns_name(str(entry.get("Name", ""))))
         }
     return out
 

@@ -156,3 +156,14 @@ def test_system_df_counts_only_the_job() -> None:
     assert shown["Images"][0]["Containers"] == 1
     assert [v["Name"] for v in shown["Volumes"]] == ["v"]
     assert shown["BuildCache"] == []
+
+
+def test_own_network_shows_all_its_containers() -> None:
+    network = {
+        "Name": "a--net",
+        "Labels": LABEL_A,
+        "Containers": {"1": {"Name": "a--db"}, "2": {"Name": "happy_turing"}},
+    }
+    shown = present.present_network(network, A)
+    assert shown["Name"] == "net"
+    assert shown["Containers"] == {"1": {"Name": "db"}, "2": {"Name": "happy_turing"}}
