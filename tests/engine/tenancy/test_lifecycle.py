@@ -295,3 +295,18 @@ s.sendall(b'{{"op": "rm", "job": "x"}}\\n'); print(s.recv(4096).decode())
     )
     answer = json.loads(out.stdout)
     assert answer["ok"] is False and "bad control request" in answer["error"]
+
+
+def test_memory_quota(open_job, busybox_image: str, docker_client: docker.DockerClient) -> None:
+    job: Job = open_job("mem", "--max-memory", "100m")
+    job.docker("run", "-d", "--network", "none", "-m", "64m", busybox_image, "sleep", "600")
+    over = job.docker(
+        "run", "-d", "--network", "none", "-m", "64m", busybox_image, "sleep", "600", check=False
+    )
+    assert over.returncode != 0 and "tenancy.quota.memory" in over.stderr
+    unlimited = job.docker(
+        "run", "-d", "--network", "none", busybox_image, "sleep", "600", check=False
+    )
+    assert unlimited.returncode != 0 and "needs a memory limit" in unlimited.stderr
+    owned = docker_client.api.containers(all=True, filters={"label": f"dockmoat.tenant={job.name}"})
+    assert len(owned) == 1
