@@ -35,7 +35,8 @@ _POLL = 0.02
 _STATE_EVERY = 0.5
 # A half-made daemon whose claimant cannot be judged is left this long to finish.
 GC_GRACE = 600.0
-_LOG_LINES = 25
+_LOG_LINES = 15
+_LOG_SCAN = 300
 
 
 def _quiet(_: str) -> None:
@@ -81,7 +82,20 @@ def engine_client(host: str | None) -> docker.DockerClient:
         ) from None
 
 
-def _hint(logs: str) -> str:
+def telling_lines(logs: str, limit: int = _LOG_LINES) -> list[str]:
+    """The log lines that explain a failure: dockerd's info chatter (grpc state
+    changes by the dozen) hides the one error line, so leave info/debug out when
+    anything else is there; the very last line (often the fatal one) always stays."""
+    lines = [line for line in logs.splitlines() if line.strip()]
+    telling = [line for line in lines if "level=info" not in line and "level=debug" not in line]
+    if not telling:
+        return lines[-limit:]
+    if lines and lines[-1] not in telling[-limit:]:
+        return [*telling[-(limit - 1) :], lines[-1]]
+    return telling[-limit:]
+
+
+def hint_for(logs: str) -> str:
     """The seed's troubleshooting cases, picked by what the nested daemon logged."""
     lower = logs.lower()
     hints = []
@@ -408,12 +422,13 @@ class DindManager:
 
     def _failure_report(self, container: str) -> str:
         try:
-            raw = self.api.logs(container, tail=_LOG_LINES)
+            raw = self.api.logs(container, tail=_LOG_SCAN)
             logs = raw.decode(errors="replace") if isinstance(raw, bytes) else ""
         except docker.errors.APIError:
             logs = ""
-        shown = "\n".join(f"  | {line}" for line in logs.splitlines()[-_LOG_LINES:])
-        return f"last lines of the nested daemon's log:\n{shown or '  (empty)'}\n{_hint(logs)}"
+        shown = "\n".join(f"  | {line}" for line in telling_lines(logs))
+        hint = hint_for("\n".join(telling_lines(logs, _LOG_SCAN)))
+        return f"the nested daemon's log (last telling lines):\n{shown or '  (empty)'}\n{hint}"
 
     def _rename(self, made: _Made, name: str) -> None:
         assert made.container

@@ -137,3 +137,21 @@ def test_shape_ignores_per_job_parts() -> None:
     b = spec.DindOptions()
     assert a.shape() == b.shape()
     assert spec.DindOptions(memory=10**9).shape() != b.shape()
+
+
+def test_failure_report_keeps_the_telling_lines() -> None:
+    from dockmoat.dind.manager import hint_for, telling_lines
+
+    chatter = [
+        f'time="t" level=info msg="[core] Channel change {i}" module=grpc' for i in range(40)
+    ]
+    error = 'time="t" level=error msg="Failed to GetDriver graph" driver=x'
+    logs = "\n".join(
+        [*chatter[:20], error, *chatter[20:], "failed to start daemon: driver not supported"]
+    )
+    lines = telling_lines(logs)
+    assert lines == [error, "failed to start daemon: driver not supported"]
+    assert "storage driver" in hint_for("\n".join(lines))
+    assert "privileges" not in hint_for("\n".join(lines))
+    assert telling_lines("\n".join(chatter), limit=3) == chatter[-3:]
+    assert "common causes" in hint_for("")
