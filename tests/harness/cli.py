@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -165,6 +166,8 @@ def main(argv: list[str]) -> int:
         daemon.DaemonError,
         images.ImageBuildError,
         runtime_workaround.WorkaroundError,
+        subprocess.SubprocessError,  # a docker call that timed out or failed outright
+        ValueError,  # e.g. an unsupported DOCKER_HOST scheme
         OSError,
     ) as exc:
         print(f"{PREFIX}error: {exc}", file=sys.stderr, flush=True)
