@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -65,10 +66,20 @@ class Snapshot:
         return not (self.containers or self.networks or self.volumes or self.images)
 
 
+# dockmoat run's names: the job container dockmoat-run-ID, the nested daemon's
+# dockmoat-dind(tmp)-run-ID-..., guarded jobs' resources run-ID--... (tenancy prefix).
+_OURS = re.compile(
+    r"^/?(dockmoat-run-|dockmoat-dind-run-|dockmoat-dindtmp-run-|run-)[0-9a-f]{8}(?![0-9a-f])"
+)
+_TENANT = re.compile(r"^run-[0-9a-f]{8}$")
+
+
 def _ours(name: str) -> bool:
-    # dockmoat run names: the job container dockmoat-run-ID, the nested daemon's
-    # dockmoat-dind(tmp)-run-ID-..., guarded jobs run-ID (tenancy prefix/label).
-    return "run-" in name
+    return bool(_OURS.match(name))
+
+
+def _tenant(labels: dict[str, str] | None) -> bool:
+    return bool(_TENANT.match(str((labels or {}).get("dockmoat.tenant", ""))))
 
 
 def snapshot(client: docker.DockerClient, images: tuple[str, ...] = ()) -> Snapshot:
@@ -96,6 +107,13 @@ def snapshot(client: docker.DockerClient, images: tuple[str, ...] = ()) -> Snaps
     for image in api.images():
         labels = image.get("Labels") or {}
         for tag in image.get("RepoTags") or []:
-            if tag in images or str(labels.get("dockmoat.tenant", "")).startswith("run-"):
+            if tag in images or _tenant(labels):
                 tags.add(tag)
     return Snapshot(frozenset(containers), frozenset(networks), frozenset(volumes), frozenset(tags))
+
+
+def assert_nothing_left(
+    client: docker.DockerClient, before: Snapshot, images: tuple[str, ...] = ()
+) -> None:
+    left = snapshot(client, images).minus(before)
+    assert left.empty(), f"left on the engine: {left}"

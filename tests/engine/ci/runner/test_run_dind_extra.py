@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from run_support import DOCKMOAT, clean_env, dockmoat_run, popen_run, snapshot
+from run_support import DOCKMOAT, assert_nothing_left, clean_env, dockmoat_run, popen_run, snapshot
 
 JOB_IMAGE = "dockmoat-test/dind:latest"
 
@@ -41,7 +41,7 @@ def test_interrupted_during_set_up_leaves_nothing(
             proc.kill()
     assert proc.returncode == 130, seen + rest
     assert "starting the job" not in rest
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_dind_mode_takes_a_warm_daemon_from_a_running_pool(
@@ -92,4 +92,4 @@ def test_dind_mode_takes_a_warm_daemon_from_a_running_pool(
     finally:
         pool.terminate()
         pool.wait(timeout=120)
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)

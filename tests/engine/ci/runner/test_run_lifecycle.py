@@ -9,7 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from run_support import dockmoat_run, popen_run, snapshot
+from run_support import assert_nothing_left, dockmoat_run, popen_run, snapshot
 
 JOB_IMAGE = "dockmoat-test/dind:latest"
 
@@ -37,7 +37,7 @@ def test_exit_code_and_both_streams(docker_client: docker.DockerClient, tmp_path
     assert "to-stderr" in result.stderr
     assert "dockmoat run: mode socket, exit 7;" in result.stderr
     assert (tmp_path / "out.txt").read_text() == "made\n"
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_missing_image_fails_before_setting_anything_up(
@@ -57,7 +57,7 @@ def test_missing_image_fails_before_setting_anything_up(
     assert result.returncode == 1
     assert "never pulls" in result.stderr
     assert "dmtest-no-such-image:1" in result.stderr
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
     # Nothing was pulled either.
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get("dmtest-no-such-image:1")
@@ -119,7 +119,7 @@ def test_sigint_reaches_the_job_and_dind_is_removed(
     assert "got-int" in out
     assert "dockmoat run: mode dind, exit 5;" in err
     # The nested daemon, its network, volume and the job container are all gone.
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_sigterm_ends_the_job_and_removes_the_container(docker_client: docker.DockerClient) -> None:
@@ -136,7 +136,7 @@ def test_sigterm_ends_the_job_and_removes_the_container(docker_client: docker.Do
             proc.kill()
     # sleep dies of SIGTERM: the init reports 128 + 15.
     assert proc.returncode == 143, err
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_guarded_job_leftovers_are_removed(
@@ -158,7 +158,7 @@ def test_guarded_job_leftovers_are_removed(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "1"  # the job sees only its own container
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_guarded_mode_without_serve_fails_clearly(
@@ -177,7 +177,7 @@ def test_guarded_mode_without_serve_fails_clearly(
     )
     assert result.returncode == 1
     assert "is `dockmoat serve` running" in result.stderr
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_a_job_ignoring_signals_is_killed_by_the_third(docker_client: docker.DockerClient) -> None:
@@ -203,7 +203,7 @@ def test_a_job_ignoring_signals_is_killed_by_the_third(docker_client: docker.Doc
             proc.kill()
     assert "ignored" in out
     assert proc.returncode == 137, err  # 128 + SIGKILL
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 @pytest.mark.parametrize("mode", ["dind", "guarded"])
@@ -234,7 +234,7 @@ def test_a_failing_job_is_cleaned_up_too(
     )
     assert result.returncode == 3, result.stderr
     assert f"dockmoat run: mode {mode}, exit 3;" in result.stderr
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)
 
 
 def test_guarded_job_may_bind_its_workspace_and_nothing_else(
@@ -267,4 +267,4 @@ def test_guarded_job_may_bind_its_workspace_and_nothing_else(
     assert "containers.bind-mounts" in result.stderr, (
         result.stderr
     )  # the rule, as the CLI prints it
-    assert snapshot(docker_client).minus(before).empty()
+    assert_nothing_left(docker_client, before)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import docker
-from run_support import PIPELINE, Snapshot, dockmoat_run, snapshot
+from run_support import PIPELINE, Snapshot, assert_nothing_left, dockmoat_run, snapshot
 
 JOB_IMAGE = "dockmoat-test/dind:latest"  # carries the docker CLI and sh
 DEFAULT_TAGS = ("myapp:ci", "registry.example.com/myapp:ci")
@@ -132,4 +132,4 @@ def test_a_broken_app_fails_the_pipeline_and_its_run(
     assert "FAIL - (no name): got 'goodbye', want 'hello, world'" in result.stdout
     assert "pipeline ok" not in result.stdout
     assert "dockmoat run: mode dind, exit 1;" in result.stderr
-    assert snapshot(docker_client, DEFAULT_TAGS).minus(before).empty()
+    assert_nothing_left(docker_client, before, DEFAULT_TAGS)
