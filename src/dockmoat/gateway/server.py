@@ -57,6 +57,7 @@ from dockmoat.gateway.stages import (
     Policy,
     ResponseKind,
     bind_on_request,
+    error_kind,
     line_handler,
     response_kind,
 )
@@ -759,6 +760,13 @@ class Gateway:
                         return False, False
                     if stage is not None and 200 <= event.status < 300:
                         kind = response_kind(stage, request)
+                    elif (
+                        stage is not None
+                        and event.status >= 400
+                        and (event.header("content-type") or "").startswith("application/json")
+                        and error_kind(stage, request)
+                    ):
+                        kind = "json"  # the stage rewrites error messages (tenancy's names)
                     if kind in ("events", "load") and not event.chunked:
                         kind = "lines_at_end" if event.content_length is not None else kind
                     if kind not in ("json", "lines_at_end"):

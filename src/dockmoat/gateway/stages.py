@@ -89,6 +89,12 @@ def response_kind(stage: Any, request: ApiRequest) -> ResponseKind:
     return result
 
 
+def error_kind(stage: Any, request: ApiRequest) -> bool:
+    """Whether the stage rewrites this request's error answers (`on_json_response`, 4xx/5xx)."""
+    wants = getattr(stage, "rewrites_errors", None)
+    return bool(wants(request)) if wants is not None else False
+
+
 def line_handler(stage: Any, kind: ResponseKind) -> Callable[[ApiRequest, Any], Any] | None:
     """The per-line callback of a streamed JSON answer (events, load progress)."""
     if kind == "events":

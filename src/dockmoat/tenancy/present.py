@@ -120,6 +120,17 @@ def present_network(network: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
     return out
 
 
+def present_error(answer: Any, tenant: Tenant) -> Any:
+    """dockerd's error message without the job's name-space prefix ("/ci-1--db" -> "/db")."""
+    prefix = tenant.namespace.prefix
+    if not prefix or not isinstance(answer, dict) or not isinstance(answer.get("message"), str):
+        return answer
+    message = answer["message"]
+    if prefix not in message:
+        return answer
+    return {**answer, "message": message.replace(prefix, "")}
+
+
 def volume_mine(volume: Mapping[str, Any], tenant: Tenant, recorded: frozenset[str]) -> bool:
     name = str(volume.get("Name", ""))
     owner = label_owner(volume.get("Labels"))

@@ -522,14 +522,19 @@ class TenancyStage:
             return "load"
         return "none"
 
+    def rewrites_errors(self, request: ApiRequest) -> bool:
+        """Error answers on a tenant's listener come back through `on_json_response`."""
+        return request.client.tenant is not None
+
     def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
         """The buffered JSON answer as the tenant reads it (and what it records)."""
         tenant = self.tenant_for(request.client.tenant or "")
         if tenant is None:
             return answer
         route = request.route.name
-        ok = 200 <= status < 300
-        if not ok:
+        if status >= 400:
+            return present.present_error(answer, tenant)
+        if not 200 <= status < 300:
             return answer
         if route == "containers.create" and isinstance(answer, dict):
             self.store.add(tenant.name, "container", str(answer.get("Id", "")))

@@ -167,3 +167,15 @@ def test_own_network_shows_all_its_containers() -> None:
     shown = present.present_network(network, A)
     assert shown["Name"] == "net"
     assert shown["Containers"] == {"1": {"Name": "db"}, "2": {"Name": "happy_turing"}}
+
+
+def test_errors_read_back_without_the_prefix() -> None:
+    answer = {
+        "message": 'Conflict. The container name "/a--db" is already in use by container "1".'
+    }
+    assert present.present_error(answer, A) == {
+        "message": 'Conflict. The container name "/db" is already in use by container "1".'
+    }
+    untouched = {"message": "No such container: x"}
+    assert present.present_error(untouched, A) is untouched
+    assert present.present_error(None, A) is None
