@@ -18,6 +18,8 @@ def test_every_container_endpoint_on_own_containers(
         "run", "-d", "--network", "front", "--name", "db", busybox_image,
         "sh", "-c", "echo started; sleep 600",
     ).stdout.strip()  # fmt: skip
+    clash = job.docker("create", "--network", "none", "--name", "db", busybox_image, check=False)
+    assert 'name "/db" is already in use' in clash.stderr and job.name not in clash.stderr
     assert "started" in job.docker("logs", "db").stdout
     assert job.docker("container", "inspect", "-f", "{{.Name}}", "db").stdout.strip() == "/db"
     assert "sleep" in job.docker("top", "db").stdout
