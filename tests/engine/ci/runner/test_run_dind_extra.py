@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -92,4 +93,5 @@ def test_dind_mode_takes_a_warm_daemon_from_a_running_pool(
     finally:
         pool.terminate()
         pool.wait(timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
     assert_nothing_left(docker_client, before)
