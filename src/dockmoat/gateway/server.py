@@ -743,9 +743,33 @@ class Gateway:
                 pending.clear()
                 await self._write(writer, record, data)
 
+        # Answers nobody rewrites are relayed byte for byte with the daemon's own framing
+        # (no re-chunking, no copies); the parser only finds where the answer ends.
+        # Hijacks keep the event path: their raw part starts exactly after the 101.
+        passthrough = (
+            not head.upgrade
+            and request.route.name not in HIJACKING
+            and (stage is None or response_kind(stage, request) == "none")
+        )
         while True:
             data = await conn.reader.read(READ_SIZE)
             events = reader.feed(data) if data else reader.feed_eof()
+            if passthrough:
+                if data:
+                    await self._write(writer, record, data)
+                for event in events:
+                    if isinstance(event, ResponseHead):
+                        response = event
+                        record.status = event.status
+                    elif isinstance(event, Invalid):
+                        raise _Abort if response is not None else UpstreamError(event.reason)
+                    elif isinstance(event, MessageEnd) and response is not None:
+                        until_close = response.until_close and head.method != "HEAD"
+                        client_keep = head.keep_alive and response.keep_alive and not until_close
+                        return client_keep, response.keep_alive and not until_close
+                if not data and reader.done:
+                    return False, False
+                continue
             for event in events:
                 if isinstance(event, ResponseHead):
                     response = event
