@@ -260,3 +260,14 @@ def test_expect_continue_is_answered_by_the_gateway(
     finally:
         with contextlib.suppress(NotFound):
             docker_client.containers.get(name).remove(force=True)
+
+
+def test_buildkit_session_switches_protocols(permissive: Served, baseline: Served) -> None:
+    request = (
+        b"POST /v1.41/session HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"X-Docker-Expose-Session-Uuid: dmtest-session-1\r\nX-Docker-Expose-Session-Name: t\r\n"
+        b"X-Docker-Expose-Session-Sharedkey: k\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert raw_get(permissive.socket, request, timeout=3).startswith(b"HTTP/1.1 101")
+    # The baseline profile closes BuildKit's opaque tunnel.
+    assert raw_get(baseline.socket, request, timeout=3).startswith(b"HTTP/1.1 403")
