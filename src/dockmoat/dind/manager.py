@@ -7,6 +7,7 @@ are the API `dockmoat run --mode dind` builds on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import os
@@ -485,14 +486,20 @@ class DindManager:
         assert made.container
         return made.container, info
 
-    def assign(self, container: str, name: str) -> DindInfo:
-        """Hand a warm daemon over to NAME (rename: the name is the assignment)."""
+    def assign(self, container: str, name: str, warm: DindInfo | None = None) -> DindInfo:
+        """Hand a warm daemon over to NAME (rename: the name is the assignment).
+
+        With `warm` (what `launch_warm` returned) the answer is built from it: a
+        rename changes nothing else, and the hand-out is on `up`'s critical path.
+        """
         try:
             self.api.rename(container, naming.container_name(name))
         except docker.errors.APIError as error:
             if error.status_code == 409:
                 raise ConfigError(f"a dind daemon named {name} already exists") from None
             raise EngineError(f"cannot rename the daemon container: {error.explanation}") from None
+        if warm is not None:
+            return dataclasses.replace(warm, name=name)
         return self._info_from(self.api.inspect_container(container), name)
 
     def destroy(self, container: str) -> list[str]:

@@ -16,8 +16,8 @@ name carries the state and labels carry the identity.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 PREFIX = "dockmoat-dind-"
 TMP_PREFIX = "dockmoat-dindtmp-"
@@ -69,7 +69,7 @@ def validate_cache_key(key: str) -> str:
 
 def new_instance(name: str | None) -> str:
     """A fresh instance id: never reused, so a crashed run's leftovers never collide."""
-    suffix = secrets.token_hex(4)
+    suffix = os.urandom(4).hex()
     return f"{name}-{suffix}" if name else f"pool-{suffix}"
 
 

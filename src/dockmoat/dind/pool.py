@@ -148,7 +148,7 @@ class PoolService:
                 self._discard(warm)
                 continue
             try:
-                info = self.manager.assign(warm.container, name)
+                info = self.manager.assign(warm.container, name, warm.info)
             except ConfigError as error:
                 with self._lock:
                     self._ready.insert(0, warm)  # not handed out: still clean
