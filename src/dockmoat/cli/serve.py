@@ -95,7 +95,21 @@ def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None
     "--tls-ca", type=click.Path(path_type=Path), help="CA that client certificates must chain to."
 )
 @click.option("--socket-group", metavar="GROUP", help="Group owning the unix sockets (mode 0660).")
-@click.option("--tenant", metavar="NAME", help="Tenant of the listeners given here.")
+@click.option(
+    "--tenant",
+    metavar="NAME",
+    help="Tenant of the listeners given here (default: each listener is a tenant of its own).",
+)
+@click.option(
+    "--tenant-from-cn",
+    is_flag=True,
+    help="Each client of a mutual-TLS listener is the tenant its certificate's CN names.",
+)
+@click.option(
+    "--no-tenancy",
+    is_flag=True,
+    help="No tenancy on these listeners: their clients see and touch each other's things.",
+)
 @click.option(
     "--state-db",
     type=click.Path(path_type=Path),
@@ -142,6 +156,8 @@ def command(
     tls_ca: Path | None,
     socket_group: str | None,
     tenant: str | None,
+    tenant_from_cn: bool,
+    no_tenancy: bool,
     state_db: Path,
     control_socket: Path,
     jobs_dir: Path,
@@ -166,5 +182,7 @@ def command(
         log_level=log_level,
         tenant=tenant,
         idle_timeout=idle_timeout,
+        tenant_from_cn=tenant_from_cn,
+        no_tenancy=no_tenancy,
     )
     run(settings, TenancySettings(state_db=state_db, control=control_socket, jobs_dir=jobs_dir))

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockmoat.errors import ConfigError
+from dockmoat.tenancy.names import listener_tenant_name, validate_job_name
 
 DEFAULT_LISTEN = "unix:///run/dockmoat/docker.sock"
 DEFAULT_UPSTREAM = "unix:///var/run/docker.sock"
@@ -51,7 +52,10 @@ class Endpoint(_Frozen):
 
 class ListenerSettings(_Frozen):
     endpoint: Endpoint
+    # The tenant of every client of this listener (None: no tenancy), or, with
+    # `tenant_from_cn`, each mutual-TLS client is the tenant its certificate's CN names.
     tenant: str | None = None
+    tenant_from_cn: bool = False
 
 
 class Limits(_Frozen):
@@ -169,6 +173,58 @@ def parse_upstream(url: str | None, env: Mapping[str, str]) -> Endpoint:
     raise ConfigError(f"upstream {url}: expected unix:///path or tcp://HOST:PORT")
 
 
+def default_tenant(endpoint: Endpoint) -> str:
+    """The stable tenant name of a listener that names none (see docs/tenancy.md)."""
+    if endpoint.kind == "unix" and endpoint.path is not None:
+        name = endpoint.path.name
+        readable = name[: -len(".sock")] if name.endswith(".sock") else name
+        return listener_tenant_name(f"unix:{endpoint.path}", readable)
+    return listener_tenant_name(
+        f"tcp:{endpoint.host}:{endpoint.port}", f"{endpoint.host}-{endpoint.port}"
+    )
+
+
+def listener_tenants(
+    listeners: Sequence[ListenerSettings],
+    *,
+    tenant: str | None,
+    profile: str,
+    no_tenancy: bool,
+    tenant_from_cn: bool,
+) -> tuple[ListenerSettings, ...]:
+    """Who the clients of each listener are.
+
+    `--tenant NAME` names the tenant of all of them; `--tenant-from-cn` makes
+    each client of a mutual-TLS listener the tenant its certificate's CN names;
+    otherwise every listener is a tenant of its own (a stable name derived from
+    its address) except under `--profile permissive` (forward and audit only)
+    or with `--no-tenancy` (the operator gives up isolation between clients).
+    """
+    if tenant is not None:
+        validate_job_name(tenant)  # ConfigError saying what a tenant name may be
+    if no_tenancy and (tenant is not None or tenant_from_cn):
+        raise ConfigError("--no-tenancy cannot be combined with --tenant or --tenant-from-cn")
+    if tenant is not None and tenant_from_cn:
+        raise ConfigError("--tenant and --tenant-from-cn exclude each other")
+    if tenant_from_cn and not any(item.endpoint.tls is not None for item in listeners):
+        raise ConfigError(
+            "--tenant-from-cn needs a mutual-TLS listener "
+            "(a tcp:// --listen with --tls-cert, --tls-key and --tls-ca)"
+        )
+    isolate = not no_tenancy and profile != "permissive"
+    result: list[ListenerSettings] = []
+    for item in listeners:
+        if tenant is not None:
+            result.append(item)
+        elif tenant_from_cn and item.endpoint.tls is not None:
+            result.append(item.model_copy(update={"tenant": None, "tenant_from_cn": True}))
+        elif isolate:
+            result.append(item.model_copy(update={"tenant": default_tenant(item.endpoint)}))
+        else:
+            result.append(item)
+    return tuple(result)
+
+
 def build_settings(
     *,
     listen: Sequence[str],
@@ -185,6 +241,8 @@ def build_settings(
     tenant: str | None = None,
     idle_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
+    no_tenancy: bool = False,
+    tenant_from_cn: bool = False,
 ) -> ServeSettings:
     """All of `serve`'s flags as one typed object; ConfigError on anything wrong."""
     env = os.environ if env is None else env
@@ -194,6 +252,13 @@ def build_settings(
     listeners = tuple(
         parse_listen(u, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, tenant=tenant)
         for u in urls
+    )
+    listeners = listener_tenants(
+        listeners,
+        tenant=tenant,
+        profile=profile,
+        no_tenancy=no_tenancy,
+        tenant_from_cn=tenant_from_cn,
     )
     if policy_file is not None and not policy_file.is_file():
         raise ConfigError(f"--policy {policy_file}: no such file")

@@ -62,6 +62,7 @@ from dockmoat.gateway.stages import (
     response_kind,
 )
 from dockmoat.policy.decision import Deny
+from dockmoat.tenancy.names import certificate_cn
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -251,6 +252,7 @@ def _identity(listener: ListenerSettings, writer: asyncio.StreamWriter) -> Clien
     uid = pid = None
     address = None
     subject = None
+    tenant = listener.tenant
     if listener.endpoint.kind == "unix" and sock is not None:
         with contextlib.suppress(OSError):
             pid, uid, _gid = _PEERCRED.unpack(
@@ -263,9 +265,12 @@ def _identity(listener: ListenerSettings, writer: asyncio.StreamWriter) -> Clien
         cert = writer.get_extra_info("peercert")
         if cert:
             subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for (k, v) in rdn)
+        if listener.tenant_from_cn:
+            # The tenancy stage validates it and refuses a missing or unusable CN.
+            tenant = certificate_cn(cert)
     return ClientIdentity(
         listener=listener.endpoint.url,
-        tenant=listener.tenant,
+        tenant=tenant,
         uid=uid,
         pid=pid,
         tls_subject=subject,

@@ -61,8 +61,11 @@ class JobManager:
         jobs_dir: Path = DEFAULT_JOBS_DIR,
         default_quotas: Quotas | None = None,
         clock: Callable[[], float] = time.time,
+        reserved: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
+        # Tenant names of the server's listeners: a job by that name would share their things.
+        self.reserved = reserved
         self.engine = engine
         self.host = host
         self.jobs_dir = jobs_dir
@@ -88,6 +91,10 @@ class JobManager:
         quotas: Quotas | None = None,
     ) -> JobRecord:
         validate_job_name(job)
+        if job in self.reserved:
+            raise ConfigError(
+                f"{job} is the tenant of a listener of this server; choose another job name"
+            )
         if workspace is not None:
             resolved = Path(workspace).resolve()
             if not resolved.is_dir():

@@ -8,8 +8,11 @@ and nobody else can own a prefix that parses differently.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dockmoat.errors import ConfigError
 
@@ -31,6 +34,40 @@ def validate_job_name(job: str) -> str:
             "(no '--', not starting or ending with '-')"
         )
     return job
+
+
+_SLUG_DROP = re.compile(r"[^a-z0-9_.]+")
+_MAX_SLUG = 30
+
+
+def listener_tenant_name(address: str, readable: str) -> str:
+    """The tenant of a listener that names none: `<readable>-<8 hex of address>`.
+
+    `address` is the listener's canonical address ("unix:/run/dockmoat/docker.sock",
+    "tcp:127.0.0.1:2375"), so the name is the same after every restart (ownership
+    in the state db and the labels on the engine stay valid) and two listeners
+    never share one by accident. `readable` (the socket's file name, or host and
+    port) only helps a human recognise the prefix on the engine.
+    """
+    digest = hashlib.sha256(address.encode()).hexdigest()[:8]
+    slug = _SLUG_DROP.sub("-", readable.lower()).strip("-._")[:_MAX_SLUG].rstrip("-._")
+    slug = re.sub(r"-{2,}", "-", slug)
+    return validate_job_name(f"{slug or 'listener'}-{digest}")
+
+
+def certificate_cn(peercert: Mapping[str, Any] | None) -> str | None:
+    """The one commonName of a client certificate (as `ssl` returns it), else None.
+
+    A certificate with no CN or with several is not usable as a tenant: None.
+    """
+    if not peercert:
+        return None
+    names = [
+        value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"
+    ]
+    if len(names) != 1 or not isinstance(names[0], str):
+        return None
+    return names[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,18 +18,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockmoat.api.request import ClientIdentity
 from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.server import Gateway
+from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import load_policy
 from dockmoat.tenancy.control import DEFAULT_CONTROL, control_in_use, serve_control
 from dockmoat.tenancy.engine import PooledEngine
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR, JobManager
 from dockmoat.tenancy.model import Quotas, Tenant
+from dockmoat.tenancy.names import validate_job_name
 from dockmoat.tenancy.stage import TenancyStage
 from dockmoat.tenancy.store import DEFAULT_STATE_DB, JobRecord, OwnershipStore
 
 log = logging.getLogger("dockmoat.tenancy")
+
+CN_RULE = "tenancy.client-cn"
+_CN_REFUSAL = (
+    "dockmoat: tenancy.client-cn: this listener takes the tenant from the client "
+    "certificate's CN, and your certificate"
+)
+_CN_HINT = (
+    "Use a client certificate whose subject has exactly one CN: lowercase letters, digits, "
+    "'.', '_' and single '-'."
+)
 
 # The baseline rules this stage replaces on job sockets: it allows joins between
 # the job's own containers and resolves them to full ids (anything else is a 404).
@@ -52,12 +65,20 @@ class TenancyService:
         self.serve_settings = serve_settings
         self.settings = settings or TenancySettings()
         self.store = OwnershipStore(self.settings.state_db)
-        # Listeners started with `--tenant NAME` are tenants without a job (no close, no TTL).
+        # Listener tenants (`--tenant NAME`, or the name derived from the listener's
+        # address) are tenants without a job: no close, no TTL, the default job quotas.
         self._static: dict[str, Tenant] = {}
         for listener in serve_settings.listeners:
             if listener.tenant is not None:
-                self._static[listener.tenant] = Tenant.job(listener.tenant)  # ConfigError
-        self.stage = TenancyStage(self.store, self.tenant_for)
+                self._static[listener.tenant] = Tenant.job(  # ConfigError
+                    listener.tenant, self.settings.default_quotas
+                )
+        # Listeners whose clients are the tenant their certificate's CN names.
+        self._cn_listeners = frozenset(
+            listener.endpoint.url for listener in serve_settings.listeners
+            if listener.tenant_from_cn
+        )  # fmt: skip
+        self.stage = TenancyStage(self.store, self.tenant_of)
         self.jobs: JobManager | None = None
         self._gateway: Gateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,6 +87,32 @@ class TenancyService:
     def tenant_for(self, name: str) -> Tenant | None:
         tenant = self.jobs.tenant_for(name) if self.jobs is not None else None
         return tenant or self._static.get(name)
+
+    def tenant_of(self, client: ClientIdentity) -> Tenant | Deny | None:
+        """Who a client is (the stage's question); None on a listener without tenancy."""
+        if client.listener in self._cn_listeners:
+            return self._cn_tenant(client.tenant)
+        if client.tenant is None:
+            return None
+        tenant = self.tenant_for(client.tenant)
+        if tenant is None:
+            return Deny(
+                "tenancy.unknown-tenant", f"dockmoat: tenancy: job {client.tenant} is closed."
+            )
+        return tenant
+
+    def _cn_tenant(self, cn: str | None) -> Tenant | Deny:
+        if cn is None:
+            return Deny(CN_RULE, f"{_CN_REFUSAL} has no single CN. {_CN_HINT}")
+        try:
+            validate_job_name(cn)
+        except ConfigError:
+            return Deny(CN_RULE, f"{_CN_REFUSAL} has the CN {cn!r}, not a tenant name. {_CN_HINT}")
+        if self.jobs is not None and self.jobs.tenant_for(cn) is not None:
+            # A certificate must not open a job's things (close would also remove its own).
+            return Deny(CN_RULE, f"{_CN_REFUSAL} has the CN {cn!r}, the name of an open job.")
+        # A CN may name a listener tenant: those clients then share its things.
+        return self._static.get(cn) or Tenant.job(cn, self.settings.default_quotas)
 
     async def start(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -83,6 +130,7 @@ class TenancyService:
             self,
             jobs_dir=self.settings.jobs_dir,
             default_quotas=self.settings.default_quotas,
+            reserved=frozenset(self._static),
         )
         await self.jobs.restore()
         self._control = await serve_control(self.settings.control, self.jobs)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from dockmoat.api.request import ApiRequest, Route
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy.engine import EngineApi, PooledEngine, Upstream
@@ -76,16 +76,20 @@ NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
 class TenancyStage:
-    """Decides every request of a tenant's listener; `tenant_for` maps names to tenants."""
+    """Decides every request of a tenant's listener.
+
+    `tenant_of` says who a client is: its Tenant, a Deny (a closed job, an
+    unusable certificate CN) or None for a listener without tenancy.
+    """
 
     def __init__(
         self,
         store: OwnershipStore,
-        tenant_for: Callable[[str], Tenant | None],
+        tenant_of: Callable[[ClientIdentity], Tenant | Deny | None],
         engine: EngineApi | None = None,
     ) -> None:
         self.store = store
-        self.tenant_for = tenant_for
+        self.tenant_of = tenant_of
         # Inside the gateway, look-ups use its pooled upstream (known at the first request).
         self._engine = engine
         # Tags present before each `docker load` (keyed by request), bounded.
@@ -177,14 +181,11 @@ class TenancyStage:
     async def on_request(self, request: ApiRequest, upstream: Upstream) -> Decision:
         if self._engine is None:
             self._engine = PooledEngine(upstream)
-        tenant_name = request.client.tenant
-        if tenant_name is None:
-            return Allow()
-        tenant = self.tenant_for(tenant_name)
+        tenant = self.tenant_of(request.client)
         if tenant is None:
-            return Deny(
-                "tenancy.unknown-tenant", f"dockmoat: tenancy: job {tenant_name} is closed."
-            )
+            return Allow()
+        if isinstance(tenant, Deny):
+            return tenant
         route = request.route.name
         if route in rules.CONTAINER_ROUTES:
             return await self._container_route(request, tenant)
@@ -510,8 +511,13 @@ class TenancyStage:
 
     # --- responses --------------------------------------------------------------
 
+    def _tenant(self, request: ApiRequest) -> Tenant | None:
+        """The client's tenant once its request was let through (None: no tenancy)."""
+        tenant = self.tenant_of(request.client)
+        return tenant if isinstance(tenant, Tenant) else None
+
     def response_kind(self, request: ApiRequest) -> ResponseKind:
-        if request.client.tenant is None:
+        if self._tenant(request) is None:
             return "none"
         route = request.route.name
         if route in _JSON_RESPONSES:
@@ -524,11 +530,11 @@ class TenancyStage:
 
     def rewrites_errors(self, request: ApiRequest) -> bool:
         """Error answers on a tenant's listener come back through `on_json_response`."""
-        return request.client.tenant is not None
+        return self._tenant(request) is not None
 
     def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
         """The buffered JSON answer as the tenant reads it (and what it records)."""
-        tenant = self.tenant_for(request.client.tenant or "")
+        tenant = self._tenant(request)
         if tenant is None:
             return answer
         route = request.route.name
@@ -568,14 +574,14 @@ class TenancyStage:
 
     def on_event(self, request: ApiRequest, event: Any) -> Any:
         """One event of the stream as the tenant sees it, or None to drop it."""
-        tenant = self.tenant_for(request.client.tenant or "")
+        tenant = self._tenant(request)
         if tenant is None or not isinstance(event, dict):
             return None
         return present.present_event(event, tenant, self.image_facts(tenant))
 
     def on_load_message(self, request: ApiRequest, message: Any) -> Any:
         """`docker load` progress: record the tags it loaded (they are the job's to remove)."""
-        tenant = self.tenant_for(request.client.tenant or "")
+        tenant = self._tenant(request)
         if tenant is not None and isinstance(message, dict):
             stream = message.get("stream")
             before = self._load_snapshots.get(id(request), None)
