@@ -751,14 +751,23 @@ class Gateway:
         # Answers nobody rewrites are relayed byte for byte with the daemon's own framing
         # (no re-chunking, no copies); the parser only finds where the answer ends.
         # Hijacks keep the event path: their raw part starts exactly after the 101.
-        passthrough = (
+        relayable = (
             not head.upgrade
             and request.route.name not in HIJACKING
             and (stage is None or response_kind(stage, request) == "none")
         )
+        errors_rewritten = stage is not None and error_kind(stage, request)
+        passthrough: bool | None = None  # decided on the read that completes the head
         while True:
             data = await conn.reader.read(READ_SIZE)
             events = reader.feed(data) if data else reader.feed_eof()
+            if passthrough is None:
+                first = next((e for e in events if isinstance(e, ResponseHead)), None)
+                passthrough = (
+                    relayable
+                    and first is not None
+                    and not (errors_rewritten and first.status >= 400)
+                )
             if passthrough:
                 if data:
                     await self._write(writer, record, data)

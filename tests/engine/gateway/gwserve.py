@@ -97,8 +97,10 @@ def wait_ping(sock: Path, process: subprocess.Popen[bytes], timeout: float = 20.
 
 
 def isolated(directory: Path) -> list[str]:
-    """Tenancy's state, control socket and job sockets of a test gateway, in its own folder."""
+    """A test gateway without tenancy (tested on its own in tests/engine/tenancy), and
+    tenancy's state, control socket and job sockets in the test's own folder anyway."""
     return [
+        "--no-tenancy",
         "--state-db", str(directory / "state.db"),
         "--control-socket", str(directory / "control.sock"),
         "--jobs-dir", str(directory / "jobs"),
