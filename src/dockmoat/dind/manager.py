@@ -6,11 +6,13 @@ are the API `dockmoat run --mode dind` builds on.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
 import ipaddress
 import os
+import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -69,6 +71,8 @@ class _Made:
     volume: str | None = None
     cert_dir: bool = False
     dns: list[str] = field(default_factory=list)
+    # Attached to the container's stdin before its start: the certificates go in there.
+    stdin: socket.socket | None = None
 
 
 def engine_client(host: str | None) -> docker.DockerClient:
@@ -271,20 +275,57 @@ class DindManager:
     ) -> None:
         instance = made.instance
         mtu = options.mtu or self.host_mtu()
-        self.progress(f"creating network {naming.network_name(instance)}")
-        made.network = naming.network_name(instance)
+        network = naming.network_name(instance)
+        made.network = network  # before it exists: a failure half-way still removes it
+        self.progress(f"creating network {network} and container {container_name}")
+        # The engine resolves a container's network at start, not at create, so
+        # the network (the slowest step here) is made while the container is
+        # created and attached; leaving the `with` waits for it in every case.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            network_made = pool.submit(self._create_network, network, mtu, instance, who)
+            try:
+                self._create_container(
+                    options, made, container_name, who, extra_labels, name, entrypoint, mtu
+                )
+            except docker.errors.NotFound:
+                # An engine that wants the network to exist first: create afterwards.
+                network_made.result()
+                try:
+                    self._create_container(
+                        options, made, container_name, who, extra_labels, name, entrypoint, mtu
+                    )
+                except docker.errors.NotFound as error:
+                    raise EngineError(
+                        f"cannot create the daemon container: {error.explanation}"
+                    ) from None
+            made.stdin = self._attach_stdin(made.container or "")
+            network_made.result()
+
+    def _create_network(self, network: str, mtu: int, instance: str, who: str) -> None:
         try:
             self.api.create_network(
-                made.network,
+                network,
                 driver="bridge",
                 options=spec.network_options(mtu),
                 labels=spec.labels(instance, naming.ROLE_NETWORK, who),
                 check_duplicate=True,
             )
         except docker.errors.APIError as error:
-            raise EngineError(
-                f"cannot create network {made.network}: {error.explanation}"
-            ) from None
+            raise EngineError(f"cannot create network {network}: {error.explanation}") from None
+
+    def _create_container(
+        self,
+        options: spec.DindOptions,
+        made: _Made,
+        container_name: str,
+        who: str,
+        extra_labels: dict[str, str],
+        name: str | None,
+        entrypoint: list[str] | None,
+        mtu: int,
+    ) -> None:
+        instance = made.instance
+        assert made.network
         if options.cache:
             volume = naming.cache_volume_name(options.cache)
             volume_labels = spec.labels(
@@ -310,9 +351,10 @@ class DindManager:
             container_labels=container_labels,
             volume_labels=volume_labels,
         )
-        self.progress(f"creating container {container_name}")
         try:
             created = self.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            raise  # _create decides: maybe only the network is not there yet
         except docker.errors.APIError as error:
             raise EngineError(f"cannot create the daemon container: {error.explanation}") from None
         made.container = str(created["Id"])
@@ -328,35 +370,58 @@ class DindManager:
         self, options: spec.DindOptions, made: _Made, name: str, who: str
     ) -> DindInfo:
         assert made.container and made.network
-        self.progress("starting the nested daemon")
+        # Attached before the start (in _create), so the certificates go in the
+        # moment the IP is known, with no round trip to the engine in between.
+        stdin = made.stdin
+        assert stdin is not None
         try:
-            self.api.start(made.container)
-            details = self.api.inspect_container(made.container)
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot start the daemon container: {error.explanation}") from None
-        info = self._info_from(details, name)
-        # Issued now because only now the container's IP is known; dockerd waits for them.
-        self.progress("issuing certificates")
-        try:
-            ips = [info.address] if info.address else []
-            dns = list(made.dns)
+            self.progress("starting the nested daemon")
             try:
-                ips.append(str(ipaddress.ip_address(info.host_address)))
-            except ValueError:
-                dns.append(info.host_address)  # a remote engine's host name
-            daemon_certs = certs.issue_daemon_certs(self.state.ca(), made.instance, dns, ips)
-        except ValueError as error:
-            raise EngineError(f"cannot issue certificates: {error}") from None
-        made.cert_dir = True
-        self.state.write_client(made.instance, daemon_certs, who, self.engine)
-        uid = spec.ROOTLESS_UID if options.rootless else 0
-        try:
-            self.api.put_archive(made.container, "/", certs.server_cert_tar(daemon_certs, uid, uid))
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot copy certificates in: {error.explanation}") from None
+                self.api.start(made.container)
+                details = self.api.inspect_container(made.container)
+            except docker.errors.APIError as error:
+                raise EngineError(
+                    f"cannot start the daemon container: {error.explanation}"
+                ) from None
+            info = self._info_from(details, name)
+            # Issued now because only now the container's IP is known; dockerd waits for them.
+            self.progress("issuing certificates")
+            try:
+                ips = [info.address] if info.address else []
+                dns = list(made.dns)
+                try:
+                    ips.append(str(ipaddress.ip_address(info.host_address)))
+                except ValueError:
+                    dns.append(info.host_address)  # a remote engine's host name
+                daemon_certs = certs.issue_daemon_certs(self.state.ca(), made.instance, dns, ips)
+            except ValueError as error:
+                raise EngineError(f"cannot issue certificates: {error}") from None
+            made.cert_dir = True
+            self.state.write_client(made.instance, daemon_certs, who, self.engine)
+            uid = spec.ROOTLESS_UID if options.rootless else 0
+            try:
+                _send_and_close(stdin, certs.server_cert_tar(daemon_certs, uid, uid))
+            except OSError as error:
+                raise EngineError(f"cannot send the certificates in: {error}") from None
+        finally:
+            _close(stdin)
+            made.stdin = None
         self.progress(f"waiting for /_ping on {info.host_url}")
         self.wait_ready(info, made.container, options.timeout)
         return info
+
+    def _attach_stdin(self, container: str) -> socket.socket:
+        try:
+            attached = self.api.attach_socket(container, params={"stdin": 1, "stream": 1})
+        except docker.errors.APIError as error:
+            raise EngineError(
+                f"cannot attach to the daemon container: {error.explanation}"
+            ) from None
+        # The SDK hands out a SocketIO wrapper on unix sockets, the socket itself on TCP.
+        raw = getattr(attached, "_sock", attached)
+        if not isinstance(raw, socket.socket):
+            raise EngineError(f"cannot write to the daemon container's stdin over {type(raw)}")
+        return raw
 
     def _info_from(self, details: dict[str, Any], name: str) -> DindInfo:
         labels = details["Config"]["Labels"] or {}
@@ -444,6 +509,8 @@ class DindManager:
 
     def _undo(self, made: _Made, options: spec.DindOptions | None = None) -> None:
         """Remove what a failed launch made; best effort, never masks the original error."""
+        if made.stdin is not None:
+            _close(made.stdin)
         with contextlib.suppress(Exception):
             if made.container:
                 self.api.remove_container(made.container, force=True, v=True)
@@ -762,6 +829,21 @@ class DindManager:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _send_and_close(stdin: socket.socket, data: bytes) -> None:
+    stdin.sendall(data)
+    # End of input for the wrapper's tar; StdinOnce closes the container's stdin then.
+    stdin.shutdown(socket.SHUT_WR)
+
+
+def _close(stdin: socket.socket) -> None:
+    # shutdown first: close() alone waits for the SDK's file wrappers to let go of
+    # the socket, and until then the wrapper in the container would not see EOF.
+    with contextlib.suppress(OSError):
+        stdin.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        stdin.close()
 
 
 def _entrypoint_of(image: dict[str, Any]) -> list[str]:

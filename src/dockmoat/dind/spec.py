@@ -172,12 +172,15 @@ def network_options(mtu: int) -> dict[str, str]:
 
 # The server certificate must name the container's IP, which the engine assigns
 # only at start (and fixed IPs need a user-chosen subnet). So the container
-# starts with a tiny wrapper that waits for the certificates to be copied in
-# (`ready` is the last member of the tar), then execs the image's own entrypoint.
-WAIT_FOR_CERTS = (
-    f"i=0; while [ ! -e {naming.SERVER_CERT_DIR}/ready ]; do i=$((i+1)); "
-    'if [ "$i" -gt 6000 ]; then echo "dockmoat: no certificates after 60s" >&2; exit 1; fi; '
-    'sleep 0.01; done; exec "$@"'
+# starts with a tiny wrapper that unpacks the certificates from its stdin (the
+# manager attaches before the start and writes the tar as soon as the IP is
+# known: no `PUT /archive` round trip after the start), checks that `ready`
+# (the tar's last member) arrived, then execs the image's own entrypoint.
+RECEIVE_CERTS = (
+    "tar -x -f - -C / || { echo 'dockmoat: cannot unpack the certificates' >&2; exit 1; }; "
+    f"[ -e {naming.SERVER_CERT_DIR}/ready ] || "
+    "{ echo 'dockmoat: no certificates arrived on stdin' >&2; exit 1; }; "
+    'exec "$@" </dev/null'
 )
 
 
@@ -235,7 +238,10 @@ def container_config(
         host_config["NanoCpus"] = int(options.cpus * 1e9)
     return {
         "Image": options.image,
-        "Entrypoint": ["/bin/sh", "-c", WAIT_FOR_CERTS, "dockmoat-wait", *image_entrypoint],
+        "Entrypoint": ["/bin/sh", "-c", RECEIVE_CERTS, "dockmoat-certs", *image_entrypoint],
+        # stdin carries the certificates once (see RECEIVE_CERTS), then closes.
+        "OpenStdin": True,
+        "StdinOnce": True,
         "Cmd": dockerd_argv(options, mtu),
         "Env": container_env(options),
         "Hostname": instance[:63],

@@ -118,8 +118,10 @@ def test_container_config_limits_and_isolation() -> None:
     (mount,) = host["Mounts"]
     assert mount["Type"] == "volume" and mount["Target"] == "/var/lib/docker"
     assert mount["VolumeOptions"] == {"Labels": {"c": "d"}}
-    # The image's own entrypoint runs after the certificate wait.
-    assert config["Entrypoint"][:2] == ["/bin/sh", "-c"]  # type: ignore[index]
+    # The image's own entrypoint runs once the certificates arrived on stdin,
+    # which is open for exactly one attach.
+    assert config["Entrypoint"][:3] == ["/bin/sh", "-c", spec.RECEIVE_CERTS]  # type: ignore[index]
+    assert config["OpenStdin"] is True and config["StdinOnce"] is True
     assert config["Entrypoint"][-1] == "dockerd-entrypoint.sh"  # type: ignore[index]
     assert "DOCKER_TLS_CERTDIR=" in config["Env"]  # type: ignore[operator]
     endpoints = config["NetworkingConfig"]["EndpointsConfig"]  # type: ignore[index]
