@@ -10,11 +10,11 @@ from dockmoat.policy.rules import containers, exec, images, networks, system, vo
 from dockmoat.policy.rules.base import Rule
 
 ALL_RULES: tuple[Rule, ...] = (
-    *system.RULES[:4],
+    *system.RULES[:5],
     *containers.RULES,
     *exec.RULES,
     *images.RULES,
     *volumes.RULES,
     *networks.RULES,
-    *system.RULES[4:],
+    *system.RULES[5:],
 )

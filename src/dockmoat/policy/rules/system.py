@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dockmoat.api.endpoints import ENDPOINTS
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
 from dockmoat.policy.rules.base import ALLOW, Rule, Subject, deny, text, top
@@ -37,6 +38,37 @@ def check_session(subject: Subject) -> Decision:
     )
 
 
+#: dockerd 20.10 still serves API versions down to 1.12, and below 1.24 it keeps
+#: behaviour removed since: a HostConfig in the body of `POST /containers/{id}/start`
+#: is applied to the container (privileged, binds...), `POST /containers/{id}/copy`
+#: reads files. No client of the last years asks for such a version.
+MIN_API_VERSION = (1, 24)
+EVERY_ROUTE = frozenset({f"{resource}.*" for _m, _p, resource, _a in ENDPOINTS} | {"unknown.*"})
+
+
+def _version(text_value: str) -> tuple[int, ...] | None:
+    # The router accepts odd spellings such as "1.41." or "01.041"; compare numerically.
+    try:
+        return tuple(int(part) for part in text_value.split(".") if part != "")
+    except ValueError:
+        return None
+
+
+def check_api_version(subject: Subject) -> Decision:
+    raw = subject.request.api_version
+    if raw is None:
+        return ALLOW  # no prefix: dockerd uses its own current version
+    version = _version(raw)
+    if version is not None and version >= MIN_API_VERSION:
+        return ALLOW
+    return deny(
+        "system.api-version",
+        f"API version {raw!r}: versions below 1.24 keep removed behaviour "
+        "(a HostConfig given at container start is applied)",
+        "Use API version 1.24 or newer (every current client negotiates one)",
+    )
+
+
 def check_unknown(subject: Subject) -> Decision:
     return deny(
         "system.unknown-endpoint",
@@ -65,6 +97,14 @@ def check_auth_address(subject: Subject) -> Decision:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "system.api-version",
+        "system",
+        EVERY_ROUTE,
+        "API versions below 1.24 keep removed, unsafe behaviour such as HostConfig at start.",
+        check_api_version,
+        reads_body=False,
+    ),
     Rule(
         "system.unknown-endpoint",
         "system",
