@@ -121,24 +121,22 @@ def resolve(
         url, source = DEFAULT_HOST, "default"
     target = parse_host(url, source, use_tls)
     settings: TlsSettings | None = None
-    if use_tls and target.scheme == "tcp" and context is not None and source.startswith("context"):
-        folder = context.tls_dir or home / ".docker"
+    if use_tls and target.scheme == "tcp":
+        # The files come from one folder (the context's, else DOCKER_CERT_PATH or
+        # ~/.docker); each --tls* flag overrides its own file.
+        if context is not None and source.startswith("context"):
+            folder = context.tls_dir or home / ".docker"
+            files_from = f"context {context.name} ({folder})"
+        else:
+            cert_dir_env = env.get("DOCKER_CERT_PATH")
+            folder = Path(cert_dir_env) if cert_dir_env else home / ".docker"
+            dir_source = "DOCKER_CERT_PATH" if cert_dir_env else "~/.docker"
+            files_from = "flags" if explicit else f"{dir_source} ({folder})"
         settings = TlsSettings(
             verify=verify,
             ca=tlscacert or folder / "ca.pem",
             cert=tlscert or folder / "cert.pem",
             key=tlskey or folder / "key.pem",
-            source=f"context {context.name} ({folder})",
-        )
-    elif use_tls and target.scheme == "tcp":
-        cert_dir_env = env.get("DOCKER_CERT_PATH")
-        cert_dir = Path(cert_dir_env) if cert_dir_env else home / ".docker"
-        dir_source = "DOCKER_CERT_PATH" if cert_dir_env else "~/.docker"
-        settings = TlsSettings(
-            verify=verify,
-            ca=tlscacert or cert_dir / "ca.pem",
-            cert=tlscert or cert_dir / "cert.pem",
-            key=tlskey or cert_dir / "key.pem",
-            source="flags" if explicit else f"{dir_source} ({cert_dir})",
+            source=files_from,
         )
     return DoctorConfig(target=target, tls=settings, dind=dind, output=output)
