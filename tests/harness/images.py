@@ -160,39 +160,38 @@ def dind_spec() -> ImageSpec:
     return ImageSpec(DIND_IMAGE, tree, changes)
 
 
-def image_id(docker: str, tag: str) -> str | None:
+@dataclass(frozen=True)
+class Tagged:
+    """What a tag points at now: the image's id and its input label."""
+
+    image_id: str | None
+    inputs: str | None
+
+
+def inspect_tag(docker: str, tag: str) -> Tagged | None:
+    """One `docker image inspect` for both facts; None when the tag does not exist."""
     proc = subprocess.run(
-        [docker, "image", "inspect", "--format", "{{.Id}}", tag],
+        [docker, "image", "inspect", "--format", "{{.Id}} {{json .Config.Labels}}", tag],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         return None
-    return proc.stdout.strip() or None
-
-
-def current_label(docker: str, tag: str) -> str | None:
-    proc = subprocess.run(
-        [docker, "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return None
-    labels = json.loads(proc.stdout or "null") or {}
+    image, _, labels_json = proc.stdout.strip().partition(" ")
+    labels = json.loads(labels_json or "null") or {}
     value = labels.get(INPUTS_LABEL)
-    return value if isinstance(value, str) else None
+    return Tagged(image or None, value if isinstance(value, str) else None)
 
 
 def ensure_image(spec: ImageSpec, docker: str, say: Callable[[str], None]) -> bool:
     """Build and tag the image unless its input label matches; True if it was built."""
     digest = spec.digest
-    if current_label(docker, spec.tag) == digest:
+    before = inspect_tag(docker, spec.tag)
+    if before is not None and before.inputs == digest:
         return False
     say(f"building {spec.tag} (inputs {digest[:12]})")
-    previous = image_id(docker, spec.tag)
+    previous = before.image_id if before is not None else None
     argv = [docker, "import"]
     for change in (*spec.changes, f"LABEL {INPUTS_LABEL}={digest}"):
         argv += ["--change", change]
@@ -213,9 +212,10 @@ def ensure_image(spec: ImageSpec, docker: str, say: Callable[[str], None]) -> bo
         message = errors.read().decode(errors="replace").strip()
     if status != 0:
         raise ImageBuildError(f"docker import {spec.tag} failed: {message}")
-    if current_label(docker, spec.tag) != digest:
+    after = inspect_tag(docker, spec.tag)
+    if after is None or after.inputs != digest:
         raise ImageBuildError(f"{spec.tag} was imported but does not carry its input label")
-    if previous is not None and previous != image_id(docker, spec.tag):
+    if previous is not None and previous != after.image_id:
         # The old build is now untagged; drop it unless a container still uses it.
         subprocess.run([docker, "image", "rm", previous], capture_output=True, check=False)
     return True
