@@ -308,3 +308,22 @@ def test_tenant_from_cn_isolates_two_certificates(
         served.stop()
         for tenant in (alice, bob):
             _remove_labelled(docker_client, tenant)
+
+
+def test_the_listener_tenant_survives_a_restart(
+    server: Serve, docker_client: docker.DockerClient
+) -> None:
+    main = f"unix://{server.root}/main.sock"
+    tenant = _tenant_of(main)
+    try:
+        made = _ok(_docker(main, "create", "--pull", "never", "--name", "keep", IMAGE, "true"))
+        server.stop()
+        server.start()
+        # Same address, same tenant: what it made is still its own, under the same name.
+        assert _ok(_docker(main, "inspect", "-f", "{{.Id}}", "keep")) == made
+        assert _ok(_docker(main, "ps", "-aq", "--no-trunc")).split() == [made]
+        _ok(_docker(main, "rm", "keep"))
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(made)
+    finally:
+        _remove_labelled(docker_client, tenant)
