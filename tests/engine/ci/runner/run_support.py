@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import docker
+import pytest
 
 REPO = Path(__file__).resolve().parents[4]
 PIPELINE = REPO / "examples" / "pipeline"
 DOCKMOAT = (sys.executable, "-m", "dockmoat")
+JOB_IMAGE = "dockmoat-test/dind:latest"  # carries the docker CLI and sh
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -43,6 +49,31 @@ def popen_run(*args: str) -> subprocess.Popen[str]:
         text=True,
         env=clean_env(),
     )
+
+
+def wait_for_line(stream: IO[str] | None, word: str, seconds: float = 120) -> str:
+    """Read lines until one holds `word`; what was read, or the test fails."""
+    assert stream is not None
+    deadline = time.monotonic() + seconds
+    seen = ""
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+        if word in line:
+            return seen
+    pytest.fail(f"{word!r} never appeared: {seen!r}")
+
+
+@contextlib.contextmanager
+def killed_on_exit(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Whatever the test body does, the `dockmoat run` process does not outlive it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @dataclass(frozen=True)
@@ -82,26 +113,24 @@ def _tenant(labels: dict[str, str] | None) -> bool:
     return bool(_TENANT.match(str((labels or {}).get("dockmoat.tenant", ""))))
 
 
+def _made_by_a_run(name: str, labels: dict[str, str] | None) -> bool:
+    """Named like a run's resources, or labelled with a run's tenant."""
+    return _ours(name) or str((labels or {}).get("dockmoat.tenant", "")).startswith("run-")
+
+
 def snapshot(client: docker.DockerClient, images: tuple[str, ...] = ()) -> Snapshot:
     api = client.api
     containers = {
         c["Names"][0].lstrip("/")
         for c in api.containers(all=True)
-        if _ours(c["Names"][0])
+        if _made_by_a_run(c["Names"][0], c.get("Labels"))
         or "io.dockmoat.run" in (c.get("Labels") or {})
-        or str((c.get("Labels") or {}).get("dockmoat.tenant", "")).startswith("run-")
     }
-    networks = {
-        n["Name"]
-        for n in api.networks()
-        if _ours(n["Name"])
-        or str((n.get("Labels") or {}).get("dockmoat.tenant", "")).startswith("run-")
-    }
+    networks = {n["Name"] for n in api.networks() if _made_by_a_run(n["Name"], n.get("Labels"))}
     volumes = {
         v["Name"]
         for v in (api.volumes().get("Volumes") or [])
-        if _ours(v["Name"])
-        or str((v.get("Labels") or {}).get("dockmoat.tenant", "")).startswith("run-")
+        if _made_by_a_run(v["Name"], v.get("Labels"))
     }
     tags: set[str] = set()
     for image in api.images():

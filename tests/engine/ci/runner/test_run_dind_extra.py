@@ -11,9 +11,17 @@ from pathlib import Path
 
 import docker
 import pytest
-from run_support import DOCKMOAT, assert_nothing_left, clean_env, dockmoat_run, popen_run, snapshot
-
-JOB_IMAGE = "dockmoat-test/dind:latest"
+from run_support import (
+    DOCKMOAT,
+    JOB_IMAGE,
+    assert_nothing_left,
+    clean_env,
+    dockmoat_run,
+    killed_on_exit,
+    popen_run,
+    snapshot,
+    wait_for_line,
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -24,22 +32,11 @@ def test_interrupted_during_set_up_leaves_nothing(
     proc = popen_run(
         "--mode", "dind", "--image", JOB_IMAGE, "--dind-image", dind_image, "--", "true"
     )
-    try:
-        assert proc.stderr is not None
-        seen = ""
-        deadline = time.monotonic() + 120
+    with killed_on_exit(proc):
         # Interrupt once the nested daemon's container exists and is starting.
-        while "starting the nested daemon" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
-        assert "starting the nested daemon" in seen, seen
+        seen = wait_for_line(proc.stderr, "starting the nested daemon")
         proc.send_signal(signum)
         _, rest = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, seen + rest
     assert "starting the job" not in rest
     assert_nothing_left(docker_client, before)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import docker
 import pytest
-from run_support import assert_nothing_left, dockmoat_run, popen_run, snapshot
-
-JOB_IMAGE = "dockmoat-test/dind:latest"
+from run_support import (
+    JOB_IMAGE,
+    assert_nothing_left,
+    dockmoat_run,
+    killed_on_exit,
+    popen_run,
+    snapshot,
+    wait_for_line,
+)
 
 
 def test_exit_code_and_both_streams(docker_client: docker.DockerClient, tmp_path: Path) -> None:
@@ -76,20 +81,6 @@ def test_no_command_is_a_usage_error() -> None:
     assert result.returncode == 2
 
 
-def _wait_for(proc: subprocess.Popen[str], word: str, seconds: float = 120) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + seconds
-    seen = ""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-        if word in line:
-            return seen
-    pytest.fail(f"{word!r} never appeared: {seen!r}")
-
-
 def test_sigint_reaches_the_job_and_dind_is_removed(
     docker_client: docker.DockerClient, dind_image: str
 ) -> None:
@@ -108,13 +99,10 @@ def test_sigint_reaches_the_job_and_dind_is_removed(
         + dind_image
         + " sleep 1000 >/dev/null 2>&1; echo ready; while true; do sleep 0.1; done",
     )
-    try:
-        _wait_for(proc, "ready")
+    with killed_on_exit(proc):
+        wait_for_line(proc.stdout, "ready")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 5, err
     assert "got-int" in out
     assert "dockmoat run: mode dind, exit 5;" in err
@@ -127,13 +115,10 @@ def test_sigterm_ends_the_job_and_removes_the_container(docker_client: docker.Do
     proc = popen_run(
         "--mode", "socket", "--image", JOB_IMAGE, "--", "sh", "-c", "echo ready; exec sleep 300"
     )
-    try:
-        _wait_for(proc, "ready")
+    with killed_on_exit(proc):
+        wait_for_line(proc.stdout, "ready")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     # sleep dies of SIGTERM: the init reports 128 + 15.
     assert proc.returncode == 143, err
     assert_nothing_left(docker_client, before)
@@ -192,15 +177,12 @@ def test_a_job_ignoring_signals_is_killed_by_the_third(docker_client: docker.Doc
         "-c",
         'trap "echo ignored" INT TERM; echo ready; while true; do sleep 0.2; done',
     )
-    try:
-        _wait_for(proc, "ready")
+    with killed_on_exit(proc):
+        wait_for_line(proc.stdout, "ready")
         for _ in range(3):
             proc.send_signal(signal.SIGINT)
             time.sleep(1.0)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "ignored" in out
     assert proc.returncode == 137, err  # 128 + SIGKILL
     assert_nothing_left(docker_client, before)

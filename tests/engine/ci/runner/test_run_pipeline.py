@@ -5,13 +5,38 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import docker
-from run_support import PIPELINE, Snapshot, assert_nothing_left, dockmoat_run, snapshot
+from run_support import (
+    JOB_IMAGE,
+    PIPELINE,
+    Snapshot,
+    assert_nothing_left,
+    dockmoat_run,
+    snapshot,
+)
 
-JOB_IMAGE = "dockmoat-test/dind:latest"  # carries the docker CLI and sh
 DEFAULT_TAGS = ("myapp:ci", "registry.example.com/myapp:ci")
+
+
+def _run_pipeline(
+    mode: str, *options: str, workspace: Path = PIPELINE
+) -> subprocess.CompletedProcess[str]:
+    """`dockmoat run` of the pipeline's own script, unchanged, in `workspace`."""
+    return dockmoat_run(
+        "--mode",
+        mode,
+        "--image",
+        JOB_IMAGE,
+        *options,
+        "--workspace",
+        str(workspace),
+        "--",
+        "sh",
+        "pipeline.sh",
+    )
 
 
 def _assert_pipeline_ran(stdout: str, stderr: str, mode: str, registry_image: str) -> None:
@@ -25,20 +50,8 @@ def test_pipeline_in_socket_mode(docker_client: docker.DockerClient, dind_image:
     suffix = secrets.token_hex(4)
     image, registry_image = f"dmtest-myapp:{suffix}", f"registry.example.com/dmtest-myapp:{suffix}"
     before = snapshot(docker_client, (image, registry_image))
-    result = dockmoat_run(
-        "--mode",
-        "socket",
-        "--image",
-        JOB_IMAGE,
-        "--workspace",
-        str(PIPELINE),
-        "-e",
-        f"IMAGE={image}",
-        "-e",
-        f"REGISTRY_IMAGE={registry_image}",
-        "--",
-        "sh",
-        "pipeline.sh",
+    result = _run_pipeline(
+        "socket", "-e", f"IMAGE={image}", "-e", f"REGISTRY_IMAGE={registry_image}"
     )
     try:
         assert result.returncode == 0, result.stderr
@@ -59,21 +72,7 @@ def test_pipeline_in_dind_mode(
     docker_client: docker.DockerClient, dind_image: str, busybox_image: str
 ) -> None:
     before = snapshot(docker_client, DEFAULT_TAGS)
-    result = dockmoat_run(
-        "--mode",
-        "dind",
-        "--image",
-        JOB_IMAGE,
-        "--dind-image",
-        dind_image,
-        "--preload",
-        busybox_image,
-        "--workspace",
-        str(PIPELINE),
-        "--",
-        "sh",
-        "pipeline.sh",
-    )
+    result = _run_pipeline("dind", "--dind-image", dind_image, "--preload", busybox_image)
     assert result.returncode == 0, result.stderr
     _assert_pipeline_ran(result.stdout, result.stderr, "dind", "registry.example.com/myapp:ci")
     assert "DOCKER_HOST" not in result.stderr  # no socket warning in this mode
@@ -84,19 +83,7 @@ def test_pipeline_in_dind_mode(
 
 def test_pipeline_in_guarded_mode(docker_client: docker.DockerClient, control_socket: Path) -> None:
     before = snapshot(docker_client, DEFAULT_TAGS)
-    result = dockmoat_run(
-        "--mode",
-        "guarded",
-        "--control",
-        str(control_socket),
-        "--image",
-        JOB_IMAGE,
-        "--workspace",
-        str(PIPELINE),
-        "--",
-        "sh",
-        "pipeline.sh",
-    )
+    result = _run_pipeline("guarded", "--control", str(control_socket))
     assert result.returncode == 0, result.stderr
     _assert_pipeline_ran(result.stdout, result.stderr, "guarded", "registry.example.com/myapp:ci")
     assert "== docker: unix:///var/run/docker.sock" in result.stdout
@@ -113,20 +100,8 @@ def test_a_broken_app_fails_the_pipeline_and_its_run(
     shutil.copytree(PIPELINE, workspace)
     (workspace / "app.sh").write_text('#!/bin/sh\necho "goodbye"\n')
     before = snapshot(docker_client, DEFAULT_TAGS)
-    result = dockmoat_run(
-        "--mode",
-        "dind",
-        "--image",
-        JOB_IMAGE,
-        "--dind-image",
-        dind_image,
-        "--preload",
-        busybox_image,
-        "--workspace",
-        str(workspace),
-        "--",
-        "sh",
-        "pipeline.sh",
+    result = _run_pipeline(
+        "dind", "--dind-image", dind_image, "--preload", busybox_image, workspace=workspace
     )
     assert result.returncode == 1, result.stderr
     assert "FAIL - (no name): got 'goodbye', want 'hello, world'" in result.stdout
