@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -15,13 +13,17 @@ from pathlib import Path
 
 import docker
 import pytest
-from doctor_engine_support import LABEL, NESTED_MTU, SOCKET_GID, DoctorRun, TlsDaemon
+from doctor_engine_support import (
+    LABEL,
+    NESTED_MTU,
+    SOCKET_GID,
+    DoctorRun,
+    TlsDaemon,
+    clean_env,
+    dockmoat_cli,
+)
 
 from unit.ci.doctor.doctor_certs import make_ca, make_leaf
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
 
 
 @pytest.fixture
@@ -34,14 +36,14 @@ def doctor(shared_dir: Path) -> Callable[..., DoctorRun]:
     def run(
         *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
     ) -> DoctorRun:
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "dockmoat", "doctor", "--format", "json", *args],
+        proc = dockmoat_cli(
+            "doctor",
+            "--format",
+            "json",
+            *args,
             # An empty docker config: a `docker context use` elsewhere must not steer doctor.
-            env={**_clean_env(), "DOCKER_CONFIG": empty_config, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            env={**clean_env(), "DOCKER_CONFIG": empty_config, **(env or {})},
+            prefix=prefix,
         )
         try:
             findings = json.loads(proc.stdout)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,25 @@ LABEL = {"dockmoat.test": "ci-doctor"}
 SOCKET_GID = 4242
 # Far below any real uplink, so the nested bridge is never the MTU problem here.
 NESTED_MTU = 1280
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without DOCKER_*, which would steer the CLI under test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+
+
+def dockmoat_cli(
+    *args: str, env: dict[str, str], timeout: float = 120, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """The real `dockmoat ARGS...` in a subprocess (output captured, never raising)."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "dockmoat", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

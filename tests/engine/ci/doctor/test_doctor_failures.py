@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from doctor_engine_support import SOCKET_GID, DoctorRun, TlsDaemon
+from doctor_engine_support import SOCKET_GID, DoctorRun, TlsDaemon, clean_env, dockmoat_cli
 
 from unit.ci.doctor.doctor_certs import make_ca, make_leaf, write_client_dir
 
@@ -370,28 +369,13 @@ def test_unknown_dind_container(doctor: Doctor, unique_name: Callable[[str], str
 
 
 def test_text_report_on_a_working_engine_and_a_dead_one(docker_host: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = str(tmp_path)
-    good = subprocess.run(
-        [sys.executable, "-m", "dockmoat", "doctor", "--host", docker_host],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    env = {**clean_env(), "DOCKER_CONFIG": str(tmp_path)}
+    good = dockmoat_cli("doctor", "--host", docker_host, env=env)
     assert good.returncode == 0, good.stdout
     assert good.stdout.startswith("ok    daemon.reachable")
     assert "API 1." in good.stdout
     assert " 0 fail" in good.stdout.splitlines()[-1]
-    dead = subprocess.run(
-        [sys.executable, "-m", "dockmoat", "doctor", "--host", f"unix://{tmp_path}/gone.sock"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    dead = dockmoat_cli("doctor", "--host", f"unix://{tmp_path}/gone.sock", env=env)
     assert dead.returncode == 1
     assert dead.stdout.startswith("fail  daemon.reachable")
     assert "fix: start the daemon" in dead.stdout
@@ -403,42 +387,16 @@ def test_a_dind_up_daemon_through_its_context(
     # `dockmoat dind up` issues client certificates from a CA of their own: ca.pem only
     # vouches for the daemon. Doctor must judge that by the daemon's answer, not fail it.
     name = unique_name("doc")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
-        "DOCKER_CONFIG": str(tmp_path),
-    }
-    up = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dockmoat",
-            "dind",
-            "up",
-            name,
-            "--image",
-            dind_image,
-            "-q",
-            "--no-pool",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
+    env = {**clean_env(), "DOCKER_CONFIG": str(tmp_path)}
+    up = dockmoat_cli(
+        "dind", "up", name, "--image", dind_image, "-q", "--no-pool", env=env, timeout=180
     )
     assert up.returncode == 0, up.stderr
     try:
         run = doctor("--context", f"dockmoat-{name}", env={"DOCKER_CONFIG": str(tmp_path)})
         dind = doctor("--dind", f"dockmoat-dind-{name}")
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "dockmoat", "dind", "down", name],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-            check=False,
-        )
+        dockmoat_cli("dind", "down", name, env=env, timeout=180)
     assert run.code == 0, run.findings
     assert run.status("tls.client-chain") == "ok"
     assert "accepted" in (run.by_check("tls.client-chain")[0]["detail"] or "")
