@@ -511,13 +511,18 @@ class TenancyStage:
 
     # --- responses --------------------------------------------------------------
 
+    def _isolated(self, request: ApiRequest) -> bool:
+        """Whether the client is under tenancy at all (even a job that closed meanwhile:
+        its answers are then still filtered, its events dropped, never relayed raw)."""
+        return self.tenant_of(request.client) is not None
+
     def _tenant(self, request: ApiRequest) -> Tenant | None:
         """The client's tenant once its request was let through (None: no tenancy)."""
         tenant = self.tenant_of(request.client)
         return tenant if isinstance(tenant, Tenant) else None
 
     def response_kind(self, request: ApiRequest) -> ResponseKind:
-        if self._tenant(request) is None:
+        if not self._isolated(request):
             return "none"
         route = request.route.name
         if route in _JSON_RESPONSES:
@@ -530,7 +535,7 @@ class TenancyStage:
 
     def rewrites_errors(self, request: ApiRequest) -> bool:
         """Error answers on a tenant's listener come back through `on_json_response`."""
-        return self._tenant(request) is not None
+        return self._isolated(request)
 
     def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
         """The buffered JSON answer as the tenant reads it (and what it records)."""
