@@ -277,7 +277,8 @@ class DindManager:
         mtu = options.mtu or self.host_mtu()
         network = naming.network_name(instance)
         made.network = network  # before it exists: a failure half-way still removes it
-        self.progress(f"creating network {network} and container {container_name}")
+        self.progress(f"creating network {network}")
+        self.progress(f"creating container {container_name}")
         # The engine resolves a container's network at start, not at create, so
         # the network (the slowest step here) is made while the container is
         # created and attached; leaving the `with` waits for it in every case.

@@ -50,16 +50,31 @@ def test_gc_cleans_up_after_a_killed_up(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    # The network is made before "creating container" is printed: every stage left it.
+    # "creating container": the network and the container are being made (at
+    # once); the engine finishes what it was asked even when the client died,
+    # so something is left. Later stages surely left network and container.
     prefix = naming.network_name(name + "-")
-    (network,) = [n for n in dind.client.networks.list() if n.name.startswith(prefix)]
-    instance = network.attrs["Labels"][naming.LABEL_INSTANCE]
+    networks = [n.name for n in dind.client.networks.list() if n.name.startswith(prefix)]
+    containers = [
+        c.name
+        for c in dind.client.containers.list(all=True)
+        if c.name.startswith(naming.tmp_container_name(name + "-"))
+    ]
+    assert networks or containers, "the killed up left nothing: the test proves nothing"
+    instance = (
+        networks[0][len(naming.network_name("")) :]
+        if networks
+        else containers[0][len(naming.tmp_container_name("")) :]
+    )
+    assert instance.startswith(name + "-")
     left = dind.instance_resources(instance)
-    if stage != "creating container":  # later stages surely left the container too
+    if stage != "creating container":
         assert left["containers"] == [naming.tmp_container_name(instance)]
+        assert left["networks"] == [naming.network_name(instance)]
 
     gc = dind.cli("dind", "gc")
-    assert f"network {network.name}" in gc.stdout
+    for network in left["networks"]:
+        assert f"network {network}" in gc.stdout
     for container in left["containers"]:
         assert f"container {container}" in gc.stdout
     assert dind.instance_resources(instance) == {"containers": [], "networks": [], "volumes": []}
