@@ -44,8 +44,9 @@ def _engine_errors(doing: str) -> Iterator[None]:
 
 
 @contextmanager
-def socket_mode(options: RunOptions) -> Iterator[Wiring]:
-    yield socket_wiring(host_socket_path(engine_url(options)))
+def socket_mode(socket_path: str) -> Iterator[Wiring]:
+    """`socket_path`: host_socket_path() of the engine, checked before any set-up."""
+    yield socket_wiring(socket_path)
 
 
 @contextmanager

@@ -44,9 +44,11 @@ def _handlers(handler: Callable[[int, FrameType | None], object] | int) -> Itera
             signal.signal(s, old)
 
 
-def _wiring(options: RunOptions, run_id: str, progress: Progress) -> AbstractContextManager[Wiring]:
-    if options.mode == "socket":
-        return modes.socket_mode(options)
+def _wiring(
+    options: RunOptions, run_id: str, progress: Progress, socket_path: str | None
+) -> AbstractContextManager[Wiring]:
+    if socket_path is not None:
+        return modes.socket_mode(socket_path)
     if options.mode == "dind":
         return modes.dind_mode(options, run_id, progress)
     return modes.guarded_mode(options, run_id, progress)
@@ -74,8 +76,8 @@ def run(
 
     run_id = secrets.token_hex(4)
     url = modes.engine_url(options)
-    if options.mode == "socket":
-        modes.host_socket_path(url)  # a bad address is a usage error, before any engine call
+    # A bad address is a usage error, before any engine call.
+    socket_path = modes.host_socket_path(url) if options.mode == "socket" else None
     try:
         api = docker.APIClient(base_url=url, version="auto", timeout=120)
     except ENGINE_ERRORS as error:
@@ -90,7 +92,7 @@ def run(
         try:
             # Fail before setting anything up when the job's image is missing.
             JobContainer(api, job_spec(options, run_id, Wiring(env={}))).check_image()
-            wiring = stack.enter_context(_wiring(options, run_id, say))
+            wiring = stack.enter_context(_wiring(options, run_id, say, socket_path))
             if wiring.notice:
                 tell(wiring.notice)
             job = JobContainer(api, job_spec(options, run_id, wiring))
