@@ -12,11 +12,8 @@ from pathlib import Path
 
 import click
 
-from dockmoat.api import gojson
-from dockmoat.api.query import parse_query
-from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.api.routing import classify, split_target
 from dockmoat.errors import ConfigError
+from dockmoat.policy import trial
 from dockmoat.policy.decision import Deny, Rewrite
 from dockmoat.policy.engine import CompiledPolicy, load_policy
 from dockmoat.policy.policyfile import PROFILES
@@ -92,8 +89,7 @@ def check(
 ) -> None:
     """Print the decision for one request (exit 0 allow/rewrite, 1 deny)."""
     policy = _load(profile, policy_file, allow_bind)
-    path, version, route = classify(method, target)
-    _path, raw_query = split_target(target)
+    request = trial.routed(method, target, listener="cli")
     raw = b""
     if body_file is not None and str(body_file) == "-":
         raw = sys.stdin.buffer.read()
@@ -102,20 +98,8 @@ def check(
             raw = body_file.read_bytes()
         except OSError as error:
             raise ConfigError(f"--body {body_file}: {error.strerror}") from None
-    request = ApiRequest(
-        method=method,
-        raw_target=target,
-        path=path,
-        api_version=version,
-        route=route,
-        query=parse_query(raw_query) if raw_query else {},
-        headers=(),
-        client=ClientIdentity(listener="cli"),
-        body_json=gojson.loads(raw) if raw.strip() else None,
-        body_raw=raw or None,
-    )
-    decision = policy.evaluate(request)
-    click.echo(f"route: {route.name}")
+    decision = policy.evaluate(trial.with_json_body(request, raw))
+    click.echo(f"route: {request.route.name}")
     if isinstance(decision, Deny):
         click.echo(f"DENY {decision.rule}")
         click.echo(decision.message)

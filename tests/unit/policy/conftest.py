@@ -9,34 +9,23 @@ from typing import Any
 
 import pytest
 
-from dockmoat.api import gojson
-from dockmoat.api.query import parse_query
-from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.api.routing import classify, split_target
+from dockmoat.api.request import ApiRequest
 from dockmoat.policy.decision import Decision
 from dockmoat.policy.engine import CompiledPolicy, load_policy
+from dockmoat.policy.trial import routed, with_json_body
 
 Decide = Callable[..., Decision]
 
 
 def make_request(method: str, target: str, body: Any = None) -> ApiRequest:
-    path, version, route = classify(method, target)
-    _path, raw_query = split_target(target)
-    raw = body if isinstance(body, bytes) else None
-    if body is not None and raw is None:
+    """`body`: raw bytes, or a value sent as JSON; None for no body."""
+    if body is None:
+        raw = b""
+    elif isinstance(body, bytes):
+        raw = body
+    else:
         raw = json.dumps(body).encode()
-    return ApiRequest(
-        method=method,
-        raw_target=target,
-        path=path,
-        api_version=version,
-        route=route,
-        query=parse_query(raw_query) if raw_query else {},
-        headers=(),
-        client=ClientIdentity(listener="test"),
-        body_json=gojson.loads(raw) if raw else None,
-        body_raw=raw,
-    )
+    return with_json_body(routed(method, target, listener="test"), raw)
 
 
 @pytest.fixture(name="make_request")

@@ -15,12 +15,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockmoat.api import gojson
-from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.api.routing import classify
+from dockmoat.api.request import ApiRequest
 from dockmoat.errors import ProtocolError
 from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import load_policy
+from dockmoat.policy.trial import routed, with_json_body
 
 POLICY = load_policy("baseline", env={})
 
@@ -106,19 +105,7 @@ def dangerous_body(draw: st.DrawFn) -> bytes:
 
 
 def _request(raw: bytes) -> ApiRequest:
-    path, version, route = classify("POST", "/v1.41/containers/create")
-    return ApiRequest(
-        method="POST",
-        raw_target="/v1.41/containers/create",
-        path=path,
-        api_version=version,
-        route=route,
-        query={},
-        headers=(),
-        client=ClientIdentity(listener="test"),
-        body_json=gojson.loads(raw),
-        body_raw=raw,
-    )
+    return with_json_body(routed("POST", "/v1.41/containers/create", listener="test"), raw)
 
 
 def refused_or_denied(raw: bytes, evaluate: Callable[[ApiRequest], Any]) -> bool:
