@@ -74,7 +74,9 @@ class Up:
         if os.geteuid() == 0:
             if hosts_file.apply(hosts):
                 self.say("mapped the Docker Hub host names to 127.0.0.1 in /etc/hosts")
-        elif hosts_file.with_block(hosts.read_text()) != hosts.read_text():
+            return
+        current = hosts.read_text()
+        if hosts_file.with_block(current) != current:
             self.say(
                 "warning: not root, so Docker Hub names are not mapped to 127.0.0.1; "
                 "an accidental pull may reach the network"
