@@ -15,9 +15,15 @@ from pathlib import Path
 import docker
 import pytest
 from docker.errors import DockerException, ImageNotFound
+from hypothesis import HealthCheck, settings
 
 from harness.endpoint import Endpoint
 from harness.images import BUSYBOX_IMAGE, DIND_IMAGE
+
+# Property tests check correctness, not speed (speed lives in bench/): on a loaded
+# 2-core CI machine Hypothesis' per-example deadline only produces false failures.
+settings.register_profile("dockmoat", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("dockmoat")
 
 ENGINE_TESTS = Path(__file__).resolve().parent / "engine"
 HOW_TO_START = "run `scripts/test-engine up` (make test does it for you)"
