@@ -20,12 +20,6 @@ class ConfigError(DockmoatError):
     exit_code = 2
 
 
-class NotAvailable(DockmoatError):
-    """A command of the contract whose implementation has not landed yet."""
-
-    exit_code = 2
-
-
 class ProtocolError(DockmoatError):
     """A request or response that cannot be read unambiguously (HTTP 400)."""
 
