@@ -1,14 +1,18 @@
 """Where a bind mount really comes from on the host, and whether that is allowed.
 
-The only I/O of the policy: `os.path.realpath` reads the host's filesystem to
-follow symlinks and `..`, so that a link planted in an allowed workspace cannot
-reach `/`. Paths are compared on whole components (/work/ws2 is not in /work/ws).
+The only I/O of the policy: the host's filesystem is read to follow symlinks,
+so that a link planted in an allowed workspace cannot reach `/`. The source is
+first cleaned lexically, as dockerd does (Go's `path.Clean`) before the kernel
+sees it: `WS/link/..` is `WS` for dockerd, whatever `link` points at. Paths are
+compared on whole components (/work/ws2 is not in /work/ws).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 #: Paths whose exposure hands out the daemon (or dockmoat's own control plane).
 #: A bind of any of them, of anything inside them, or of any parent folder is refused.
@@ -25,9 +29,46 @@ DAEMON_PATHS = (
 )
 
 
+#: The kernel's limit on symlinks followed in one lookup (ELOOP past it).
+MAX_SYMLINKS = 40
+
+
 def resolve(path: str) -> str:
-    """The host path a bind source names, symlinks and `..` resolved."""
-    return os.path.realpath(path)
+    """The host path a bind source names: cleaned as dockerd cleans it, then symlinks
+    followed as the kernel follows them.
+
+    Unlike `os.path.realpath`, only a missing component is tolerated (dockerd creates
+    missing bind folders); any other error (EACCES, ENAMETOOLONG, ELOOP...) raises
+    OSError, because a link the guard cannot read may still lead the daemon out.
+    """
+    # Lexical, like Go's path.Clean (Path.resolve would follow links before "..").
+    cleaned = os.path.abspath(path)  # noqa: PTH100
+    pending = [part for part in reversed(cleaned.split("/")) if part]
+    resolved = ""  # "" is "/"
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name in (".", ".."):
+            if name == "..":
+                resolved = resolved.rsplit("/", 1)[0]
+            continue
+        candidate = f"{resolved}/{name}"
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            resolved = candidate
+            continue
+        if not stat.S_ISLNK(mode):
+            resolved = candidate
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(f"too many levels of symbolic links in {path}")
+        target = str(Path(candidate).readlink())
+        if target.startswith("/"):
+            resolved = ""
+        pending.extend(part for part in reversed(target.split("/")) if part)
+    return resolved or "/"
 
 
 def within(path: str, folder: str) -> bool:
@@ -48,7 +89,10 @@ def protected_paths(extra: Iterable[str] = ()) -> tuple[str, ...]:
 
 def bind_problem(source: str, allow_bind: Iterable[str], protected: Iterable[str]) -> str | None:
     """Why a bind from host path `source` is refused, or None when it is allowed."""
-    resolved = resolve(source)
+    try:
+        resolved = resolve(source)
+    except OSError as error:  # fail closed: what we cannot follow, dockerd might
+        return f"a bind mount of {source}, whose path cannot be resolved ({error})"
     shown = source if resolved == source else f"{source} (resolved: {resolved})"
     for path in protected:
         if within(resolved, path) or within(path, resolved):
