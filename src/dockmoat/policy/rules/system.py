@@ -96,6 +96,35 @@ def check_auth_address(subject: Subject) -> Decision:
     return ALLOW
 
 
+#: Checkpoint endpoints, and the start parameters that restore a checkpoint. On an
+#: experimental daemon they make CRIU dump to, restore from and delete host folders
+#: the request names (`checkpoint-dir`, `dir`, `CheckpointDir`), as root.
+CHECKPOINT_ROUTES = frozenset(
+    {
+        "containers.checkpoint_create",
+        "containers.checkpoint_list",
+        "containers.checkpoint_delete",
+    }
+)
+CHECKPOINT_START_PARAMS = ("checkpoint", "checkpoint-dir")
+
+
+def check_checkpoints(subject: Subject) -> Decision:
+    request = subject.request
+    if subject.route in CHECKPOINT_ROUTES:
+        return _closed(
+            "system.checkpoints",
+            f"{request.method} {request.path}: CRIU checkpoints, which read and write host folders",
+        )
+    for name in CHECKPOINT_START_PARAMS:
+        if request.param(name):  # Go's r.Form.Get: the first value counts
+            return _closed(
+                "system.checkpoints",
+                f"a start that restores a CRIU checkpoint (the {name} parameter)",
+            )
+    return ALLOW
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "system.api-version",
@@ -146,5 +175,14 @@ RULES: tuple[Rule, ...] = (
         frozenset({"system.auth"}),
         "A login makes the daemon connect to the given server, also inside the host's network.",
         check_auth_address,
+    ),
+    Rule(
+        "system.checkpoints",
+        "system",
+        CHECKPOINT_ROUTES | frozenset({"containers.start"}),
+        "CRIU checkpoints (experimental daemons) dump to, restore from and delete host "
+        "folders the request names.",
+        check_checkpoints,
+        reads_body=False,
     ),
 )
