@@ -12,12 +12,25 @@ PULL = frozenset({"images.create"})
 PUSH = frozenset({"images.push"})
 BUILD = frozenset({"build.build"})
 DISTRIBUTION = frozenset({"distribution.*"})
+#: `GET /images/search?term=HOST/x` makes dockerd connect to HOST (verified on 20.10).
+SEARCH = frozenset({"images.search"})
 #: BuildKit's marker for "the context comes over the session", not a fetch.
 CLIENT_SESSION = "client-session"
 
 
+def search_index(term: str) -> str | None:
+    """The index a search term names, as dockerd's splitReposSearchTerm; None for Hub."""
+    first, sep, _rest = term.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
 def registry_problem(reference: str, subject: Subject) -> str | None:
-    registry = addresses.registry_of(reference)
+    if subject.route in SEARCH:
+        registry = search_index(reference)
+    else:
+        registry = addresses.registry_of(reference)
     if registry is None or registry.lower() in subject.settings.registries:
         return None
     if addresses.is_internal(addresses.split_host_port(registry)):
@@ -33,6 +46,9 @@ def _references(subject: Subject) -> list[tuple[str, str]]:
     if route in PULL:
         image = request.param("fromImage")
         return [(image, "fromImage")] if image else []
+    if route in SEARCH:
+        term = request.param("term")
+        return [(term, "term")] if term else []
     if route in BUILD:
         raw = request.param("cachefrom")
         if not raw:
@@ -111,7 +127,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "images.registry-address",
         "images",
-        PULL | PUSH | BUILD | DISTRIBUTION,
+        PULL | PUSH | BUILD | DISTRIBUTION | SEARCH,
         "Registries at loopback, link-local or private addresses turn the daemon into a "
         "request forger inside the host's network.",
         check_registry_address,
