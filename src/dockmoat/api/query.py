@@ -27,10 +27,13 @@ _GO_SPACE = (
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
-def _unescape(raw: str) -> str:
-    """Go's `url.QueryUnescape`."""
+def go_unescape(raw: str, *, plus_is_space: bool, where: str) -> str:
+    """Go's `url.unescape`: `%XX` always; `+` is a space in queries, a plus in paths.
+
+    Invalid escapes raise ProtocolError (Go reports an error for them).
+    """
     data = raw.encode("utf-8", "surrogateescape")
-    if b"%" not in data and b"+" not in data:
+    if b"%" not in data and not (plus_is_space and b"+" in data):
         return raw
     out = bytearray()
     i = 0
@@ -39,16 +42,21 @@ def _unescape(raw: str) -> str:
         byte = data[i]
         if byte == 0x25:  # "%"
             if i + 2 >= n or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
-                raise ProtocolError(f"invalid URL escape in query {raw[:80]!r}")
+                raise ProtocolError(f"invalid URL escape in {where} {raw[:80]!r}")
             out.append(int(data[i + 1 : i + 3], 16))
             i += 3
-        elif byte == 0x2B:  # "+"
+        elif byte == 0x2B and plus_is_space:  # "+"
             out.append(0x20)
             i += 1
         else:
             out.append(byte)
             i += 1
     return out.decode("utf-8", "surrogateescape")
+
+
+def _unescape(raw: str) -> str:
+    """Go's `url.QueryUnescape`."""
+    return go_unescape(raw, plus_is_space=True, where="query")
 
 
 def parse_query(raw: str) -> dict[str, list[str]]:

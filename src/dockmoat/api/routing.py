@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Final
 
 from dockmoat.api.endpoints import ENDPOINTS
+from dockmoat.api.query import go_unescape
 from dockmoat.api.request import Route
 from dockmoat.errors import ProtocolError
 
@@ -32,7 +33,6 @@ UNKNOWN: Final = ("unknown", "unknown")
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _VERSION = re.compile(r"/v(?P<version>[0-9.]+)(?P<rest>/.*)", re.DOTALL)
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
 _TEMPLATE_VAR = re.compile(r"\{([a-z]+)(?::([^}]*))?\}")
 
@@ -59,23 +59,7 @@ _TABLE: Final = tuple(
 
 def _unescape_path(raw: str) -> str:
     """Go's `unescape(s, encodePath)`: `%XX` only; `+` stays a plus."""
-    data = raw.encode("utf-8", "surrogateescape")
-    if b"%" not in data:
-        return raw
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        byte = data[i]
-        if byte == 0x25:  # "%"
-            if i + 2 >= n or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
-                raise ProtocolError(f"invalid URL escape in path {raw[:80]!r}")
-            out.append(int(data[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(byte)
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
+    return go_unescape(raw, plus_is_space=False, where="path")
 
 
 def split_target(target: str) -> tuple[str, str | None]:
