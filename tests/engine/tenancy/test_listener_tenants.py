@@ -5,8 +5,6 @@ Everything is checked on the engine itself (names, labels) through the raw socke
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import secrets
 import socket
@@ -18,12 +16,11 @@ from pathlib import Path
 import docker
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from tenancy_helpers import DOCKER_NEW, Serve
 
 from dockmoat.gateway.config import default_tenant, parse_listen
+from support.pki import Issued, make_ca, make_leaf
 
 pytestmark = pytest.mark.engine
 
@@ -156,46 +153,13 @@ def test_tenant_shared_makes_two_listeners_one_tenant(
 @dataclass
 class Pki:
     root: Path
-    ca_cert: x509.Certificate
-    ca_key: ec.EllipticCurvePrivateKey
+    ca: Issued
 
-    def _write(self, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-        (self.root / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (self.root / f"{stem}-key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-    def issue(self, stem: str, subject: x509.Name, *, server: bool = False) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        self._write(stem, builder.sign(self.ca_key, hashes.SHA256()), key)
+    def issue(self, stem: str, subject: str | x509.Name, *, server: bool = False) -> None:
+        names = {"dns": ("localhost",), "ips": ("127.0.0.1",)} if server else {}
+        leaf = make_leaf(self.ca, subject, server=server, **names)
+        (self.root / f"{stem}.pem").write_bytes(leaf.cert_pem)
+        (self.root / f"{stem}-key.pem").write_bytes(leaf.key_pem)
 
     def client_flags(self, stem: str) -> list[str]:
         return [
@@ -206,41 +170,9 @@ class Pki:
         ]  # fmt: skip
 
 
-def _cn(value: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value)])
-
-
 def _new_pki(root: Path) -> Pki:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _cn("dmtest tenancy CA")
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    pki = Pki(root, cert, key)
-    (root / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki = Pki(root, make_ca("dmtest tenancy CA"))
+    (root / "ca.pem").write_bytes(pki.ca.cert_pem)
     return pki
 
 
@@ -254,11 +186,11 @@ def test_tenant_from_cn_isolates_two_certificates(
     tmp_path: Path, docker_host: str, docker_client: docker.DockerClient
 ) -> None:
     pki = _new_pki(tmp_path)
-    pki.issue("server", _cn("dockmoat gateway"), server=True)
+    pki.issue("server", "dockmoat gateway", server=True)
     alice, bob = (f"dmtest-{who}-{secrets.token_hex(4)}" for who in ("alice", "bob"))
-    pki.issue("alice", _cn(alice))
-    pki.issue("bob", _cn(bob))
-    pki.issue("badcn", _cn("Not A Tenant!"))
+    pki.issue("alice", alice)
+    pki.issue("bob", bob)
+    pki.issue("badcn", "Not A Tenant!")
     pki.issue("nocn", x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nobody")]))
     port = _free_port()
     served = Serve(

@@ -23,7 +23,7 @@ from doctor_engine_support import (
     dockmoat_cli,
 )
 
-from unit.ci.doctor.doctor_certs import make_ca, make_leaf
+from support.pki import make_ca, make_leaf
 
 
 @pytest.fixture

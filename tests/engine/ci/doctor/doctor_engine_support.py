@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from unit.ci.doctor.doctor_certs import Issued
+from support.pki import Issued
 
 LABEL = {"dockmoat.test": "ci-doctor"}
 SOCKET_GID = 4242

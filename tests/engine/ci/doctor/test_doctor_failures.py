@@ -15,7 +15,7 @@ import docker
 import pytest
 from doctor_engine_support import SOCKET_GID, DoctorRun, TlsDaemon, clean_env, dockmoat_cli
 
-from unit.ci.doctor.doctor_certs import make_ca, make_leaf, write_client_dir
+from support.pki import make_ca, make_leaf, write_client_dir
 
 Doctor = Callable[..., DoctorRun]
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534")

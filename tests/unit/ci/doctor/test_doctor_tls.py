@@ -2,12 +2,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from doctor_certs import Issued, make_ca, make_leaf
 
 from dockmoat.ci.doctor import checks_tls as t
 from dockmoat.ci.doctor.config import TlsSettings
 from dockmoat.ci.doctor.facts import FileRead
 from dockmoat.ci.doctor.model import Finding, Status
+from support.pki import Issued, make_ca, make_leaf
 
 NOW = datetime.now(UTC)
 SETTINGS = TlsSettings(

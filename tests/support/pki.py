@@ -1,4 +1,8 @@
-"""Certificates for doctor's tests, made with cryptography (EC keys: fast)."""
+"""Test certificates made with cryptography (EC keys: fast): a CA and leaves.
+
+Shared by the doctor and tenancy tests; leaves can be expired, unnamed or
+signed by another CA on purpose, which the product's own `dind.certs` never makes.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +73,7 @@ def make_ca(cn: str = "test-ca", days: int = 365) -> Issued:
 
 def make_leaf(
     ca: Issued,
-    cn: str,
+    cn: str | x509.Name,
     *,
     server: bool,
     dns: tuple[str, ...] = (),
@@ -81,7 +85,7 @@ def make_leaf(
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(cn if isinstance(cn, x509.Name) else _name(cn))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
