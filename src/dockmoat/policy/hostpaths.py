@@ -100,3 +100,20 @@ def bind_problem(source: str, allow_bind: Iterable[str], protected: Iterable[str
     if not any(within(resolved, folder) for folder in allow_bind):
         return f"a bind mount of host path {shown}, outside the allowed folders"
     return None
+
+
+def missing_mount_flags(folder: Path) -> tuple[str, ...]:
+    """The protective mount flags (`nosuid`, `nodev`) the folder's filesystem lacks.
+
+    A container that runs as root can leave a setuid-root binary or a device node in
+    a folder it may bind; on a filesystem without these flags, any host user who can
+    reach the folder then becomes root. The policy cannot prevent the write, so the
+    operator is told at start-up.
+    """
+    try:
+        flags = os.statvfs(folder).f_flag
+    except OSError:
+        return ()  # a folder that does not exist yet: nothing is on it to warn about
+    return tuple(
+        name for name, bit in (("nosuid", os.ST_NOSUID), ("nodev", os.ST_NODEV)) if not flags & bit
+    )
