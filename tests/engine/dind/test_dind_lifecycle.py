@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from dindtest_support import Dind
@@ -185,11 +186,23 @@ def test_unknown_daemon_is_a_clear_error(dind: Dind, dind_name: Callable[[], str
     assert result.returncode == 1 and "no dind daemon named" in result.stderr
 
 
+def _bridge_address(network: dict[str, Any]) -> str:
+    """The default bridge's own address: IPAM's Gateway when the daemon reports one
+    (it does not when it created docker0 itself), else the interface's address."""
+    config = network["IPAM"]["Config"][0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    interface = network["Options"]["com.docker.network.bridge.name"]
+    shown = subprocess.run(["ip", "-j", "-4", "addr", "show", interface],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return str(json.loads(shown.stdout)[0]["addr_info"][0]["local"])
+
+
 def test_publish_address_for_clients_beyond_loopback(
     dind: Dind, dind_name: Callable[[], str]
 ) -> None:
     """A remote engine's clients need a reachable address; here: the host's docker0 address."""
-    gateway = dind.client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = _bridge_address(dind.client.networks.get("bridge").attrs)
     name = dind_name()
     up = dind.cli(
         "dind",
