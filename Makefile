@@ -38,7 +38,7 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 setup: system-deps $(VENV)/.synced
 
 run: setup
-	@scripts/test-engine up --quiet-reuse
+	@scripts/test-engine up --quiet-reuse --engine-only
 	@$(VENV)/bin/dockmoat serve
 
 lint: setup

@@ -34,8 +34,15 @@ def docker_cli() -> str:
 
 
 class Up:
-    def __init__(self, quiet_reuse: bool, endpoint: Endpoint, paths: daemon.Paths) -> None:
+    def __init__(
+        self,
+        quiet_reuse: bool,
+        endpoint: Endpoint,
+        paths: daemon.Paths,
+        engine_only: bool = False,
+    ) -> None:
         self.quiet_reuse = quiet_reuse
+        self.engine_only = engine_only
         self.notes: list[str] = []
         self.endpoint = endpoint
         self.paths = paths
@@ -46,6 +53,12 @@ class Up:
 
     def run(self) -> None:
         started = self.ensure_engine()
+        if self.engine_only:
+            # `make run`: the product needs an engine, not the test images, the
+            # /etc/hosts block or the test runtime workaround.
+            if self.notes or not self.quiet_reuse:
+                print(f"{PREFIX}engine ready at {self.endpoint.url}", flush=True)
+            return
         self.ensure_hosts()
         docker = docker_cli()
         for spec in (images.busybox_spec(), images.dind_spec()):
@@ -150,6 +163,11 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="print nothing when everything was already in place",
     )
+    up.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="only reuse or start the engine (what `make run` needs)",
+    )
     sub.add_parser("down", help="stop the engine if the last `up` started it")
     args = parser.parse_args(argv)
     endpoint, paths = Endpoint.from_env(), daemon.Paths()
@@ -160,7 +178,7 @@ def main(argv: list[str]) -> int:
     try:
         with daemon.exclusive(paths):
             if args.command == "up":
-                Up(args.quiet_reuse, endpoint, paths).run()
+                Up(args.quiet_reuse, endpoint, paths, args.engine_only).run()
             else:
                 down(paths)
     except (
