@@ -23,10 +23,11 @@ class Route:
     resource: str
     action: str
     params: dict[str, str] = field(default_factory=dict)
+    # "resource.action", computed once: every rule and stage looks it up.
+    name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.resource}.{self.action}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.resource}.{self.action}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,10 +62,12 @@ def _unescape_path(raw: str) -> str:
     return go_unescape(raw, plus_is_space=False, where="path")
 
 
+@lru_cache(maxsize=4096)
 def split_target(target: str) -> tuple[str, str | None]:
     """(decoded path, raw query or None) of a request target, as Go reads it.
 
-    Raises ProtocolError where Go's server answers 400.
+    Raises ProtocolError where Go's server answers 400. Pure, so memoised: a CI
+    job sends the same few targets over and over (the gateway's hot path).
     """
     if _CTL.search(target) is not None:
         raise ProtocolError("invalid control character in request target")

@@ -66,7 +66,9 @@ class Limits(_Frozen):
     head_timeout: float = 60.0  # a started request head must complete in this time
     drain_grace: float = 10.0  # SIGTERM: time for requests in flight
     upstream_connect_timeout: float = 10.0
-    upstream_idle_pool: int = 64
+    # Idle daemon connections kept for reuse. Above the number of clients busy at once,
+    # so a busy gateway does not close and reopen daemon connections per request.
+    upstream_idle_pool: int = 256
 
 
 class ServeSettings(_Frozen):

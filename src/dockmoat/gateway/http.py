@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import httptools
@@ -130,52 +130,69 @@ def _check_token_free(text: str, what: str) -> None:
         raise ProtocolError(f"invalid character in {what}")
 
 
-@dataclass(slots=True)
 class _Collect:
-    """Callbacks shared by request and response parsing."""
+    """Callbacks shared by request and response parsing (the per-request hot path)."""
 
-    max_head: int
-    headers_complete: Callable[[], None]
-    url: bytearray = field(default_factory=bytearray)
-    status: bytearray = field(default_factory=bytearray)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    head_bytes: int = 0
-    events: list[object] = field(default_factory=list)
-    head_done: bool = False
+    __slots__ = (
+        "complete",
+        "events",
+        "head_bytes",
+        "head_done",
+        "headers",
+        "headers_complete",
+        "max_head",
+        "status",
+        "url",
+    )  # fmt: skip
 
-    def _count(self, n: int) -> None:
-        self.head_bytes += n
-        if self.head_bytes > self.max_head:
-            raise ProtocolError("request header too large")
+    def __init__(self, max_head: int, headers_complete: Callable[[], None]) -> None:
+        self.max_head = max_head
+        self.headers_complete = headers_complete
+        self.url = bytearray()
+        self.status = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.head_bytes = 0
+        self.events: list[object] = []
+        self.head_done = False
+        self.complete = False  # a whole message was parsed (ResponseReader: its one message)
 
     def on_headers_complete(self) -> None:
         self.headers_complete()
 
     def on_message_begin(self) -> None:
-        self.url.clear()
-        self.status.clear()
-        self.headers = []
-        self.head_bytes = 0
+        if self.head_bytes:
+            self.url.clear()
+            self.status.clear()
+            self.headers = []
+            self.head_bytes = 0
         self.head_done = False
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self.head_bytes += len(url)
+        if self.head_bytes > self.max_head:
+            raise ProtocolError("request header too large")
         self.url += url
 
     def on_status(self, status: bytes) -> None:
-        self._count(len(status))
+        self.head_bytes += len(status)
+        if self.head_bytes > self.max_head:
+            raise ProtocolError("request header too large")
         self.status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if len(self.headers) >= MAX_HEADERS:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head:
+            raise ProtocolError("request header too large")
+        headers = self.headers
+        if len(headers) >= MAX_HEADERS:
             raise ProtocolError("too many header fields")
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_body(self, body: bytes) -> None:
         self.events.append(BodyData(bytes(body)))
 
     def on_message_complete(self) -> None:
+        self.complete = True
         self.events.append(MessageEnd())
 
 
@@ -184,10 +201,10 @@ def _framing(headers: Headers) -> tuple[int | None, bool]:
     encodings: list[str] = []
     lengths: list[str] = []
     for key, value in headers:
-        lkey = key.lower()
-        if lkey == "transfer-encoding":
+        # Cheap pre-filter on the name's length: this runs for every header of every message.
+        if len(key) == 17 and key.lower() == "transfer-encoding":
             encodings.append(value)
-        elif lkey == "content-length":
+        elif len(key) == 14 and key.lower() == "content-length":
             lengths.append(value)
     chunked = False
     if encodings:
@@ -202,6 +219,22 @@ def _framing(headers: Headers) -> tuple[int | None, bool]:
             raise ProtocolError("invalid Content-Length")
         length = int(lengths[0].strip())
     return length, chunked
+
+
+def _check_request_headers(version: str, headers: Headers) -> None:
+    """Go's server: one Host on HTTP/1.1 (at most one on 1.0), no control bytes in values."""
+    hosts = 0
+    for key, _value in headers:
+        if len(key) == 4 and key.lower() == "host":
+            hosts += 1
+    if version == "1.1" and hosts != 1:
+        raise ProtocolError("missing or repeated Host header")
+    if hosts > 1:
+        raise ProtocolError("repeated Host header")
+    # One scan over all values (tab, the separator, is allowed in values).
+    if _CTL_RE.search("\t".join(value for _key, value in headers)) is not None:
+        for name, value in headers:
+            _check_token_free(value, f"header {name}")
 
 
 class RequestReader:
@@ -223,13 +256,7 @@ class RequestReader:
         target = collect.url.decode("latin-1")
         version = self._parser.get_http_version()
         method = self._parser.get_method().decode("ascii")
-        hosts = header_values(headers, "host")
-        if version == "1.1" and len(hosts) != 1:
-            raise ProtocolError("missing or repeated Host header")
-        if len(hosts) > 1:
-            raise ProtocolError("repeated Host header")
-        for name, value in headers:
-            _check_token_free(value, f"header {name}")
+        _check_request_headers(version, headers)
         length, chunked = _framing(headers)
         self._last_head = RequestHead(
             method=method,
@@ -262,7 +289,6 @@ class RequestReader:
                 return self._upgrade_body(bytes(data))
             return [BodyData(data)] if data else []
         events = self._collect.events
-        events.clear()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -287,9 +313,8 @@ class RequestReader:
             cause = error.__context__
             reason = str(cause) if isinstance(cause, ProtocolError) else str(error)
             events.append(Invalid(reason or "malformed HTTP request"))
-        out: list[RequestEvent] = list(events)  # type: ignore[arg-type]
-        events.clear()
-        return out
+        self._collect.events = []
+        return events  # type: ignore[return-value]
 
     def _upgrade_body(self, data: bytes) -> list[RequestEvent]:
         take = min(self._upgrade_body_left, len(data))
@@ -298,6 +323,61 @@ class RequestReader:
         if self._upgrade_body_left == 0:
             out += [MessageEnd(), UpgradeStart(data[take:])]
         return out
+
+
+class ResponseFramer:
+    """Where a daemon answer relayed byte for byte ends; no header or body copies.
+
+    For answers nobody rewrites, the gateway needs only the status, whether the
+    daemon keeps the connection, and the byte where the answer ends. llhttp
+    (strict) still walks the framing (lengths, chunks) to find that end and
+    refuses what is malformed; without header or body callbacks it does so
+    without a Python call per header or per body piece. Not for answers to HEAD
+    (llhttp cannot know they have no body) or upgrades.
+    """
+
+    __slots__ = ("_parser", "done", "head_done", "invalid", "keep_alive", "status")
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.keep_alive = False
+        self.head_done = False
+        self.done = False
+        self.invalid: str | None = None
+
+    def on_headers_complete(self) -> None:
+        self.status = int(self._parser.get_status_code())
+        # False too when the body runs until the daemon closes (llhttp: needs EOF).
+        self.keep_alive = bool(self._parser.should_keep_alive())
+        self.head_done = True
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    def feed(self, data: bytes) -> None:
+        """Parse one read; sets `head_done`, `done`, or `invalid` (then stop relaying)."""
+        if self.done:
+            if data:
+                self.invalid = "data after the end of the response"
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.invalid = "the daemon switched protocols unasked"
+        except httptools.HttpParserError as error:
+            self.invalid = str(error) or "malformed response"
+
+    def feed_eof(self) -> None:
+        """The daemon closed: the end of an answer it does not keep the connection for."""
+        if self.done:
+            return
+        if self.head_done and not self.keep_alive:
+            # An until-close body ends here. A truncated one with its own length also
+            # ends here; it was relayed as is, so the client sees the short body.
+            self.done = True
+        else:
+            self.invalid = "upstream closed the connection mid-response"
 
 
 class _StopAfterHead(Exception):
@@ -336,23 +416,25 @@ class ResponseReader:
     def feed(self, data: bytes) -> list[ResponseEvent]:
         if self.done:
             return [Invalid("data after the end of the response")] if data else []
-        events = self._collect.events
-        events.clear()
+        collect = self._collect
+        events = collect.events
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = int(upgrade.args[0])
             events.append(UpgradeStart(bytes(data[offset:])))
+            self.done = True
         except httptools.HttpParserError as error:
             if not isinstance(error.__context__, _StopAfterHead):
                 events.append(Invalid(str(error.__context__ or error)))
+            self.done = True
         except ProtocolError as error:
             events.append(Invalid(str(error)))
-        out: list[ResponseEvent] = list(events)  # type: ignore[arg-type]
-        events.clear()
-        if any(isinstance(e, MessageEnd | UpgradeStart | Invalid) for e in out):
             self.done = True
-        return out
+        if collect.complete:
+            self.done = True
+        collect.events = []
+        return events  # type: ignore[return-value]
 
     def feed_eof(self) -> list[ResponseEvent]:
         """The daemon closed: the end of an until-close body, or a truncated response."""

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -125,9 +126,14 @@ def _versioned(request: ApiRequest, path: str) -> str:
     return f"/v{request.api_version}{path}" if request.api_version is not None else path
 
 
+@lru_cache(maxsize=4096)
+def _encoded_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE, errors="surrogateescape")
+
+
 def upstream_target(request: ApiRequest, *, requery: bool) -> str:
     """The target the daemon gets: percent-encoded routed path, checked parameters."""
-    path = quote(_versioned(request, request.path), safe=_PATH_SAFE, errors="surrogateescape")
+    path = _encoded_path(_versioned(request, request.path))
     if requery:
         encoded = encode_query(request.query)
         return f"{path}?{encoded}" if encoded else path

@@ -44,6 +44,8 @@ from dockmoat.gateway.http import (
     RequestEvent,
     RequestHead,
     RequestReader,
+    ResponseEvent,
+    ResponseFramer,
     ResponseHead,
     ResponseReader,
     UpgradeStart,
@@ -208,7 +210,13 @@ class PooledUpstream:
 
 
 class _ClientStream:
-    """A client connection's bytes, read on demand and parsed into request events."""
+    """A client connection's bytes, read on demand and parsed into request events.
+
+    Reads between requests (idle) and inside a request head (slow-loris guard)
+    are bounded in time by one lazy timer per connection: it is (re)armed only
+    when it fires, not per request, because a timer per read costs more than
+    the rest of a small request's handling.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, max_head: int, head_timeout: float) -> None:
         self.reader = reader
@@ -219,32 +227,72 @@ class _ClientStream:
         self.bytes_in = 0
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
         self.linger = False  # answered early: read what the client still sends, then close
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._deadline: float | None = None  # of the timed read in progress, if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
 
     async def next_event(self, idle_timeout: float | None) -> RequestEvent | None:
         """The next event; None at end of stream. Times out only between requests."""
-        while not self.events:
+        events = self.events
+        while not events:
             if self.eof:
                 return None
-            timeout = idle_timeout if self.parser.idle else None
-            if self.parser.in_head:
-                timeout = self.head_timeout
+            parser = self.parser
+            timeout = self.head_timeout if parser.in_head else (
+                idle_timeout if parser.idle else None
+            )  # fmt: skip
             if timeout is None:
                 data = await self.reader.read(READ_SIZE)
             else:
-                # asyncio.timeout schedules one timer; wait_for would create a task per read.
-                async with asyncio.timeout(timeout):
+                self._arm(self._loop.time() + timeout)
+                try:
                     data = await self.reader.read(READ_SIZE)
+                except asyncio.CancelledError:
+                    task = self._task
+                    if self._expired and task is not None and task.uncancel() == 0:
+                        raise TimeoutError from None  # our timer's, not someone else's
+                    raise
+                finally:
+                    self._deadline = None
             if not data:
                 self.eof = True
-                if not self.parser.idle:
-                    self.events.append(Invalid("client closed mid-request"))
+                if not parser.idle:
+                    events.append(Invalid("client closed mid-request"))
                 continue
             self.bytes_in += len(data)
-            for event in self.parser.feed(data):
+            for event in parser.feed(data):
                 if isinstance(event, UpgradeStart):
                     self.raw_leftover = event.leftover
-                self.events.append(event)
-        return self.events.popleft()
+                events.append(event)
+        return events.popleft()
+
+    def _arm(self, deadline: float) -> None:
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._task is None:
+            return  # no timed read in progress; the next one re-arms
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._expire)
+            return
+        # Like asyncio.timeout: cancel the task (it waits in the timed read), which
+        # next_event turns into TimeoutError; the connection is then closed.
+        self._expired = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _identity(listener: ListenerSettings, writer: asyncio.StreamWriter) -> ClientIdentity:
@@ -478,6 +526,7 @@ class Gateway:
         except Exception:
             log.exception("connection %d failed", conn_id)
         finally:
+            stream.close()
             if stream.linger:
                 await _linger(reader, writer)
             with contextlib.suppress(Exception):
@@ -584,7 +633,11 @@ class Gateway:
             body_consumed = True
             record.request = request
         elif planned.body_plan == "none":
-            await self._expect_end(stream)
+            events = stream.events
+            if events and isinstance(events[0], MessageEnd):
+                events.popleft()  # the usual case: the end came in the same read as the head
+            else:
+                await self._expect_end(stream)
 
         outcome = await pipeline.decide(
             request, policy, listener.on_request, self.upstream, form=planned.form
@@ -732,7 +785,95 @@ class Gateway:
         request: ApiRequest,
     ) -> tuple[bool, bool]:
         """Relay one answer; (client connection stays open, upstream reusable)."""
+        stage = listener.stage
+        # Answers nobody rewrites are relayed byte for byte with the daemon's own framing
+        # (no re-chunking, no copies); the parser only finds where the answer ends.
+        # Hijacks keep the event path: their raw part starts exactly after the 101.
+        if (
+            head.method != "HEAD"
+            and not head.upgrade
+            and request.route.name not in HIJACKING
+            and (stage is None or response_kind(stage, request) == "none")
+        ):
+            errors_rewritten = stage is not None and error_kind(stage, request)
+            return await self._relay_raw(
+                listener, stream, writer, conn, record, head, request, errors_rewritten
+            )
         reader = ResponseReader(head_request=head.method == "HEAD", max_head=self.limits.max_head)
+        data = await conn.reader.read(READ_SIZE)
+        events = reader.feed(data) if data else reader.feed_eof()
+        return await self._relay_events(
+            listener, stream, writer, conn, record, head, request, reader, data, events
+        )
+
+    async def _relay_raw(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        record: _Exchange,
+        head: RequestHead,
+        request: ApiRequest,
+        errors_rewritten: bool,
+    ) -> tuple[bool, bool]:
+        """The common case, kept lean: relay the daemon's bytes as read."""
+        framer = ResponseFramer()
+        held = b""  # what was read before the head was complete
+        while True:
+            data = await conn.reader.read(READ_SIZE)
+            if data:
+                framer.feed(data)
+            else:
+                framer.feed_eof()
+            if framer.invalid is not None:
+                if record.status == 0:
+                    raise UpstreamError(framer.invalid)  # nothing relayed yet: 502
+                raise _Abort
+            if record.status == 0:
+                if not framer.head_done:
+                    held += data
+                    if len(held) > self.limits.max_head:
+                        raise UpstreamError("daemon answer head too large")
+                    continue
+                data = held + data if held else data
+                if errors_rewritten and framer.status >= 400:
+                    # The stage rewrites this error answer: the event path takes over
+                    # from the first byte (nothing was relayed yet).
+                    reader = ResponseReader(head_request=False, max_head=self.limits.max_head)
+                    events = reader.feed(data)
+                    return await self._relay_events(
+                        listener, stream, writer, conn, record, head, request, reader, data,
+                        events,
+                    )  # fmt: skip
+                record.status = framer.status
+            if data:
+                record.bytes_out += len(data)
+                writer.write(data)
+                await writer.drain()
+            if framer.done:
+                keep = framer.keep_alive
+                return head.keep_alive and keep, keep
+            if not data:
+                return False, False
+
+    async def _relay_events(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        record: _Exchange,
+        head: RequestHead,
+        request: ApiRequest,
+        reader: ResponseReader,
+        data: bytes,
+        events: list[ResponseEvent],
+    ) -> tuple[bool, bool]:
+        """Answers the stage rewrites, hijacks, and heads split over reads, event by event.
+
+        `data`/`events` are the first read from the daemon and what it parsed into.
+        """
         response: ResponseHead | None = None
         kind: ResponseKind | Literal["lines_at_end"] = "none"
         lines = bytearray()
@@ -744,46 +885,16 @@ class Gateway:
 
         async def flush() -> None:
             if pending:
-                data = b"".join(pending)
+                out = b"".join(pending)
                 pending.clear()
-                await self._write(writer, record, data)
+                await self._write(writer, record, out)
 
-        # Answers nobody rewrites are relayed byte for byte with the daemon's own framing
-        # (no re-chunking, no copies); the parser only finds where the answer ends.
-        # Hijacks keep the event path: their raw part starts exactly after the 101.
-        relayable = (
-            not head.upgrade
-            and request.route.name not in HIJACKING
-            and (stage is None or response_kind(stage, request) == "none")
-        )
-        errors_rewritten = stage is not None and error_kind(stage, request)
-        passthrough: bool | None = None  # decided on the read that completes the head
+        first = True
         while True:
-            data = await conn.reader.read(READ_SIZE)
-            events = reader.feed(data) if data else reader.feed_eof()
-            if passthrough is None:
-                first = next((e for e in events if isinstance(e, ResponseHead)), None)
-                passthrough = (
-                    relayable
-                    and first is not None
-                    and not (errors_rewritten and first.status >= 400)
-                )
-            if passthrough:
-                if data:
-                    await self._write(writer, record, data)
-                for event in events:
-                    if isinstance(event, ResponseHead):
-                        response = event
-                        record.status = event.status
-                    elif isinstance(event, Invalid):
-                        raise _Abort if response is not None else UpstreamError(event.reason)
-                    elif isinstance(event, MessageEnd) and response is not None:
-                        until_close = response.until_close and head.method != "HEAD"
-                        client_keep = head.keep_alive and response.keep_alive and not until_close
-                        return client_keep, response.keep_alive and not until_close
-                if not data and reader.done:
-                    return False, False
-                continue
+            if not first:
+                data = await conn.reader.read(READ_SIZE)
+                events = reader.feed(data) if data else reader.feed_eof()
+            first = False
             for event in events:
                 if isinstance(event, ResponseHead):
                     response = event
