@@ -202,9 +202,7 @@ def start_haproxy(workdir: Path, *, fast: bool) -> tuple[subprocess.Popen[bytes]
     name = "haproxy-fast" if fast else "haproxy"
     sock = str(workdir / f"{name}.sock")
     cfg = workdir / f"{name}.cfg"
-    text = (
-        HAPROXY_FAST_CFG.format(sock=sock, upstream=RAW) if fast else haproxy_config(sock, RAW)
-    )
+    text = HAPROXY_FAST_CFG.format(sock=sock, upstream=RAW) if fast else haproxy_config(sock, RAW)
     cfg.write_text(text)
     proc = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
