@@ -114,13 +114,20 @@ class UpstreamPool:
         self._idle: deque[_Conn] = deque()
         self._tls = _client_tls(endpoint)
 
-    async def acquire(self) -> _Conn:
+    def take_idle(self) -> _Conn | None:
+        """A pooled connection still open, without awaiting (the common case)."""
         while self._idle:
             conn = self._idle.pop()
             if conn.usable():
                 conn.reused = True
                 return conn
             conn.close()
+        return None
+
+    async def acquire(self) -> _Conn:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         try:
             if self.endpoint.kind == "unix":
                 reader, writer = await asyncio.wait_for(
@@ -545,7 +552,17 @@ class Gateway:
         record = _Exchange(conn_id, client)
         bytes_at_start = stream.bytes_in
         try:
-            keep = await self._handle(listener, stream, event, writer, record)
+            if (
+                isinstance(event, RequestHead)
+                and not event.has_body
+                and not event.upgrade
+                and event.method != "HEAD"
+                and stream.events
+                and isinstance(stream.events[0], MessageEnd)
+            ):
+                keep = await self._plain(listener, stream, event, writer, record)
+            else:
+                keep = await self._handle(listener, stream, event, writer, record)
         finally:
             record.bytes_in += stream.bytes_in - bytes_at_start
             if self.audit.enabled:
@@ -577,6 +594,79 @@ class Gateway:
         writer.write(data)
         await writer.drain()
         return keep_alive
+
+    async def _plain(
+        self,
+        listener: Listener,
+        stream: _ClientStream,
+        head: RequestHead,
+        writer: asyncio.StreamWriter,
+        record: _Exchange,
+    ) -> bool:
+        """A whole bodiless request (most of what a CI job sends), in one flat coroutine.
+
+        The same decision point as _handle; answers the stage rewrites, hijacks and
+        rewritten bodies go on through _forward. Flat because this is the gateway's
+        per-request cost: each coroutine layer and event costs more than llhttp's parse.
+        """
+        record.head = head
+        policy = listener.policy or self.policy
+        try:
+            planned = pipeline.plan(head, record.client, policy)
+        except ProtocolError as error:
+            record.decision = "refused"
+            return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
+                                      keep_alive=False)  # fmt: skip
+        stream.events.popleft()  # the request's end (no body)
+        record.request = planned.request
+        outcome = await pipeline.decide(
+            planned.request, policy, listener.on_request, self.upstream, form=planned.form
+        )
+        request = outcome.request
+        decision = outcome.decision
+        record.request = request
+        record.decision = pipeline.describe(decision)
+        record.rule = decision.rule
+        record.notes = pipeline.notes_of(outcome)
+        if isinstance(decision, Deny):
+            return await self._answer(writer, record, decision.status, decision.message,
+                                      keep_alive=head.keep_alive)  # fmt: skip
+        stage = listener.stage
+        if (
+            outcome.body is not None
+            or request.route.name in HIJACKING
+            or (stage is not None and response_kind(stage, request) != "none")
+        ):
+            return await self._forward(listener, stream, writer, record, head, planned, outcome)
+        errors_rewritten = stage is not None and error_kind(stage, request)
+        upstream_head = serialise_request_head(
+            head, outcome.target, content_length=head.content_length, chunked=False
+        )
+        for attempt in (1, 2):
+            try:
+                conn = self.pool.take_idle() or await self.pool.acquire()
+            except UpstreamError as error:
+                return await self._answer(writer, record, 502, f"dockmoat: {error}",
+                                          keep_alive=head.keep_alive)  # fmt: skip
+            reusable = False
+            try:
+                conn.writer.write(upstream_head)
+                keep, reusable = await self._relay_raw(
+                    listener, stream, writer, conn, record, head, request, errors_rewritten
+                )
+                return keep
+            except (ConnectionError, OSError, UpstreamError) as error:
+                if record.status == 0 and conn.reused and attempt == 1:
+                    self.pool.close()
+                    continue
+                if record.status == 0:
+                    return await self._answer(writer, record, 502,
+                                              f"dockmoat: upstream failed: {error}",
+                                              keep_alive=False)  # fmt: skip
+                raise _Abort from error
+            finally:
+                self.pool.release(conn, reusable)
+        raise _Abort
 
     async def _handle(
         self,
@@ -850,7 +940,10 @@ class Gateway:
             if data:
                 record.bytes_out += len(data)
                 writer.write(data)
-                await writer.drain()
+                transport = writer.transport
+                if transport.get_write_buffer_size() or transport.is_closing():
+                    # Backpressure when the client is behind; an error when it is gone.
+                    await writer.drain()
             if framer.done:
                 keep = framer.keep_alive
                 return head.keep_alive and keep, keep
