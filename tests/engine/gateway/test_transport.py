@@ -220,6 +220,24 @@ def test_idle_keep_alive_times_out_but_silent_streams_do_not(
     assert result.stdout == b"a\nb\n", result.stderr
 
 
+def test_a_busy_connection_outlives_the_idle_timeout(serve: Callable[..., Served]) -> None:
+    """The idle timer is re-armed lazily; a connection sending requests is never idle."""
+    gw = serve("--profile", "permissive", "--idle-timeout", "1")
+    with socket.socket(socket.AF_UNIX) as busy:
+        busy.connect(str(gw.socket))
+        busy.settimeout(10)
+        started = time.monotonic()
+        while time.monotonic() - started < 3.5:
+            busy.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nOK"):
+                data = busy.recv(4096)
+                assert data, "closed while busy"
+                answer += data
+            assert answer.startswith(b"HTTP/1.1 200")
+            time.sleep(0.6)  # under the timeout each time, over it in total
+
+
 def test_half_close_still_returns_output(permissive: Served, busybox_image: str) -> None:
     result = subprocess.run(
         ["docker", "run", "--rm", "-i", busybox_image, "sh", "-c",
