@@ -24,11 +24,12 @@ import ssl
 import stat
 import struct
 import time
+from asyncio.streams import FlowControlMixin
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.request import ApiRequest, ClientIdentity
@@ -59,6 +60,7 @@ from dockmoat.gateway.stages import (
     Policy,
     ResponseKind,
     bind_on_request,
+    decides_inline,
     error_kind,
     line_handler,
     response_kind,
@@ -76,16 +78,42 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # --- upstream -----------------------------------------------------------------------
 
 
+class _UpstreamProtocol(asyncio.StreamReaderProtocol):
+    """A daemon connection: its bytes feed a StreamReader, or while `sink` is set
+    (the fast lane, see `_FastRelay`) go straight to it, with no task woken."""
+
+    sink: _FastRelay | None = None
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.upstream_data(data)
+        else:
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.sink is not None:
+            self.sink.upstream_closed()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sink is not None:
+            self.sink.upstream_closed()
+        super().connection_lost(exc)
+
+
 @dataclass(slots=True)
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    protocol: _UpstreamProtocol
     reused: bool = False
 
     def usable(self) -> bool:
         return not self.writer.is_closing() and not self.reader.at_eof()
 
     def close(self) -> None:
+        self.protocol.sink = None
         with contextlib.suppress(Exception):
             self.writer.close()
 
@@ -128,28 +156,33 @@ class UpstreamPool:
         conn = self.take_idle()
         if conn is not None:
             return conn
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+
+        def protocol() -> _UpstreamProtocol:
+            return _UpstreamProtocol(reader, loop=loop)
+
         try:
             if self.endpoint.kind == "unix":
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(str(self.endpoint.path), limit=READ_SIZE),
-                    self._limits.upstream_connect_timeout,
-                )
+                connecting = loop.create_unix_connection(protocol, str(self.endpoint.path))
             else:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        self.endpoint.host,
-                        self.endpoint.port,
-                        ssl=self._tls,
-                        server_hostname=self.endpoint.host if self._tls else None,
-                        limit=READ_SIZE,
-                    ),
-                    self._limits.upstream_connect_timeout,
+                assert self.endpoint.host is not None and self.endpoint.port is not None
+                connecting = loop.create_connection(
+                    protocol,
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=self._tls,
+                    server_hostname=self.endpoint.host if self._tls else None,
                 )
+            transport, proto = await asyncio.wait_for(
+                connecting, self._limits.upstream_connect_timeout
+            )
         except (OSError, TimeoutError, ssl.SSLError) as error:
             raise UpstreamError(
                 f"the Docker daemon at {self.endpoint.url} is not reachable: {error}"
             ) from error
-        return _Conn(reader, writer)
+        writer = asyncio.StreamWriter(transport, proto, reader, loop)
+        return _Conn(reader, writer, proto)
 
     def release(self, conn: _Conn, reusable: bool) -> None:
         if reusable and conn.usable() and len(self._idle) < self._limits.upstream_idle_pool:
@@ -217,7 +250,12 @@ class PooledUpstream:
 
 
 class _ClientStream:
-    """A client connection's bytes, read on demand and parsed into request events.
+    """A client connection's bytes, parsed into request events for its task.
+
+    Fed by `_ClientProtocol`. While the task waits for the next request and
+    nothing is buffered (`lane_open`), a complete bodiless request is offered to
+    the fast lane first (`Gateway._fast`), which handles it synchronously from
+    the read callback, without waking the task; anything else wakes the task.
 
     Reads between requests (idle) and inside a request head (slow-loris guard)
     are bounded in time by one lazy timer per connection: it is (re)armed only
@@ -225,55 +263,165 @@ class _ClientStream:
     the rest of a small request's handling.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, max_head: int, head_timeout: float) -> None:
-        self.reader = reader
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        max_head: int,
+        head_timeout: float,
+        fast: Callable[[_ClientStream, list[RequestEvent]], bool] | None,
+    ) -> None:
+        self.transport = transport
         self.head_timeout = head_timeout
         self.parser = RequestReader(max_head)
         self.events: deque[RequestEvent] = deque()
         self.eof = False
-        self.bytes_in = 0
+        self.bytes_in = 0  # read from the client so far
+        self.bytes_counted = 0  # of which audited with a request already
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
         self.linger = False  # answered early: read what the client still sends, then close
+        self.relay: _FastRelay | None = None  # the fast-lane exchange in flight
+        self.lane_open = False
+        self._fast = fast
+        self._chunks: deque[bytes] = deque()  # read, not yet parsed (or raw after a hijack)
+        self._buffered = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._deadline: float | None = None  # of the timed read in progress, if any
+        self.task: asyncio.Task[None] | None = None
+        self._idle_timeout: float | None = None
+        self._deadline: float | None = None  # of the timed wait in progress, if any
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False
+
+    # --- from the protocol ---
+
+    def data_received(self, data: bytes) -> None:
+        if self.lane_open and self._fast is not None:
+            self.lane_open = False
+            self.bytes_in += len(data)
+            events = self.parser.feed(data)
+            if self._fast(self, events):
+                return  # handled (or in flight) without the task
+            self._queue(events)
+            self.wake()
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > 2 * READ_SIZE and not self._reading_paused:
+            self._reading_paused = True  # backpressure: the task reads slower than the client
+            self.transport.pause_reading()
+        if self.relay is None:
+            self.wake()
+
+    def eof_received(self) -> None:
+        self.eof = True
+        if self.relay is None:
+            self.wake()
+
+    def connection_lost(self) -> None:
+        self.eof = True
+        if self.relay is not None:
+            self.relay.client_gone()
+        self.wake()
+
+    def take_bytes_in(self) -> int:
+        """Bytes read since the last request's share: this request's head and body."""
+        count = self.bytes_in - self.bytes_counted
+        self.bytes_counted = self.bytes_in
+        return count
+
+    def _queue(self, events: list[RequestEvent]) -> None:
+        for event in events:
+            if isinstance(event, UpgradeStart):
+                self.raw_leftover = event.leftover
+            self.events.append(event)
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- for the task ---
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until bytes, events or the end arrive (TimeoutError past `timeout`)."""
+        waiter = self._waiter = self._loop.create_future()
+        if timeout is not None:
+            self._arm(self._loop.time() + timeout)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            task = self.task
+            if self._expired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None  # our timer's, not someone else's
+            raise
+        finally:
+            self._waiter = None
+            self._deadline = None
+            self.lane_open = False
+
+    def _take_chunk(self) -> bytes:
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        if self._reading_paused and self._buffered <= READ_SIZE:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
 
     async def next_event(self, idle_timeout: float | None) -> RequestEvent | None:
         """The next event; None at end of stream. Times out only between requests."""
         events = self.events
         while not events:
+            if self._chunks:
+                data = self._take_chunk()
+                self.bytes_in += len(data)
+                self._queue(self.parser.feed(data))
+                continue
             if self.eof:
+                if not self.parser.idle:
+                    events.append(Invalid("client closed mid-request"))
+                    continue
                 return None
             parser = self.parser
             timeout = self.head_timeout if parser.in_head else (
                 idle_timeout if parser.idle else None
             )  # fmt: skip
-            if timeout is None:
-                data = await self.reader.read(READ_SIZE)
-            else:
-                self._arm(self._loop.time() + timeout)
-                try:
-                    data = await self.reader.read(READ_SIZE)
-                except asyncio.CancelledError:
-                    task = self._task
-                    if self._expired and task is not None and task.uncancel() == 0:
-                        raise TimeoutError from None  # our timer's, not someone else's
-                    raise
-                finally:
-                    self._deadline = None
-            if not data:
-                self.eof = True
-                if not parser.idle:
-                    events.append(Invalid("client closed mid-request"))
-                continue
-            self.bytes_in += len(data)
-            for event in parser.feed(data):
-                if isinstance(event, UpgradeStart):
-                    self.raw_leftover = event.leftover
-                events.append(event)
+            if parser.idle and self._fast is not None:
+                self._idle_timeout = idle_timeout
+                self.lane_open = True
+            await self._wait(timeout)
         return events.popleft()
+
+    async def read_raw(self) -> bytes:
+        """The next bytes as read, not parsed (a hijacked connection); b"" at the end."""
+        while not self._chunks:
+            if self.eof:
+                return b""
+            await self._wait(None)
+        return self._take_chunk()
+
+    # --- the fast lane ---
+
+    def relay_started(self, relay: _FastRelay) -> None:
+        """A fast-lane exchange is in flight: no idle timeout, the task stays asleep."""
+        self.relay = relay
+        self._deadline = None
+
+    def relay_done(self, keep: bool) -> None:
+        """The fast-lane exchange ended: wait for the next request, or close."""
+        self.relay = None
+        if not keep:
+            self.eof = True
+            self.transport.close()
+            self.wake()
+        elif self._chunks or self.eof:
+            self.wake()  # pipelined bytes or the client's end: the task takes over
+        elif self._waiter is not None:
+            self.lane_open = True
+            if self._idle_timeout is not None:
+                self._arm(self._loop.time() + self._idle_timeout)
+
+    # --- the lazy idle timer ---
 
     def _arm(self, deadline: float) -> None:
         self._deadline = deadline
@@ -286,20 +434,74 @@ class _ClientStream:
     def _expire(self) -> None:
         self._timer = None
         deadline = self._deadline
-        if deadline is None or self._task is None:
-            return  # no timed read in progress; the next one re-arms
+        if deadline is None or self.task is None:
+            return  # no timed wait in progress; the next one re-arms
         if self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._expire)
             return
-        # Like asyncio.timeout: cancel the task (it waits in the timed read), which
-        # next_event turns into TimeoutError; the connection is then closed.
+        # Like asyncio.timeout: cancel the task (it waits in `_wait`), which turns it
+        # into TimeoutError; the connection is then closed.
         self._expired = True
-        self._task.cancel()
+        self.task.cancel()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class _ClientProtocol(FlowControlMixin, asyncio.Protocol):
+    """A client connection: its bytes go to its `_ClientStream`; its task serves it.
+
+    FlowControlMixin gives `StreamWriter.drain` its backpressure, so the request
+    handling writes through an ordinary StreamWriter.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[_ClientProtocol, asyncio.Transport], _ClientStream],
+    ) -> None:
+        super().__init__(loop=asyncio.get_running_loop())
+        self._start = start
+        self.stream: _ClientStream | None = None
+        self._closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        stream_transport = cast(asyncio.Transport, transport)
+        self._over_tls = transport.get_extra_info("sslcontext") is not None
+        self.stream = self._start(self, stream_transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.stream is not None:
+            self.stream.eof_received()
+        # Keep the writing side open (half-close: output still flows after stdin ends);
+        # TLS cannot half-close.
+        return not self._over_tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stream is not None:
+            self.stream.connection_lost()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.stream is not None and self.stream.relay is not None:
+            self.stream.relay.client_paused(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.stream is not None and self.stream.relay is not None:
+            self.stream.relay.client_paused(False)
+
+    def _get_close_waiter(self, stream: object) -> asyncio.Future[None]:
+        return self._closed
 
 
 def _identity(listener: ListenerSettings, writer: asyncio.StreamWriter) -> ClientIdentity:
@@ -385,6 +587,168 @@ class Listener:
     connections: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+T = TypeVar("T")
+
+
+def _run_inline(coro: Coroutine[Any, Any, T]) -> T | None:
+    """The result of a coroutine that finishes without suspending; None (closed) if not."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coro.close()
+    return None
+
+
+class _FastRelay:
+    """A fast-lane answer: the daemon's bytes relayed as read, from its read callback.
+
+    Ends by `Gateway` bookkeeping as `_exchange` does (pool, audit, busy set). If
+    the daemon's connection fails before any byte of the answer arrived (a pooled
+    connection it had closed), the request goes back to the connection's task,
+    which sends it again on a fresh connection or answers 502. An error answer the
+    stage rewrites is handed, from its first byte, to `_relay_events` in a task.
+    """
+
+    __slots__ = (
+        "conn", "done", "errors_rewritten", "events", "framer", "gateway", "held", "listener",
+        "paused", "record", "stream", "writer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        listener: Listener,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        record: _Exchange,
+        events: list[RequestEvent],
+        errors_rewritten: bool,
+    ) -> None:
+        self.gateway = gateway
+        self.listener = listener
+        self.stream = stream
+        self.writer = writer
+        self.conn = conn
+        self.record = record
+        self.events = events
+        self.errors_rewritten = errors_rewritten
+        self.framer = ResponseFramer()
+        self.held = b""  # read before the answer's head was complete
+        self.done = False
+        self.paused = False  # reading from the daemon, while the client catches up
+
+    def upstream_data(self, data: bytes) -> None:
+        framer = self.framer
+        framer.feed(data)
+        self._relay(data)
+
+    def upstream_closed(self) -> None:
+        if not self.done:
+            self.framer.feed_eof()
+            self._relay(b"")
+
+    def _relay(self, data: bytes) -> None:
+        framer = self.framer
+        record = self.record
+        if framer.invalid is not None:
+            self._fail()
+            return
+        if record.status == 0:
+            if not framer.head_done:
+                self.held += data
+                if len(self.held) > self.gateway.limits.max_head:
+                    self._fail()
+                return
+            if self.held:
+                data, self.held = self.held + data, b""
+            if self.errors_rewritten and framer.status >= 400:
+                self._hand_over(data)
+                return
+            record.status = framer.status
+        if data:
+            record.bytes_out += len(data)
+            self.writer.write(data)
+        if framer.done:
+            keep = framer.keep_alive
+            head = record.head
+            self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
+
+    def _fail(self) -> None:
+        if self.record.status == 0:
+            # Nothing of the answer was relayed: the task sends the request again.
+            self.done = True
+            self.gateway.pool.release(self.conn, False)
+            self._unbusy()
+            stream = self.stream
+            stream.relay = None
+            stream.events.extend(self.events)
+            stream.wake()
+            return
+        self._finish(keep=False, reusable=False)
+
+    def _hand_over(self, data: bytes) -> None:
+        """An error answer the stage rewrites: the event path takes it in a task."""
+        self.done = True
+        self.conn.protocol.sink = None
+        reader = ResponseReader(head_request=False, max_head=self.gateway.limits.max_head)
+        events = reader.feed(data)
+        request = self.record.request
+        head = self.record.head
+        assert request is not None and head is not None
+
+        async def relay() -> None:
+            keep = reusable = False
+            try:
+                keep, reusable = await self.gateway._relay_events(
+                    self.listener, self.stream, self.writer, self.conn, self.record, head,
+                    request, reader, data, events,
+                )  # fmt: skip
+            except (_Abort, ConnectionError, OSError, UpstreamError):
+                pass
+            except Exception:
+                log.exception("relaying an answer to connection %d failed", self.record.conn_id)
+            finally:
+                self.done = False
+                self._finish(keep=keep, reusable=reusable)
+
+        self.gateway._spawn(relay())
+
+    def client_paused(self, paused: bool) -> None:
+        """The client reads slower than the daemon sends: stop reading the daemon."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        transport = cast(asyncio.Transport, self.conn.writer.transport)
+        with contextlib.suppress(Exception):
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    def client_gone(self) -> None:
+        if not self.done:
+            self._finish(keep=False, reusable=False)
+
+    def _finish(self, *, keep: bool, reusable: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.conn.protocol.sink = None
+        self.client_paused(False)  # a pooled connection must be readable again
+        self.gateway.pool.release(self.conn, reusable)
+        self.gateway._close_record(self.record)
+        self._unbusy()
+        self.stream.relay_done(keep)
+
+    def _unbusy(self) -> None:
+        task = self.stream.task
+        if task is not None:
+            self.gateway._busy.discard(task)
+
+
 class _Abort(Exception):
     """Close the client connection now (the reason is already answered or logged)."""
 
@@ -414,6 +778,7 @@ class Gateway:
         self.listeners: dict[str, Listener] = {}
         self._ids = itertools.count(1)
         self._busy: set[asyncio.Task[None]] = set()
+        self._spawned: set[asyncio.Task[None]] = set()
         self._draining = False
 
     # --- listeners ---
@@ -428,28 +793,38 @@ class Gateway:
         stage = stage if stage is not None else self.default_stage
         on_request = bind_on_request(stage) if stage is not None else None
         holder: dict[str, Listener] = {}
+        loop = asyncio.get_running_loop()
 
-        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def start(protocol: _ClientProtocol, transport: asyncio.Transport) -> _ClientStream:
             entry = holder["listener"]
-            task = asyncio.current_task()
-            if task is not None:
-                entry.connections.add(task)
-                task.add_done_callback(entry.connections.discard)
-            await self._serve_client(entry, reader, writer)
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            conn_id = next(self._ids)
+            client = _identity(entry.settings, writer)
+
+            def fast(stream: _ClientStream, events: list[RequestEvent]) -> bool:
+                return self._fast(entry, conn_id, client, stream, writer, events)
+
+            stream = _ClientStream(transport, self.limits.max_head, self.limits.head_timeout, fast)
+            task = loop.create_task(self._serve_client(entry, conn_id, client, stream, writer))
+            stream.task = task
+            entry.connections.add(task)
+            task.add_done_callback(entry.connections.discard)
+            return stream
+
+        def protocol() -> _ClientProtocol:
+            return _ClientProtocol(start)
 
         endpoint = listener.endpoint
         if endpoint.kind == "unix":
             sock = _unix_socket(endpoint, self.settings.socket_group)
-            server = await asyncio.start_unix_server(
-                client, sock=sock, limit=READ_SIZE, backlog=1024
-            )
+            server = await loop.create_unix_server(protocol, sock=sock, backlog=1024)
         else:
-            server = await asyncio.start_server(
-                client,
+            assert endpoint.port is not None
+            server = await loop.create_server(
+                protocol,
                 endpoint.host,
                 endpoint.port,
                 ssl=_server_tls(endpoint),
-                limit=READ_SIZE,
                 reuse_address=True,
                 backlog=1024,
             )
@@ -503,12 +878,14 @@ class Gateway:
     # --- one client connection ---
 
     async def _serve_client(
-        self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        listener: Listener,
+        conn_id: int,
+        client: ClientIdentity,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
     ) -> None:
-        conn_id = next(self._ids)
-        client = _identity(listener.settings, writer)
-        stream = _ClientStream(reader, self.limits.max_head, self.limits.head_timeout)
-        task = asyncio.current_task()
+        task = stream.task
         try:
             while not self._draining:
                 try:
@@ -534,8 +911,10 @@ class Gateway:
             log.exception("connection %d failed", conn_id)
         finally:
             stream.close()
+            if stream.relay is not None:
+                stream.relay.client_gone()
             if stream.linger:
-                await _linger(reader, writer)
+                await _linger(stream, writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -550,7 +929,6 @@ class Gateway:
     ) -> bool:
         """Handle one request; True when the client connection stays open."""
         record = _Exchange(conn_id, client)
-        bytes_at_start = stream.bytes_in
         try:
             if (
                 isinstance(event, RequestHead)
@@ -564,19 +942,117 @@ class Gateway:
             else:
                 keep = await self._handle(listener, stream, event, writer, record)
         finally:
-            record.bytes_in += stream.bytes_in - bytes_at_start
-            if self.audit.enabled:
-                self.audit.record(record.entry())
-            if record.status >= 500 or record.decision == "deny":
-                log.info(
-                    "%s %s -> %d %s %s",
-                    record.head.method if record.head else "-",
-                    record.head.target if record.head else "-",
-                    record.status,
-                    record.decision,
-                    record.rule or "",
-                )
+            record.bytes_in += stream.take_bytes_in()
+            self._close_record(record)
         return keep
+
+    def _close_record(self, record: _Exchange) -> None:
+        """The request is over: its audit entry, and a log line for denials and 5xx."""
+        if self.audit.enabled:
+            self.audit.record(record.entry())
+        if record.status >= 500 or record.decision == "deny":
+            log.info(
+                "%s %s -> %d %s %s",
+                record.head.method if record.head else "-",
+                record.head.target if record.head else "-",
+                record.status,
+                record.decision,
+                record.rule or "",
+            )
+
+    # --- the fast lane ---
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fast-lane continuation as a task (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    def _fast(
+        self,
+        listener: Listener,
+        conn_id: int,
+        client: ClientIdentity,
+        stream: _ClientStream,
+        writer: asyncio.StreamWriter,
+        events: list[RequestEvent],
+    ) -> bool:
+        """A complete bodiless request, handled from the client's read callback.
+
+        The usual CI call (a list, an inspect, a ping, a start, `logs -f`) costs here
+        no task wake-up, no coroutine and no stream buffer. Taken only when all of it
+        is synchronous: an idle pooled daemon connection, a stage that decides this
+        route without looking anything up, and an answer relayed as is. Otherwise
+        False, before anything was sent: the connection's task then handles the
+        request the ordinary way, deciding it afresh. The decision point is the same
+        (`pipeline.plan` and `pipeline.decide`).
+        """
+        if len(events) != 2 or self._draining:
+            return False
+        head, end = events
+        if (
+            not isinstance(head, RequestHead)
+            or not isinstance(end, MessageEnd)
+            or head.has_body
+            or head.upgrade
+            or head.method == "HEAD"
+        ):
+            return False
+        policy = listener.policy or self.policy
+        stage = listener.stage
+        try:
+            planned = pipeline.plan(head, client, policy)
+        except ProtocolError:
+            return False  # the task answers the 400
+        request = planned.request
+        if planned.form or request.route.name in HIJACKING:
+            return False
+        if stage is not None and (
+            not decides_inline(stage, request) or response_kind(stage, request) != "none"
+        ):
+            return False
+        conn = self.pool.take_idle()
+        if conn is None:
+            return False  # connecting needs the task
+        try:
+            outcome = _run_inline(
+                pipeline.decide(request, policy, listener.on_request, self.upstream, form=False)
+            )
+            if outcome is None or outcome.body is not None:
+                self.pool.release(conn, True)
+                return False
+            request = outcome.request
+            decision = outcome.decision
+            record = _Exchange(conn_id, client, head=head, request=request)
+            record.decision = pipeline.describe(decision)
+            record.rule = decision.rule
+            record.notes = pipeline.notes_of(outcome)
+            record.bytes_in = stream.take_bytes_in()
+            if isinstance(decision, Deny):
+                self.pool.release(conn, True)
+                answer = error_response(decision.status, decision.message,
+                                        keep_alive=head.keep_alive)  # fmt: skip
+                record.status = decision.status
+                record.bytes_out = len(answer)
+                writer.write(answer)
+                self._close_record(record)
+                stream.relay_done(head.keep_alive)
+                return True
+            upstream_head = serialise_request_head(
+                head, outcome.target, content_length=None, chunked=False
+            )
+            errors_rewritten = stage is not None and error_kind(stage, request)
+        except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
+            # Fail closed: nothing was sent; the task handles it (and reports the error).
+            self.pool.release(conn, False)
+            return False
+        relay = _FastRelay(self, listener, stream, writer, conn, record, events, errors_rewritten)
+        stream.relay_started(relay)
+        if stream.task is not None:
+            self._busy.add(stream.task)
+        conn.protocol.sink = relay
+        conn.writer.write(upstream_head)
+        return True
 
     async def _answer(
         self,
@@ -1133,7 +1609,7 @@ class Gateway:
                 conn.writer.write(client_leftover)
                 await conn.writer.drain()
             while True:
-                data = await stream.reader.read(READ_SIZE)
+                data = await stream.read_raw()
                 if not data:
                     break
                 record.bytes_in += len(data)
@@ -1166,7 +1642,7 @@ class Gateway:
                 await up
 
 
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _linger(stream: _ClientStream, writer: asyncio.StreamWriter) -> None:
     """After an early answer, read (and drop) what the client still sends, briefly.
 
     Closing with unread data makes the kernel reset the connection, and the
@@ -1181,7 +1657,7 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
-            data = await asyncio.wait_for(reader.read(READ_SIZE), left)
+            data = await asyncio.wait_for(stream.read_raw(), left)
             if not data:
                 break
             budget -= len(data)

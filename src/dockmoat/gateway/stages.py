@@ -89,6 +89,15 @@ def response_kind(stage: Any, request: ApiRequest) -> ResponseKind:
     return result
 
 
+def decides_inline(stage: Any, request: ApiRequest) -> bool:
+    """Whether the stage's `on_request` decides this request without I/O (never awaits).
+
+    A stage says so with `decides_inline(request)`; without it, never.
+    """
+    check = getattr(stage, "decides_inline", None)
+    return bool(check(request)) if check is not None else False
+
+
 def error_kind(stage: Any, request: ApiRequest) -> bool:
     """Whether the stage rewrites this request's error answers (`on_json_response`, 4xx/5xx)."""
     wants = getattr(stage, "rewrites_errors", None)

@@ -509,6 +509,19 @@ class TenancyStage:
         "images.load": _image_load,
     }
 
+    def decides_inline(self, request: ApiRequest) -> bool:
+        """Whether `on_request` decides this request without looking anything up.
+
+        The gateway's fast lane runs such decisions from a read callback; requests
+        whose route has a handler here (they resolve names, read ownership) go the
+        ordinary way.
+        """
+        tenant = self.tenant_of(request.client)
+        if not isinstance(tenant, Tenant):
+            return True  # no tenancy (Allow) or a closed job (Deny): nothing to look up
+        route = request.route.name
+        return route not in rules.CONTAINER_ROUTES and route not in self._handlers
+
     # --- responses --------------------------------------------------------------
 
     def _isolated(self, request: ApiRequest) -> bool:
