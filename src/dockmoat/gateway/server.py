@@ -684,6 +684,7 @@ class _FastRelay:
             self._unbusy()
             stream = self.stream
             stream.relay = None
+            stream.bytes_counted -= self.record.bytes_in  # audited with the retry instead
             stream.events.extend(self.events)
             stream.wake()
             return
@@ -871,6 +872,8 @@ class Gateway:
         for entry in self.listeners.values():
             for task in list(entry.connections):
                 task.cancel()
+        for task in list(self._spawned):
+            task.cancel()
         self.listeners.clear()
         self.pool.close()
         await self.audit.close()
@@ -1021,37 +1024,39 @@ class Gateway:
             if outcome is None or outcome.body is not None:
                 self.pool.release(conn, True)
                 return False
-            request = outcome.request
             decision = outcome.decision
-            record = _Exchange(conn_id, client, head=head, request=request)
-            record.decision = pipeline.describe(decision)
-            record.rule = decision.rule
-            record.notes = pipeline.notes_of(outcome)
-            record.bytes_in = stream.take_bytes_in()
-            if isinstance(decision, Deny):
-                self.pool.release(conn, True)
-                answer = error_response(decision.status, decision.message,
-                                        keep_alive=head.keep_alive)  # fmt: skip
-                record.status = decision.status
-                record.bytes_out = len(answer)
-                writer.write(answer)
-                self._close_record(record)
-                stream.relay_done(head.keep_alive)
-                return True
-            upstream_head = serialise_request_head(
-                head, outcome.target, content_length=None, chunked=False
-            )
-            errors_rewritten = stage is not None and error_kind(stage, request)
+            upstream_head = None
+            if not isinstance(decision, Deny):
+                upstream_head = serialise_request_head(
+                    head, outcome.target, content_length=None, chunked=False
+                )
+                errors_rewritten = stage is not None and error_kind(stage, request)
         except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
-            # Fail closed: nothing was sent; the task handles it (and reports the error).
             self.pool.release(conn, False)
             return False
+        if upstream_head is not None:
+            # First, so the daemon works while the bookkeeping below is done.
+            conn.writer.write(upstream_head)
+        record = _Exchange(conn_id, client, head=head, request=outcome.request)
+        record.decision = pipeline.describe(decision)
+        record.rule = decision.rule
+        record.notes = pipeline.notes_of(outcome)
+        record.bytes_in = stream.take_bytes_in()
+        if isinstance(decision, Deny):
+            self.pool.release(conn, True)
+            answer = error_response(decision.status, decision.message,
+                                    keep_alive=head.keep_alive)  # fmt: skip
+            record.status = decision.status
+            record.bytes_out = len(answer)
+            writer.write(answer)
+            self._close_record(record)
+            stream.relay_done(head.keep_alive)
+            return True
         relay = _FastRelay(self, listener, stream, writer, conn, record, events, errors_rewritten)
+        conn.protocol.sink = relay
         stream.relay_started(relay)
         if stream.task is not None:
             self._busy.add(stream.task)
-        conn.protocol.sink = relay
-        conn.writer.write(upstream_head)
         return True
 
     async def _answer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -40,6 +41,61 @@ def test_pipelined_keep_alive_head_and_http10(permissive: Served) -> None:
     assert b'"ApiVersion"' in reply.rsplit(b"HTTP/1.1 200 OK", 1)[1]
     status, _headers, body = split(raw_get(permissive.socket, b"GET /_ping HTTP/1.0\r\n\r\n"))
     assert (status, body) == (200, b"OK")
+
+
+def test_one_connection_mixes_the_fast_lane_and_the_task_in_order(baseline: Served) -> None:
+    """Bodiless requests go by the fast lane, others by the connection's task; whichever
+    takes one, answers come back in request order, each audited once with its bytes."""
+    marker = f"/_ping?mixed={os.getpid()}-{time.monotonic_ns()}"
+    requests = [
+        f"GET {marker} HTTP/1.1\r\nHost: d\r\n\r\n".encode(),
+        b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json"
+        b"\r\nContent-Length: 2\r\n\r\n{}",  # a body: the task; the daemon refuses it
+        b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n",
+        b"GET /v1.41/swarm HTTP/1.1\r\nHost: d\r\n\r\n",  # denied by the policy
+        b"HEAD /_ping HTTP/1.1\r\nHost: d\r\n\r\n",  # HEAD: the task
+    ]
+    expected = [b" 200 ", b" 400 ", b" 200 ", b" 403 ", b" 200 "]
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(baseline.socket))
+        conn.settimeout(20)
+        for round_ in range(3):
+            replies = b""
+            if round_ < 2:  # one at a time, then all in one write
+                for request, status in zip(requests, expected, strict=True):
+                    conn.sendall(request)
+                    reply = b""
+                    while status not in reply or not _complete(reply, head_only=b"HEAD" in request):
+                        data = conn.recv(65536)
+                        assert data, "closed"
+                        reply += data
+                    replies += reply
+            else:
+                conn.sendall(b"".join(requests))
+                while replies.count(b"HTTP/1.1 ") < len(requests):
+                    data = conn.recv(65536)
+                    assert data, "closed"
+                    replies += data
+            statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", replies)
+            assert statuses == [status.strip() for status in expected]
+    conn_id = baseline.audit_where(path=marker)[0]["conn"]
+    deadline = time.monotonic() + 10
+    while len(entries := baseline.audit_where(conn=conn_id)) < 3 * len(requests):
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.1)
+    assert [e["status"] for e in entries] == [int(s) for s in statuses] * 3
+    # Sent one at a time, every request's own bytes are counted with it.
+    assert all(int(str(e["bytes_in"])) > 0 for e in entries[: 2 * len(requests)])
+
+
+def _complete(reply: bytes, *, head_only: bool) -> bool:
+    _head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    if head_only:
+        return True
+    _status, headers, _body = split(reply)
+    return len(body) >= int(headers.get("content-length", "0"))
 
 
 def test_bad_framing_is_400_and_not_forwarded(permissive: Served) -> None:
