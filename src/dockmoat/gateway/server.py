@@ -280,6 +280,7 @@ class _ClientStream:
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
         self.linger = False  # answered early: read what the client still sends, then close
         self.relay: _FastRelay | None = None  # the fast-lane exchange in flight
+        self.planned: pipeline.Planned | None = None  # routed by the fast lane, then refused
         self.lane_open = False
         self._fast = fast
         self._chunks: deque[bytes] = deque()  # read, not yet parsed (or raw after a hijack)
@@ -1008,6 +1009,9 @@ class Gateway:
         except ProtocolError:
             return False  # the task answers the 400
         request = planned.request
+        # From here, a refusal hands the routed request to the task (`_plain`), which
+        # then does not route it again.
+        stream.planned = planned
         if planned.form or request.route.name in HIJACKING:
             return False
         if stage is not None and (
@@ -1017,6 +1021,7 @@ class Gateway:
         conn = self.pool.take_idle()
         if conn is None:
             return False  # connecting needs the task
+        stream.planned = None
         try:
             outcome = _run_inline(
                 pipeline.decide(request, policy, listener.on_request, self.upstream, form=False)
@@ -1092,8 +1097,11 @@ class Gateway:
         """
         record.head = head
         policy = listener.policy or self.policy
+        planned = stream.planned
+        stream.planned = None
         try:
-            planned = pipeline.plan(head, record.client, policy)
+            if planned is None or planned.request.raw_target is not head.target:
+                planned = pipeline.plan(head, record.client, policy)
         except ProtocolError as error:
             record.decision = "refused"
             return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
