@@ -27,6 +27,7 @@ CREATE_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("containers.confinement", {"HostConfig": {"SecurityOpt": ["label:disable"]}}),
     ("containers.confinement", {"HostConfig": {"MaskedPaths": []}}),
     ("containers.capabilities", {"CapAdd": ["SYS_ADMIN"]}),
+    ("containers.capabilities", {"HostConfig": {"CapAdd": "SYS_ADMIN"}}),  # Go StrSlice
     ("containers.capabilities", {"HostConfig": {"Capabilities": ["CAP_SYS_ADMIN"]}}),
     ("containers.devices", {"DeviceCgroupRules": ["a *:* rwm"]}),
     ("containers.host-namespaces", {"PidMode": "host"}),
@@ -96,6 +97,20 @@ def test_raw_create_spelling_is_refused_and_nothing_exists(
     assert status == 403, answer
     assert f"dockmoat: {rule}:" in answer["message"]
     assert docker_client.containers.list(all=True, filters={"label": f"dmtest={label}"}) == []
+
+
+def test_one_string_cap_add_is_read_as_dockerd_reads_it(
+    gateway: Gateway, busybox_image: str, label: str, docker_client: docker.DockerClient
+) -> None:
+    """HostConfig.CapAdd/CapDrop are Go StrSlices: one string is a list of one."""
+    body = {"Image": busybox_image, "Labels": {"dmtest": label},
+            "HostConfig": {"CapAdd": "NET_RAW", "CapDrop": "ALL"}}  # fmt: skip
+    status, answer = call(
+        str(gateway.socket), "POST", "/v1.41/containers/create", json.dumps(body).encode()
+    )
+    assert status == 201, answer
+    host = docker_client.api.inspect_container(answer["Id"])["HostConfig"]
+    assert (host["CapAdd"], host["CapDrop"]) == (["NET_RAW"], ["ALL"])
 
 
 @pytest.mark.parametrize(("rule", "target"), QUERY_REFUSALS)

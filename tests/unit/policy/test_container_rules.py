@@ -66,6 +66,9 @@ DANGEROUS = [
     ("containers.capabilities", hc(CapAdd=["BPF"])),
     ("containers.capabilities", hc(CapAdd=["PERFMON"])),
     ("containers.capabilities", hc(CapAdd=["SYS_PTRACE"])),
+    # Go's StrSlice: one string is a list of one (dockerd applies it).
+    ("containers.capabilities", hc(CapAdd="SYS_ADMIN")),
+    ("containers.capabilities", top(CapAdd="NET_ADMIN")),
     ("containers.capabilities", top(capadd=["SYS_MODULE"])),
     ("containers.capabilities", hc(Capabilities=["CAP_SYS_ADMIN"])),
     ("containers.devices", hc(Devices=[{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda"}])),
@@ -175,6 +178,7 @@ def _legit(workspace: Path) -> list[Any]:
         hc(Mounts=[{"Type": "volume", "Source": "v", "Target": "/v"}]),
         hc(Mounts=[{"Type": "tmpfs", "Target": "/t"}]),
         hc(CapAdd=["NET_RAW", "cap_chown", "net_bind_service"], CapDrop=["ALL"]),
+        hc(CapAdd="NET_RAW", CapDrop="ALL"),  # StrSlice: one string, as dockerd takes it
         hc(SecurityOpt=["no-new-privileges", "label=level:s0:c100", "apparmor=docker-default"]),
         hc(Sysctls={"net.ipv4.ip_unprivileged_port_start": "0"}),
         hc(NetworkMode="bridge", IpcMode="private", PidMode="", UTSMode=""),
@@ -320,6 +324,8 @@ def test_restricted_profile(
         },
     }
     assert isinstance(run(good), Allow)
+    one_string = {**good, "HostConfig": {**good["HostConfig"], "CapDrop": "ALL"}}
+    assert isinstance(run(one_string), Allow)
     for change, rule in (
         ({"User": "root"}, "containers.non-root-user"),
         ({"User": "0:1000"}, "containers.non-root-user"),
@@ -332,6 +338,8 @@ def test_restricted_profile(
     for host_change, rule in (
         ({"CapDrop": ["NET_RAW"]}, "containers.drop-all-caps"),
         ({"CapAdd": ["CHOWN"]}, "containers.drop-all-caps"),
+        ({"CapAdd": "CHOWN"}, "containers.drop-all-caps"),
+        ({"CapDrop": "NET_RAW"}, "containers.drop-all-caps"),
         ({"SecurityOpt": []}, "containers.no-new-privileges"),
         (
             {"SecurityOpt": ["no-new-privileges", "no-new-privileges=false"]},

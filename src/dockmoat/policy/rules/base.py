@@ -152,6 +152,14 @@ def texts(value: Any, name: str, where: str) -> list[str]:
     return got
 
 
+def str_slice(value: Any, name: str, where: str) -> list[str]:
+    """A Go `strslice.StrSlice` field (CapAdd, CapDrop): a list of strings or one string."""
+    got = go_field(value, name)
+    if isinstance(got, str):
+        return [got]
+    return texts(value, name, where)
+
+
 def objects(value: Any, name: str, where: str) -> list[Mapping[str, Any]]:
     got = go_field(value, name)
     if got is None:

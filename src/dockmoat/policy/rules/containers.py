@@ -32,6 +32,7 @@ from dockmoat.policy.rules.base import (
     present,
     resources,
     rewrite,
+    str_slice,
     string_map,
     text,
     texts,
@@ -197,7 +198,10 @@ def _cap_lists(subject: Subject, names: tuple[str, ...]) -> Iterator[tuple[str, 
         return
     for holder, where in host_configs(subject):
         for name in names:
-            yield f"{where}{name}", texts(holder, name, where)
+            # HostConfig.CapAdd/CapDrop are Go StrSlices (one string is a list of one);
+            # Capabilities is a plain list.
+            read = str_slice if name in ("CapAdd", "CapDrop") else texts
+            yield f"{where}{name}", read(holder, name, where)
 
 
 def check_capabilities(subject: Subject) -> Decision:
