@@ -29,6 +29,7 @@ from dockmoat.dind import context as contexts
 from dockmoat.dind.info import DindInfo
 from dockmoat.dind.state import StateDir, default_state_dir
 from dockmoat.errors import ConfigError, DockmoatError, EngineError, NotFoundError
+from dockmoat.netinfo import host_uplink
 
 Progress = Callable[[str], None]
 
@@ -256,12 +257,23 @@ class DindManager:
         return _entrypoint_of(image)
 
     def host_mtu(self) -> int:
-        """The MTU of the engine's default bridge (1500 when it sets none)."""
+        """The nested daemon's MTU: the engine bridge's (1500 when it sets none), or this
+        host's uplink when that is smaller and the engine runs here (a unix socket).
+
+        A nested bridge wider than the way out drops large packets without a word
+        (pulls hang, TLS stalls): cloud VMs often have 1460 or less while docker0
+        keeps 1500.
+        """
         try:
             bridge = self.api.inspect_network("bridge")
-            return int((bridge.get("Options") or {}).get("com.docker.network.driver.mtu", 1500))
+            mtu = int((bridge.get("Options") or {}).get("com.docker.network.driver.mtu", 1500))
         except (docker.errors.APIError, ValueError):
-            return 1500
+            mtu = 1500
+        if self.engine.startswith("unix://"):
+            uplink = host_uplink()
+            if uplink is not None and 576 <= uplink[1] < mtu:
+                return uplink[1]
+        return mtu
 
     def _create(
         self,

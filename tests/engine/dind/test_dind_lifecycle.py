@@ -14,6 +14,7 @@ from dindtest_support import Dind
 
 from dockmoat.dind import naming
 from dockmoat.dind.info import DindInfo
+from dockmoat.netinfo import host_uplink
 
 DOCKERFILE = """\
 FROM dockmoat-test/busybox:latest
@@ -131,6 +132,22 @@ def test_another_daemons_certificate_is_refused(dind: Dind, dind_name: Callable[
         tls.recv(100)
     # With its own certificate, b's client gets in to b.
     assert dind.docker(b, "version", "--format", "{{.Server.Version}}").stdout.strip()
+
+
+def test_default_mtu_is_never_wider_than_the_way_out(
+    dind: Dind, dind_name: Callable[[], str]
+) -> None:
+    """Without --mtu: the engine bridge's MTU, or this host's uplink when that is smaller
+    (this machine: docker0 1500, uplink 1400, where a wider nested bridge drops packets)."""
+    bridge = dind.client.api.inspect_network("bridge")
+    expected = int((bridge.get("Options") or {}).get("com.docker.network.driver.mtu", 1500))
+    uplink = host_uplink()
+    if uplink is not None:
+        expected = min(expected, uplink[1])
+    info = dind.up(dind_name())
+    assert f"--mtu={expected}" in dind.client.api.inspect_container(info.container_id)["Args"]
+    network = dind.client.api.inspect_network(info.network)
+    assert network["Options"]["com.docker.network.driver.mtu"] == str(expected)
 
 
 def test_limits_and_mtu_reach_the_engine(dind: Dind, dind_name: Callable[[], str]) -> None:

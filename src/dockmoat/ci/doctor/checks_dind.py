@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dockmoat.ci.doctor.facts import DindFacts
 from dockmoat.ci.doctor.model import Finding, fail, ok, warn
+from dockmoat.netinfo import default_route_iface
 
 CONTAINER = "dind.container"
 PRIVILEGES = "dind.privileges"
@@ -194,15 +195,6 @@ def parse_mtus(listing: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit():
             mtus[parts[0]] = int(parts[1])
     return mtus
-
-
-def default_route_iface(routes: str) -> str | None:
-    """The interface of the default route in /proc/net/route."""
-    for line in routes.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
-            return fields[0]
-    return None
 
 
 def check_mtu(facts: DindFacts, host_uplink: tuple[str, int] | None) -> Finding | None:

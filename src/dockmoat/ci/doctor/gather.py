@@ -19,6 +19,7 @@ from dockmoat.ci.doctor import checks_daemon, checks_dind, checks_socket, checks
 from dockmoat.ci.doctor.config import DoctorConfig, Target, TlsSettings
 from dockmoat.ci.doctor.facts import CallerFacts, DindFacts, FileRead, RawResponse, SocketFacts
 from dockmoat.ci.doctor.model import Finding, fail
+from dockmoat.netinfo import host_uplink
 
 MAX_FILE = 1024 * 1024
 LOG_TAIL = 300
@@ -97,17 +98,6 @@ def caller_facts() -> CallerFacts:
         gids=frozenset([os.getegid(), *os.getgroups()]),
         in_container=Path("/.dockerenv").exists(),
     )
-
-
-def host_uplink() -> tuple[str, int] | None:
-    """This machine's default-route interface and its MTU."""
-    try:
-        iface = checks_dind.default_route_iface(Path("/proc/net/route").read_text())
-        if iface is None:
-            return None
-        return iface, int(Path(f"/sys/class/net/{iface}/mtu").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def local_mtu(iface: str) -> int | None:

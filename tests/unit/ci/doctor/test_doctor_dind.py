@@ -4,6 +4,7 @@ from dockmoat.ci.doctor import checks_dind as d
 from dockmoat.ci.doctor.facts import DindFacts
 from dockmoat.ci.doctor.model import Status, fail, ok
 from dockmoat.ci.doctor.render import to_json
+from dockmoat.netinfo import default_route_iface
 
 RUNNING = DindFacts(
     name="dind",
@@ -84,8 +85,8 @@ def test_mtu_parsing() -> None:
         "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\n"
         "eth1\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n"
     )
-    assert d.default_route_iface(routes) == "eth1"
-    assert d.default_route_iface("") is None
+    assert default_route_iface(routes) == "eth1"
+    assert default_route_iface("") is None
 
 
 def _net(bridge: int, uplink: int) -> DindFacts:
