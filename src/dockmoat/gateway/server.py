@@ -301,7 +301,12 @@ class _ClientStream:
             self.lane_open = False
             self.bytes_in += len(data)
             events = self.parser.feed(data)
-            if self._fast(self, events):
+            try:
+                taken = self._fast(self, events)
+            except Exception:  # a bug in the fast lane must not lose the request
+                log.exception("fast lane failed; the connection's task takes the request")
+                taken = False
+            if taken:
                 return  # handled (or in flight) without the task
             self._queue(events)
             self.wake()
@@ -1039,15 +1044,13 @@ class Gateway:
         except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
             self.pool.release(conn, False)
             return False
-        if upstream_head is not None:
-            # First, so the daemon works while the bookkeeping below is done.
-            conn.writer.write(upstream_head)
         record = _Exchange(conn_id, client, head=head, request=outcome.request)
         record.decision = pipeline.describe(decision)
         record.rule = decision.rule
         record.notes = pipeline.notes_of(outcome)
         record.bytes_in = stream.take_bytes_in()
-        if isinstance(decision, Deny):
+        if upstream_head is None:
+            assert isinstance(decision, Deny)
             self.pool.release(conn, True)
             answer = error_response(decision.status, decision.message,
                                     keep_alive=head.keep_alive)  # fmt: skip
@@ -1058,6 +1061,9 @@ class Gateway:
             stream.relay_done(head.keep_alive)
             return True
         relay = _FastRelay(self, listener, stream, writer, conn, record, events, errors_rewritten)
+        # Nothing below can fail: once the daemon has the request, the task must never
+        # be handed it again.
+        conn.writer.write(upstream_head)
         conn.protocol.sink = relay
         stream.relay_started(relay)
         if stream.task is not None:
