@@ -7,8 +7,12 @@ module does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,8 @@ class Route:
 
     resource: str
     action: str
-    params: dict[str, str] = field(default_factory=dict)
+    # Read-only, so one Route can be shared by every request to the same target.
+    params: Mapping[str, str] = field(default_factory=lambda: _NO_PARAMS)
     # "resource.action", computed once: every rule and stage looks it up.
     name: str = field(init=False, repr=False, compare=False)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import posixpath
 import re
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Final
 
 from dockmoat.api.endpoints import ENDPOINTS
@@ -124,17 +125,17 @@ def route_path(method: str, path: str) -> tuple[str, str | None, Route]:
             continue
         match = pattern.fullmatch(routed)
         if match is not None:
-            return routed, version, Route(resource, action, dict(match.groupdict()))
+            return routed, version, Route(resource, action, MappingProxyType(match.groupdict()))
     return routed, version, Route(*UNKNOWN)
 
 
+@lru_cache(maxsize=4096)
 def classify(method: str, target: str) -> tuple[str, str | None, Route]:
     """(routed path, API version or None, Route) of a request, as dockerd routes it.
 
     The routed path is the percent-decoded path without the `/v<version>`
     prefix. Raises ProtocolError for targets Go's server refuses with 400.
+    Pure and memoised; the Route it returns is immutable (read-only params).
     """
     path, _query = split_target(target)
-    routed, version, route = route_path(method, path)
-    # A fresh params dict per call: the cached Route must never be shared mutably.
-    return routed, version, Route(route.resource, route.action, dict(route.params))
+    return route_path(method, path)

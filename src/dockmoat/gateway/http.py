@@ -38,18 +38,6 @@ def header_value(headers: Headers, name: str) -> str | None:
     return None
 
 
-def header_values(headers: Headers, name: str) -> list[str]:
-    lname = name.lower()
-    return [value for key, value in headers if key.lower() == lname]
-
-
-def _connection_tokens(headers: Headers) -> set[str]:
-    tokens: set[str] = set()
-    for value in header_values(headers, "connection"):
-        tokens.update(token.strip().lower() for token in value.split(","))
-    return tokens
-
-
 @dataclass(frozen=True, slots=True)
 class RequestHead:
     method: str
@@ -60,6 +48,7 @@ class RequestHead:
     chunked: bool
     keep_alive: bool
     upgrade: bool
+    content_type: str | None = None  # the first Content-Type value (Go's Header.Get)
 
     @property
     def has_body(self) -> bool:
@@ -206,6 +195,10 @@ def _framing(headers: Headers) -> tuple[int | None, bool]:
             encodings.append(value)
         elif len(key) == 14 and key.lower() == "content-length":
             lengths.append(value)
+    return _framing_of(lengths, encodings)
+
+
+def _framing_of(lengths: list[str], encodings: list[str]) -> tuple[int | None, bool]:
     chunked = False
     if encodings:
         if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
@@ -221,12 +214,29 @@ def _framing(headers: Headers) -> tuple[int | None, bool]:
     return length, chunked
 
 
-def _check_request_headers(version: str, headers: Headers) -> None:
-    """Go's server: one Host on HTTP/1.1 (at most one on 1.0), no control bytes in values."""
+def _scan_request_headers(version: str, headers: Headers) -> tuple[int | None, bool, str | None]:
+    """One pass over a request's headers: (Content-Length, chunked, first Content-Type).
+
+    Refuses what Go's server refuses or reads differently: not exactly one Host on
+    HTTP/1.1 (at most one on 1.0), control bytes in values, ambiguous framing.
+    """
     hosts = 0
-    for key, _value in headers:
-        if len(key) == 4 and key.lower() == "host":
-            hosts += 1
+    lengths: list[str] = []
+    encodings: list[str] = []
+    content_type: str | None = None
+    for key, value in headers:
+        size = len(key)  # cheap pre-filter: only these lengths can be a name looked at
+        if size == 4 or size == 12 or size == 14 or size == 17:
+            lkey = key.lower()
+            if lkey == "host":
+                hosts += 1
+            elif lkey == "content-type":
+                if content_type is None:
+                    content_type = value
+            elif lkey == "content-length":
+                lengths.append(value)
+            elif lkey == "transfer-encoding":
+                encodings.append(value)
     if version == "1.1" and hosts != 1:
         raise ProtocolError("missing or repeated Host header")
     if hosts > 1:
@@ -235,6 +245,8 @@ def _check_request_headers(version: str, headers: Headers) -> None:
     if _CTL_RE.search("\t".join(value for _key, value in headers)) is not None:
         for name, value in headers:
             _check_token_free(value, f"header {name}")
+    length, chunked = _framing_of(lengths, encodings)
+    return length, chunked, content_type
 
 
 class RequestReader:
@@ -256,8 +268,7 @@ class RequestReader:
         target = collect.url.decode("latin-1")
         version = self._parser.get_http_version()
         method = self._parser.get_method().decode("ascii")
-        _check_request_headers(version, headers)
-        length, chunked = _framing(headers)
+        length, chunked, content_type = _scan_request_headers(version, headers)
         self._last_head = RequestHead(
             method=method,
             target=target,
@@ -267,6 +278,7 @@ class RequestReader:
             chunked=chunked,
             keep_alive=bool(self._parser.should_keep_alive()),
             upgrade=bool(self._parser.should_upgrade()),
+            content_type=content_type,
         )
         collect.events.append(self._last_head)
         collect.head_done = True
@@ -447,15 +459,17 @@ class ResponseReader:
 
 
 def _serialise_headers(headers: Headers) -> list[str]:
-    lines = []
-    for name, value in headers:
-        if _UNSAFE_NAME.search(name) is not None or _UNSAFE_VALUE.search(value) is not None:
-            raise ProtocolError("header not serialisable")
-        lines.append(f"{name}: {value}\r\n")
-    return lines
+    # One scan over all names and one over all values, not two per header ("\x01" joins
+    # them: neither pattern matches it).
+    if _UNSAFE_NAME.search("\x01".join(name for name, _value in headers)) is not None or (
+        _UNSAFE_VALUE.search("\x01".join(value for _name, value in headers)) is not None
+    ):
+        raise ProtocolError("header not serialisable")
+    return [f"{name}: {value}\r\n" for name, value in headers]
 
 
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
+_FRAMING_SIZES = frozenset(len(name) for name in _FRAMING_HEADERS)
 
 
 def serialise_request_head(
@@ -466,7 +480,10 @@ def serialise_request_head(
     chunked: bool,
 ) -> bytes:
     """The head sent upstream: parsed headers, our own framing headers."""
-    kept = tuple((k, v) for k, v in head.headers if k.lower() not in _FRAMING_HEADERS)
+    kept = tuple(
+        (k, v) for k, v in head.headers
+        if len(k) not in _FRAMING_SIZES or k.lower() not in _FRAMING_HEADERS
+    )  # fmt: skip
     lines = [f"{head.method} {target} HTTP/{head.http_version}\r\n"]
     lines += _serialise_headers(kept)
     if chunked:
@@ -524,7 +541,3 @@ def error_response(
         "\r\n"
     ).encode()
     return head if head_only else head + body
-
-
-def connection_tokens(headers: Headers) -> set[str]:
-    return _connection_tokens(headers)

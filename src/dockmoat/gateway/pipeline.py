@@ -67,7 +67,7 @@ def plan(
     path, version, route = classify(head.method, head.target)
     _path, raw_query = split_target(head.target)
     query = parse_query(raw_query) if raw_query else {}
-    kind = media_type(head.header("content-type"))
+    kind = media_type(head.content_type)
     if kind.startswith("multipart/"):
         # dockerd never takes multipart; Go could parse it into the form behind our back.
         raise ProtocolError("multipart bodies are not accepted")
