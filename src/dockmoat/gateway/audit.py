@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
 QUEUE_LIMIT = 10_000
+# One encoder for every entry (json.dumps with arguments builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class AuditLog:
@@ -25,6 +28,14 @@ class AuditLog:
         self._dropped = 0
         self._file: TextIO | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stamp: tuple[int, str] = (0, "")
+
+    def stamp(self) -> str:
+        """The entry's time (whole seconds, UTC), formatted once per second."""
+        second = int(time.time())
+        if self._stamp[0] != second:
+            self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+        return self._stamp[1]
 
     @property
     def enabled(self) -> bool:
@@ -61,7 +72,7 @@ class AuditLog:
                 batch.append(self._queue.get_nowait())
             stop = None in batch
             entries = [e for e in batch if e is not None]
-            text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+            text = "".join(_ENCODER.encode(e) + "\n" for e in entries)
             if text:
                 await asyncio.to_thread(self._write, text)
 

@@ -557,10 +557,10 @@ class _Exchange:
     bytes_out: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self, stamp: str) -> dict[str, Any]:
         request = self.request
         return {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "time": stamp,
             "conn": self.conn_id,
             "listener": self.client.listener,
             "tenant": self.client.tenant,
@@ -958,7 +958,7 @@ class Gateway:
     def _close_record(self, record: _Exchange) -> None:
         """The request is over: its audit entry, and a log line for denials and 5xx."""
         if self.audit.enabled:
-            self.audit.record(record.entry())
+            self.audit.record(record.entry(self.audit.stamp()))
         if record.status >= 500 or record.decision == "deny":
             log.info(
                 "%s %s -> %d %s %s",
