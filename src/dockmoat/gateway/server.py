@@ -618,8 +618,8 @@ class _FastRelay:
     """
 
     __slots__ = (
-        "conn", "done", "errors_rewritten", "events", "framer", "gateway", "held", "listener",
-        "paused", "record", "stream", "writer",
+        "conn", "done", "errors_rewritten", "events", "framer", "gateway", "held", "json",
+        "listener", "paused", "record", "stream", "writer",
     )  # fmt: skip
 
     def __init__(
@@ -632,6 +632,7 @@ class _FastRelay:
         record: _Exchange,
         events: list[RequestEvent],
         errors_rewritten: bool,
+        json_answer: bool,
     ) -> None:
         self.gateway = gateway
         self.listener = listener
@@ -642,7 +643,8 @@ class _FastRelay:
         self.events = events
         self.errors_rewritten = errors_rewritten
         self.framer = ResponseFramer()
-        self.held = b""  # read before the answer's head was complete
+        self.held = b""  # read before the answer's head was complete (JSON: the whole answer)
+        self.json = json_answer  # the stage rewrites the answer: buffered, then rewritten
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
 
@@ -661,6 +663,9 @@ class _FastRelay:
         record = self.record
         if framer.invalid is not None:
             self._fail()
+            return
+        if self.json:
+            self._buffer_json(data)
             return
         if record.status == 0:
             if not framer.head_done:
@@ -681,6 +686,50 @@ class _FastRelay:
             keep = framer.keep_alive
             head = record.head
             self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
+
+    def _buffer_json(self, data: bytes) -> None:
+        """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
+        framer = self.framer
+        record = self.record
+        self.held += data
+        if record.status == 0 and framer.head_done:
+            record.status = framer.status  # from here a failure closes, never retries
+        if len(self.held) > self.gateway.limits.max_json_response:
+            self._finish(keep=False, reusable=False)  # nothing unfiltered was sent
+            return
+        if not framer.done:
+            return
+        raw, self.held = self.held, b""
+        reader = ResponseReader(head_request=False, max_head=self.gateway.limits.max_head)
+        events = reader.feed(raw)
+        if not reader.done:
+            events += reader.feed_eof()  # an answer that ended with the connection
+        response = next((e for e in events if isinstance(e, ResponseHead)), None)
+        if response is None or not isinstance(events[-1], MessageEnd):
+            self._finish(keep=False, reusable=False)
+            return
+        status = response.status
+        rewrite = 200 <= status < 300 or (
+            status >= 400
+            and self.errors_rewritten
+            and (response.header("content-type") or "").startswith("application/json")
+        )
+        out = raw  # anything else the stage does not touch: relayed as read
+        if rewrite:
+            body = b"".join(e.data for e in events if isinstance(e, BodyData))
+            request = record.request
+            assert request is not None  # set by _fast before the relay starts
+            try:
+                out = _rewritten_json(self.listener.stage, request, response, body)
+            except Exception:  # fail closed: the unfiltered answer is never sent
+                log.exception("rewriting the answer to connection %d failed", record.conn_id)
+                self._finish(keep=False, reusable=False)
+                return
+        record.bytes_out += len(out)
+        self.writer.write(out)
+        keep = framer.keep_alive
+        head = record.head
+        self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
 
     def _fail(self) -> None:
         if self.record.status == 0:
@@ -1019,8 +1068,9 @@ class Gateway:
         stream.planned = planned
         if planned.form or request.route.name in HIJACKING:
             return False
-        if stage is not None and (
-            not decides_inline(stage, request) or response_kind(stage, request) != "none"
+        kind = response_kind(stage, request) if stage is not None else "none"
+        if kind not in ("none", "json") or (
+            stage is not None and not decides_inline(stage, request)
         ):
             return False
         conn = self.pool.take_idle()
@@ -1060,7 +1110,9 @@ class Gateway:
             self._close_record(record)
             stream.relay_done(head.keep_alive)
             return True
-        relay = _FastRelay(self, listener, stream, writer, conn, record, events, errors_rewritten)
+        relay = _FastRelay(
+            self, listener, stream, writer, conn, record, events, errors_rewritten, kind == "json"
+        )
         # Nothing below can fail: once the daemon has the request, the task must never
         # be handed it again.
         conn.writer.write(upstream_head)
@@ -1525,15 +1577,7 @@ class Gateway:
                     if response is None:
                         raise UpstreamError("daemon answer without a head")
                     if kind == "json":
-                        answer = pipeline.json_answer(bytes(buffered))
-                        changed = stage.on_json_response(request, response.status, answer)
-                        payload = (
-                            bytes(buffered)
-                            if changed is answer
-                            else (json.dumps(changed, separators=(",", ":")).encode() + b"\n")
-                        )
-                        out_head = serialise_response_head(response, content_length=len(payload))
-                        pending.append(out_head + payload)
+                        pending.append(_rewritten_json(stage, request, response, bytes(buffered)))
                     elif kind == "lines_at_end":
                         buffered += b"\n"
                         line_kind: ResponseKind = response_kind(stage, request)
@@ -1680,6 +1724,16 @@ async def _linger(stream: _ClientStream, writer: asyncio.StreamWriter) -> None:
             if not data:
                 break
             budget -= len(data)
+
+
+def _rewritten_json(stage: Any, request: ApiRequest, response: ResponseHead, body: bytes) -> bytes:
+    """A whole JSON answer as the stage rewrites it, with its new length."""
+    answer = pipeline.json_answer(body)
+    changed = stage.on_json_response(request, response.status, answer)
+    payload = (
+        body if changed is answer else (json.dumps(changed, separators=(",", ":")).encode() + b"\n")
+    )
+    return serialise_response_head(response, content_length=len(payload)) + payload
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

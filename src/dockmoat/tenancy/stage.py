@@ -57,6 +57,19 @@ _JSON_RESPONSES = frozenset(
     }
 )
 
+# Handlers that only rewrite the query (no look-up): the gateway may run them inline.
+_INLINE_HANDLERS = frozenset(
+    {
+        "containers.list",
+        "containers.prune",
+        "volumes.prune",
+        "networks.prune",
+        "images.prune",
+        "build.prune",
+        "system.events",
+    }
+)
+
 _BODY_ROUTES = frozenset(
     {
         "containers.create",
@@ -520,6 +533,8 @@ class TenancyStage:
         if not isinstance(tenant, Tenant):
             return True  # no tenancy (Allow) or a closed job (Deny): nothing to look up
         route = request.route.name
+        if route in _INLINE_HANDLERS:
+            return True
         return route not in rules.CONTAINER_ROUTES and route not in self._handlers
 
     # --- responses --------------------------------------------------------------
