@@ -1,0 +1,74 @@
+"""`decides_inline` keeps its promise: for every endpoint it admits, `on_request` finishes
+without awaiting anything (the gateway's fast lane runs it from a read callback)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from dockmoat.api.endpoints import ENDPOINTS
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.api.routing import classify
+from dockmoat.policy.decision import Allow, Deny, Rewrite
+from dockmoat.tenancy.model import Tenant
+from dockmoat.tenancy.stage import TenancyStage
+from dockmoat.tenancy.store import OwnershipStore
+
+
+class _NoUpstream:
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an inline decision looked something up")
+
+
+def _target(template: str) -> str:
+    return "/v1.41" + re.sub(r"\{[^}]+\}", "x1", template)
+
+
+def _request(method: str, template: str, client: ClientIdentity) -> ApiRequest:
+    target = _target(template) + "?all=1&filters=%7B%22name%22%3A%5B%22web%22%5D%7D"
+    path, version, route = classify(method, target)
+    return ApiRequest(method, target, path, version, route, {"all": ["1"]}, (), client)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("on_request suspended")
+
+
+def test_every_inline_route_decides_without_awaiting(tmp_path: Path) -> None:
+    tenant = Tenant.job("job-7")
+    stage = TenancyStage(OwnershipStore(tmp_path / "state.db"), lambda client: tenant)
+    client = ClientIdentity(listener="unix:///x", tenant="job-7")
+    inline = []
+    for method, template, _resource, _action in ENDPOINTS:
+        request = _request(method, template, client)
+        if not stage.decides_inline(request):
+            continue
+        inline.append(request.route.name)
+        decision = _run(stage.on_request(request, _NoUpstream()))
+        assert isinstance(decision, Allow | Rewrite | Deny), request.route.name
+    # The lists and pings a CI job sends most are among them; look-ups are not.
+    assert {"containers.list", "images.list", "system.ping"} <= set(inline)
+    assert "containers.inspect" not in inline and "containers.start" not in inline
+
+
+def test_without_tenancy_or_for_a_closed_job_everything_is_inline(tmp_path: Path) -> None:
+    closed = Deny("tenancy.unknown-tenant", "closed")
+    for who in (None, closed):
+        stage = TenancyStage(OwnershipStore(tmp_path / "s.db"), lambda client, w=who: w)
+        request = _request("GET", "/containers/{name}/json", ClientIdentity(listener="u"))
+        assert stage.decides_inline(request)
+        assert _run(stage.on_request(request, _NoUpstream())) == (closed if who else Allow())
+
+
+def test_a_stage_that_does_not_say_is_never_inline() -> None:
+    from dockmoat.gateway.stages import decides_inline
+
+    request = ApiRequest("GET", "/_ping", "/_ping", None, Route("system", "ping"), {}, (),
+                         ClientIdentity(listener="u"))  # fmt: skip
+    assert decides_inline(object(), request) is False
