@@ -345,9 +345,17 @@ def main(argv: list[str]) -> int:
                         f"{numbers[name, f'{path} {conns}']:.0f}"
                     )
         image = build_big_image()
+        # Interleaved like the cells above; the best of 5 per target (a save is long
+        # enough that one burst of other work decides a single try).
+        saves: dict[str, float] = {name: float("inf") for name in names}
+        for _try in range(5):
+            for name in names:
+                saves[name] = min(saves[name], save_seconds(targets[name][1], image, tries=1))
         for name in names:
-            results[name]["docker save 512 MiB (s, best of 3)"] = (
-                f"{save_seconds(targets[name][1], image):.2f}"
+            results[name]["docker save 512 MiB (s, best of 5)"] = f"{saves[name]:.2f}"
+        for name in names:
+            results[name]["docker save speed vs raw socket (target ≥ 0.90x)"] = (
+                f"{saves['raw socket'] / saves[name]:.2f}x"
             )
         for name in names:
             proc = targets[name][0]
