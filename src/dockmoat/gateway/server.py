@@ -42,11 +42,11 @@ from dockmoat.gateway.http import (
     BodyData,
     Invalid,
     MessageEnd,
+    RawAnswer,
     RequestEvent,
     RequestHead,
     RequestReader,
     ResponseEvent,
-    ResponseFramer,
     ResponseHead,
     ResponseReader,
     UpgradeStart,
@@ -618,7 +618,7 @@ class _FastRelay:
     """
 
     __slots__ = (
-        "conn", "done", "errors_rewritten", "events", "framer", "gateway", "held", "json",
+        "answer", "conn", "done", "errors_rewritten", "events", "gateway", "held", "json",
         "listener", "paused", "record", "stream", "writer",
     )  # fmt: skip
 
@@ -642,55 +642,51 @@ class _FastRelay:
         self.record = record
         self.events = events
         self.errors_rewritten = errors_rewritten
-        self.framer = ResponseFramer()
-        self.held = b""  # read before the answer's head was complete (JSON: the whole answer)
+        self.answer = RawAnswer(max_head=gateway.limits.max_head, rewrite_errors=errors_rewritten)
+        self.held = b""  # JSON: the whole answer so far
         self.json = json_answer  # the stage rewrites the answer: buffered, then rewritten
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
 
     def upstream_data(self, data: bytes) -> None:
-        framer = self.framer
-        framer.feed(data)
         self._relay(data)
 
     def upstream_closed(self) -> None:
         if not self.done:
-            self.framer.feed_eof()
             self._relay(b"")
 
     def _relay(self, data: bytes) -> None:
-        framer = self.framer
-        record = self.record
-        if framer.invalid is not None:
-            self._fail()
-            return
         if self.json:
             self._buffer_json(data)
             return
-        if record.status == 0:
-            if not framer.head_done:
-                self.held += data
-                if len(self.held) > self.gateway.limits.max_head:
-                    self._fail()
-                return
-            if self.held:
-                data, self.held = self.held + data, b""
-            if self.errors_rewritten and framer.status >= 400:
-                self._hand_over(data)
-                return
-            record.status = framer.status
-        if data:
-            record.bytes_out += len(data)
-            self.writer.write(data)
-        if framer.done:
-            keep = framer.keep_alive
+        step = self.answer.feed(data)
+        record = self.record
+        if step.broken is not None:
+            self._fail()
+            return
+        if step.hand_over:
+            self._hand_over(step.send)
+            return
+        record.status = step.status
+        if step.send:
+            record.bytes_out += len(step.send)
+            self.writer.write(step.send)
+        if step.end:
             head = record.head
-            self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
+            keep = head is not None and head.keep_alive and step.keep_alive
+            self._finish(keep=keep, reusable=step.keep_alive)
 
     def _buffer_json(self, data: bytes) -> None:
         """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
-        framer = self.framer
+        framer = self.answer.framer
         record = self.record
+        if data:
+            framer.feed(data)
+        else:
+            framer.feed_eof()
+        if framer.invalid is not None:
+            self._fail()
+            return
         self.held += data
         if record.status == 0 and framer.head_done:
             record.status = framer.status  # from here a failure closes, never retries
@@ -1455,45 +1451,33 @@ class Gateway:
         errors_rewritten: bool,
     ) -> tuple[bool, bool]:
         """The common case, kept lean: relay the daemon's bytes as read."""
-        framer = ResponseFramer()
-        held = b""  # what was read before the head was complete
+        answer = RawAnswer(max_head=self.limits.max_head, rewrite_errors=errors_rewritten)
         while True:
             data = await conn.reader.read(READ_SIZE)
-            if data:
-                framer.feed(data)
-            else:
-                framer.feed_eof()
-            if framer.invalid is not None:
-                if record.status == 0:
-                    raise UpstreamError(framer.invalid)  # nothing relayed yet: 502
+            step = answer.feed(data)
+            if step.broken is not None:
+                if step.status == 0:
+                    raise UpstreamError(step.broken)  # nothing relayed yet: 502
                 raise _Abort
-            if record.status == 0:
-                if not framer.head_done:
-                    held += data
-                    if len(held) > self.limits.max_head:
-                        raise UpstreamError("daemon answer head too large")
-                    continue
-                data = held + data if held else data
-                if errors_rewritten and framer.status >= 400:
-                    # The stage rewrites this error answer: the event path takes over
-                    # from the first byte (nothing was relayed yet).
-                    reader = ResponseReader(head_request=False, max_head=self.limits.max_head)
-                    events = reader.feed(data)
-                    return await self._relay_events(
-                        listener, stream, writer, conn, record, head, request, reader, data,
-                        events,
-                    )  # fmt: skip
-                record.status = framer.status
-            if data:
-                record.bytes_out += len(data)
-                writer.write(data)
+            if step.hand_over:
+                # The stage rewrites this error answer: the event path takes over from
+                # the first byte (nothing was relayed yet).
+                reader = ResponseReader(head_request=False, max_head=self.limits.max_head)
+                events = reader.feed(step.send)
+                return await self._relay_events(
+                    listener, stream, writer, conn, record, head, request, reader, step.send,
+                    events,
+                )  # fmt: skip
+            record.status = step.status
+            if step.send:
+                record.bytes_out += len(step.send)
+                writer.write(step.send)
                 transport = writer.transport
                 if transport.get_write_buffer_size() or transport.is_closing():
                     # Backpressure when the client is behind; an error when it is gone.
                     await writer.drain()
-            if framer.done:
-                keep = framer.keep_alive
-                return head.keep_alive and keep, keep
+            if step.end:
+                return head.keep_alive and step.keep_alive, step.keep_alive
             if not data:
                 return False, False
 
