@@ -2,8 +2,9 @@
 
 Mirrors what the seed's "Verify TLS certificates" step finds by hand: files
 present and readable, key matching the certificate, certificates chaining to the
-CA, dates valid (a warning under 30 days), and the server's SANs covering the
-host name the client dials (Go ignores the CN since 1.15).
+CA, dates valid (a warning under 30 days left, or in the last quarter of a short-lived
+certificate), and the server's SANs covering the host name the client dials (Go ignores
+the CN since 1.15).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ SERVER_SAN = "tls.server-san"
 SERVER_EXPIRY = "tls.server-expiry"
 
 SOON = timedelta(days=30)
+# Short-lived certificates (dockmoat's DinD leaves last 30 days) are "soon" only in their
+# last quarter, never with less than this left.
+SOON_AT_LEAST = timedelta(days=7)
 _FROM_DIND = (
     "copy the daemon's client certificates there (for docker:dind the `client` folder of "
     "DOCKER_TLS_CERTDIR, e.g. /certs/client, shared read-only with the job)"
@@ -185,6 +189,11 @@ def check_client(
     return findings
 
 
+def _soon(lifetime: timedelta) -> timedelta:
+    """How close to its end a certificate of this lifetime is worth a warning."""
+    return min(SOON, max(SOON_AT_LEAST, lifetime / 4))
+
+
 def _expiry(check: str, certs: list[tuple[str, x509.Certificate]], now: datetime) -> Finding:
     expired, early, soon = [], [], []
     for name, cert in certs:
@@ -193,7 +202,7 @@ def _expiry(check: str, certs: list[tuple[str, x509.Certificate]], now: datetime
             expired.append(f"{name} expired {after:%Y-%m-%d %H:%M} UTC")
         elif before > now:
             early.append(f"{name} is valid only from {before:%Y-%m-%d %H:%M} UTC")
-        elif after - now < SOON:
+        elif after - now < _soon(after - before):
             soon.append(f"{name} expires {after:%Y-%m-%d} ({(after - now).days} days)")
     renew = (
         "issue new certificates (for docker:dind: empty its /certs volume and restart it, "

@@ -162,7 +162,7 @@ def test_expired_client_certificate(doctor: Doctor, tls_daemon: TlsDaemon, tmp_p
 def test_certificate_expiring_soon_warns(
     doctor: Doctor, tls_daemon: TlsDaemon, tmp_path: Path
 ) -> None:
-    soon = make_leaf(tls_daemon.ca, "ci", server=False, end=datetime.now(UTC) + timedelta(days=7))
+    soon = make_leaf(tls_daemon.ca, "ci", server=False, end=datetime.now(UTC) + timedelta(days=5))
     folder = write_client_dir(tmp_path / "c", tls_daemon.ca, soon)
     run = doctor("--host", f"tcp://localhost:{tls_daemon.port}", env=_tls_env(folder))
     assert run.code == 0

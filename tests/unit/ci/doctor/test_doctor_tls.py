@@ -154,3 +154,16 @@ def test_server_certificate_without_sans_and_of_another_ca() -> None:
 
 def test_garbage_server_certificate() -> None:
     assert t.check_server(b"junk", "docker", None, NOW)[0].status is Status.FAIL
+
+
+def test_a_fresh_short_lived_certificate_is_not_expiring_soon() -> None:
+    """dockmoat's DinD leaves last 30 days: fresh, fine; in their last quarter, a warning."""
+    fresh = make_leaf(CA, "c", server=False, start=NOW - timedelta(hours=1),
+                      end=NOW + timedelta(days=30))  # fmt: skip
+    late = make_leaf(CA, "c", server=False, start=NOW - timedelta(days=24),
+                     end=NOW + timedelta(days=6))  # fmt: skip
+    yearly = make_leaf(CA, "c", server=False, start=NOW - timedelta(days=340),
+                       end=NOW + timedelta(days=25))  # fmt: skip
+    for cert, status in ((fresh, Status.OK), (late, Status.WARN), (yearly, Status.WARN)):
+        _, material = _files(CA, cert)
+        assert _by_check(t.check_client(material, NOW))[t.EXPIRY].status is status
