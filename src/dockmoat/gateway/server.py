@@ -46,7 +46,6 @@ from dockmoat.gateway.http import (
     RequestEvent,
     RequestHead,
     RequestReader,
-    ResponseEvent,
     ResponseHead,
     ResponseReader,
     UpgradeStart,
@@ -705,11 +704,7 @@ class _FastRelay:
             self._finish(keep=False, reusable=False)
             return
         status = response.status
-        rewrite = 200 <= status < 300 or (
-            status >= 400
-            and self.errors_rewritten
-            and (response.header("content-type") or "").startswith("application/json")
-        )
+        rewrite = 200 <= status < 300 or (self.errors_rewritten and _json_error(response))
         out = raw  # anything else the stage does not touch: relayed as read
         if rewrite:
             body = b"".join(e.data for e in events if isinstance(e, BodyData))
@@ -745,8 +740,6 @@ class _FastRelay:
         """An error answer the stage rewrites: the event path takes it in a task."""
         self.done = True
         self.conn.protocol.sink = None
-        reader = ResponseReader(head_request=False, max_head=self.gateway.limits.max_head)
-        events = reader.feed(data)
         request = self.record.request
         head = self.record.head
         assert request is not None and head is not None
@@ -756,7 +749,7 @@ class _FastRelay:
             try:
                 keep, reusable = await self.gateway._relay_events(
                     self.listener, self.stream, self.writer, self.conn, self.record, head,
-                    request, reader, data, events,
+                    request, data,
                 )  # fmt: skip
             except (_Abort, ConnectionError, OSError, UpstreamError):
                 pass
@@ -1432,12 +1425,8 @@ class Gateway:
             return await self._relay_raw(
                 listener, stream, writer, conn, record, head, request, errors_rewritten
             )
-        reader = ResponseReader(head_request=head.method == "HEAD", max_head=self.limits.max_head)
         data = await conn.reader.read(READ_SIZE)
-        events = reader.feed(data) if data else reader.feed_eof()
-        return await self._relay_events(
-            listener, stream, writer, conn, record, head, request, reader, data, events
-        )
+        return await self._relay_events(listener, stream, writer, conn, record, head, request, data)
 
     async def _relay_raw(
         self,
@@ -1462,12 +1451,9 @@ class Gateway:
             if step.hand_over:
                 # The stage rewrites this error answer: the event path takes over from
                 # the first byte (nothing was relayed yet).
-                reader = ResponseReader(head_request=False, max_head=self.limits.max_head)
-                events = reader.feed(step.send)
                 return await self._relay_events(
-                    listener, stream, writer, conn, record, head, request, reader, step.send,
-                    events,
-                )  # fmt: skip
+                    listener, stream, writer, conn, record, head, request, step.send
+                )
             record.status = step.status
             if step.send:
                 record.bytes_out += len(step.send)
@@ -1490,14 +1476,13 @@ class Gateway:
         record: _Exchange,
         head: RequestHead,
         request: ApiRequest,
-        reader: ResponseReader,
         data: bytes,
-        events: list[ResponseEvent],
     ) -> tuple[bool, bool]:
         """Answers the stage rewrites, hijacks, and heads split over reads, event by event.
 
-        `data`/`events` are the first read from the daemon and what it parsed into.
+        `data` is the daemon's answer so far (b"": it closed), from its first byte.
         """
+        reader = ResponseReader(head_request=head.method == "HEAD", max_head=self.limits.max_head)
         response: ResponseHead | None = None
         kind: ResponseKind | Literal["lines_at_end"] = "none"
         lines = bytearray()
@@ -1517,8 +1502,8 @@ class Gateway:
         while True:
             if not first:
                 data = await conn.reader.read(READ_SIZE)
-                events = reader.feed(data) if data else reader.feed_eof()
             first = False
+            events = reader.feed(data) if data else reader.feed_eof()
             for event in events:
                 if isinstance(event, ResponseHead):
                     response = event
@@ -1533,12 +1518,7 @@ class Gateway:
                         return False, False
                     if stage is not None and 200 <= event.status < 300:
                         kind = response_kind(stage, request)
-                    elif (
-                        stage is not None
-                        and event.status >= 400
-                        and (event.header("content-type") or "").startswith("application/json")
-                        and error_kind(stage, request)
-                    ):
+                    elif stage is not None and _json_error(event) and error_kind(stage, request):
                         kind = "json"  # the stage rewrites error messages (tenancy's names)
                     if kind in ("events", "load") and not event.chunked:
                         kind = "lines_at_end" if event.content_length is not None else kind
@@ -1708,6 +1688,13 @@ async def _linger(stream: _ClientStream, writer: asyncio.StreamWriter) -> None:
             if not data:
                 break
             budget -= len(data)
+
+
+def _json_error(response: ResponseHead) -> bool:
+    """An error answer in JSON: what a stage that rewrites errors rewrites."""
+    return response.status >= 400 and (response.header("content-type") or "").startswith(
+        "application/json"
+    )
 
 
 def _rewritten_json(stage: Any, request: ApiRequest, response: ResponseHead, body: bytes) -> bytes:
