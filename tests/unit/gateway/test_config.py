@@ -7,17 +7,8 @@ from pathlib import Path
 import pytest
 
 from dockmoat.errors import ConfigError
-from dockmoat.gateway.config import build_settings, parse_listen, parse_upstream
-
-
-def settings(**overrides: object) -> object:
-    args: dict[str, object] = {
-        "listen": (), "upstream": None, "profile": "baseline", "policy_file": None,
-        "allow_bind": (), "audit_log": None, "tls_cert": None, "tls_key": None, "tls_ca": None,
-        "socket_group": None, "log_level": "info", "env": {},
-    }  # fmt: skip
-    args.update(overrides)
-    return build_settings(**args)  # type: ignore[arg-type]
+from dockmoat.gateway.config import parse_listen, parse_upstream
+from support.serve_settings import settings
 
 
 def test_defaults() -> None:

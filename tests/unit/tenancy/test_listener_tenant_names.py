@@ -9,18 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockmoat.errors import ConfigError
-from dockmoat.gateway.config import ServeSettings, build_settings, default_tenant, parse_listen
+from dockmoat.gateway.config import default_tenant, parse_listen
 from dockmoat.tenancy.names import certificate_cn, listener_tenant_name, validate_job_name
-
-
-def settings(**overrides: object) -> ServeSettings:
-    args: dict[str, object] = {
-        "listen": (), "upstream": None, "profile": "baseline", "policy_file": None,
-        "allow_bind": (), "audit_log": None, "tls_cert": None, "tls_key": None, "tls_ca": None,
-        "socket_group": None, "log_level": "info", "env": {},
-    }  # fmt: skip
-    args.update(overrides)
-    return build_settings(**args)  # type: ignore[arg-type]
+from support.serve_settings import settings
 
 
 def test_the_default_listener_is_a_tenant_with_a_stable_name() -> None:
