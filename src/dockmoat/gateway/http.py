@@ -123,6 +123,7 @@ class _Collect:
     """Callbacks shared by request and response parsing (the per-request hot path)."""
 
     __slots__ = (
+        "between",
         "complete",
         "events",
         "head_bytes",
@@ -144,11 +145,14 @@ class _Collect:
         self.events: list[object] = []
         self.head_done = False
         self.complete = False  # a whole message was parsed (ResponseReader: its one message)
+        # No byte of a message is inside llhttp: none began, or the last one ended.
+        self.between = True
 
     def on_headers_complete(self) -> None:
         self.headers_complete()
 
     def on_message_begin(self) -> None:
+        self.between = False
         if self.head_bytes:
             self.url.clear()
             self.status.clear()
@@ -182,6 +186,7 @@ class _Collect:
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.between = True
         self.events.append(MessageEnd())
 
 
@@ -287,6 +292,17 @@ class RequestReader:
     def idle(self) -> bool:
         """True between messages: no part of a request has been read."""
         return self._collect.head_bytes == 0 or self._collect.head_done
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when the next byte starts a request: llhttp holds no part of one.
+
+        Stricter than `idle` (which is also true after the first bytes of a method):
+        a read that starts and ends at a boundary and holds one bodiless request is
+        parsed the same way every time, which the fast lane's remembered decisions
+        rely on.
+        """
+        return self._collect.between and not self._dead and not self._upgraded
 
     @property
     def in_head(self) -> bool:

@@ -26,7 +26,7 @@ import struct
 import time
 from asyncio.streams import FlowControlMixin
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -61,6 +61,7 @@ from dockmoat.gateway.stages import (
     bind_on_request,
     decides_inline,
     error_kind,
+    inline_state,
     line_handler,
     response_kind,
 )
@@ -267,7 +268,7 @@ class _ClientStream:
         transport: asyncio.Transport,
         max_head: int,
         head_timeout: float,
-        fast: Callable[[_ClientStream, list[RequestEvent]], bool] | None,
+        lane: _Lane | None,
     ) -> None:
         self.transport = transport
         self.head_timeout = head_timeout
@@ -280,8 +281,11 @@ class _ClientStream:
         self.linger = False  # answered early: read what the client still sends, then close
         self.relay: _FastRelay | None = None  # the fast-lane exchange in flight
         self.planned: pipeline.Planned | None = None  # routed by the fast lane, then refused
+        # Fast-lane decisions of this connection, by the exact bytes of the read that
+        # carried the request (see `_Remembered`); made on the first repeat.
+        self.remembered: dict[bytes, _Remembered] | None = None
         self.lane_open = False
-        self._fast = fast
+        self._lane = lane
         self._chunks: deque[bytes] = deque()  # read, not yet parsed (or raw after a hijack)
         self._buffered = 0
         self._reading_paused = False
@@ -296,12 +300,26 @@ class _ClientStream:
     # --- from the protocol ---
 
     def data_received(self, data: bytes) -> None:
-        if self.lane_open and self._fast is not None:
+        lane = self._lane
+        if self.lane_open and lane is not None:
             self.lane_open = False
             self.bytes_in += len(data)
-            events = self.parser.feed(data)
+            parser = self.parser
+            fresh = parser.at_boundary
+            remembered = self.remembered
+            if fresh and remembered is not None:
+                known = remembered.get(data)
+                if known is not None:
+                    try:
+                        if lane.gateway._again(lane, self, known):
+                            return
+                    except Exception:  # nothing was sent: parsed and decided afresh below
+                        log.exception("fast lane failed; the request is decided afresh")
+            events = parser.feed(data)
+            # The read held exactly one request, from a boundary to a boundary.
+            whole = data if fresh and parser.at_boundary else None
             try:
-                taken = self._fast(self, events)
+                taken = lane.gateway._fast(lane, self, events, whole)
             except Exception:  # a bug in the fast lane must not lose the request
                 log.exception("fast lane failed; the connection's task takes the request")
                 taken = False
@@ -391,7 +409,7 @@ class _ClientStream:
             timeout = self.head_timeout if parser.in_head else (
                 idle_timeout if parser.idle else None
             )  # fmt: skip
-            if parser.idle and self._fast is not None:
+            if parser.idle and self._lane is not None:
                 self._idle_timeout = idle_timeout
                 self.lane_open = True
             await self._wait(timeout)
@@ -606,6 +624,47 @@ def _run_inline(coro: Coroutine[Any, Any, T]) -> T | None:
     return None
 
 
+@dataclass(slots=True)
+class _Lane:
+    """What the fast lane needs to know of one client connection."""
+
+    gateway: Gateway
+    listener: Listener
+    conn_id: int
+    client: ClientIdentity
+    writer: asyncio.StreamWriter
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """A fast-lane decision, kept to answer the same bytes again on the same connection.
+
+    Pollers (`docker wait`, CI dashboards, health checks, the benchmark) send the
+    same request head again and again on one keep-alive connection. The same
+    bytes, read from a message boundary on the same connection (same listener,
+    same client), give the same events; with the same policy object and the same
+    stage state for this client (`stages.inline_state`), `plan` and `decide` give
+    the same outcome: both are pure for bodiless GETs, the only routes kept. On a
+    hit only the parse, the routing, the decision and the serialisation are
+    skipped; the answer is relayed and audited as always.
+    """
+
+    events: tuple[RequestEvent, ...]
+    head: RequestHead
+    request: ApiRequest
+    upstream_head: bytes
+    decision: str
+    rule: str
+    notes: tuple[str, ...]
+    json: bool
+    errors_rewritten: bool
+    policy: Policy
+    state: object
+
+
+_REMEMBERED_PER_CONNECTION = 16
+
+
 class _FastRelay:
     """A fast-lane answer: the daemon's bytes relayed as read, from its read callback.
 
@@ -629,7 +688,7 @@ class _FastRelay:
         writer: asyncio.StreamWriter,
         conn: _Conn,
         record: _Exchange,
-        events: list[RequestEvent],
+        events: Sequence[RequestEvent],
         errors_rewritten: bool,
         json_answer: bool,
     ) -> None:
@@ -846,10 +905,8 @@ class Gateway:
             conn_id = next(self._ids)
             client = _identity(entry.settings, writer)
 
-            def fast(stream: _ClientStream, events: list[RequestEvent]) -> bool:
-                return self._fast(entry, conn_id, client, stream, writer, events)
-
-            stream = _ClientStream(transport, self.limits.max_head, self.limits.head_timeout, fast)
+            lane = _Lane(self, entry, conn_id, client, writer)
+            stream = _ClientStream(transport, self.limits.max_head, self.limits.head_timeout, lane)
             task = loop.create_task(self._serve_client(entry, conn_id, client, stream, writer))
             stream.task = task
             entry.connections.add(task)
@@ -1017,12 +1074,10 @@ class Gateway:
 
     def _fast(
         self,
-        listener: Listener,
-        conn_id: int,
-        client: ClientIdentity,
+        lane: _Lane,
         stream: _ClientStream,
-        writer: asyncio.StreamWriter,
         events: list[RequestEvent],
+        whole: bytes | None,
     ) -> bool:
         """A complete bodiless request, handled from the client's read callback.
 
@@ -1033,9 +1088,14 @@ class Gateway:
         False, before anything was sent: the connection's task then handles the
         request the ordinary way, deciding it afresh. The decision point is the same
         (`pipeline.plan` and `pipeline.decide`).
+
+        `whole` is the read, when it held exactly this request: a forwarded GET is
+        then remembered for the connection's next identical read (`_again`).
         """
         if len(events) != 2 or self._draining:
             return False
+        listener = lane.listener
+        client = lane.client
         head, end = events
         if (
             not isinstance(head, RequestHead)
@@ -1083,11 +1143,12 @@ class Gateway:
         except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
             self.pool.release(conn, False)
             return False
-        record = _Exchange(conn_id, client, head=head, request=outcome.request)
+        record = _Exchange(lane.conn_id, client, head=head, request=outcome.request)
         record.decision = pipeline.describe(decision)
         record.rule = decision.rule
         record.notes = pipeline.notes_of(outcome)
         record.bytes_in = stream.take_bytes_in()
+        writer = lane.writer
         if upstream_head is None:
             assert isinstance(decision, Deny)
             self.pool.release(conn, True)
@@ -1099,9 +1160,60 @@ class Gateway:
             self._close_record(record)
             stream.relay_done(head.keep_alive)
             return True
-        relay = _FastRelay(
-            self, listener, stream, writer, conn, record, events, errors_rewritten, kind == "json"
-        )
+        if whole is not None and head.method == "GET" and head.keep_alive:
+            state = inline_state(stage, client) if stage is not None else None
+            if stage is None or state is not None:
+                remembered = stream.remembered
+                if remembered is None or len(remembered) >= _REMEMBERED_PER_CONNECTION:
+                    remembered = stream.remembered = {}
+                remembered[whole] = _Remembered(
+                    (head, events[1]), head, outcome.request, upstream_head, record.decision,
+                    decision.rule, record.notes, kind == "json", errors_rewritten, policy, state,
+                )  # fmt: skip
+        self._send_fast(lane, stream, conn, record, events, upstream_head,
+                        errors_rewritten, kind == "json")  # fmt: skip
+        return True
+
+    def _again(self, lane: _Lane, stream: _ClientStream, known: _Remembered) -> bool:
+        """A read identical to one already decided on this connection: the same request,
+        sent again without parsing, routing or deciding it again. False (nothing sent,
+        the read is then parsed) when the policy or the client's stage state changed
+        since, or no idle daemon connection is at hand.
+        """
+        listener = lane.listener
+        stage = listener.stage
+        if (
+            self._draining
+            or known.policy is not (listener.policy or self.policy)
+            or (stage is not None and inline_state(stage, lane.client) != known.state)
+        ):
+            stream.remembered = None  # stale: decided afresh from now on
+            return False
+        conn = self.pool.take_idle()
+        if conn is None:
+            return False
+        record = _Exchange(lane.conn_id, lane.client, head=known.head, request=known.request)
+        record.decision = known.decision
+        record.rule = known.rule
+        record.notes = known.notes
+        record.bytes_in = stream.take_bytes_in()
+        self._send_fast(lane, stream, conn, record, known.events, known.upstream_head,
+                        known.errors_rewritten, known.json)  # fmt: skip
+        return True
+
+    def _send_fast(
+        self,
+        lane: _Lane,
+        stream: _ClientStream,
+        conn: _Conn,
+        record: _Exchange,
+        events: Sequence[RequestEvent],
+        upstream_head: bytes,
+        errors_rewritten: bool,
+        json_answer: bool,
+    ) -> None:
+        relay = _FastRelay(self, lane.listener, stream, lane.writer, conn, record, events,
+                           errors_rewritten, json_answer)  # fmt: skip
         # Nothing below can fail: once the daemon has the request, the task must never
         # be handed it again.
         conn.writer.write(upstream_head)
@@ -1109,7 +1221,6 @@ class Gateway:
         stream.relay_started(relay)
         if stream.task is not None:
             self._busy.add(stream.task)
-        return True
 
     async def _answer(
         self,

@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from dockmoat.api.request import ApiRequest, Route
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision
 
 ResponseKind = Literal["json", "events", "load", "none"]
@@ -96,6 +96,18 @@ def decides_inline(stage: Any, request: ApiRequest) -> bool:
     """
     check = getattr(stage, "decides_inline", None)
     return bool(check(request)) if check is not None else False
+
+
+def inline_state(stage: Any, client: ClientIdentity) -> object:
+    """What the stage's inline decisions for this client depend on besides the request.
+
+    `decides_inline`, `response_kind`, `rewrites_errors` and the inline `on_request`
+    must be functions of the request and of this value: while it compares equal,
+    the gateway may reuse a decision it made for the same request bytes on the same
+    connection (states are compared with ==). None (or a stage without `inline_state`): never reuse.
+    """
+    state = getattr(stage, "inline_state", None)
+    return state(client) if state is not None else None
 
 
 def error_kind(stage: Any, request: ApiRequest) -> bool:

@@ -537,6 +537,13 @@ class TenancyStage:
             return True
         return route not in rules.CONTAINER_ROUTES and route not in self._handlers
 
+    def inline_state(self, client: ClientIdentity) -> object:
+        """All that `decides_inline`, `response_kind`, `rewrites_errors` and the inline
+        handlers read besides the request: the client's tenant (a Deny once its job
+        closed, None without tenancy). Tenants are frozen values, compared by value.
+        """
+        return ("tenant", self.tenant_of(client))
+
     # --- responses --------------------------------------------------------------
 
     def _isolated(self, request: ApiRequest) -> bool:

@@ -178,3 +178,59 @@ def test_fuzz_random_bytes(data: bytes) -> None:
         assert isinstance(event, RequestHead | BodyData | MessageEnd | UpgradeStart | Invalid)
         if isinstance(event, RequestHead):
             assert event.header("host") is not None or event.http_version == "1.0"
+
+
+_PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
+
+
+def test_at_boundary_is_false_after_the_first_byte_of_a_method() -> None:
+    """`idle` allows a started method; `at_boundary` does not (remembered reads rely on it)."""
+    reader = RequestReader()
+    assert reader.at_boundary
+    assert [type(e) for e in reader.feed(_PING)] == [RequestHead, MessageEnd]
+    assert reader.at_boundary
+    reader.feed(_PING + b"G")
+    assert reader.idle and not reader.at_boundary
+    events = reader.feed(_PING[1:])
+    assert isinstance(events[0], RequestHead) and events[0].method == "GET"
+    assert reader.at_boundary
+    # The same bytes from a boundary are not that request.
+    assert isinstance(RequestReader().feed(_PING[1:])[0], Invalid)
+
+
+def test_at_boundary_after_a_body_an_upgrade_and_an_error() -> None:
+    reader = RequestReader()
+    reader.feed(b"POST /x HTTP/1.1\r\nHost: d\r\nContent-Length: 3\r\n\r\nab")
+    assert not reader.at_boundary
+    reader.feed(b"c")
+    assert reader.at_boundary
+    reader.feed(
+        b"POST /exec/1/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    assert not reader.at_boundary  # raw bytes from here
+    broken = RequestReader()
+    broken.feed(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert not broken.at_boundary
+
+
+@settings(max_examples=400)
+@given(st.lists(_TOKENS, max_size=30), st.lists(st.integers(min_value=1, max_value=40)))
+def test_a_read_between_boundaries_parses_alone_the_same(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    """What the fast lane's remembered decisions rely on: a read that starts and ends at a
+    message boundary and holds one bodiless request gives the same events on its own,
+    on a fresh reader, and leaves that reader at a boundary too."""
+    data = _PING + b"".join(parts) + _PING
+    reader = RequestReader()
+    offset = 0
+    for cut in [len(_PING), *cuts, len(data)]:  # the first read is one whole request
+        piece, offset = data[offset : offset + cut], offset + cut
+        if not piece:
+            break
+        fresh = reader.at_boundary
+        events = reader.feed(piece)
+        if fresh and reader.at_boundary and [type(e) for e in events] == [RequestHead, MessageEnd]:
+            again = RequestReader()
+            assert again.feed(piece) == events
+            assert again.at_boundary

@@ -1,0 +1,210 @@
+"""The fast lane's remembered decisions, with the real daemon.
+
+One keep-alive connection sends the same bytes again and again: the decision is
+made once and reused, and made afresh when the policy or the client's stage
+state changes, or when the read was not exactly one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.gateway.config import Endpoint, ListenerSettings, build_settings
+from dockmoat.gateway.server import Gateway
+from dockmoat.gateway.stages import UpstreamClient
+from dockmoat.policy.decision import Allow, Decision, Deny
+
+PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
+
+
+class CountingPolicy:
+    """Allows all but `denied` routes; counts its evaluations."""
+
+    def __init__(self, denied: frozenset[str] = frozenset()) -> None:
+        self.denied = denied
+        self.evaluated = 0
+
+    def body_needed(self, route: Route) -> bool:
+        return False
+
+    def evaluate(self, request: ApiRequest) -> Decision:
+        self.evaluated += 1
+        if request.route.name in self.denied:
+            return Deny("test.denied", "denied by the test policy")
+        return Allow(rule="test.allow")
+
+
+class SwitchStage:
+    """Decides inline; denies everything once `state` is "closed"."""
+
+    def __init__(self) -> None:
+        self.state = "open"
+        self.calls = 0
+
+    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
+        self.calls += 1
+        if self.state == "closed":
+            return Deny("test.closed", "the job is closed")
+        return Allow(rule="test.open")
+
+    def decides_inline(self, request: ApiRequest) -> bool:
+        return True
+
+    def inline_state(self, client: ClientIdentity) -> object:
+        return self.state
+
+    def response_kind(self, request: ApiRequest) -> str:
+        return "none"
+
+    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+        return answer
+
+    def on_event(self, request: ApiRequest, event: Any) -> Any:
+        return event
+
+
+class Client:
+    """One keep-alive connection; reads exactly one answer per request."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(str(path))
+        self.buffer = b""
+
+    def send(self, *pieces: bytes) -> None:
+        for i, piece in enumerate(pieces):
+            if i:
+                time.sleep(0.1)  # a separate read on the gateway's side
+            self.sock.sendall(piece)
+
+    def answer(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, rest = self.buffer.split(b"\r\n\r\n", 1)
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(rest) < length:
+            rest += self._recv()
+        self.buffer = rest[length:]
+        return int(head.split(b" ")[1]), rest[:length]
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        assert data, "the gateway closed the connection"
+        return data
+
+
+def test_same_bytes_are_decided_once_until_policy_or_state_changes(
+    tmp_path: Path, docker_host: str
+) -> None:
+    main_sock, job_sock, audit = tmp_path / "main.sock", tmp_path / "job.sock", tmp_path / "a.log"
+    settings = build_settings(
+        listen=[f"unix://{main_sock}"], upstream=docker_host, profile="permissive",
+        policy_file=None, allow_bind=(), audit_log=str(audit), tls_cert=None, tls_key=None,
+        tls_ca=None, socket_group=None, log_level="info", env={},
+    )  # fmt: skip
+    allowing, denying = CountingPolicy(), CountingPolicy(frozenset({"system.ping"}))
+    stage = SwitchStage()
+    seen: list[tuple[str, int, bytes, int, int]] = []
+
+    async def scenario() -> None:
+        gateway = Gateway(settings, allowing)
+        await gateway.start()
+        try:
+            job = ListenerSettings(
+                endpoint=Endpoint(url=f"unix://{job_sock}", kind="unix", path=job_sock),
+                tenant="job",
+            )
+            await gateway.add_listener(job, stage=stage)
+            client = await asyncio.to_thread(Client, job_sock)
+
+            async def step(label: str, *pieces: bytes) -> None:
+                await asyncio.to_thread(client.send, *pieces)
+                status, body = await asyncio.to_thread(client.answer)
+                seen.append((label, status, body, allowing.evaluated, stage.calls))
+
+            # The connection's first request may reach its task before the fast lane
+            # opens; from the second on, the same read is decided by the fast lane.
+            for _ in range(4):
+                await step("repeat", PING)
+            await step("split", PING[:10], PING[10:])  # two reads: decided, not remembered
+            await step("split", PING[:10], PING[10:])
+            await step("other bytes", PING.replace(b"docker", b"dockerd"))
+            gateway.set_policy(denying)
+            await step("new policy", PING)
+            gateway.set_policy(allowing)
+            await step("policy back", PING)
+            await step("policy back", PING)
+            stage.state = "closed"
+            await step("closed", PING)
+            await step("closed", PING)
+            client.sock.close()
+        finally:
+            await gateway.drain()
+
+    asyncio.run(scenario())
+    statuses = [(label, status, body) for label, status, body, _, _ in seen]
+    assert statuses[:7] == [("repeat", 200, b"OK")] * 4 + [
+        ("split", 200, b"OK"), ("split", 200, b"OK"), ("other bytes", 200, b"OK"),
+    ]  # fmt: skip
+    counts = [(ev, calls) for *_, ev, calls in seen]
+    first = counts[1]
+    assert first[0] == first[1] <= 2
+    assert counts[2:4] == [first, first]  # remembered: neither the stage nor the policy ran
+    # Each split request (two reads) and the other bytes were decided afresh.
+    assert counts[4:7] == [(first[0] + n, first[1] + n) for n in (1, 2, 3)]
+    label, status, body, _, _ = seen[7]
+    assert (label, status) == ("new policy", 403) and b"denied by the test policy" in body
+    assert denying.evaluated == 1
+    # The old policy's decision was not reused when it came back: decided once again.
+    assert [(s, ev) for _, s, _, ev, _ in seen[8:10]] == [(200, first[0] + 4)] * 2
+    # The stage's state changed: denied each time, never a remembered allow.
+    assert [(s, calls) for _, s, _, _, calls in seen[10:]] == [
+        (403, first[1] + 6), (403, first[1] + 7),
+    ]  # fmt: skip
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    job_entries = [e for e in entries if e["listener"] == f"unix://{job_sock}"]
+    assert len(job_entries) == len(seen)  # every request audited, remembered or not
+    assert [e["status"] for e in job_entries] == [status for _, status, *_ in seen]
+    assert {e["route"] for e in job_entries} == {"system.ping"}
+
+
+def test_a_read_that_starts_inside_a_request_is_not_remembered(
+    tmp_path: Path, docker_host: str
+) -> None:
+    """`GET` split as `...G` + `ET /_ping ...`: the second read is a ping there, and a
+    400 when sent on its own from a boundary, never a remembered ping."""
+    sock_path = tmp_path / "gw.sock"
+    settings = build_settings(
+        listen=[f"unix://{sock_path}"], upstream=docker_host, profile="permissive",
+        policy_file=None, allow_bind=(), audit_log=None, tls_cert=None, tls_key=None,
+        tls_ca=None, socket_group=None, log_level="info", env={},
+    )  # fmt: skip
+    answers: list[int] = []
+
+    async def scenario() -> None:
+        gateway = Gateway(settings, CountingPolicy())
+        await gateway.start()
+        try:
+            client = await asyncio.to_thread(Client, sock_path)
+            await asyncio.to_thread(client.send, PING + b"G")
+            answers.append((await asyncio.to_thread(client.answer))[0])
+            for _ in range(2):
+                await asyncio.to_thread(client.send, PING[1:])
+                answers.append((await asyncio.to_thread(client.answer))[0])
+            client.sock.close()
+        finally:
+            await gateway.drain()
+
+    asyncio.run(scenario())
+    assert answers == [200, 200, 400]
