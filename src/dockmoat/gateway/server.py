@@ -676,8 +676,9 @@ class _FastRelay:
     """
 
     __slots__ = (
-        "answer", "conn", "done", "errors_rewritten", "events", "gateway", "held", "json",
-        "listener", "paused", "record", "stream", "writer",
+        "answer", "body", "conn", "done", "errors_rewritten", "events", "gateway", "held",
+        "held_size", "json", "listener", "paused", "reader", "record", "response", "stream",
+        "writer",
     )  # fmt: skip
 
     def __init__(
@@ -700,9 +701,17 @@ class _FastRelay:
         self.record = record
         self.events = events
         self.errors_rewritten = errors_rewritten
-        self.answer = RawAnswer(max_head=gateway.limits.max_head, rewrite_errors=errors_rewritten)
-        self.held = b""  # JSON: the whole answer so far
+        max_head = gateway.limits.max_head
         self.json = json_answer  # the stage rewrites the answer: buffered, then rewritten
+        # Relayed as read: framed only. Rewritten: parsed once, head and body kept.
+        self.answer = (
+            None if json_answer else RawAnswer(max_head=max_head, rewrite_errors=errors_rewritten)
+        )
+        self.reader = ResponseReader(head_request=False, max_head=max_head) if json_answer else None
+        self.held: list[bytes] = []  # JSON: the whole answer so far, as read
+        self.held_size = 0
+        self.body: list[bytes] = []  # JSON: its body, unframed
+        self.response: ResponseHead | None = None
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
 
@@ -717,6 +726,7 @@ class _FastRelay:
         if self.json:
             self._buffer_json(data)
             return
+        assert self.answer is not None
         step = self.answer.feed(data)
         record = self.record
         if step.broken is not None:
@@ -736,37 +746,34 @@ class _FastRelay:
 
     def _buffer_json(self, data: bytes) -> None:
         """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
-        framer = self.answer.framer
+        reader = self.reader
+        assert reader is not None
         record = self.record
-        if data:
-            framer.feed(data)
-        else:
-            framer.feed_eof()
-        if framer.invalid is not None:
-            self._fail()
-            return
-        self.held += data
-        if record.status == 0 and framer.head_done:
-            record.status = framer.status  # from here a failure closes, never retries
-        if len(self.held) > self.gateway.limits.max_json_response:
+        for event in reader.feed(data) if data else reader.feed_eof():
+            if isinstance(event, ResponseHead):
+                self.response = event
+                record.status = event.status  # from here a failure closes, never retries
+            elif isinstance(event, BodyData):
+                self.body.append(event.data)
+            elif not isinstance(event, MessageEnd):  # Invalid, or an unasked switch
+                self._fail()
+                return
+        self.held.append(data)
+        self.held_size += len(data)
+        if self.held_size > self.gateway.limits.max_json_response:
             self._finish(keep=False, reusable=False)  # nothing unfiltered was sent
             return
-        if not framer.done:
-            return
-        raw, self.held = self.held, b""
-        reader = ResponseReader(head_request=False, max_head=self.gateway.limits.max_head)
-        events = reader.feed(raw)
         if not reader.done:
-            events += reader.feed_eof()  # an answer that ended with the connection
-        response = next((e for e in events if isinstance(e, ResponseHead)), None)
-        if response is None or not isinstance(events[-1], MessageEnd):
+            return
+        response = self.response
+        if response is None:
             self._finish(keep=False, reusable=False)
             return
         status = response.status
         rewrite = 200 <= status < 300 or (self.errors_rewritten and _json_error(response))
-        out = raw  # anything else the stage does not touch: relayed as read
+        out = b"".join(self.held)  # anything else the stage does not touch: relayed as read
         if rewrite:
-            body = b"".join(e.data for e in events if isinstance(e, BodyData))
+            body = b"".join(self.body)
             request = record.request
             assert request is not None  # set by _fast before the relay starts
             try:
@@ -777,7 +784,7 @@ class _FastRelay:
                 return
         record.bytes_out += len(out)
         self.writer.write(out)
-        keep = framer.keep_alive
+        keep = response.keep_alive
         head = record.head
         self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
 
