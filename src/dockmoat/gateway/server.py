@@ -771,17 +771,18 @@ class _FastRelay:
             return
         status = response.status
         rewrite = 200 <= status < 300 or (self.errors_rewritten and _json_error(response))
-        out = b"".join(self.held)  # anything else the stage does not touch: relayed as read
+        out = b"".join(self.held)  # what the stage does not change: relayed as read
         if rewrite:
-            body = b"".join(self.body)
             request = record.request
             assert request is not None  # set by _fast before the relay starts
             try:
-                out = _rewritten_json(self.listener.stage, request, response, body)
+                body = _restaged_json(self.listener.stage, request, response, b"".join(self.body))
             except Exception:  # fail closed: the unfiltered answer is never sent
                 log.exception("rewriting the answer to connection %d failed", record.conn_id)
                 self._finish(keep=False, reusable=False)
                 return
+            if body is not None:
+                out = serialise_response_head(response, content_length=len(body)) + body
         record.bytes_out += len(out)
         self.writer.write(out)
         keep = response.keep_alive
@@ -1659,7 +1660,10 @@ class Gateway:
                     if response is None:
                         raise UpstreamError("daemon answer without a head")
                     if kind == "json":
-                        pending.append(_rewritten_json(stage, request, response, bytes(buffered)))
+                        body = _restaged_json(stage, request, response, bytes(buffered))
+                        payload = bytes(buffered) if body is None else body
+                        out_head = serialise_response_head(response, content_length=len(payload))
+                        pending.append(out_head + payload)
                     elif kind == "lines_at_end":
                         buffered += b"\n"
                         line_kind: ResponseKind = response_kind(stage, request)
@@ -1815,14 +1819,17 @@ def _json_error(response: ResponseHead) -> bool:
     )
 
 
-def _rewritten_json(stage: Any, request: ApiRequest, response: ResponseHead, body: bytes) -> bytes:
-    """A whole JSON answer as the stage rewrites it, with its new length."""
+def _restaged_json(
+    stage: Any, request: ApiRequest, response: ResponseHead, body: bytes
+) -> bytes | None:
+    """A whole JSON answer's body as the stage rewrites it; None when the stage's
+    answer equals the daemon's (a filter that removed nothing, e.g. from an empty
+    list), so the daemon's own bytes can go as read, not re-encoded."""
     answer = pipeline.json_answer(body)
     changed = stage.on_json_response(request, response.status, answer)
-    payload = (
-        body if changed is answer else (json.dumps(changed, separators=(",", ":")).encode() + b"\n")
-    )
-    return serialise_response_head(response, content_length=len(payload)) + payload
+    if changed is answer or changed == answer:
+        return None
+    return json.dumps(changed, separators=(",", ":")).encode() + b"\n"
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

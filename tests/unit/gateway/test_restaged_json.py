@@ -1,0 +1,41 @@
+"""A JSON answer the stage rewrites: re-encoded only when the stage changed it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.api.routing import classify
+from dockmoat.gateway.http import ResponseHead
+from dockmoat.gateway.server import _restaged_json
+
+_HEAD = ResponseHead(200, "OK", "1.1", (("Content-Length", "0"),), 0, False, True)
+
+
+def _request() -> ApiRequest:
+    path, version, route = classify("GET", "/v1.41/containers/json")
+    return ApiRequest("GET", "/v1.41/containers/json", path, version, route, {}, (),
+                      ClientIdentity(listener="unix:///x"))  # fmt: skip
+
+
+class _Keep:
+    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+        return [dict(item) for item in answer]  # equal, not the same object
+
+
+class _Drop:
+    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+        return [item for item in answer if item.get("mine")]
+
+
+def test_an_equal_answer_is_the_daemons_own_bytes() -> None:
+    body = b'[ {"mine": true,  "Id": "a"} ]\n'
+    assert _restaged_json(_Keep(), _request(), _HEAD, body) is None
+    assert _restaged_json(_Keep(), _request(), _HEAD, b"[]\n") is None
+
+
+def test_a_changed_answer_is_re_encoded() -> None:
+    body = b'[{"mine": true, "Id": "a"}, {"Id": "b"}]'
+    out = _restaged_json(_Drop(), _request(), _HEAD, body)
+    assert out is not None and json.loads(out) == [{"mine": True, "Id": "a"}]
