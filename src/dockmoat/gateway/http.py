@@ -408,6 +408,34 @@ class ResponseFramer:
             self.invalid = "upstream closed the connection mid-response"
 
 
+class HeldAnswer(ResponseFramer):
+    """A whole daemon answer held for a stage to rewrite: framed as `ResponseFramer`
+    does, its body collected as llhttp unframes it, and no Python call per header.
+    `head()` parses the head only when it is needed (the answer changed, or an error)."""
+
+    __slots__ = ("body", "raw", "size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[bytes] = []  # as read, head and framing included
+        self.body: list[bytes] = []
+        self.size = 0
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(bytes(body))
+
+    def feed(self, data: bytes) -> None:
+        self.raw.append(data)
+        self.size += len(data)
+        super().feed(data)
+
+    def head(self, max_head: int) -> ResponseHead | None:
+        """The answer's head, parsed from the bytes held (None if it does not parse)."""
+        reader = ResponseReader(head_request=True, max_head=max_head)
+        events = reader.feed(b"".join(self.raw))
+        return next((e for e in events if isinstance(e, ResponseHead)), None)
+
+
 @dataclass(frozen=True, slots=True)
 class RelayStep:
     """What to do with one read of an answer relayed as is (see `RawAnswer.feed`).

@@ -40,6 +40,7 @@ from dockmoat.gateway.config import Endpoint, Limits, ListenerSettings, ServeSet
 from dockmoat.gateway.http import (
     LAST_CHUNK,
     BodyData,
+    HeldAnswer,
     Invalid,
     MessageEnd,
     RawAnswer,
@@ -676,9 +677,8 @@ class _FastRelay:
     """
 
     __slots__ = (
-        "answer", "body", "conn", "done", "errors_rewritten", "events", "gateway", "held",
-        "held_size", "json", "listener", "paused", "reader", "record", "response", "stream",
-        "writer",
+        "answer", "conn", "done", "errors_rewritten", "events", "gateway", "held", "json",
+        "listener", "paused", "record", "stream", "writer",
     )  # fmt: skip
 
     def __init__(
@@ -701,17 +701,13 @@ class _FastRelay:
         self.record = record
         self.events = events
         self.errors_rewritten = errors_rewritten
-        max_head = gateway.limits.max_head
-        self.json = json_answer  # the stage rewrites the answer: buffered, then rewritten
-        # Relayed as read: framed only. Rewritten: parsed once, head and body kept.
+        self.json = json_answer  # the stage rewrites the answer: held whole, then rewritten
         self.answer = (
-            None if json_answer else RawAnswer(max_head=max_head, rewrite_errors=errors_rewritten)
+            None
+            if json_answer
+            else RawAnswer(max_head=gateway.limits.max_head, rewrite_errors=errors_rewritten)
         )
-        self.reader = ResponseReader(head_request=False, max_head=max_head) if json_answer else None
-        self.held: list[bytes] = []  # JSON: the whole answer so far, as read
-        self.held_size = 0
-        self.body: list[bytes] = []  # JSON: its body, unframed
-        self.response: ResponseHead | None = None
+        self.held = HeldAnswer() if json_answer else None
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
 
@@ -746,46 +742,47 @@ class _FastRelay:
 
     def _buffer_json(self, data: bytes) -> None:
         """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
-        reader = self.reader
-        assert reader is not None
+        held = self.held
+        assert held is not None
         record = self.record
-        for event in reader.feed(data) if data else reader.feed_eof():
-            if isinstance(event, ResponseHead):
-                self.response = event
-                record.status = event.status  # from here a failure closes, never retries
-            elif isinstance(event, BodyData):
-                self.body.append(event.data)
-            elif not isinstance(event, MessageEnd):  # Invalid, or an unasked switch
-                self._fail()
-                return
-        self.held.append(data)
-        self.held_size += len(data)
-        if self.held_size > self.gateway.limits.max_json_response:
+        if data:
+            held.feed(data)
+        else:
+            held.feed_eof()
+        if held.invalid is not None:
+            self._fail()
+            return
+        if record.status == 0 and held.head_done:
+            record.status = held.status  # from here a failure closes, never retries
+        limits = self.gateway.limits
+        if held.size > limits.max_json_response:
             self._finish(keep=False, reusable=False)  # nothing unfiltered was sent
             return
-        if not reader.done:
+        if not held.done:
             return
-        response = self.response
-        if response is None:
-            self._finish(keep=False, reusable=False)
-            return
-        status = response.status
-        rewrite = 200 <= status < 300 or (self.errors_rewritten and _json_error(response))
-        out = b"".join(self.held)  # what the stage does not change: relayed as read
+        status = held.status
+        response = held.head(limits.max_head) if status >= 400 else None
+        rewrite = 200 <= status < 300 or (
+            self.errors_rewritten and response is not None and _json_error(response)
+        )
+        out = b"".join(held.raw)  # what the stage does not change: relayed as read
         if rewrite:
             request = record.request
             assert request is not None  # set by _fast before the relay starts
             try:
-                body = _restaged_json(self.listener.stage, request, response, b"".join(self.body))
+                body = _restaged_json(self.listener.stage, request, status, b"".join(held.body))
+                if body is not None:
+                    response = response or held.head(limits.max_head)
+                    if response is None:
+                        raise ProtocolError("daemon answer head does not parse")
+                    out = serialise_response_head(response, content_length=len(body)) + body
             except Exception:  # fail closed: the unfiltered answer is never sent
                 log.exception("rewriting the answer to connection %d failed", record.conn_id)
                 self._finish(keep=False, reusable=False)
                 return
-            if body is not None:
-                out = serialise_response_head(response, content_length=len(body)) + body
         record.bytes_out += len(out)
         self.writer.write(out)
-        keep = response.keep_alive
+        keep = held.keep_alive
         head = record.head
         self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
 
@@ -1660,7 +1657,7 @@ class Gateway:
                     if response is None:
                         raise UpstreamError("daemon answer without a head")
                     if kind == "json":
-                        body = _restaged_json(stage, request, response, bytes(buffered))
+                        body = _restaged_json(stage, request, response.status, bytes(buffered))
                         payload = bytes(buffered) if body is None else body
                         out_head = serialise_response_head(response, content_length=len(payload))
                         pending.append(out_head + payload)
@@ -1819,14 +1816,12 @@ def _json_error(response: ResponseHead) -> bool:
     )
 
 
-def _restaged_json(
-    stage: Any, request: ApiRequest, response: ResponseHead, body: bytes
-) -> bytes | None:
+def _restaged_json(stage: Any, request: ApiRequest, status: int, body: bytes) -> bytes | None:
     """A whole JSON answer's body as the stage rewrites it; None when the stage's
     answer equals the daemon's (a filter that removed nothing, e.g. from an empty
     list), so the daemon's own bytes can go as read, not re-encoded."""
     answer = pipeline.json_answer(body)
-    changed = stage.on_json_response(request, response.status, answer)
+    changed = stage.on_json_response(request, status, answer)
     if changed is answer or changed == answer:
         return None
     return json.dumps(changed, separators=(",", ":")).encode() + b"\n"

@@ -7,6 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockmoat.gateway.http import (
+    BodyData,
+    HeldAnswer,
     Invalid,
     MessageEnd,
     RawAnswer,
@@ -155,3 +157,36 @@ def test_raw_answer_breaks_before_or_after_the_head() -> None:
     until_close.feed(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\nab")
     last = until_close.feed(b"")
     assert last.end and not last.keep_alive and last.broken is None
+
+
+def test_held_answer_collects_the_unframed_body_and_parses_the_head_on_demand() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n3\r\n[1,\r\n3\r\n 2]\r\n0\r\n\r\n"
+    )
+    for data in (PING, chunked):
+        held = HeldAnswer()
+        for i in range(0, len(data), 5):
+            held.feed(data[i : i + 5])
+        assert held.done and held.invalid is None and held.keep_alive
+        assert b"".join(held.raw) == data
+        expected = ResponseReader(head_request=False).feed(data)
+        assert b"".join(held.body) == b"".join(e.data for e in expected if isinstance(e, BodyData))
+        assert held.head(8192) == expected[0]
+
+
+@settings(max_examples=300)
+@given(st.lists(_TOKENS, max_size=25), st.integers(min_value=1, max_value=13))
+def test_fuzz_held_answer_body_is_the_full_readers(parts: list[bytes], step: int) -> None:
+    data = b"".join(parts)
+    held = HeldAnswer()
+    for i in range(0, len(data), step):
+        held.feed(data[i : i + step])
+        if held.invalid is not None or held.done:
+            break
+    events = ResponseReader(head_request=False).feed(data)
+    ends = [i for i, e in enumerate(events) if isinstance(e, MessageEnd)]
+    events = events[: ends[0] + 1] if ends else events  # the first answer only
+    if held.done and held.invalid is None and not any(isinstance(e, Invalid) for e in events):
+        assert b"".join(held.body) == b"".join(e.data for e in events if isinstance(e, BodyData))
+        assert held.head(8192) == next(e for e in events if isinstance(e, ResponseHead))
