@@ -7,7 +7,7 @@ from typing import Any
 
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
-from dockmoat.gateway.server import _restaged_json
+from dockmoat.gateway.exchange import restaged_json
 
 
 def _request() -> ApiRequest:
@@ -28,11 +28,11 @@ class _Drop:
 
 def test_an_equal_answer_is_the_daemons_own_bytes() -> None:
     body = b'[ {"mine": true,  "Id": "a"} ]\n'
-    assert _restaged_json(_Keep(), _request(), 200, body) is None
-    assert _restaged_json(_Keep(), _request(), 200, b"[]\n") is None
+    assert restaged_json(_Keep(), _request(), 200, body) is None
+    assert restaged_json(_Keep(), _request(), 200, b"[]\n") is None
 
 
 def test_a_changed_answer_is_re_encoded() -> None:
     body = b'[{"mine": true, "Id": "a"}, {"Id": "b"}]'
-    out = _restaged_json(_Drop(), _request(), 200, body)
+    out = restaged_json(_Drop(), _request(), 200, body)
     assert out is not None and json.loads(out) == [{"mine": True, "Id": "a"}]

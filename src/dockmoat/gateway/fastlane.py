@@ -1,0 +1,448 @@
+"""The fast lane: complete bodiless requests handled from read callbacks.
+
+See docs/architecture.md ("The fast lane"). `take` decides a request inline and
+sends it on an idle pooled daemon connection; `again` resends a decision this
+connection already made for the same bytes (`Remembered`); `FastRelay` relays
+the answer from the daemon connection's read callback. Whatever cannot be done
+synchronously is refused before anything is sent, and the connection's task
+handles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from dockmoat.api.endpoints import HIJACKING
+from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.errors import ProtocolError, UpstreamError
+from dockmoat.gateway import pipeline
+from dockmoat.gateway.exchange import Abort, Exchange, json_error, restaged_json
+from dockmoat.gateway.http import (
+    HeldAnswer,
+    MessageEnd,
+    RawAnswer,
+    RequestEvent,
+    RequestHead,
+    error_response,
+    serialise_request_head,
+    serialise_response_head,
+)
+from dockmoat.gateway.stages import (
+    Policy,
+    decides_inline,
+    error_kind,
+    inline_state,
+    response_kind,
+)
+from dockmoat.policy.decision import Deny
+
+if TYPE_CHECKING:
+    from dockmoat.gateway.client import ClientStream
+    from dockmoat.gateway.server import Gateway, Listener
+    from dockmoat.gateway.upstream import UpstreamConn
+
+log = logging.getLogger("dockmoat.gateway")
+
+
+T = TypeVar("T")
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> T | None:
+    """The result of a coroutine that finishes without suspending; None (closed) if not."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coro.close()
+    return None
+
+
+@dataclass(slots=True)
+class Lane:
+    """What the fast lane needs to know of one client connection."""
+
+    gateway: Gateway
+    listener: Listener
+    conn_id: int
+    client: ClientIdentity
+    writer: asyncio.StreamWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """A fast-lane decision, kept to answer the same bytes again on the same connection.
+
+    Pollers (`docker wait`, CI dashboards, health checks, the benchmark) send the
+    same request head again and again on one keep-alive connection. The same
+    bytes, read from a message boundary on the same connection (same listener,
+    same client), give the same events; with the same policy object and the same
+    stage state for this client (`stages.inline_state`), `plan` and `decide` give
+    the same outcome: both are pure for bodiless GETs, the only routes kept. On a
+    hit only the parse, the routing, the decision and the serialisation are
+    skipped; the answer is relayed and audited as always.
+    """
+
+    events: tuple[RequestEvent, ...]
+    head: RequestHead
+    request: ApiRequest
+    upstream_head: bytes
+    decision: str
+    rule: str
+    notes: tuple[str, ...]
+    json: bool
+    errors_rewritten: bool
+    policy: Policy
+    state: object
+
+
+REMEMBERED_PER_CONNECTION = 16
+
+
+class FastRelay:
+    """A fast-lane answer: the daemon's bytes relayed as read, from its read callback.
+
+    Ends by `Gateway` bookkeeping as `_exchange` does (pool, audit, busy set). If
+    the daemon's connection fails before any byte of the answer arrived (a pooled
+    connection it had closed), the request goes back to the connection's task,
+    which sends it again on a fresh connection or answers 502. An error answer the
+    stage rewrites is handed, from its first byte, to `_relay_events` in a task.
+    """
+
+    __slots__ = (
+        "answer", "conn", "done", "errors_rewritten", "events", "gateway", "held", "json",
+        "listener", "paused", "record", "stream", "writer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        listener: Listener,
+        stream: ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: UpstreamConn,
+        record: Exchange,
+        events: Sequence[RequestEvent],
+        errors_rewritten: bool,
+        json_answer: bool,
+    ) -> None:
+        self.gateway = gateway
+        self.listener = listener
+        self.stream = stream
+        self.writer = writer
+        self.conn = conn
+        self.record = record
+        self.events = events
+        self.errors_rewritten = errors_rewritten
+        self.json = json_answer  # the stage rewrites the answer: held whole, then rewritten
+        self.answer = (
+            None
+            if json_answer
+            else RawAnswer(max_head=gateway.limits.max_head, rewrite_errors=errors_rewritten)
+        )
+        self.held = HeldAnswer() if json_answer else None
+        self.done = False
+        self.paused = False  # reading from the daemon, while the client catches up
+
+    def upstream_data(self, data: bytes) -> None:
+        self._relay(data)
+
+    def upstream_closed(self) -> None:
+        if not self.done:
+            self._relay(b"")
+
+    def _relay(self, data: bytes) -> None:
+        if self.json:
+            self._buffer_json(data)
+            return
+        assert self.answer is not None
+        step = self.answer.feed(data)
+        record = self.record
+        if step.broken is not None:
+            self._fail()
+            return
+        if step.hand_over:
+            self._hand_over(step.send)
+            return
+        record.status = step.status
+        if step.send:
+            record.bytes_out += len(step.send)
+            self.writer.write(step.send)
+        if step.end:
+            head = record.head
+            keep = head is not None and head.keep_alive and step.keep_alive
+            self._finish(keep=keep, reusable=step.keep_alive)
+
+    def _buffer_json(self, data: bytes) -> None:
+        """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
+        held = self.held
+        assert held is not None
+        record = self.record
+        if data:
+            held.feed(data)
+        else:
+            held.feed_eof()
+        if held.invalid is not None:
+            self._fail()
+            return
+        if record.status == 0 and held.head_done:
+            record.status = held.status  # from here a failure closes, never retries
+        limits = self.gateway.limits
+        if held.size > limits.max_json_response:
+            self._finish(keep=False, reusable=False)  # nothing unfiltered was sent
+            return
+        if not held.done:
+            return
+        status = held.status
+        response = held.head(limits.max_head) if status >= 400 else None
+        rewrite = 200 <= status < 300 or (
+            self.errors_rewritten and response is not None and json_error(response)
+        )
+        out = b"".join(held.raw)  # what the stage does not change: relayed as read
+        if rewrite:
+            request = record.request
+            assert request is not None  # set by take() before the relay starts
+            try:
+                body = restaged_json(self.listener.stage, request, status, b"".join(held.body))
+                if body is not None:
+                    response = response or held.head(limits.max_head)
+                    if response is None:
+                        raise ProtocolError("daemon answer head does not parse")
+                    out = serialise_response_head(response, content_length=len(body)) + body
+            except Exception:  # fail closed: the unfiltered answer is never sent
+                log.exception("rewriting the answer to connection %d failed", record.conn_id)
+                self._finish(keep=False, reusable=False)
+                return
+        record.bytes_out += len(out)
+        self.writer.write(out)
+        keep = held.keep_alive
+        head = record.head
+        self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
+
+    def _fail(self) -> None:
+        if self.record.status == 0:
+            # Nothing of the answer was relayed: the task sends the request again.
+            self.done = True
+            self.gateway.pool.release(self.conn, False)
+            self._unbusy()
+            stream = self.stream
+            stream.relay = None
+            stream.bytes_counted -= self.record.bytes_in  # audited with the retry instead
+            stream.events.extend(self.events)
+            stream.wake()
+            return
+        self._finish(keep=False, reusable=False)
+
+    def _hand_over(self, data: bytes) -> None:
+        """An error answer the stage rewrites: the event path takes it in a task."""
+        self.done = True
+        self.conn.protocol.sink = None
+        request = self.record.request
+        head = self.record.head
+        assert request is not None and head is not None
+
+        async def relay() -> None:
+            keep = reusable = False
+            try:
+                keep, reusable = await self.gateway.relay_events(
+                    self.listener, self.stream, self.writer, self.conn, self.record, head,
+                    request, data,
+                )  # fmt: skip
+            except (Abort, ConnectionError, OSError, UpstreamError):
+                pass
+            except Exception:
+                log.exception("relaying an answer to connection %d failed", self.record.conn_id)
+            finally:
+                self.done = False
+                self._finish(keep=keep, reusable=reusable)
+
+        self.gateway.spawn(relay())
+
+    def client_paused(self, paused: bool) -> None:
+        """The client reads slower than the daemon sends: stop reading the daemon."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        transport = cast(asyncio.Transport, self.conn.writer.transport)
+        with contextlib.suppress(Exception):
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    def client_gone(self) -> None:
+        if not self.done:
+            self._finish(keep=False, reusable=False)
+
+    def _finish(self, *, keep: bool, reusable: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.conn.protocol.sink = None
+        self.client_paused(False)  # a pooled connection must be readable again
+        self.gateway.pool.release(self.conn, reusable)
+        self.gateway.close_record(self.record)
+        self._unbusy()
+        self.stream.relay_done(keep)
+
+    def _unbusy(self) -> None:
+        task = self.stream.task
+        if task is not None:
+            self.gateway.busy.discard(task)
+
+
+def take(
+    lane: Lane,
+    stream: ClientStream,
+    events: list[RequestEvent],
+    whole: bytes | None,
+) -> bool:
+    """A complete bodiless request, handled from the client's read callback.
+
+    The usual CI call (a list, an inspect, a ping, a start, `logs -f`) costs here
+    no task wake-up, no coroutine and no stream buffer. Taken only when all of it
+    is synchronous: an idle pooled daemon connection, a stage that decides this
+    route without looking anything up, and an answer relayed as is. Otherwise
+    False, before anything was sent: the connection's task then handles the
+    request the ordinary way, deciding it afresh. The decision point is the same
+    (`pipeline.plan` and `pipeline.decide`).
+
+    `whole` is the read, when it held exactly this request: a forwarded GET is
+    then remembered for the connection's next identical read (`again`).
+    """
+    gateway = lane.gateway
+    if len(events) != 2 or gateway.draining:
+        return False
+    listener = lane.listener
+    client = lane.client
+    head, end = events
+    if (
+        not isinstance(head, RequestHead)
+        or not isinstance(end, MessageEnd)
+        or head.has_body
+        or head.upgrade
+        or head.method == "HEAD"
+    ):
+        return False
+    policy = listener.policy or gateway.policy
+    stage = listener.stage
+    try:
+        planned = pipeline.plan(head, client, policy)
+    except ProtocolError:
+        return False  # the task answers the 400
+    request = planned.request
+    # From here, a refusal hands the routed request to the task (`_plain`), which
+    # then does not route it again.
+    stream.planned = planned
+    if planned.form or request.route.name in HIJACKING:
+        return False
+    kind = response_kind(stage, request) if stage is not None else "none"
+    if kind not in ("none", "json") or (stage is not None and not decides_inline(stage, request)):
+        return False
+    conn = gateway.pool.take_idle()
+    if conn is None:
+        return False  # connecting needs the task
+    stream.planned = None
+    try:
+        outcome = run_inline(
+            pipeline.decide(request, policy, listener.on_request, gateway.upstream, form=False)
+        )
+        if outcome is None or outcome.body is not None:
+            gateway.pool.release(conn, True)
+            return False
+        decision = outcome.decision
+        upstream_head = None
+        if not isinstance(decision, Deny):
+            upstream_head = serialise_request_head(
+                head, outcome.target, content_length=None, chunked=False
+            )
+            errors_rewritten = stage is not None and error_kind(stage, request)
+    except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
+        gateway.pool.release(conn, False)
+        return False
+    record = Exchange(lane.conn_id, client, head=head, request=outcome.request)
+    record.decision = pipeline.describe(decision)
+    record.rule = decision.rule
+    record.notes = pipeline.notes_of(outcome)
+    record.bytes_in = stream.take_bytes_in()
+    writer = lane.writer
+    if upstream_head is None:
+        assert isinstance(decision, Deny)
+        gateway.pool.release(conn, True)
+        answer = error_response(decision.status, decision.message,
+                                keep_alive=head.keep_alive)  # fmt: skip
+        record.status = decision.status
+        record.bytes_out = len(answer)
+        writer.write(answer)
+        gateway.close_record(record)
+        stream.relay_done(head.keep_alive)
+        return True
+    if whole is not None and head.method == "GET" and head.keep_alive:
+        state = inline_state(stage, client) if stage is not None else None
+        if stage is None or state is not None:
+            remembered = stream.remembered
+            if remembered is None or len(remembered) >= REMEMBERED_PER_CONNECTION:
+                remembered = stream.remembered = {}
+            remembered[whole] = Remembered(
+                (head, events[1]), head, outcome.request, upstream_head, record.decision,
+                decision.rule, record.notes, kind == "json", errors_rewritten, policy, state,
+            )  # fmt: skip
+    _send(lane, stream, conn, record, events, upstream_head,
+                    errors_rewritten, kind == "json")  # fmt: skip
+    return True
+
+
+def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
+    """A read identical to one already decided on this connection: the same request,
+    sent again without parsing, routing or deciding it again. False (nothing sent,
+    the read is then parsed) when the policy or the client's stage state changed
+    since, or no idle daemon connection is at hand.
+    """
+    gateway = lane.gateway
+    listener = lane.listener
+    stage = listener.stage
+    if (
+        gateway.draining
+        or known.policy is not (listener.policy or gateway.policy)
+        or (stage is not None and inline_state(stage, lane.client) != known.state)
+    ):
+        stream.remembered = None  # stale: decided afresh from now on
+        return False
+    conn = gateway.pool.take_idle()
+    if conn is None:
+        return False
+    record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request)
+    record.decision = known.decision
+    record.rule = known.rule
+    record.notes = known.notes
+    record.bytes_in = stream.take_bytes_in()
+    _send(lane, stream, conn, record, known.events, known.upstream_head,
+                    known.errors_rewritten, known.json)  # fmt: skip
+    return True
+
+
+def _send(
+    lane: Lane,
+    stream: ClientStream,
+    conn: UpstreamConn,
+    record: Exchange,
+    events: Sequence[RequestEvent],
+    upstream_head: bytes,
+    errors_rewritten: bool,
+    json_answer: bool,
+) -> None:
+    gateway = lane.gateway
+    relay = FastRelay(gateway, lane.listener, stream, lane.writer, conn, record, events,
+                       errors_rewritten, json_answer)  # fmt: skip
+    # Nothing below can fail: once the daemon has the request, the task must never
+    # be handed it again.
+    conn.writer.write(upstream_head)
+    conn.protocol.sink = relay
+    stream.relay_started(relay)
+    if stream.task is not None:
+        gateway.busy.add(stream.task)

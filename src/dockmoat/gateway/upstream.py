@@ -1,0 +1,205 @@
+"""Connections to the daemon: the keep-alive pool, and small requests for stages.
+
+A daemon connection's bytes feed a StreamReader (the task path), or go straight
+to a sink (the fast lane's `FastRelay`, or any `UpstreamSink`) from its read
+callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from dockmoat.errors import ProtocolError, UpstreamError
+from dockmoat.gateway.config import Endpoint, Limits
+from dockmoat.gateway.http import (
+    BodyData,
+    Invalid,
+    MessageEnd,
+    ResponseHead,
+    ResponseReader,
+    UpgradeStart,
+)
+
+READ_SIZE = 256 * 1024
+
+
+class UpstreamSink(Protocol):
+    """Takes a daemon connection's bytes from its read callback (see `UpstreamProtocol`)."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+
+    def upstream_closed(self) -> None: ...
+
+
+class UpstreamProtocol(asyncio.StreamReaderProtocol):
+    """A daemon connection: its bytes feed a StreamReader, or while `sink` is set
+    (the fast lane, see `fastlane.FastRelay`) go straight to it, with no task woken."""
+
+    sink: UpstreamSink | None = None
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.upstream_data(data)
+        else:
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.sink is not None:
+            self.sink.upstream_closed()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sink is not None:
+            self.sink.upstream_closed()
+        super().connection_lost(exc)
+
+
+@dataclass(slots=True)
+class UpstreamConn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    protocol: UpstreamProtocol
+    reused: bool = False
+
+    def usable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        self.protocol.sink = None
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def client_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
+    if endpoint.tls is None:
+        return None
+    files = endpoint.tls
+    if files.verify:
+        context = ssl.create_default_context(cafile=str(files.ca) if files.ca else None)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context
+
+
+class UpstreamPool:
+    """Keep-alive connections to the daemon, reused one request at a time."""
+
+    def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
+        self.endpoint = endpoint
+        self._limits = limits
+        self._idle: deque[UpstreamConn] = deque()
+        self._tls = client_tls(endpoint)
+
+    def take_idle(self) -> UpstreamConn | None:
+        """A pooled connection still open, without awaiting (the common case)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable():
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    async def acquire(self) -> UpstreamConn:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+
+        def protocol() -> UpstreamProtocol:
+            return UpstreamProtocol(reader, loop=loop)
+
+        try:
+            if self.endpoint.kind == "unix":
+                connecting = loop.create_unix_connection(protocol, str(self.endpoint.path))
+            else:
+                assert self.endpoint.host is not None and self.endpoint.port is not None
+                connecting = loop.create_connection(
+                    protocol,
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=self._tls,
+                    server_hostname=self.endpoint.host if self._tls else None,
+                )
+            transport, proto = await asyncio.wait_for(
+                connecting, self._limits.upstream_connect_timeout
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            raise UpstreamError(
+                f"the Docker daemon at {self.endpoint.url} is not reachable: {error}"
+            ) from error
+        writer = asyncio.StreamWriter(transport, proto, reader, loop)
+        return UpstreamConn(reader, writer, proto)
+
+    def release(self, conn: UpstreamConn, reusable: bool) -> None:
+        if reusable and conn.usable() and len(self._idle) < self._limits.upstream_idle_pool:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class PooledUpstream:
+    """`UpstreamClient` for stages: a small, whole request over the pool."""
+
+    def __init__(self, pool: UpstreamPool, max_body: int) -> None:
+        self._pool = pool
+        self._max_body = max_body
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        lines = [f"{method} {path} HTTP/1.1\r\n", "Host: docker\r\n"]
+        for name, value in (headers or {}).items():
+            if any(c in name + value for c in "\r\n"):
+                raise ProtocolError("header not serialisable")
+            lines.append(f"{name}: {value}\r\n")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        lines.append("\r\n")
+        conn = await self._pool.acquire()
+        reusable = False
+        try:
+            conn.writer.write("".join(lines).encode("latin-1") + (body or b""))
+            await conn.writer.drain()
+            reader = ResponseReader(head_request=method == "HEAD")
+            head: ResponseHead | None = None
+            out = bytearray()
+            while True:
+                data = await conn.reader.read(READ_SIZE)
+                events = reader.feed(data) if data else reader.feed_eof()
+                for event in events:
+                    if isinstance(event, ResponseHead):
+                        head = event
+                    elif isinstance(event, BodyData):
+                        out += event.data
+                        if len(out) > self._max_body:
+                            raise UpstreamError("upstream answer too large")
+                    elif isinstance(event, Invalid | UpgradeStart):
+                        raise UpstreamError(f"unexpected upstream answer to {method} {path}")
+                    elif isinstance(event, MessageEnd) and head is not None:
+                        reusable = head.keep_alive and not head.until_close
+                        return head.status, {k.lower(): v for k, v in head.headers}, bytes(out)
+        except OSError as error:
+            raise UpstreamError(f"upstream failed: {error}") from error
+        finally:
+            self._pool.release(conn, reusable)
