@@ -69,7 +69,7 @@ class ClientStream:
         self.relay: FastRelay | None = None  # the fast-lane exchange in flight
         self.planned: pipeline.Planned | None = None  # routed by the fast lane, then refused
         # Fast-lane decisions of this connection, by the exact bytes of the read that
-        # carried the request (see `Remembered`); made on the first repeat.
+        # carried the request (see `fastlane.Remembered`); made with the first one.
         self.remembered: dict[bytes, Remembered] | None = None
         self.lane_open = False
         self._lane = lane

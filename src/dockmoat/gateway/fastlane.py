@@ -101,7 +101,9 @@ class Remembered:
     state: object
 
 
-REMEMBERED_PER_CONNECTION = 16
+# Pollers repeat one to three requests. An entry holds a few KB (bytes, parsed head,
+# routed request), so 1,000 connections at the cap hold about 10 MB at worst.
+REMEMBERED_PER_CONNECTION = 4
 
 
 class FastRelay:
