@@ -1,7 +1,8 @@
 """Gateway benchmark: raw socket vs a path-sectioned HAProxy gate vs `dockmoat serve`.
 
 Measures, side by side in one run: p50/p99 latency at 1 connection, requests/s
-at 16 and 128 keep-alive connections (GET /_ping, GET /containers/json),
+at 16 and 128 keep-alive connections (GET /_ping, GET /containers/json, and a
+GET /containers/json that differs on every request),
 `docker save` of a 512 MiB image, and RSS with 1,000 idle client connections.
 Writes docs/bench-gateway.md. HAProxy is optional (`apt-get install haproxy`);
 without it that column says so.
@@ -27,7 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
 RAW = "/var/run/docker.sock"
 BUSYBOX = "dockmoat-test/busybox:latest"
-PATHS = ("/_ping", "/v1.41/containers/json")
+# `{n}` becomes a counter: every request differs, so no connection ever sends the same
+# bytes twice and dockmoat decides each one afresh (no remembered decision; see
+# docs/architecture.md). The other two paths repeat, as pollers do.
+UNIQUE = "/v1.41/containers/json?n={n}"
+PATHS = ("/_ping", "/v1.41/containers/json", UNIQUE)
+
+
+def path_label(path: str) -> str:
+    return path.replace("{n}", "<counter>")
+
+
 SAVE_TIMEOUT = 120  # a 512 MiB save takes about 5 s here; a hung one must not stop the run
 
 # The baseline of issue 3: a path-sectioned HAProxy gate, configured the way the most
@@ -103,9 +114,12 @@ async def _one_connection(path: str, sock: str, stop_at: float, latencies: list[
 
     reader, writer = await asyncio.open_unix_connection(sock)
     request = f"GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
+    unique = "{n}" in path
     done = 0
     try:
         while time.perf_counter() < stop_at:
+            if unique:
+                request = f"GET {path.format(n=done)} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
             started = time.perf_counter()
             writer.write(request)
             # The lightest full parse available (llhttp, no per-header callbacks), so the
@@ -293,12 +307,16 @@ def ratio_rows(numbers: dict[tuple[str, str], float], names: list[str]) -> list[
         for name in ours:
             ratio = numbers[name, f"{path} p50"] / numbers["HAProxy gate", f"{path} p50"]
             cells.append(f"{ratio:.2f}x")
-        rows.append(f"| {path} p50 latency (target ≤ 1.00x) | " + " | ".join(cells) + " |")
+        rows.append(
+            f"| {path_label(path)} p50 latency (target ≤ 1.00x) | " + " | ".join(cells) + " |"
+        )
         for conns in (16, 128):
             base = numbers["HAProxy gate", f"{path} {conns}"]
             cells = [f"{numbers[name, f'{path} {conns}'] / base:.2f}x" for name in ours]
             rows.append(
-                f"| {path} req/s, {conns} conns (target ≥ 1.00x) | " + " | ".join(cells) + " |"
+                f"| {path_label(path)} req/s, {conns} conns (target ≥ 1.00x) | "
+                + " | ".join(cells)
+                + " |"
             )
     return rows
 
@@ -346,9 +364,9 @@ def main(argv: list[str]) -> int:
         for name in names:
             for path in PATHS:
                 p50, p99 = numbers[name, f"{path} p50"] * 1e6, numbers[name, f"{path} p99"] * 1e6
-                results[name][f"{path} p50/p99 µs (1 conn)"] = f"{p50:.0f} / {p99:.0f}"
+                results[name][f"{path_label(path)} p50/p99 µs (1 conn)"] = f"{p50:.0f} / {p99:.0f}"
                 for conns in (16, 128):
-                    results[name][f"{path} req/s ({conns} conns)"] = (
+                    results[name][f"{path_label(path)} req/s ({conns} conns)"] = (
                         f"{numbers[name, f'{path} {conns}']:.0f}"
                     )
         image = build_big_image()
@@ -412,7 +430,10 @@ def main(argv: list[str]) -> int:
         "configures its HAProxy (`option http-server-close`, a request log, one ACL per API "
         "section; the log goes to /dev/null here). HAProxy tuned: the same gate with "
         "keep-alive to the daemon and no log. See `bench/gateway.py`. `docker save` goes "
-        "through each target with the docker CLI.\n\n" + table + "\n"
+        "through each target with the docker CLI. `/_ping` and `/containers/json` repeat "
+        "the same request on each connection, as pollers do (dockmoat reuses its decision, "
+        "docs/architecture.md); `?n=<counter>` makes every request differ, so each is "
+        "parsed, routed and decided afresh.\n\n" + table + "\n"
     )
     return 0
 
