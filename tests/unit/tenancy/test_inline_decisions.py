@@ -72,3 +72,21 @@ def test_a_stage_that_does_not_say_is_never_inline() -> None:
     request = ApiRequest("GET", "/_ping", "/_ping", None, Route("system", "ping"), {}, (),
                          ClientIdentity(listener="u"))  # fmt: skip
     assert decides_inline(object(), request) is False
+
+
+def test_inline_state_follows_the_clients_tenant(tmp_path: Path) -> None:
+    """What the gateway compares before reusing a decision: equal while the tenant is the
+    same (even a fresh but equal Tenant value), different once its job closed."""
+    from dockmoat.gateway.stages import inline_state
+
+    current: list[object] = [Tenant.job("job-7")]
+    stage = TenancyStage(OwnershipStore(tmp_path / "s.db"), lambda client: current[0])
+    client = ClientIdentity(listener="unix:///x", tenant="job-7")
+    before = inline_state(stage, client)
+    current[0] = Tenant.job("job-7")  # rebuilt, equal
+    assert inline_state(stage, client) == before
+    current[0] = Deny("tenancy.unknown-tenant", "closed")
+    assert inline_state(stage, client) != before
+    current[0] = None  # no tenancy: still a state (decisions may be reused)
+    assert inline_state(stage, client) is not None
+    assert inline_state(object(), client) is None  # a stage that does not say: never
