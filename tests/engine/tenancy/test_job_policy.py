@@ -11,14 +11,20 @@ import docker
 import pytest
 from tenancy_helpers import Job, Serve, assert_nothing_left
 
+from dockmoat.policy.hostpaths import missing_mount_flags
+
 
 def test_workspace_is_the_only_bind_folder(
-    open_job, busybox_image: str, tmp_path: Path, docker_client: docker.DockerClient
-) -> None:
+    open_job, serve: Serve, busybox_image: str, tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "hello.txt").write_text("from the workspace\n")
     job: Job = open_job("ws", "--workspace", str(workspace))
+    # A workspace on a filesystem without nosuid/nodev is warned about, as --allow-bind is.
+    warned = f"workspace {workspace} is on a filesystem without" in serve.log.read_text()
+    assert warned == bool(missing_mount_flags(workspace))
     out = job.docker(
         "run", "--rm", "--network", "none", "-v", f"{workspace}:/workspace", busybox_image,
         "cat", "/workspace/hello.txt",
