@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockmoat.gateway.config import Endpoint, ListenerSettings
+
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
 
 
@@ -129,3 +131,10 @@ def start_serve(
         process.kill()
         raise RuntimeError(f"{error}: {log.read_text()[-2000:]}") from error
     return Served(sock, f"unix://{sock}", audit, log, process)
+
+
+def job_listener(sock: Path) -> ListenerSettings:
+    """A unix listener whose clients are the tenant "job" (for `Gateway.add_listener`)."""
+    return ListenerSettings(
+        endpoint=Endpoint(url=f"unix://{sock}", kind="unix", path=sock), tenant="job"
+    )

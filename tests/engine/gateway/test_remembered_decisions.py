@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gwserve import job_listener
+
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
-from dockmoat.gateway.config import Endpoint, ListenerSettings, build_settings
 from dockmoat.gateway.server import Gateway
 from dockmoat.gateway.stages import UpstreamClient
 from dockmoat.policy.decision import Allow, Decision, Deny
+from support.serve_settings import settings
 
 PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
 
@@ -108,24 +110,17 @@ def test_same_bytes_are_decided_once_until_policy_or_state_changes(
     tmp_path: Path, docker_host: str
 ) -> None:
     main_sock, job_sock, audit = tmp_path / "main.sock", tmp_path / "job.sock", tmp_path / "a.log"
-    settings = build_settings(
-        listen=[f"unix://{main_sock}"], upstream=docker_host, profile="permissive",
-        policy_file=None, allow_bind=(), audit_log=str(audit), tls_cert=None, tls_key=None,
-        tls_ca=None, socket_group=None, log_level="info", env={},
-    )  # fmt: skip
+    served = settings(listen=[f"unix://{main_sock}"], upstream=docker_host,
+                      profile="permissive", audit_log=str(audit))  # fmt: skip
     allowing, denying = CountingPolicy(), CountingPolicy(frozenset({"system.ping"}))
     stage = SwitchStage()
     seen: list[tuple[str, int, bytes, int, int]] = []
 
     async def scenario() -> None:
-        gateway = Gateway(settings, allowing)
+        gateway = Gateway(served, allowing)
         await gateway.start()
         try:
-            job = ListenerSettings(
-                endpoint=Endpoint(url=f"unix://{job_sock}", kind="unix", path=job_sock),
-                tenant="job",
-            )
-            await gateway.add_listener(job, stage=stage)
+            await gateway.add_listener(job_listener(job_sock), stage=stage)
             client = await asyncio.to_thread(Client, job_sock)
 
             async def step(label: str, *pieces: bytes) -> None:
@@ -185,15 +180,11 @@ def test_a_read_that_starts_inside_a_request_is_not_remembered(
     """`GET` split as `...G` + `ET /_ping ...`: the second read is a ping there, and a
     400 when sent on its own from a boundary, never a remembered ping."""
     sock_path = tmp_path / "gw.sock"
-    settings = build_settings(
-        listen=[f"unix://{sock_path}"], upstream=docker_host, profile="permissive",
-        policy_file=None, allow_bind=(), audit_log=None, tls_cert=None, tls_key=None,
-        tls_ca=None, socket_group=None, log_level="info", env={},
-    )  # fmt: skip
+    served = settings(listen=[f"unix://{sock_path}"], upstream=docker_host, profile="permissive")
     answers: list[int] = []
 
     async def scenario() -> None:
-        gateway = Gateway(settings, CountingPolicy())
+        gateway = Gateway(served, CountingPolicy())
         await gateway.start()
         try:
             client = await asyncio.to_thread(Client, sock_path)

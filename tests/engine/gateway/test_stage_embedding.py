@@ -15,13 +15,13 @@ from typing import Any
 
 import docker
 import pytest
-from gwserve import raw_get
+from gwserve import job_listener, raw_get
 
 from dockmoat.api.request import ApiRequest, Route
-from dockmoat.gateway.config import Endpoint, ListenerSettings, build_settings
 from dockmoat.gateway.server import Gateway
 from dockmoat.gateway.stages import PermissivePolicy, UpstreamClient
 from dockmoat.policy.decision import Allow, Decision, Deny
+from support.serve_settings import settings
 
 
 class LabelStage:
@@ -72,22 +72,15 @@ def test_stage_filters_and_runtime_listeners(
     until = int(time.time()) + 1
     time.sleep(1.2)
     main_sock, job_sock = tmp_path / "main.sock", tmp_path / "job.sock"
-    settings = build_settings(
-        listen=[f"unix://{main_sock}"], upstream=docker_host, profile="permissive",
-        policy_file=None, allow_bind=(), audit_log=None, tls_cert=None, tls_key=None,
-        tls_ca=None, socket_group=None, log_level="info", env={},
-    )  # fmt: skip
+    served = settings(listen=[f"unix://{main_sock}"], upstream=docker_host, profile="permissive")
     stage = LabelStage(mine)
     results: dict[str, bytes] = {}
 
     async def scenario() -> None:
-        gateway = Gateway(settings, PermissivePolicy())
+        gateway = Gateway(served, PermissivePolicy())
         await gateway.start()
         try:
-            job = ListenerSettings(
-                endpoint=Endpoint(url=f"unix://{job_sock}", kind="unix", path=job_sock),
-                tenant="job",
-            )
+            job = job_listener(job_sock)
             await gateway.add_listener(job, stage=stage)
 
             def ask(sock: Path, target: str) -> bytes:
