@@ -394,8 +394,7 @@ def take(
                 (head, events[1]), head, outcome.request, upstream_head, record.decision,
                 decision.rule, record.notes, kind == "json", errors_rewritten, policy, state,
             )  # fmt: skip
-    _send(lane, stream, conn, record, events, upstream_head,
-                    errors_rewritten, kind == "json")  # fmt: skip
+    _send(lane, stream, conn, record, events, upstream_head, errors_rewritten, kind == "json")
     return True
 
 
@@ -424,7 +423,7 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     record.notes = known.notes
     record.bytes_in = stream.take_bytes_in()
     _send(lane, stream, conn, record, known.events, known.upstream_head,
-                    known.errors_rewritten, known.json)  # fmt: skip
+          known.errors_rewritten, known.json)  # fmt: skip
     return True
 
 
@@ -439,8 +438,15 @@ def _send(
     json_answer: bool,
 ) -> None:
     gateway = lane.gateway
-    relay = FastRelay(gateway, lane.listener, stream, lane.writer, conn, record, events,
-                       errors_rewritten, json_answer)  # fmt: skip
+    try:
+        relay = FastRelay(gateway, lane.listener, stream, lane.writer, conn, record, events,
+                          errors_rewritten, json_answer)  # fmt: skip
+    except Exception:
+        # Nothing was sent: the connection goes back, the bytes are counted again with
+        # the request wherever it is handled next (the caller logs and falls back).
+        gateway.pool.release(conn, True)
+        stream.bytes_counted -= record.bytes_in
+        raise
     # Nothing below can fail: once the daemon has the request, the task must never
     # be handed it again.
     conn.writer.write(upstream_head)

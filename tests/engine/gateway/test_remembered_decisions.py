@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gwserve import job_listener
 
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.gateway import fastlane
 from dockmoat.gateway.server import Gateway
 from dockmoat.gateway.stages import UpstreamClient
 from dockmoat.policy.decision import Allow, Decision, Deny
@@ -199,3 +201,48 @@ def test_a_read_that_starts_inside_a_request_is_not_remembered(
 
     asyncio.run(scenario())
     assert answers == [200, 200, 400]
+
+
+def test_a_fast_lane_bug_before_sending_loses_no_request_and_no_connection(
+    tmp_path: Path, docker_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's construction failing (a bug, injected here) on a fresh and on a
+    remembered request: each is still answered, by the connection's task, audited once
+    with its own bytes, and the daemon connection taken for it goes back to the pool."""
+    sock_path, audit = tmp_path / "gw.sock", tmp_path / "a.log"
+    served = settings(listen=[f"unix://{sock_path}"], upstream=docker_host,
+                      profile="permissive", audit_log=str(audit))  # fmt: skip
+    real = fastlane.FastRelay
+    broken = {"left": 0, "raised": 0}
+
+    def relay(*args: Any) -> Any:
+        if broken["left"]:
+            broken["left"] -= 1
+            broken["raised"] += 1
+            raise RuntimeError("injected")
+        return real(*args)
+
+    monkeypatch.setattr(fastlane, "FastRelay", relay)
+    answers: list[tuple[int, bytes]] = []
+    idle: list[int] = []
+
+    async def scenario() -> None:
+        gateway = Gateway(served, CountingPolicy())
+        await gateway.start()
+        try:
+            client = await asyncio.to_thread(Client, sock_path)
+            for fail in (0, 0, 1, 0, 2):  # fresh, remembered, then failures on both paths
+                broken["left"] = fail
+                await asyncio.to_thread(client.send, PING)
+                answers.append(await asyncio.to_thread(client.answer))
+                idle.append(len(gateway.pool._idle))
+            client.sock.close()
+        finally:
+            await gateway.drain()
+
+    asyncio.run(scenario())
+    assert answers == [(200, b"OK")] * 5
+    assert broken["raised"] == 3
+    assert max(idle) == 1  # one daemon connection, always back in the pool
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["status"], e["bytes_in"]) for e in entries] == [(200, len(PING))] * 5
