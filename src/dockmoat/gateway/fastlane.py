@@ -78,14 +78,14 @@ class Lane:
 class Remembered:
     """A fast-lane decision, kept to answer the same bytes again on the same connection.
 
-    Pollers (`docker wait`, CI dashboards, health checks, the benchmark) send the
-    same request head again and again on one keep-alive connection. The same
-    bytes, read from a message boundary on the same connection (same listener,
-    same client), give the same events; with the same policy object and the same
-    stage state for this client (`stages.inline_state`), `plan` and `decide` give
-    the same outcome: both are pure for bodiless GETs, the only routes kept. On a
-    hit only the parse, the routing, the decision and the serialisation are
-    skipped; the answer is relayed and audited as always.
+    Pollers on a keep-alive connection (SDK clients waiting for a container's
+    health, dashboards, health checks, the benchmark) send the same request head
+    again and again. The same bytes, read from a message boundary on the same
+    connection (same listener, same client), give the same events; with the same
+    policy object and the same stage state for this client (`stages.inline_state`),
+    `plan` and `decide` give the same outcome: both are pure for bodiless GETs, the
+    only routes kept. On a hit only the parse, the routing, the decision and the
+    serialisation are skipped; the answer is relayed and audited as always.
     """
 
     events: tuple[RequestEvent, ...]
@@ -113,7 +113,7 @@ class FastRelay:
     the daemon's connection fails before any byte of the answer arrived (a pooled
     connection it had closed), the request goes back to the connection's task,
     which sends it again on a fresh connection or answers 502. An error answer the
-    stage rewrites is handed, from its first byte, to `_relay_events` in a task.
+    stage rewrites is handed, from its first byte, to `Gateway.relay_events` in a task.
     """
 
     __slots__ = (
