@@ -18,7 +18,7 @@ help:
 	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
 	@echo "make run     setup, then serve the guarded socket in the foreground"
 	@echo "make test    setup, start/reuse a real engine, lint, type-check, run the whole suite"
-	@echo "make lint    ruff + mypy (strict)"
+	@echo "make lint    ruff + mypy (strict, src and bench)"
 	@echo "make bench   the benchmarks in bench/"
 
 # System packages come first: on a bare Debian `python3 -m venv` needs python3-venv.
@@ -45,6 +45,7 @@ lint: setup
 	@$(VENV)/bin/ruff check src tests bench
 	@$(VENV)/bin/ruff format --check src tests bench
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/mypy bench
 
 test-unit: setup
 	@$(VENV)/bin/pytest -m "not engine" -q

@@ -279,7 +279,9 @@ def bench_warm(manager: DindManager, tmp: Path) -> tuple[list[float], list[float
         assert b"DOCKER_HOST=" in done.stdout, done.stdout
 
     # (what to time, where the time goes); the first, untimed, fills the bytecode cache.
-    rounds = [(lambda n: take_process(n, cached_env), None)]
+    rounds: list[tuple[Callable[[str], None], list[float] | None]] = [
+        (lambda n: take_process(n, cached_env), None)
+    ]
     for _ in range(RUNS):
         rounds += [
             (take_in_process, api_times),

@@ -140,8 +140,12 @@ async def _one_connection(path: str, sock: str, stop_at: float, latencies: list[
 
 
 def _worker(
-    path: str, sock: str, connections: int, seconds: float, out: multiprocessing.Queue
-) -> None:  # type: ignore[type-arg]
+    path: str,
+    sock: str,
+    connections: int,
+    seconds: float,
+    out: multiprocessing.Queue[tuple[int, list[float]]],
+) -> None:
     import uvloop
 
     async def go() -> tuple[int, list[float]]:
@@ -159,7 +163,7 @@ def _worker(
 def load(path: str, sock: str, connections: int, seconds: float) -> tuple[float, list[float]]:
     """(requests/s, latencies) with `connections` keep-alive connections over 2 processes."""
     procs = 1 if connections == 1 else 2
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    queue: multiprocessing.Queue[tuple[int, list[float]]] = multiprocessing.Queue()
     workers = [
         multiprocessing.Process(
             target=_worker, args=(path, sock, connections // procs, seconds, queue)
@@ -386,11 +390,11 @@ def main(argv: list[str]) -> int:
                 f"{saves['raw socket'] / seconds_:.2f}x" if done else "-"
             )
         for name in names:
-            proc = targets[name][0]
-            if proc is None:
+            process = targets[name][0]
+            if process is None:
                 results[name]["RSS idle → 1,000 idle conns (MiB)"] = "n/a (dockerd)"
                 continue
-            before, after = idle_rss(targets[name][1], proc.pid)
+            before, after = idle_rss(targets[name][1], process.pid)
             results[name]["RSS idle → 1,000 idle conns (MiB)"] = (
                 f"{before / 1024:.1f} → {after / 1024:.1f}"
             )
