@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 
@@ -23,3 +24,68 @@ def host_uplink() -> tuple[str, int] | None:
         return iface, int(Path(f"/sys/class/net/{iface}/mtu").read_text())
     except (OSError, ValueError):
         return None
+
+
+Network = IPv4Network | IPv6Network
+
+# Link-local cloud metadata (AWS, GCP, Azure, OpenStack): a bridge that claims it takes
+# the host's own route to it.
+METADATA = ip_network("169.254.169.254/32")
+LOOPBACK = ip_network("127.0.0.0/8")
+# Docker's own bridges: dockerd refuses overlapping pools itself, and their routes go
+# when their networks go (a snapshot of them would refuse re-creating a subnet later).
+_DOCKER_IFACES = ("docker0", "br-", "veth")
+
+
+def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Network, ...]:
+    """What the host reaches directly or must keep reaching: its routes except the
+    default ones and Docker's own bridges, its name servers, loopback and cloud
+    metadata.
+
+    Pure: the texts of /proc/net/route, /proc/net/ipv6_route and /etc/resolv.conf.
+    """
+    found: dict[Network, None] = {METADATA: None, LOOPBACK: None}
+    for line in route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[0].startswith(_DOCKER_IFACES) or fields[7] == "00000000":
+            continue
+        try:
+            address = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
+            mask = IPv4Address(int.from_bytes(bytes.fromhex(fields[7]), "little"))
+            found[ip_network(f"{address}/{mask}", strict=False)] = None
+        except ValueError:
+            continue
+    for line in ipv6_route.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or fields[9].startswith(_DOCKER_IFACES) or fields[1] == "00":
+            continue
+        try:
+            network = ip_network(f"{IPv6Address(bytes.fromhex(fields[0]))}/{int(fields[1], 16)}")
+        except ValueError:
+            continue
+        if not network.is_multicast:
+            found[network] = None
+    for line in resolv_conf.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                server = ip_address(fields[1].split("%")[0])
+            except ValueError:
+                continue
+            if not server.is_loopback:
+                found[ip_network(server)] = None
+    return tuple(found)
+
+
+def host_routed_networks() -> tuple[Network, ...]:
+    """`routed_networks` of this machine (what it can read of it)."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    return routed_networks(
+        read("/proc/net/route"), read("/proc/net/ipv6_route"), read("/etc/resolv.conf")
+    )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+from dockmoat import netinfo
 from dockmoat.api.request import ApiRequest, Route
 from dockmoat.errors import ConfigError
 from dockmoat.policy import hostpaths
@@ -228,6 +229,7 @@ def load_policy(
         settings,
         allow_bind=_folders(folders),
         protected_paths=hostpaths.protected_paths((*_upstream_socket(environ), *protect)),
+        host_networks=netinfo.host_routed_networks(),
     )
     return CompiledPolicy(
         profile=profile,

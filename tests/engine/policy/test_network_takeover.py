@@ -1,4 +1,5 @@
-"""A network must not take over a host bridge (`com.docker.network.bridge.name`).
+"""A network must not take over a host bridge (`com.docker.network.bridge.name`), nor a
+subnet the host routes (`networks.subnet`).
 
 On dockerd 20.10 a network created with `bridge.name: docker0` joins the default
 bridge every tenant shares, and removing it deletes the host's docker0. The test
@@ -16,6 +17,7 @@ import pytest
 from rawdocker import call
 
 from conftest import Gateway
+from dockmoat.netinfo import host_routed_networks
 
 
 @pytest.fixture
@@ -65,6 +67,37 @@ def test_mtu_option_still_works_with_the_cli(
         made = docker_client.networks.list(filters={"label": f"dmtest.label={label}"})
         assert len(made) == 1
         assert made[0].attrs["Options"] == {"com.docker.network.driver.mtu": "1400"}
+    finally:
+        for network in docker_client.networks.list(filters={"label": f"dmtest.label={label}"}):
+            network.remove()
+
+
+def test_a_subnet_this_host_routes_is_refused_and_a_free_one_works(
+    gateway: Gateway, unique_name: Callable[[str], str], docker_client: docker.DockerClient
+) -> None:
+    """Without `networks.subnet` dockerd creates a bridge on the host's uplink subnet
+    (or over the name server or cloud metadata) and the host's own traffic to it goes
+    into the bridge. The CLI sees the refusal; the engine has no such network."""
+    uplink = next(
+        n for n in host_routed_networks()
+        if n.version == 4 and n.prefixlen < 32 and not n.is_loopback and not n.is_link_local
+    )  # fmt: skip
+    label = unique_name("subnet")
+    try:
+        for subnet, refused in ((str(uplink), True), ("10.99.7.0/24", False)):
+            done = subprocess.run(
+                ["docker", "network", "create", "--subnet", subnet, "--label",
+                 f"dmtest.label={label}", unique_name("net")],
+                env=gateway.env(), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            listed = docker_client.networks.list(filters={"label": f"dmtest.label={label}"})
+            made = [n.attrs["IPAM"]["Config"][0]["Subnet"] for n in listed]
+            if refused:
+                assert done.returncode != 0 and "networks.subnet" in done.stderr, done.stderr
+                assert made == []
+            else:
+                assert done.returncode == 0, done.stderr
+                assert made == [subnet]
     finally:
         for network in docker_client.networks.list(filters={"label": f"dmtest.label={label}"}):
             network.remove()

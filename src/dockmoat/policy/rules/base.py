@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dockmoat.api.gojson import field as go_field
@@ -45,6 +46,8 @@ class Settings:
     memory: Limit = Limit()
     nano_cpus: Limit = Limit()
     pids: Limit = Limit(default=4096)
+    host_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    """What this host routes (netinfo.routed_networks), read once at start-up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 from dockmoat.policy.decision import Decision
-from dockmoat.policy.rules.base import ALLOW, Rule, Subject, deny, obj, string_map, text, top
+from dockmoat.policy.rules.base import (
+    ALLOW,
+    Rule,
+    Subject,
+    deny,
+    obj,
+    objects,
+    string_map,
+    text,
+    top,
+)
 
 DRIVERS = frozenset({"", "bridge", "overlay"})
 #: Driver options a job may set. Everything else is refused: above all
@@ -53,6 +65,29 @@ def check_driver_options(subject: Subject) -> Decision:
     return ALLOW
 
 
+def check_subnets(subject: Subject) -> Decision:
+    ipam = obj(top(subject), "IPAM", "")
+    if ipam is None:
+        return ALLOW
+    for index, config in enumerate(objects(ipam, "Config", "IPAM.")):
+        for key in ("Subnet", "IPRange", "Gateway"):
+            value = text(config, key, f"IPAM.Config[{index}].")
+            if not value:
+                continue
+            try:
+                network = ip_network(value, strict=False)
+            except ValueError:
+                return deny("networks.subnet", f"the {key} {value[:60]!r}", "Give a CIDR")
+            for routed in subject.settings.host_networks:
+                if network.version == routed.version and network.overlaps(routed):
+                    return deny(
+                        "networks.subnet",
+                        f"the {key} {network}, which overlaps {routed} that this host routes",
+                        "Choose a subnet this host does not use",
+                    )
+    return ALLOW
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "networks.driver",
@@ -67,5 +102,13 @@ RULES: tuple[Rule, ...] = (
         frozenset({"networks.create"}),
         "Driver options can take over a host bridge such as docker0 or hand IPAM to a plugin.",
         check_driver_options,
+    ),
+    Rule(
+        "networks.subnet",
+        "networks",
+        frozenset({"networks.create"}),
+        "A bridge on a subnet the host routes takes the host's own traffic to it: cloud "
+        "metadata, the name server, the uplink's neighbours.",
+        check_subnets,
     ),
 )
