@@ -60,7 +60,8 @@ def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Netw
         if len(fields) < 10 or fields[9].startswith(_DOCKER_IFACES) or fields[1] == "00":
             continue
         try:
-            network = ip_network(f"{IPv6Address(bytes.fromhex(fields[0]))}/{int(fields[1], 16)}")
+            prefix = f"{IPv6Address(bytes.fromhex(fields[0]))}/{int(fields[1], 16)}"
+            network = ip_network(prefix, strict=False)
         except ValueError:
             continue
         if not network.is_multicast:
