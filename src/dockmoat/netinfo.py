@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
@@ -28,13 +29,15 @@ def host_uplink() -> tuple[str, int] | None:
 
 Network = IPv4Network | IPv6Network
 
-# Link-local cloud metadata (AWS, GCP, Azure, OpenStack): a bridge that claims it takes
-# the host's own route to it.
+# Link-local cloud metadata (AWS, GCP, Azure, OpenStack): a bridge on a subnet holding
+# it takes the host's own route to it.
 METADATA = ip_network("169.254.169.254/32")
 LOOPBACK = ip_network("127.0.0.0/8")
-# Docker's own bridges: dockerd refuses overlapping pools itself, and their routes go
-# when their networks go (a snapshot of them would refuse re-creating a subnet later).
-_DOCKER_IFACES = ("docker0", "br-", "veth")
+# Docker's own interfaces (docker0, br-<12 hex> of user networks, veth<7 hex>):
+# dockerd refuses overlapping pools itself, and their routes go when their networks
+# go (a snapshot of them would refuse re-creating a subnet later). Exact names, so a
+# host bridge such as OpenWrt's br-lan still counts.
+_DOCKER_IFACE = re.compile(r"docker0|br-[0-9a-f]{12}|veth[0-9a-f]{7}")
 
 
 def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Network, ...]:
@@ -47,7 +50,7 @@ def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Netw
     found: dict[Network, None] = {METADATA: None, LOOPBACK: None}
     for line in route.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 8 or fields[0].startswith(_DOCKER_IFACES) or fields[7] == "00000000":
+        if len(fields) < 8 or _DOCKER_IFACE.fullmatch(fields[0]) or fields[7] == "00000000":
             continue
         try:
             address = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
@@ -57,7 +60,7 @@ def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Netw
             continue
     for line in ipv6_route.splitlines():
         fields = line.split()
-        if len(fields) < 10 or fields[9].startswith(_DOCKER_IFACES) or fields[1] == "00":
+        if len(fields) < 10 or _DOCKER_IFACE.fullmatch(fields[9]) or fields[1] == "00":
             continue
         try:
             prefix = f"{IPv6Address(bytes.fromhex(fields[0]))}/{int(fields[1], 16)}"

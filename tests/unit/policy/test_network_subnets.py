@@ -20,6 +20,7 @@ eth0	00000000	010200C0	0003	0	0	0	00000000	0	0	0
 docker0	000011AC	00000000	0001	0	0	0	0000FFFF	0	0	0
 br-0123456789ab	00001CAC	00000000	0001	0	0	0	0000FFFF	0	0	0
 eth0	000200C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
+br-lan	0001A8C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
 """
 IPV6_ROUTE = (
     "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
@@ -36,6 +37,7 @@ def test_routes_without_defaults_docker_bridges_or_multicast() -> None:
     assert set(routed_networks(ROUTE, IPV6_ROUTE, RESOLV)) == {
         ip_network("169.254.169.254/32"), ip_network("127.0.0.0/8"),
         ip_network("192.0.2.0/24"), ip_network("fd00::/64"), ip_network("10.255.255.53/32"),
+        ip_network("192.168.1.0/24"),  # a host bridge named like Docker's, but not Docker's
     }  # fmt: skip
 
 
