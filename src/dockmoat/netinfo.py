@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 
-def default_route_iface(routes: str) -> str | None:
-    """The interface of the default route in /proc/net/route."""
+def _ipv4_routes(routes: str) -> Iterator[tuple[str, str, str]]:
+    """(interface, destination, mask) of each route in /proc/net/route (hex, as there)."""
     for line in routes.splitlines()[1:]:
         fields = line.split()
-        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
-            return fields[0]
+        if len(fields) >= 8:
+            yield fields[0], fields[1], fields[7]
+
+
+def default_route_iface(routes: str) -> str | None:
+    """The interface of the default route in /proc/net/route."""
+    for iface, destination, mask in _ipv4_routes(routes):
+        if destination == "00000000" and mask == "00000000":
+            return iface
     return None
 
 
@@ -48,14 +56,13 @@ def routed_networks(route: str, ipv6_route: str, resolv_conf: str) -> tuple[Netw
     Pure: the texts of /proc/net/route, /proc/net/ipv6_route and /etc/resolv.conf.
     """
     found: dict[Network, None] = {METADATA: None, LOOPBACK: None}
-    for line in route.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 8 or _DOCKER_IFACE.fullmatch(fields[0]) or fields[7] == "00000000":
+    for iface, destination, mask in _ipv4_routes(route):
+        if _DOCKER_IFACE.fullmatch(iface) or mask == "00000000":
             continue
         try:
-            address = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
-            mask = IPv4Address(int.from_bytes(bytes.fromhex(fields[7]), "little"))
-            found[ip_network(f"{address}/{mask}", strict=False)] = None
+            address = IPv4Address(int.from_bytes(bytes.fromhex(destination), "little"))
+            netmask = IPv4Address(int.from_bytes(bytes.fromhex(mask), "little"))
+            found[ip_network(f"{address}/{netmask}", strict=False)] = None
         except ValueError:
             continue
     for line in ipv6_route.splitlines():

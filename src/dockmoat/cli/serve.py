@@ -13,7 +13,7 @@ import click
 from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import ServeSettings, build_settings
 from dockmoat.gateway.stages import PermissivePolicy, Policy
-from dockmoat.policy.hostpaths import missing_mount_flags
+from dockmoat.policy.hostpaths import mount_flags_warning
 from dockmoat.tenancy.control import DEFAULT_CONTROL
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR
 from dockmoat.tenancy.service import TenancySettings
@@ -187,13 +187,7 @@ def command(
         no_tenancy=no_tenancy,
     )
     for folder in allow_bind:
-        missing = missing_mount_flags(folder)
-        if missing:
-            logging.getLogger("dockmoat.serve").warning(
-                "--allow-bind %s is on a filesystem without %s: a root container can leave "
-                "setuid binaries or device nodes there for host users; mount it with "
-                "nosuid,nodev",
-                folder,
-                ",".join(missing),
-            )
+        warning = mount_flags_warning(folder)
+        if warning:
+            logging.getLogger("dockmoat.serve").warning("--allow-bind %s is %s", folder, warning)
     run(settings, TenancySettings(state_db=state_db, control=control_socket, jobs_dir=jobs_dir))

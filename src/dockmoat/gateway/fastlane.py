@@ -205,7 +205,7 @@ class FastRelay:
         rewrite = 200 <= status < 300 or (
             self.errors_rewritten and response is not None and json_error(response)
         )
-        out = b"".join(held.raw)  # what the stage does not change: relayed as read
+        out: bytes | None = None
         if rewrite:
             request = record.request
             assert request is not None  # set by take() before the relay starts
@@ -220,6 +220,8 @@ class FastRelay:
                 log.exception("rewriting the answer to connection %d failed", record.conn_id)
                 self._finish(keep=False, reusable=False)
                 return
+        if out is None:
+            out = b"".join(held.raw)  # what the stage does not change: relayed as read
         record.bytes_out += len(out)
         self.writer.write(out)
         keep = held.keep_alive
@@ -367,11 +369,11 @@ def take(
     except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
         gateway.pool.release(conn, False)
         return False
-    record = Exchange(lane.conn_id, client, head=head, request=outcome.request)
-    record.decision = pipeline.describe(decision)
-    record.rule = decision.rule
-    record.notes = pipeline.notes_of(outcome)
-    record.bytes_in = stream.take_bytes_in()
+    record = Exchange(
+        lane.conn_id, client, head=head, request=outcome.request,
+        decision=pipeline.describe(decision), rule=decision.rule,
+        notes=pipeline.notes_of(outcome), bytes_in=stream.take_bytes_in(),
+    )  # fmt: skip
     writer = lane.writer
     if upstream_head is None:
         assert isinstance(decision, Deny)
@@ -417,11 +419,9 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     conn = gateway.pool.take_idle()
     if conn is None:
         return False
-    record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request)
-    record.decision = known.decision
-    record.rule = known.rule
-    record.notes = known.notes
-    record.bytes_in = stream.take_bytes_in()
+    record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request,
+                      decision=known.decision, rule=known.rule, notes=known.notes,
+                      bytes_in=stream.take_bytes_in())  # fmt: skip
     _send(lane, stream, conn, record, known.events, known.upstream_head,
           known.errors_rewritten, known.json)  # fmt: skip
     return True

@@ -117,3 +117,18 @@ def missing_mount_flags(folder: Path) -> tuple[str, ...]:
     return tuple(
         name for name, bit in (("nosuid", os.ST_NOSUID), ("nodev", os.ST_NODEV)) if not flags & bit
     )
+
+
+def mount_flags_warning(folder: Path) -> str | None:
+    """What to tell the operator about a bindable folder lacking those flags, or None.
+
+    Worded to follow "<what> <folder> is ": serve says it of --allow-bind folders,
+    tenancy of job workspaces.
+    """
+    missing = missing_mount_flags(folder)
+    if not missing:
+        return None
+    return (
+        f"on a filesystem without {','.join(missing)}: a root container can leave setuid "
+        "binaries or device nodes there for host users; mount it with nosuid,nodev"
+    )

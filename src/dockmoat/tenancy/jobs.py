@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dockmoat.errors import ConfigError, NotFoundError
-from dockmoat.policy.hostpaths import missing_mount_flags
+from dockmoat.policy.hostpaths import mount_flags_warning
 from dockmoat.tenancy.cleanup import Removed, clean_up
 from dockmoat.tenancy.engine import EngineApi
 from dockmoat.tenancy.model import TENANT_LABEL, Quotas, Tenant, label_owner
@@ -101,18 +101,11 @@ class JobManager:
             if not resolved.is_dir():
                 raise ConfigError(f"workspace {workspace} is not a directory")
             workspace = str(resolved)
-            missing = missing_mount_flags(resolved)
-            if missing:
-                # Bindable by the job like an --allow-bind folder: the same risk, said the
-                # same way (see policy.hostpaths.missing_mount_flags).
-                log.warning(
-                    "job %s: workspace %s is on a filesystem without %s: a root container "
-                    "can leave setuid binaries or device nodes there for host users; mount "
-                    "it with nosuid,nodev",
-                    job,
-                    workspace,
-                    ",".join(missing),
-                )
+            # Bindable by the job like an --allow-bind folder: the same risk, said the
+            # same way.
+            warning = mount_flags_warning(resolved)
+            if warning:
+                log.warning("job %s: workspace %s is %s", job, workspace, warning)
         if policy is not None and not Path(policy).is_file():
             raise ConfigError(f"policy file {policy} does not exist")
         q = quotas or self.default_quotas
