@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.request import ApiRequest, ClientIdentity
@@ -74,8 +74,7 @@ class Lane:
     writer: asyncio.StreamWriter
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
+class Remembered(NamedTuple):
     """A fast-lane decision, kept to answer the same bytes again on the same connection.
 
     Pollers on a keep-alive connection (SDK clients waiting for a container's
@@ -86,6 +85,7 @@ class Remembered:
     `plan` and `decide` give the same outcome: both are pure for bodiless GETs, the
     only routes kept. On a hit only the parse, the routing, the decision and the
     serialisation are skipped; the answer is relayed and audited as always.
+    (Immutable; a NamedTuple because one is built per forwarded GET.)
     """
 
     events: tuple[RequestEvent, ...]

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import httptools
 
@@ -38,8 +38,11 @@ def header_value(headers: Headers, name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
+    """A request's head as parsed. Immutable; a NamedTuple rather than a frozen
+    dataclass because one is built per request, and a frozen dataclass's
+    field-by-field `object.__setattr__` made that the dearest step of parsing."""
+
     method: str
     target: str
     http_version: str  # "1.0" or "1.1"
@@ -275,15 +278,15 @@ class RequestReader:
         method = self._parser.get_method().decode("ascii")
         length, chunked, content_type = _scan_request_headers(version, headers)
         self._last_head = RequestHead(
-            method=method,
-            target=target,
-            http_version=version,
-            headers=headers,
-            content_length=length,
-            chunked=chunked,
-            keep_alive=bool(self._parser.should_keep_alive()),
-            upgrade=bool(self._parser.should_upgrade()),
-            content_type=content_type,
+            method,
+            target,
+            version,
+            headers,
+            length,
+            chunked,
+            bool(self._parser.should_keep_alive()),
+            bool(self._parser.should_upgrade()),
+            content_type,
         )
         collect.events.append(self._last_head)
         collect.head_done = True
@@ -436,8 +439,7 @@ class HeldAnswer(ResponseFramer):
         return next((e for e in events if isinstance(e, ResponseHead)), None)
 
 
-@dataclass(frozen=True, slots=True)
-class RelayStep:
+class RelayStep(NamedTuple):
     """What to do with one read of an answer relayed as is (see `RawAnswer.feed`).
 
     `send`: bytes for the client now. `status`: the answer's status once its head
@@ -445,6 +447,7 @@ class RelayStep:
     daemon keeps the connection). `hand_over`: the stage rewrites this error answer;
     `send` holds every byte so far, for the event path. `broken`: a reason, when
     the answer cannot be relayed further (nothing was sent yet if `status` is 0).
+    One per read of every answer, hence a NamedTuple (see `RequestHead`).
     """
 
     send: bytes = b""
@@ -490,9 +493,7 @@ class RawAnswer:
             if self.rewrite_errors and framer.status >= 400:
                 return RelayStep(send=data, hand_over=True)
             self.status = framer.status
-        return RelayStep(
-            send=data, status=self.status, end=framer.done, keep_alive=framer.keep_alive
-        )
+        return RelayStep(data, self.status, framer.done, framer.keep_alive)
 
 
 class _StopAfterHead(Exception):
