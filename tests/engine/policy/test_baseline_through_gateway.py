@@ -383,3 +383,27 @@ def test_other_refusals_leave_nothing_behind(
     ):
         status, answer = call(str(gateway.socket), "POST", raw_target, b"")
         assert status == 403 and answer["message"].startswith(f"dockmoat: {rule}: ")
+
+
+def test_containers_get_a_private_cgroup_namespace(
+    gateway: Gateway, busybox_image: str, docker_client: docker.DockerClient, label: str
+) -> None:
+    """On this cgroup v1 host dockerd's default is the host's cgroup namespace; through
+    the gateway a container gets its own, with both API versions that behave so."""
+    host = os.readlink("/proc/self/ns/cgroup")
+    for version in ("1.40", "1.41"):
+        run = ["run", "--label", f"dmtest={label}", "--network", "none", busybox_image]
+        result = subprocess.run(
+            [DOCKER, *run, "readlink", "/proc/self/ns/cgroup"],
+            env={**gateway.env(), "DOCKER_API_VERSION": version},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().startswith("cgroup:[")
+        assert result.stdout.strip() != host, version
+    modes = {c["HostConfig"]["CgroupnsMode"] for c in made(docker_client, label)}
+    assert modes == {"private"}
+    # An explicit choice is the client's: private is kept, host is refused.
+    result = cli(gateway, "create", "--label", f"dmtest={label}", "--cgroupns", "host",
+                 busybox_image)  # fmt: skip
+    assert "dockmoat: containers.host-namespaces: " in result.stderr

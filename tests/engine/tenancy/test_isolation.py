@@ -218,6 +218,37 @@ def test_shared_images_are_usable_not_removable(pair: Pair, busybox_image: str) 
     pair.b.docker("image", "inspect", busybox_image)
 
 
+def test_build_and_commit_cannot_write_over_shared_or_foreign_tags(
+    pair: Pair,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The red-team report: build -t and commit retagging a shared or another job's tag."""
+    before = {tag: docker_client.images.get(tag).id for tag in (busybox_image, pair.image_tag)}
+    context = Path(tmp_path_factory.mktemp("ctx"))
+    (context / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo b > /b\n")
+    own = pair.b.docker(
+        "run", "-d", "--network", "none", busybox_image, "sleep", "600"
+    ).stdout.strip()
+    for tag in before:
+        result = pair.b.docker(
+            "build", "-q", "--network", "none", "-t", tag, str(context), check=False
+        )
+        assert result.returncode != 0 and "tenancy.image-tag" in result.stderr, tag
+        result = pair.b.docker("commit", own, tag, check=False)
+        assert result.returncode != 0 and "tenancy.image-tag" in result.stderr, tag
+        # A second -t naming the tag does not slip by behind a free first one.
+        result = pair.b.docker(
+            "build", "-q", "--network", "none", "-t", f"{pair.b.name}-free:1", "-t", tag,
+            str(context), check=False,
+        )  # fmt: skip
+        assert result.returncode != 0 and "tenancy.image-tag" in result.stderr, tag
+    after = {tag: docker_client.images.get(tag).id for tag in before}
+    assert after == before
+    pair.b.docker("rm", "-f", own)
+
+
 def test_rm_all_in_one_job_leaves_the_other_running(
     pair: Pair, docker_client: docker.DockerClient, busybox_image: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,16 @@ CREATE = "/v1.41/containers/create"
 
 
 def hc(**fields: Any) -> dict[str, Any]:
-    return {"Image": "busybox", "HostConfig": {"PidsLimit": 100, **fields}}
+    """A create body; the fields the policy would otherwise inject are set."""
+    return {
+        "Image": "busybox",
+        "HostConfig": {"PidsLimit": 100, "CgroupnsMode": "private", **fields},
+    }
 
 
 def top(**fields: Any) -> dict[str, Any]:
     """HostConfig fields at the top level: dockerd reads them there too."""
-    return {"Image": "busybox", "PidsLimit": 100, **fields}
+    return {"Image": "busybox", "PidsLimit": 100, "CgroupnsMode": "private", **fields}
 
 
 DANGEROUS = [
@@ -238,10 +243,44 @@ def test_pids_limit_is_injected_where_dockerd_reads_it(
     decide: Decide, body: Any, where: str | None
 ) -> None:
     decision = decide("POST", CREATE, body)
-    assert isinstance(decision, Rewrite) and decision.rule == "containers.pids-limit"
+    assert isinstance(decision, Rewrite)
+    assert decision.rule == "containers.pids-limit,containers.cgroupns-private"
     holder = decision.body_json[where] if where else decision.body_json
     values = [v for k, v in holder.items() if k.lower() == "pidslimit"]
     assert values == [4096]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"Image": "b", "HostConfig": {"PidsLimit": 1}}, "HostConfig"),
+        ({"Image": "b", "HostConfig": {"PidsLimit": 1, "CgroupnsMode": ""}}, "HostConfig"),
+        ({"Image": "b", "PidsLimit": 1}, None),
+        ({"Image": "b", "PidsLimit": 1, "HostConfig": None}, None),
+        # Not merged by dockerd: the "HostConfig" object is the one it uses.
+        ({"Image": "b", "CgroupnsMode": "private", "HostConfig": {"PidsLimit": 1}}, "HostConfig"),
+        ({"Image": "b", "hostconfig": {"pidslimit": 1, "cgroupnsmode": ""}}, "hostconfig"),
+    ],
+)
+def test_private_cgroupns_is_injected_where_dockerd_reads_it(
+    decide: Decide, body: Any, where: str | None
+) -> None:
+    original = copy.deepcopy(body)
+    decision = decide("POST", CREATE, body)
+    assert isinstance(decision, Rewrite) and decision.rule == "containers.cgroupns-private"
+    holder = decision.body_json[where] if where else decision.body_json
+    assert [v for k, v in holder.items() if k.lower() == "cgroupnsmode"] == ["private"]
+    assert body == original  # the client's body is not changed in place
+
+
+def test_explicit_private_cgroupns_is_kept_and_host_refused(decide: Decide) -> None:
+    assert isinstance(decide("POST", CREATE, hc(CgroupnsMode="private")), Allow)
+    lower = {"Image": "b", "hostconfig": {"pidslimit": 1, "cgroupnsmode": "private"}}
+    assert isinstance(decide("POST", CREATE, lower), Allow)
+    decision = decide("POST", CREATE, hc(CgroupnsMode="host"))
+    assert isinstance(decision, Deny) and decision.rule == "containers.host-namespaces"
+    # Update has no CgroupnsMode: nothing is injected there.
+    assert isinstance(decide("POST", "/v1.41/containers/abc/update", {"PidsLimit": 50}), Allow)
 
 
 def test_update_refuses_unlimited_pids_and_devices(decide: Decide) -> None:
@@ -291,6 +330,7 @@ def test_limits_from_the_policy_file(tmp_path: Path, make_request: MakeRequest) 
         "PidsLimit": 500,
         "Memory": 256 * 1024**2,
         "NanoCpus": 1_000_000_000,
+        "CgroupnsMode": "private",
     }
     assert (
         run({"Image": "b", "HostConfig": {"Memory": 2 * 1024**3}}).rule == "containers.memory-limit"
@@ -318,6 +358,7 @@ def test_restricted_profile(
         "User": "1000:1000",
         "HostConfig": {
             "PidsLimit": 10,
+            "CgroupnsMode": "private",
             "CapDrop": ["all"],
             "CapAdd": ["NET_BIND_SERVICE"],
             "SecurityOpt": ["no-new-privileges:true"],

@@ -118,7 +118,15 @@ def test_allowlists_from_the_policy_file(tmp_path: Path, make_request: MakeReque
     assert isinstance(run("POST", "/build?remote=https://git.example.com/r.git"), Allow)
     assert isinstance(run("POST", "/build?remote=https://git.example.com.evil/r"), Deny)
     assert isinstance(run("POST", "/session"), Allow)
-    body = {"Image": "b", "HostConfig": {"PidsLimit": 5, "Runtime": "runsc", "Links": ["a:b"]}}
+    body = {
+        "Image": "b",
+        "HostConfig": {
+            "PidsLimit": 5,
+            "CgroupnsMode": "private",
+            "Runtime": "runsc",
+            "Links": ["a:b"],
+        },
+    }
     assert isinstance(run("POST", "/containers/create", body), Allow)
     assert isinstance(run("POST", "/auth", {"ServerAddress": "localhost:5000"}), Allow)
 
@@ -246,7 +254,12 @@ def test_derive_for_a_job(
     job = baseline.derive(allow_bind=[job_ws], disable=["containers.namespace-joins"])
     body = {
         "Image": "b",
-        "HostConfig": {"PidsLimit": 1, "Binds": [f"{job_ws}:/w"], "NetworkMode": "container:x"},
+        "HostConfig": {
+            "PidsLimit": 1,
+            "CgroupnsMode": "private",
+            "Binds": [f"{job_ws}:/w"],
+            "NetworkMode": "container:x",
+        },
     }
     assert isinstance(job.evaluate(make_request("POST", "/containers/create", body)), Allow)
     assert isinstance(baseline.evaluate(make_request("POST", "/containers/create", body)), Deny)

@@ -628,6 +628,30 @@ def _resource_limit(
     return rewrite(rule_id, changed, f"{name} {default} injected (none was set)")
 
 
+def check_private_cgroupns(subject: Subject) -> Decision:
+    """Inject `CgroupnsMode: private` when the create leaves it to the daemon.
+
+    On cgroup v1 hosts dockerd's default is the host's cgroup namespace, whatever
+    the API version (verified on 20.10 with /v1.40 and /v1.41): the container then
+    sees the host's cgroup tree and its own place in it. An explicit `private` is
+    honoured at every version and is already the default on cgroup v2, so it is
+    injected always. `host` itself is refused by containers.host-namespaces.
+    """
+    if subject.route != "containers.create":
+        return ALLOW
+    body = top(subject)
+    # Only the HostConfig dockerd uses counts: a top-level CgroupnsMode next to a
+    # "HostConfig" object is not merged into it (runconfig's getHostConfig).
+    if text(_effective_holder(body), "CgroupnsMode", ""):
+        return ALLOW  # set explicitly (host is refused by its own rule)
+    changed = copy.deepcopy(body)
+    target = _effective_holder(changed)
+    target[key_of(target, "CgroupnsMode") or "CgroupnsMode"] = "private"
+    return rewrite(
+        "containers.cgroupns-private", changed, "CgroupnsMode private injected (none was set)"
+    )
+
+
 # --- restricted ------------------------------------------------------------------
 
 
@@ -839,6 +863,14 @@ RULES: tuple[Rule, ...] = (
         CREATE | UPDATE,
         "CPUs above the policy's maximum starve other jobs (a default may be injected).",
         check_cpu_limit,
+    ),
+    Rule(
+        "containers.cgroupns-private",
+        "containers",
+        CREATE,
+        "On cgroup v1 hosts dockerd shares the host's cgroup namespace by default, "
+        "showing the container the host's cgroup tree; a private one is injected.",
+        check_private_cgroupns,
     ),
     Rule(
         "containers.non-root-user",
