@@ -1,33 +1,108 @@
-"""The audit log: one JSON object per request, written off the relay's path.
+"""The audit log: one JSON line per request, written off the relay's path.
 
-Entries go into a bounded in-memory queue; a background task writes them in
-batches from a worker thread, so a slow disk never stalls a request. If the
-queue is full (the disk cannot keep up), entries are counted as dropped and
-the count is written with the next entry that fits, so a gap is never silent.
+A request leaves an `AuditEntry` (small values only) in a bounded in-memory
+list; a background task formats them in batches and writes each batch from a
+worker thread, so a slow disk never stalls a request. Formatting a batch in one
+go also costs less than a line per request on the request's path (measured:
+about 15 µs per line in the serving process). If the list is full (the disk
+cannot keep up), entries are counted as dropped and the count is written with
+the next entry that fits, so a gap is never silent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import logging
 import sys
 import time
+from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _json_string
 from pathlib import Path
-from typing import Any, TextIO
+from typing import NamedTuple, TextIO
+
+from dockmoat.api.request import ClientIdentity
+
+log = logging.getLogger("dockmoat.gateway")
 
 QUEUE_LIMIT = 10_000
-# One encoder for every entry (json.dumps with arguments builds a new one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# At most one write per BATCH_WINDOW: an entry after a quiet spell is written at
+# once, and under load entries gather for up to this long and go in one batch.
+# A write is a hop to a worker thread and back, which in the serving process cost
+# about as much CPU as relaying a small request; batched, it costs a fraction
+# of a microsecond per entry. It is also the longest an entry waits in memory.
+BATCH_WINDOW = 0.05
+
+
+class AuditEntry(NamedTuple):
+    """One request's audit entry (the fields of docs/serve.md, "The audit log").
+
+    Only small values, never the request or its body: a stalled disk holds at
+    most QUEUE_LIMIT of these.
+    """
+
+    time: str
+    conn: int
+    client: ClientIdentity
+    method: str | None
+    path: str | None
+    routed_path: str | None
+    api_version: str | None
+    route: str | None
+    decision: str
+    rule: str | None
+    notes: tuple[str, ...]
+    status: int
+    bytes_in: int
+    bytes_out: int
+    duration_ms: float
+
+
+def audit_line(entry: AuditEntry, dropped_before: int = 0) -> str:
+    """The entry as one JSON object and a newline.
+
+    Formatted directly rather than through a dict and `json.dumps`: strings are
+    escaped by the C escaper `json.dumps` itself uses, numbers written as it
+    writes them, so the line is what `json.dumps(..., separators=(",", ":"))` gives.
+    """
+    gap = f',"audit_dropped_before":{dropped_before}' if dropped_before else ""
+    return (
+        f'{{"time":{_text(entry.time)},"conn":{entry.conn},{_client_fields(entry.client)},'
+        f'"method":{_text(entry.method)},"path":{_text(entry.path)},'
+        f'"routed_path":{_text(entry.routed_path)},"api_version":{_text(entry.api_version)},'
+        f'"route":{_text(entry.route)},"decision":{_text(entry.decision)},'
+        f'"rule":{_text(entry.rule)},"notes":[{",".join(map(_json_string, entry.notes))}],'
+        f'"status":{entry.status},"bytes_in":{entry.bytes_in},"bytes_out":{entry.bytes_out},'
+        f'"duration_ms":{round(entry.duration_ms, 3)!r}{gap}}}\n'
+    )
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
+
+
+def _number(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+@lru_cache(maxsize=4096)
+def _client_fields(client: ClientIdentity) -> str:
+    """The client's part of an entry: the same for every request of a connection."""
+    return (
+        f'"listener":{_text(client.listener)},"tenant":{_text(client.tenant)},'
+        f'"uid":{_number(client.uid)},"pid":{_number(client.pid)},'
+        f'"tls_subject":{_text(client.tls_subject)},"address":{_text(client.address)}'
+    )
 
 
 class AuditLog:
     def __init__(self, target: str | None) -> None:
         self._target = target
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._pending: list[tuple[AuditEntry, int]] = []  # (entry, dropped before it)
         self._dropped = 0
         self._file: TextIO | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._closing = False
         self._stamp: tuple[int, str] = (0, "")
 
     def stamp(self) -> str:
@@ -53,28 +128,44 @@ class AuditLog:
             self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
-    def record(self, entry: dict[str, Any]) -> None:
-        if self._target is None:
+    def record(self, entry: AuditEntry) -> None:
+        """Queue one entry; never blocks."""
+        if self._target is None or self._closing:
             return
-        if self._dropped and not self._queue.full():
-            entry = {**entry, "audit_dropped_before": self._dropped}
-            self._dropped = 0
-        try:
-            self._queue.put_nowait(entry)
-        except asyncio.QueueFull:
+        pending = self._pending
+        if len(pending) >= QUEUE_LIMIT:
             self._dropped += 1
+            return
+        pending.append((entry, self._dropped))
+        self._dropped = 0
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < 1000:
-                batch.append(self._queue.get_nowait())
-            stop = None in batch
-            entries = [e for e in batch if e is not None]
-            text = "".join(_ENCODER.encode(e) + "\n" for e in entries)
-            if text:
+        loop = asyncio.get_running_loop()
+        last_write = -BATCH_WINDOW
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                continue
+            wait = last_write + BATCH_WINDOW - loop.time()
+            if wait > 0 and not self._closing:
+                await asyncio.sleep(wait)
+            batch, self._pending = self._pending, []
+            text = "".join([audit_line(entry, dropped) for entry, dropped in batch])
+            try:
                 await asyncio.to_thread(self._write, text)
+            except OSError as error:  # a full or failing disk: say so, count, go on
+                log.error("writing %d audit entries failed: %s", len(batch), error)
+                self._dropped += len(batch)
+            last_write = loop.time()
 
     def _write(self, text: str) -> None:
         if self._file is not None:
@@ -85,8 +176,16 @@ class AuditLog:
         """Write what is queued, then stop."""
         if self._task is None:
             return
-        await self._queue.put(None)
-        with contextlib.suppress(asyncio.CancelledError):
+        self._closing = True
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        try:
             await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            log.error("the audit log was not written within 10 s; %d entries lost",
+                      len(self._pending))  # fmt: skip
+        except asyncio.CancelledError:
+            pass
         if self._file is not None and self._file is not sys.stdout:
             self._file.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
+from dockmoat.gateway.audit import AuditEntry
 from dockmoat.gateway.http import RequestHead, ResponseHead
 
 
@@ -31,30 +32,18 @@ class Exchange:
     bytes_out: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def entry(self, stamp: str) -> dict[str, Any]:
+    def audit_entry(self, stamp: str) -> AuditEntry:
+        """What the audit log keeps of this request until it writes the line."""
+        head = self.head
         request = self.request
-        return {
-            "time": stamp,
-            "conn": self.conn_id,
-            "listener": self.client.listener,
-            "tenant": self.client.tenant,
-            "uid": self.client.uid,
-            "pid": self.client.pid,
-            "tls_subject": self.client.tls_subject,
-            "address": self.client.address,
-            "method": self.head.method if self.head else None,
-            "path": self.head.target if self.head else None,
-            "routed_path": request.path if request else None,
-            "api_version": request.api_version if request else None,
-            "route": request.route.name if request else None,
-            "decision": self.decision,
-            "rule": self.rule,
-            "notes": list(self.notes),
-            "status": self.status,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
-        }
+        return AuditEntry(
+            stamp, self.conn_id, self.client,
+            head.method if head else None, head.target if head else None,
+            request.path if request else None, request.api_version if request else None,
+            request.route.name if request else None,
+            self.decision, self.rule, self.notes, self.status, self.bytes_in, self.bytes_out,
+            (time.monotonic() - self.started) * 1000,
+        )  # fmt: skip
 
 
 class Abort(Exception):

@@ -278,7 +278,7 @@ class Gateway:
     def close_record(self, record: Exchange) -> None:
         """The request is over: its audit entry, and a log line for denials and 5xx."""
         if self.audit.enabled:
-            self.audit.record(record.entry(self.audit.stamp()))
+            self.audit.record(record.audit_entry(self.audit.stamp()))
         if record.status >= 500 or record.decision == "deny":
             log.info(
                 "%s %s -> %d %s %s",

@@ -18,6 +18,7 @@ import pytest
 from rawdocker import call
 
 from conftest import Gateway
+from support.audit_file import settled_entries
 
 PIDS_MAX = "/sys/fs/cgroup/pids.max"
 PIDS_MAX_V1 = "/sys/fs/cgroup/pids/pids.max"
@@ -190,7 +191,7 @@ def test_workspace_bind_ports_and_pids_limit_work(
     assert bindings["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "18081"}]
     assert bindings["81/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "18082"}]
     assert info["HostConfig"]["PidsLimit"] == 4096
-    audit = [json.loads(line) for line in gateway.audit.read_text().splitlines()]
+    audit = settled_entries(gateway.audit)
     assert any("containers.published-ports" in str(entry.get("rule")) for entry in audit)
 
     result = cli(

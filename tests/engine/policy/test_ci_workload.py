@@ -7,7 +7,6 @@ audit log must hold no denial at all.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import docker
 import pytest
 
 from conftest import Gateway
+from support.audit_file import settled_entries
 
 DOCKER = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "docker"
 
@@ -54,7 +54,7 @@ def test_ordinary_ci_day_has_no_false_denials(
         f"FROM {busybox_image}\nLABEL dmtest={project}\nRUN echo built > /built\n"
     )
     (ws / "input.txt").write_text("from the workspace\n")
-    before = len(gateway.audit.read_text().splitlines()) if gateway.audit.exists() else 0
+    before = len(settled_entries(gateway.audit))
     d = DOCKER
     label = ["--label", f"dmtest={project}"]
 
@@ -146,7 +146,7 @@ networks:
     run(gateway, *compose, "logs", cwd=ws)
     run(gateway, *compose, "down", "-v", cwd=ws)
 
-    entries = [json.loads(line) for line in gateway.audit.read_text().splitlines()[before:]]
+    entries = settled_entries(gateway.audit)[before:]
     # The listener is a tenant: compose's "does it exist yet?" look-ups of its own
     # network and volume, before it creates them, are answered 404 by the tenancy
     # stage (as dockerd does for a missing one). Those are not denials; nothing else may be.

@@ -9,7 +9,6 @@ real `dockmoat serve` on the host here: no dockmoat image exists on this machine
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import subprocess
 from pathlib import Path
@@ -21,6 +20,7 @@ from genguard import Guard
 
 from dockmoat.ci.audit.yamlsrc import load
 from dockmoat.ci.generate import Mode, Options, System, generate
+from support.audit_file import settled_entries
 
 pytestmark = pytest.mark.engine
 
@@ -89,7 +89,7 @@ def test_generated_runner_builds_and_tests_through_the_guard(
         assert f"built-by-{suffix}" in proc.stdout
         # The image exists on the real engine, and it got there through the guard.
         assert docker_client.images.get(image).id
-        entries = [json.loads(line) for line in guard.audit_log.read_text().splitlines()]
+        entries = settled_entries(guard.audit_log)
         paths = {(e["method"], str(e["path"]).split("?")[0].split("/", 2)[-1]) for e in entries}
         assert ("POST", "build") in paths
         assert any(m == "POST" and p.endswith("containers/create") for m, p in paths)

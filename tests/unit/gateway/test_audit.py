@@ -1,0 +1,164 @@
+"""The audit log: its line format (what json.dumps would write) and its writer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dockmoat.api.request import ClientIdentity
+from dockmoat.gateway import audit
+from dockmoat.gateway.audit import AuditEntry, AuditLog, audit_line
+
+FIELDS = (
+    "time", "conn", "listener", "tenant", "uid", "pid", "tls_subject", "address", "method",
+    "path", "routed_path", "api_version", "route", "decision", "rule", "notes", "status",
+    "bytes_in", "bytes_out", "duration_ms",
+)  # fmt: skip
+
+text = st.text()
+maybe_text = st.none() | text
+maybe_int = st.none() | st.integers(min_value=0, max_value=2**31)
+clients = st.builds(
+    ClientIdentity, listener=text, tenant=maybe_text, uid=maybe_int, pid=maybe_int,
+    tls_subject=maybe_text, address=maybe_text,
+)  # fmt: skip
+entries = st.builds(
+    AuditEntry, time=text, conn=st.integers(min_value=0), client=clients, method=maybe_text,
+    path=maybe_text, routed_path=maybe_text, api_version=maybe_text, route=maybe_text,
+    decision=text, rule=maybe_text, notes=st.tuples() | st.lists(text).map(tuple),
+    status=st.integers(0, 999), bytes_in=st.integers(min_value=0),
+    bytes_out=st.integers(min_value=0),
+    duration_ms=st.floats(min_value=0, max_value=1e9, allow_nan=False),
+)  # fmt: skip
+
+
+def expected(entry: AuditEntry, dropped: int = 0) -> str:
+    client = entry.client
+    values = {
+        "time": entry.time, "conn": entry.conn, "listener": client.listener,
+        "tenant": client.tenant, "uid": client.uid, "pid": client.pid,
+        "tls_subject": client.tls_subject, "address": client.address, "method": entry.method,
+        "path": entry.path, "routed_path": entry.routed_path, "api_version": entry.api_version,
+        "route": entry.route, "decision": entry.decision, "rule": entry.rule,
+        "notes": list(entry.notes), "status": entry.status, "bytes_in": entry.bytes_in,
+        "bytes_out": entry.bytes_out, "duration_ms": round(entry.duration_ms, 3),
+    }  # fmt: skip
+    if dropped:
+        values["audit_dropped_before"] = dropped
+    return json.dumps(values, separators=(",", ":")) + "\n"
+
+
+@given(entries, st.integers(min_value=0, max_value=10**6))
+def test_a_line_is_what_json_dumps_writes(entry: AuditEntry, dropped: int) -> None:
+    line = audit_line(entry, dropped)
+    assert line == expected(entry, dropped)
+    assert list(json.loads(line))[: len(FIELDS)] == list(FIELDS)
+
+
+def entry(n: int) -> AuditEntry:
+    client = ClientIdentity(listener="unix:///x.sock", uid=0, pid=1)
+    return AuditEntry("T", n, client, "GET", f"/{n}", f"/{n}", None, "system.ping",
+                      "allow", "r", (), 200, 1, 2, 0.5)  # fmt: skip
+
+
+def read(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_an_entry_after_a_quiet_spell_is_written_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        log.open()
+        log.record(entry(1))
+        for _ in range(50):  # far less than BATCH_WINDOW
+            await asyncio.sleep(0.001)
+            if (tmp_path / "a.log").read_text():
+                break
+        assert [e["conn"] for e in read(tmp_path / "a.log")] == [1]
+        await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_is_written_in_few_batches_and_close_writes_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        original = log._write
+        monkeypatch.setattr(log, "_write", lambda text: (writes.append(text.count("\n")),
+                                                          original(text)))  # fmt: skip
+        log.open()
+        for n in range(2000):
+            log.record(entry(n))
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # the loop runs between requests
+        await log.close()
+
+    asyncio.run(scenario())
+    assert [e["conn"] for e in read(tmp_path / "a.log")] == list(range(2000))
+    assert sum(writes) == 2000 and len(writes) <= 3
+
+
+def test_entries_past_the_limit_are_counted_on_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "QUEUE_LIMIT", 5)
+
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        log.open()
+        for n in range(8):  # the writer has not run yet: 5 kept, 3 dropped
+            log.record(entry(n))
+        await asyncio.sleep(0.2)
+        log.record(entry(8))
+        await log.close()
+
+    asyncio.run(scenario())
+    lines = read(tmp_path / "a.log")
+    assert [e["conn"] for e in lines] == [0, 1, 2, 3, 4, 8]
+    assert [e.get("audit_dropped_before") for e in lines] == [None] * 5 + [3]
+
+
+def test_a_failing_write_is_logged_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        original = log._write
+        failures = [OSError(28, "No space left on device")]
+
+        def write(text: str) -> None:
+            if failures:
+                raise failures.pop()
+            original(text)
+
+        monkeypatch.setattr(log, "_write", write)
+        log.open()
+        log.record(entry(1))
+        log.record(entry(2))
+        await asyncio.sleep(0.2)
+        log.record(entry(3))
+        await log.close()
+
+    asyncio.run(scenario())
+    assert [(e["conn"], e["audit_dropped_before"]) for e in read(tmp_path / "a.log")] == [(3, 2)]
+    assert "writing 2 audit entries failed" in caplog.text
+
+
+def test_no_target_records_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = AuditLog(None)
+        log.open()
+        log.record(entry(1))
+        assert not log.enabled
+        await log.close()
+
+    asyncio.run(scenario())
