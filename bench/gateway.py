@@ -35,6 +35,17 @@ UNIQUE = "/v1.41/containers/json?n={n}"
 PATHS = ("/_ping", "/v1.41/containers/json", UNIQUE)
 
 
+# dockmoat's columns: (label, profile, extra serve arguments). "baseline" is the
+# default serve (policy and per-job tenancy). "rules+audit" is issue 3's gateway as
+# that issue describes it: the endpoint and body policy, no tenancy, and the audit
+# log written (to /dev/null, as the HAProxy gate's request log is).
+GATEWAYS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("permissive", "permissive", ()),
+    ("baseline", "baseline", ()),
+    ("rules+audit", "baseline", ("--no-tenancy", "--audit-log", "/dev/null")),
+)
+
+
 def path_label(path: str) -> str:
     return path.replace("{n}", "<counter>")
 
@@ -200,15 +211,18 @@ def wait_ping(sock: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{sock} did not answer")
 
 
-def start_gateway(workdir: Path, profile: str) -> tuple[subprocess.Popen[bytes], str]:
-    sock = str(workdir / f"gw-{profile}.sock")
-    state = workdir / f"state-{profile}"
+def start_gateway(
+    workdir: Path, profile: str, extra: tuple[str, ...] = (), name: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    name = name or profile
+    sock = str(workdir / f"gw-{name}.sock")
+    state = workdir / f"state-{name}"
     state.mkdir()
     proc = subprocess.Popen(
         [str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", f"unix://{RAW}",
          "--profile", profile, "--log-level", "warning",
          "--state-db", str(state / "db"), "--control-socket", str(state / "c.sock"),
-         "--jobs-dir", str(state / "jobs")],
+         "--jobs-dir", str(state / "jobs"), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_ping(sock)
@@ -339,9 +353,9 @@ def main(argv: list[str]) -> int:
             if haproxy is not None:
                 targets[label] = haproxy
                 started.append(haproxy[0])
-        for profile in ("permissive", "baseline"):
-            proc, sock = start_gateway(workdir, profile)
-            targets[f"dockmoat ({profile})"] = (proc, sock)
+        for label, profile, extra in GATEWAYS:
+            proc, sock = start_gateway(workdir, profile, extra, name=label)
+            targets[f"dockmoat ({label})"] = (proc, sock)
             started.append(proc)
         names = list(targets)
         results: dict[str, dict[str, str]] = {name: {} for name in names}
@@ -437,7 +451,12 @@ def main(argv: list[str]) -> int:
         "through each target with the docker CLI. `/_ping` and `/containers/json` repeat "
         "the same request on each connection, as pollers do (dockmoat reuses its decision, "
         "docs/architecture.md); `?n=<counter>` makes every request differ, so each is "
-        "parsed, routed and decided afresh.\n\n" + table + "\n"
+        "parsed, routed and decided afresh. dockmoat columns: `permissive` (every endpoint "
+        "forwarded), `baseline` (the default: policy and per-job tenancy), both without "
+        "an audit log, and "
+        "`rules+audit` (issue 3's gateway: `baseline --no-tenancy --audit-log /dev/null`).\n\n"
+        + table
+        + "\n"
     )
     return 0
 
