@@ -129,8 +129,9 @@ class AuditLog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
     def record(self, entry: AuditEntry) -> None:
-        """Queue one entry; never blocks."""
-        if self._target is None or self._closing:
+        """Queue one entry; never blocks. While closing too: requests that end during
+        the drain are still written (the writer stops once nothing is left)."""
+        if self._target is None:
             return
         pending = self._pending
         if len(pending) >= QUEUE_LIMIT:
@@ -159,11 +160,14 @@ class AuditLog:
             if wait > 0 and not self._closing:
                 await asyncio.sleep(wait)
             batch, self._pending = self._pending, []
-            text = "".join([audit_line(entry, dropped) for entry, dropped in batch])
             try:
+                text = "".join([audit_line(entry, dropped) for entry, dropped in batch])
                 await asyncio.to_thread(self._write, text)
             except OSError as error:  # a full or failing disk: say so, count, go on
                 log.error("writing %d audit entries failed: %s", len(batch), error)
+                self._dropped += len(batch)
+            except Exception:  # a bug must not stop the audit log for good
+                log.exception("formatting %d audit entries failed", len(batch))
                 self._dropped += len(batch)
             last_write = loop.time()
 

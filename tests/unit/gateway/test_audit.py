@@ -162,3 +162,17 @@ def test_no_target_records_nothing(tmp_path: Path) -> None:
         await log.close()
 
     asyncio.run(scenario())
+
+
+def test_entries_recorded_while_closing_are_written(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        log.open()
+        log.record(entry(1))
+        closing = asyncio.create_task(log.close())
+        await asyncio.sleep(0)
+        log.record(entry(2))  # a request that ended during the drain
+        await closing
+
+    asyncio.run(scenario())
+    assert [e["conn"] for e in read(tmp_path / "a.log")] == [1, 2]
