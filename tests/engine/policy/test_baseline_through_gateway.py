@@ -15,9 +15,9 @@ from pathlib import Path
 
 import docker
 import pytest
+from policygw import Gateway
 from rawdocker import call
 
-from conftest import Gateway
 from support.audit_file import settled_entries
 
 PIDS_MAX = "/sys/fs/cgroup/pids.max"

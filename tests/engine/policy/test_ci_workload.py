@@ -13,8 +13,8 @@ from pathlib import Path
 
 import docker
 import pytest
+from policygw import Gateway
 
-from conftest import Gateway
 from support.audit_file import settled_entries
 
 DOCKER = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "docker"

@@ -17,8 +17,7 @@ import docker
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import Gateway
+from policygw import Gateway
 
 DANGERS: list[tuple[str, object]] = [
     ("Privileged", True),

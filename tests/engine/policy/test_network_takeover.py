@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import docker
 import pytest
+from policygw import Gateway
 from rawdocker import call
 
-from conftest import Gateway
 from dockmoat.netinfo import host_routed_networks
 
 

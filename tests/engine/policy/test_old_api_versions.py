@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 
 import docker
 import pytest
+from policygw import Gateway
 from rawdocker import call, socket_of
-
-from conftest import Gateway
 
 DANGEROUS_START = json.dumps({"Privileged": True, "Binds": ["/etc:/hostetc"]}).encode()
 

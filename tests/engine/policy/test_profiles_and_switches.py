@@ -8,8 +8,7 @@ from pathlib import Path
 
 import docker
 import pytest
-
-from conftest import Gateway, start_gateway, stop
+from policygw import Gateway, start_gateway, stop
 
 DOCKER = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "docker"
 

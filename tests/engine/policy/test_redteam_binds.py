@@ -23,9 +23,8 @@ from typing import Any
 
 import docker
 import pytest
+from policygw import Gateway
 from rawdocker import call, socket_of
-
-from conftest import Gateway
 
 pytestmark = pytest.mark.engine
 

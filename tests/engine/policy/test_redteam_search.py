@@ -14,9 +14,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from policygw import Gateway
 from rawdocker import call, socket_of
-
-from conftest import Gateway
 
 pytestmark = pytest.mark.engine
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import docker
 import pytest
+from policygw import Gateway
 from rawdocker import call
-
-from conftest import Gateway
 
 pytestmark = pytest.mark.engine
 
