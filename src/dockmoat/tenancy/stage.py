@@ -9,9 +9,12 @@ exception here into a Deny (fail closed), and unknown tenants are refused.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
@@ -82,6 +85,17 @@ _BODY_ROUTES = frozenset(
     }
 )
 _MAX_LOAD_SNAPSHOTS = 256
+log = logging.getLogger("dockmoat.tenancy")
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """The engine's images just before a job's `docker load`."""
+
+    tags: dict[str, str]  # normalized tag -> image id
+    ids: frozenset[str]
+
+
 SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
 BUILD_CACHE_RULE = "tenancy.build-cache"
@@ -105,8 +119,11 @@ class TenancyStage:
         self.tenant_of = tenant_of
         # Inside the gateway, look-ups use its pooled upstream (known at the first request).
         self._engine = engine
-        # Tags present before each `docker load` (keyed by request), bounded.
-        self._load_snapshots: OrderedDict[int, frozenset[str]] = OrderedDict()
+        # Tags (-> image id) and image ids present before each `docker load` (keyed
+        # by request), bounded.
+        self._load_snapshots: OrderedDict[int, LoadSnapshot] = OrderedDict()
+        # Restores of tags a load moved (see `on_load_message`), kept referenced.
+        self._restores: set[asyncio.Task[None]] = set()
 
     # --- look-ups ---------------------------------------------------------------
 
@@ -481,12 +498,53 @@ class TenancyStage:
         status, answer = await self.engine.call("GET", "/images/json")
         if status != 200 or not isinstance(answer, list):
             raise RuntimeError(f"cannot list images before a load: {status}")
-        tags = {str(t) for image in answer for t in image.get("RepoTags") or []}
-        tags |= {str(image.get("Id")) for image in answer}
-        self._load_snapshots[id(request)] = frozenset(tags)
+        tags = {
+            normalize_tag(str(t)): str(image.get("Id"))
+            for image in answer for t in image.get("RepoTags") or []
+        }  # fmt: skip
+        ids = frozenset(str(image.get("Id")) for image in answer)
+        self._load_snapshots[id(request)] = LoadSnapshot(tags, ids)
         while len(self._load_snapshots) > _MAX_LOAD_SNAPSHOTS:
             self._load_snapshots.popitem(last=False)
         return Allow()
+
+    async def _restore_tag(self, tenant: Tenant, tag: str, before: LoadSnapshot) -> None:
+        """Set a tag a job's load moved back to the image it named before the load.
+
+        The tags are inside the tarball, so the load cannot be refused beforehand;
+        between dockerd's retag and this the tag names the job's image (a few
+        milliseconds; docs/tenancy.md, known limits). The loaded image becomes
+        the job's unless it existed before.
+        """
+        previous = before.tags[tag]
+        image = await self._image(tag)
+        loaded = str(image.get("Id")) if image is not None else None
+        if loaded == previous:
+            return  # the same image loaded again (a save/load cache): nothing moved
+        repo, _, name = tag.rpartition(":")
+        status, _ = await self.engine.call(
+            "POST", f"/images/{previous}/tag", {"repo": repo, "tag": name}
+        )
+        if status >= 300:
+            log.error("tenancy: could not set %s back to %s after a load by job %s "
+                      "(HTTP %d)", tag, previous[:19], tenant.name, status)  # fmt: skip
+            return
+        if loaded is not None and loaded not in before.ids:
+            self.store.add(tenant.name, "image", loaded)
+        log.warning("tenancy: a load by job %s retagged %s, which is in use outside the "
+                    "job; set back to %s", tenant.name, tag, previous[:19])  # fmt: skip
+
+    def _spawn_restore(self, tenant: Tenant, tag: str, before: LoadSnapshot) -> None:
+        async def restore() -> None:
+            try:
+                await self._restore_tag(tenant, tag, before)
+            except Exception:
+                log.exception("tenancy: restoring %s after a load by job %s failed",
+                              tag, tenant.name)  # fmt: skip
+
+        task = asyncio.get_running_loop().create_task(restore())
+        self._restores.add(task)
+        task.add_done_callback(self._restores.discard)
 
     _handlers: Mapping[str, Callable[[TenancyStage, ApiRequest, Tenant], Awaitable[Decision]]] = {
         "containers.create": _create,
@@ -620,7 +678,8 @@ class TenancyStage:
         return present.present_event(event, tenant, self.image_facts(tenant))
 
     def on_load_message(self, request: ApiRequest, message: Any) -> Any:
-        """`docker load` progress: record the tags it loaded (they are the job's to remove)."""
+        """`docker load` progress: record the tags it loaded (they are the job's to
+        remove), and set back those it moved that were not the job's."""
         tenant = self._tenant(request)
         if tenant is not None and isinstance(message, dict):
             stream = message.get("stream")
@@ -628,11 +687,13 @@ class TenancyStage:
             if isinstance(stream, str) and stream.startswith("Loaded image: "):
                 tag = normalize_tag(stream.split(": ", 1)[1].strip())
                 # Unknown snapshot (should not happen): claim nothing rather than a shared tag.
-                if before is not None and tag not in before:
+                if before is not None and tag not in before.tags:
                     self.store.add(tenant.name, "tag", tag)
+                elif before is not None and not self.image_facts(tenant).tag_mine(tag):
+                    self._spawn_restore(tenant, tag, before)
             elif isinstance(stream, str) and stream.startswith("Loaded image ID: "):
                 image_id = stream.split(": ", 1)[1].strip()
-                if before is not None and image_id not in before:
+                if before is not None and image_id not in before.ids:
                     self.store.add(tenant.name, "image", image_id)
         return message
 

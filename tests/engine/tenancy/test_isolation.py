@@ -3,7 +3,9 @@ resources, answers "No such ..." and the engine shows the resource unchanged."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -247,6 +249,51 @@ def test_build_and_commit_cannot_write_over_shared_or_foreign_tags(
     after = {tag: docker_client.images.get(tag).id for tag in before}
     assert after == before
     pair.b.docker("rm", "-f", own)
+
+
+def test_a_load_that_moves_a_shared_tag_is_set_back(
+    pair: Pair,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The tags are inside a load's tarball: the load cannot be refused beforehand, but
+    a tag it moved that was not the job's is set back to its image right after."""
+    shared = f"dmtest-shared-{secrets.token_hex(4)}:1"
+    context = Path(tmp_path_factory.mktemp("evil"))
+    (context / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo evil > /evil\n")
+    evil, _ = docker_client.images.build(path=str(context), tag=shared, network_mode="none")
+    tar = context / "evil.tar"
+    with tar.open("wb") as out:
+        for chunk in evil.save(named=True):
+            out.write(chunk)
+    original = docker_client.images.get(busybox_image)
+    original.tag(shared)  # the shared tag names the shared image again; the tar says evil
+    docker_client.images.remove(evil.id, force=True)
+    try:
+        # The same image loaded again (a save/load cache) changes nothing.
+        same = Path(tmp_path_factory.mktemp("same")) / "same.tar"
+        pair.b.docker("save", "-o", str(same), shared)
+        pair.b.docker("load", "-i", str(same))
+        assert docker_client.images.get(shared).id == original.id
+
+        pair.b.docker("load", "-i", str(tar))
+        deadline = time.monotonic() + 10
+        while docker_client.images.get(shared).id != original.id:
+            assert time.monotonic() < deadline, "the shared tag was not set back"
+            time.sleep(0.05)
+        result = pair.b.docker(
+            "run", "--rm", "--network", "none", shared, "cat", "/evil", check=False
+        )
+        assert result.returncode != 0  # the shared image, not the loaded one
+        result = pair.a.docker(
+            "run", "--rm", "--network", "none", shared, "cat", "/evil", check=False
+        )
+        assert result.returncode != 0
+    finally:
+        docker_client.images.remove(shared)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(evil.id, force=True)
 
 
 def test_rm_all_in_one_job_leaves_the_other_running(
