@@ -5,11 +5,11 @@ path and the fast lane).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.audit import AuditEntry
@@ -65,4 +65,4 @@ def restaged_json(stage: Any, request: ApiRequest, status: int, body: bytes) -> 
     changed = stage.on_json_response(request, status, answer)
     if changed is answer or changed == answer:
         return None
-    return json.dumps(changed, separators=(",", ":")).encode() + b"\n"
+    return compact(changed).encode() + b"\n"

@@ -197,4 +197,5 @@ def notes_of(outcome: Outcome) -> tuple[str, ...]:
 
 def json_answer(raw: bytes) -> Any:
     """A daemon's JSON answer (trusted, but still bounded by the caller)."""
-    return json.loads(raw) if raw.strip() else None
+    # dockerd answers UTF-8; decoding it here skips json's encoding detection.
+    return json.loads(raw.decode("utf-8", "surrogatepass")) if raw.strip() else None

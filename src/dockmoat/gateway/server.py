@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dockmoat.api.endpoints import HIJACKING
+from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.errors import BodyTooLarge, ConfigError, ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline
@@ -792,7 +793,7 @@ class Gateway:
                 continue  # fail closed: what cannot be read is not shown
             changed = handler(request, item)
             if changed is not None:
-                out += json.dumps(changed, separators=(",", ":")).encode() + b"\n"
+                out += compact(changed).encode() + b"\n"
         return bytes(out)
 
     async def _write(self, writer: asyncio.StreamWriter, record: Exchange, data: bytes) -> None:

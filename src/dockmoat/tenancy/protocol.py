@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from dockmoat.api.gojson import compact
 from dockmoat.errors import ProtocolError
 
 MAX_LINE = 64 * 1024
@@ -52,7 +53,7 @@ _REQUEST: TypeAdapter[OpenRequest | CloseRequest | LsRequest] = TypeAdapter(Cont
 
 def encode(message: dict[str, Any] | BaseModel) -> bytes:
     payload = message.model_dump() if isinstance(message, BaseModel) else message
-    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+    return compact(payload).encode() + b"\n"
 
 
 def parse_request(line: bytes) -> OpenRequest | CloseRequest | LsRequest:

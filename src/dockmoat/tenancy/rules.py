@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dockmoat.api.gojson import compact
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound
 from dockmoat.tenancy.jsonkeys import get_field, set_field
@@ -117,7 +118,7 @@ def scoped_query(
         if key in filters:
             filters[key] = [convert(v) for v in filters[key]]
     result = {k: list(v) for k, v in query.items()}
-    result["filters"] = [json.dumps(filters, separators=(",", ":"))]
+    result["filters"] = [compact(filters)]
     return result
 
 
@@ -138,7 +139,7 @@ def events_query(query: Mapping[str, list[str]], tenant: Tenant) -> dict[str, li
     if not changed:
         return None
     result = {k: list(v) for k, v in query.items()}
-    result["filters"] = [json.dumps(filters, separators=(",", ":"))]
+    result["filters"] = [compact(filters)]
     return result
 
 

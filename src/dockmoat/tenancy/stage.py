@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
@@ -436,7 +437,7 @@ class TenancyStage:
         query = {k: list(v) for k, v in request.query.items()}
         raw = request.param("labels")
         labels = json.loads(raw) if raw else {}
-        query["labels"] = [json.dumps(rules.with_label(labels, tenant), separators=(",", ":"))]
+        query["labels"] = [compact(rules.with_label(labels, tenant))]
         return Rewrite(rules.RULE, (f"label {TENANT_LABEL}={tenant.name}",), query=query)
 
     async def _events(self, request: ApiRequest, tenant: Tenant) -> Decision:
@@ -449,7 +450,7 @@ class TenancyStage:
         # The build cache is shared by every job and owned by none: a job's prune is
         # scoped to nothing (an id no cache has), so `docker system prune` still works.
         query = {k: list(v) for k, v in request.query.items() if k not in ("filters", "all")}
-        query["filters"] = [json.dumps({"id": [NO_CACHE_ID]}, separators=(",", ":"))]
+        query["filters"] = [compact({"id": [NO_CACHE_ID]})]
         return Rewrite(BUILD_CACHE_RULE, ("build cache is shared: pruned nothing",), query=query)
 
     async def _commit(self, request: ApiRequest, tenant: Tenant) -> Decision:

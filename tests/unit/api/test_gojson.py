@@ -130,3 +130,17 @@ def test_any_bytes_parse_correctly_or_are_refused(raw: bytes) -> None:
     except ProtocolError:
         return
     assert value == json.loads(raw.decode("utf-8"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_the_shared_encoders_write_what_json_dumps_writes(value: object) -> None:
+    assert gojson.compact(value) == json.dumps(value, separators=(",", ":"))
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert gojson.dumps(value) == expected
