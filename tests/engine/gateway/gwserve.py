@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockmoat.gateway.config import Endpoint, ListenerSettings
+from support.processes import terminate
 
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
 
@@ -54,14 +54,7 @@ class Served:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process)
 
 
 def raw_get(sock: Path, request: bytes, timeout: float = 10.0) -> bytes:

@@ -7,7 +7,6 @@ conftest module was imported first when several test folders are collected toget
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rawdocker import call
+
+from support.processes import terminate
 
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
 
@@ -71,9 +72,4 @@ def start_gateway(
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import docker
 
+from support.processes import terminate
+
 REPO = Path(__file__).resolve().parents[3]
 DOCKMOAT = [sys.executable, "-m", "dockmoat"]
 DOCKER_NEW = "/usr/local/bin/docker"
@@ -87,13 +89,8 @@ class Serve:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, grace=20)
 
     def job(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

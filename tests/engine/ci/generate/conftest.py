@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from genguard import DOCKMOAT, Guard, pings
+
+from support.processes import terminate
 
 
 @pytest.fixture
@@ -35,9 +36,4 @@ def guard(tmp_path: Path, docker_host: str) -> Iterator[Guard]:
             time.sleep(0.05)
         yield Guard(sock, audit, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
