@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def permissive(tmp_path_factory: pytest.TempPathFactory, docker_host: str) -> It
     """One permissive gateway shared by a module's tests."""
     served = start_serve(
         tmp_path_factory.mktemp("permissive"), docker_host, "--profile", "permissive"
+    )
+    yield served
+    assert served.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory: pytest.TempPathFactory, docker_host: str) -> Iterator[Served]:
+    """The default serve with tenancy on: its listener is the tenant `ciday<hex>`."""
+    served = start_serve(
+        tmp_path_factory.mktemp("tenant"), docker_host, tenant=f"ciday{secrets.token_hex(3)}"
     )
     yield served
     assert served.stop() == 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockmoat.gateway.config import Endpoint, ListenerSettings
+from dockmoat.tenancy.names import Namespace
 from support.processes import terminate
 
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
@@ -23,6 +24,11 @@ class Served:
     audit: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tenant: str | None = None  # the listener's tenant (`--tenant`), None without tenancy
+
+    def engine_name(self, name: str) -> str:
+        """Where a container, volume or network the client names lives on the engine."""
+        return Namespace.for_job(self.tenant).engine_name(name) if self.tenant else name
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
@@ -91,11 +97,12 @@ def wait_ping(sock: Path, process: subprocess.Popen[bytes], timeout: float = 20.
     raise RuntimeError("dockmoat serve did not answer /_ping")
 
 
-def isolated(directory: Path) -> list[str]:
-    """A test gateway without tenancy (tested on its own in tests/engine/tenancy), and
-    tenancy's state, control socket and job sockets in the test's own folder anyway."""
+def isolated(directory: Path, tenant: str | None = None) -> list[str]:
+    """A test gateway without tenancy (tested on its own in tests/engine/tenancy) unless
+    `tenant` names the listener's tenant, and tenancy's state, control socket and job
+    sockets in the test's own folder anyway."""
     return [
-        "--no-tenancy",
+        *(["--tenant", tenant] if tenant else ["--no-tenancy"]),
         "--state-db", str(directory / "state.db"),
         "--control-socket", str(directory / "control.sock"),
         "--jobs-dir", str(directory / "jobs"),
@@ -103,7 +110,11 @@ def isolated(directory: Path) -> list[str]:
 
 
 def start_serve(
-    directory: Path, upstream: str, *args: str, env: dict[str, str] | None = None
+    directory: Path,
+    upstream: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    tenant: str | None = None,
 ) -> Served:
     """Start `dockmoat serve` on a socket in `directory` and wait until it answers /_ping."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -112,7 +123,7 @@ def start_serve(
     log = directory / "serve.log"
     argv = [
         str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", upstream,
-        "--audit-log", str(audit), *isolated(directory), *args,
+        "--audit-log", str(audit), *isolated(directory, tenant), *args,
     ]  # fmt: skip
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     process = subprocess.Popen(
@@ -123,7 +134,7 @@ def start_serve(
     except RuntimeError as error:
         process.kill()
         raise RuntimeError(f"{error}: {log.read_text()[-2000:]}") from error
-    return Served(sock, f"unix://{sock}", audit, log, process)
+    return Served(sock, f"unix://{sock}", audit, log, process, tenant)
 
 
 def job_listener(sock: Path) -> ListenerSettings:

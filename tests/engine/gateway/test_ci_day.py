@@ -1,7 +1,8 @@
 """A CI job's day through the gateway with the real docker CLIs and docker-compose v1.
 
-Everything runs through `dockmoat serve` (permissive, then baseline) and the
-effects are checked on the engine itself, and outputs against the raw socket.
+Everything runs through `dockmoat serve` (permissive, baseline without tenancy, and
+the default: baseline with its listener a tenant) and the effects are checked on the
+engine itself (under the tenant's engine-side names), and outputs against the raw socket.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gwserve import Served
 CLIENTS = [c for c in ("/usr/local/bin/docker", "/usr/bin/docker") if Path(c).exists()]
 
 
-@pytest.fixture(scope="module", params=["permissive", "baseline"])
+@pytest.fixture(scope="module", params=["permissive", "baseline", "tenant"])
 def gateway(request: pytest.FixtureRequest) -> Served:
     served: Served = request.getfixturevalue(request.param)
     return served
@@ -99,10 +100,10 @@ def test_detached_exec_logs_cp_top_stats_wait(
     tmp_path: Path,
 ) -> None:
     name = unique_name("day")
-    cleanup.append(("container", name))
+    cleanup.append(("container", gateway.engine_name(name)))
     run(cli, gateway, "run", "-d", "--name", name, busybox_image, "sh", "-c",
         "echo started; while true; do echo tick; sleep 0.2; done")  # fmt: skip
-    assert docker_client.containers.get(name).status == "running"
+    assert docker_client.containers.get(gateway.engine_name(name)).status == "running"
     assert run(cli, gateway, "exec", name, "echo", "plain").stdout == b"plain\n"
     assert run(cli, gateway, "exec", "-i", name, "cat", input=b"x" * 100000).stdout == b"x" * 100000
     assert run(cli, gateway, "exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
@@ -125,7 +126,7 @@ def test_detached_exec_logs_cp_top_stats_wait(
     assert run(cli, gateway, "wait", name).stdout.strip() in (b"137", b"143", b"0")
     run(cli, gateway, "rm", name)
     with pytest.raises(NotFound):
-        docker_client.containers.get(name)
+        docker_client.containers.get(gateway.engine_name(name))
 
 
 @pytest.mark.parametrize("cli", CLIENTS)
@@ -174,12 +175,16 @@ def test_networks_volumes_events_prune(
     docker_client: docker.DockerClient,
 ) -> None:
     net, vol, ctr = unique_name("net"), unique_name("vol"), unique_name("ctr")
-    cleanup += [("network", net), ("volume", vol), ("container", ctr)]
+    cleanup += [
+        ("network", gateway.engine_name(net)),
+        ("volume", gateway.engine_name(vol)),
+        ("container", gateway.engine_name(ctr)),
+    ]
     since = str(int(time.time()) - 1)
     run(cli, gateway, "network", "create", net)
     run(cli, gateway, "volume", "create", vol)
-    assert docker_client.networks.get(net).name == net
-    assert docker_client.volumes.get(vol).name == vol
+    assert docker_client.networks.get(gateway.engine_name(net)).name == gateway.engine_name(net)
+    assert docker_client.volumes.get(gateway.engine_name(vol)).name == gateway.engine_name(vol)
     out = run(
         cli,
         gateway,
@@ -207,11 +212,11 @@ def test_networks_volumes_events_prune(
     pruned = run(cli, gateway, "container", "prune", "-f", "--filter", f"label=dmtest={ctr}")
     assert pruned.returncode == 0
     with pytest.raises(NotFound):
-        docker_client.containers.get(ctr)
+        docker_client.containers.get(gateway.engine_name(ctr))
     run(cli, gateway, "network", "rm", net)
     run(cli, gateway, "volume", "rm", vol)
     with pytest.raises(NotFound):
-        docker_client.volumes.get(vol)
+        docker_client.volumes.get(gateway.engine_name(vol))
 
 
 @pytest.mark.parametrize("cli", CLIENTS)
@@ -223,7 +228,7 @@ def test_attach(
     cleanup: list[tuple[str, str]],
 ) -> None:
     name = unique_name("att")
-    cleanup.append(("container", name))
+    cleanup.append(("container", gateway.engine_name(name)))
     run(
         cli,
         gateway,
