@@ -49,6 +49,11 @@ class Endpoint(_Frozen):
     def label(self) -> str:
         return self.url
 
+    @property
+    def elsewhere(self) -> bool:
+        """A TCP address that is not this machine's loopback: maybe another machine."""
+        return self.kind == "tcp" and not _is_loopback(self.host or "")
+
 
 class ListenerSettings(_Frozen):
     endpoint: Endpoint

@@ -937,6 +937,21 @@ def socket_path_of(url: str) -> Path | None:
 StartHook = Callable[[Gateway], Awaitable[None]]
 
 
+def remote_upstream_warning(settings: ServeSettings) -> str | None:
+    """What serve says at start-up when the daemon may be on another machine.
+
+    The policy reads this machine: bind sources are resolved on its file system and
+    networks.subnet knows its routes, which are the daemon's only when it runs here.
+    """
+    if not settings.upstream.elsewhere or settings.profile == "permissive":
+        return None
+    return (
+        f"upstream {settings.upstream.url} may be another machine: bind sources are checked "
+        "against this machine's files and networks.subnet against its routes; run "
+        "dockmoat serve on the daemon's host"
+    )
+
+
 async def serve(
     settings: ServeSettings,
     load_policy: Callable[[], Policy],
@@ -974,6 +989,9 @@ async def serve(
         settings.profile,
         f" + {settings.policy_file}" if settings.policy_file else "",
     )
+    warning = remote_upstream_warning(settings)
+    if warning is not None:
+        log.warning("%s", warning)
     if on_start is not None:
         await on_start(gateway)
     await stop.wait()

@@ -8,6 +8,7 @@ import pytest
 
 from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import parse_listen, parse_upstream
+from dockmoat.gateway.server import remote_upstream_warning
 from support.serve_settings import settings
 
 
@@ -70,3 +71,24 @@ def test_duplicate_listen_and_bad_values(tmp_path: Path) -> None:
         settings(policy_file=tmp_path / "missing.yaml")
     with pytest.raises(ConfigError):
         settings(idle_timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "profile", "warned"),
+    [
+        ("tcp://10.1.2.3:2375", "baseline", True),
+        ("tcp://docker.example:2375", "restricted", True),
+        ("tcp://10.1.2.3:2375", "permissive", False),  # nothing is checked there
+        ("tcp://127.0.0.1:2375", "baseline", False),
+        ("tcp://localhost:2375", "baseline", False),
+        ("tcp://[::1]:2375", "baseline", False),
+        ("unix:///var/run/docker.sock", "baseline", False),
+    ],
+)
+def test_serve_warns_when_the_daemon_may_be_elsewhere(
+    upstream: str, profile: str, warned: bool
+) -> None:
+    warning = remote_upstream_warning(settings(upstream=upstream, profile=profile))
+    assert (warning is not None) == warned
+    if warned:
+        assert warning is not None and upstream in warning and "networks.subnet" in warning
