@@ -86,6 +86,7 @@ _BODY_ROUTES = frozenset(
     }
 )
 _MAX_LOAD_SNAPSHOTS = 256
+_RESTORES_AT_ONCE = 4
 log = logging.getLogger("dockmoat.tenancy")
 
 
@@ -123,8 +124,10 @@ class TenancyStage:
         # Tags (-> image id) and image ids present before each `docker load` (keyed
         # by request), bounded.
         self._load_snapshots: OrderedDict[int, LoadSnapshot] = OrderedDict()
-        # Restores of tags a load moved (see `on_load_message`), kept referenced.
+        # Restores of tags a load moved (see `on_load_message`), kept referenced; a
+        # few at a time, however many tags a tarball carries.
         self._restores: set[asyncio.Task[None]] = set()
+        self._restoring: asyncio.Semaphore | None = None  # made in the serving loop
 
     # --- look-ups ---------------------------------------------------------------
 
@@ -536,9 +539,14 @@ class TenancyStage:
                     "job; set back to %s", tenant.name, tag, previous[:19])  # fmt: skip
 
     def _spawn_restore(self, tenant: Tenant, tag: str, before: LoadSnapshot) -> None:
+        if self._restoring is None:
+            self._restoring = asyncio.Semaphore(_RESTORES_AT_ONCE)
+        restoring = self._restoring
+
         async def restore() -> None:
             try:
-                await self._restore_tag(tenant, tag, before)
+                async with restoring:
+                    await self._restore_tag(tenant, tag, before)
             except Exception:
                 log.exception("tenancy: restoring %s after a load by job %s failed",
                               tag, tenant.name)  # fmt: skip
