@@ -201,7 +201,11 @@ def host_configs(subject: Subject) -> Iterator[tuple[Mapping[str, Any], str]]:
     any "HostConfig" key creates a privileged container; when both are present
     it merges some fields. Rules check both places, so neither can hide a field.
     """
-    body = top(subject)
+    return body_host_configs(top(subject))
+
+
+def body_host_configs(body: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """`host_configs` of a create body itself (a JSON object)."""
     inner = obj(body, "HostConfig", "")
     if inner is not None:
         yield inner, "HostConfig."

@@ -10,7 +10,7 @@ import copy
 import ipaddress
 import posixpath
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from dockmoat.api.gojson import field as go_field
 from dockmoat.policy import hostpaths
@@ -21,6 +21,7 @@ from dockmoat.policy.rules.base import (
     BodyShape,
     Rule,
     Subject,
+    body_host_configs,
     cap_name,
     deny,
     flag,
@@ -423,25 +424,63 @@ def bind_sources(subject: Subject) -> Iterator[tuple[str, str]]:
     """
     if _is_service(subject):
         spec = service_spec(subject) or {}
-        holders = [(spec, "TaskTemplate.ContainerSpec.")]
+        for source, place, _slot in _bind_slots(spec, "TaskTemplate.ContainerSpec."):
+            yield source, place
     else:
-        holders = list(host_configs(subject))
-    for holder, where in holders:
-        for spec_text in texts(holder, "Binds", where):
-            parts = spec_text.split(":")
-            if len(parts) > 3:
-                raise BodyShape(f"{where}Binds entry {spec_text!r}", "src:dst[:opts]")
-            if len(parts) >= 2 and parts[0].startswith("/"):
-                yield parts[0], f"{where}Binds"
-        for mount in objects(holder, "Mounts", where):
-            kind = text(mount, "Type", f"{where}Mounts[].") or ""
-            if kind == "bind":
-                source = text(mount, "Source", f"{where}Mounts[].") or ""
-                if not source.startswith("/"):
-                    raise BodyShape(f"{where}Mounts[].Source", "an absolute host path")
-                yield source, f"{where}Mounts"
-            elif kind not in ("volume", "tmpfs"):
-                raise BodyShape(f"{where}Mounts[].Type", "bind, volume or tmpfs")
+        yield from create_bind_sources(top(subject))
+
+
+def create_bind_sources(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """`bind_sources` of a container create body (a JSON object)."""
+    for holder, where in body_host_configs(body):
+        for source, place, _slot in _bind_slots(holder, where):
+            yield source, place
+
+
+_Slot = tuple[list[str], int] | tuple[dict[str, Any], str]
+
+
+def _bind_slots(holder: Mapping[str, Any], where: str) -> Iterator[tuple[str, str, _Slot]]:
+    """(source, where, the list or object holding it) for each bind in one holder."""
+    binds = texts(holder, "Binds", where)
+    for index, spec_text in enumerate(binds):
+        parts = spec_text.split(":")
+        if len(parts) > 3:
+            raise BodyShape(f"{where}Binds entry {spec_text!r}", "src:dst[:opts]")
+        if len(parts) >= 2 and parts[0].startswith("/"):
+            yield parts[0], f"{where}Binds", (binds, index)
+    for mount in objects(holder, "Mounts", where):
+        kind = text(mount, "Type", f"{where}Mounts[].") or ""
+        if kind == "bind":
+            source = text(mount, "Source", f"{where}Mounts[].") or ""
+            if not source.startswith("/"):
+                raise BodyShape(f"{where}Mounts[].Source", "an absolute host path")
+            slot = (cast(dict[str, Any], mount), key_of(mount, "Source") or "")
+            yield source, f"{where}Mounts", slot
+        elif kind not in ("volume", "tmpfs"):
+            raise BodyShape(f"{where}Mounts[].Type", "bind, volume or tmpfs")
+
+
+def rebind(body: Any, sources: Mapping[str, str]) -> Any:
+    """A copy of a container create body whose bind sources are replaced (old -> new).
+
+    The places are exactly those `bind_sources` reads, in both HostConfig holders;
+    the gateway uses it to point dockerd at pinned sources (gateway/pins.py).
+    """
+    changed = copy.deepcopy(body)
+    for holder, where in body_host_configs(changed):
+        for source, _where, slot in list(_bind_slots(holder, where)):
+            new = sources.get(source)
+            if new is None:
+                continue
+            container, key = slot
+            if isinstance(container, list):
+                assert isinstance(key, int)
+                container[key] = new + container[key][len(source) :]
+            else:
+                assert isinstance(key, str)
+                container[key] = new
+    return changed
 
 
 def check_bind_mounts(subject: Subject) -> Decision:
