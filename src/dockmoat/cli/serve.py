@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from dockmoat.errors import ConfigError
-from dockmoat.gateway.config import ServeSettings, build_settings
+from dockmoat.gateway.config import DEFAULT_PIN_DIR, ServeSettings, build_settings
 from dockmoat.gateway.stages import PermissivePolicy, Policy
 from dockmoat.policy.hostpaths import mount_flags_warning
 from dockmoat.tenancy.control import DEFAULT_CONTROL
@@ -38,6 +38,7 @@ def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
             policy_file=settings.policy_file,
             allow_bind=settings.allow_bind,
             env=dict(os.environ),
+            protect=(str(settings.pin_dir),),
         )
         return policy
 
@@ -86,6 +87,21 @@ def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None
     type=click.Path(path_type=Path),
     metavar="DIR",
     help="Host folder bind mounts may come from; repeatable.",
+)
+@click.option(
+    "--bind-pins",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Pin each checked bind source, so that a symlink swapped in later cannot redirect "
+    "it (needs root in dockerd's mount namespace; auto: when possible, else a warning).",
+)
+@click.option(
+    "--pin-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_PIN_DIR,
+    show_default=True,
+    help="Where bind sources are pinned (root-only; no bind may expose it).",
 )
 @click.option("--audit-log", metavar="FILE", help="Append one JSON line per request; - for stdout.")
 @click.option(
@@ -151,6 +167,8 @@ def command(
     policy_file: Path | None,
     profile: str,
     allow_bind: Sequence[Path],
+    bind_pins: str,
+    pin_dir: Path,
     audit_log: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -185,6 +203,8 @@ def command(
         idle_timeout=idle_timeout,
         tenant_from_cn=tenant_from_cn,
         no_tenancy=no_tenancy,
+        bind_pins=bind_pins,
+        pin_dir=pin_dir,
     )
     for folder in allow_bind:
         warning = mount_flags_warning(folder)

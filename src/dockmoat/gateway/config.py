@@ -22,6 +22,9 @@ from dockmoat.tenancy.names import listener_tenant_name, validate_job_name
 DEFAULT_LISTEN = "unix:///run/dockmoat/docker.sock"
 DEFAULT_UPSTREAM = "unix:///var/run/docker.sock"
 LogLevel = Literal["debug", "info", "warning", "error"]
+PinMode = Literal["auto", "on", "off"]
+#: Where `serve` pins bind sources (gateway/pins.py): in /run/dockmoat, which no bind may expose.
+DEFAULT_PIN_DIR = Path("/run/dockmoat/pins")
 
 
 class _Frozen(BaseModel):
@@ -86,6 +89,8 @@ class ServeSettings(_Frozen):
     socket_group: str | None = None
     log_level: LogLevel = "info"
     limits: Limits = Field(default_factory=Limits)
+    bind_pins: PinMode = "auto"
+    pin_dir: Path = DEFAULT_PIN_DIR
 
 
 def _is_loopback(host: str) -> bool:
@@ -250,6 +255,8 @@ def build_settings(
     env: Mapping[str, str] | None = None,
     no_tenancy: bool = False,
     tenant_from_cn: bool = False,
+    bind_pins: str = "auto",
+    pin_dir: Path = DEFAULT_PIN_DIR,
 ) -> ServeSettings:
     """All of `serve`'s flags as one typed object; ConfigError on anything wrong."""
     env = os.environ if env is None else env
@@ -276,6 +283,10 @@ def build_settings(
         if idle_timeout <= 0:
             raise ConfigError("--idle-timeout must be positive")
         limits = Limits(idle_timeout=idle_timeout)
+    if bind_pins not in ("auto", "on", "off"):
+        raise ConfigError(f"--bind-pins {bind_pins}: expected auto, on or off")
+    if not pin_dir.is_absolute():
+        raise ConfigError(f"--pin-dir {pin_dir}: must be an absolute path")
     return ServeSettings(
         limits=limits,
         listeners=listeners,
@@ -286,4 +297,6 @@ def build_settings(
         audit_log=audit_log,
         socket_group=socket_group,
         log_level=log_level,  # type: ignore[arg-type]
+        bind_pins=bind_pins,  # type: ignore[arg-type]
+        pin_dir=pin_dir,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
@@ -134,6 +134,10 @@ def upstream_target(request: ApiRequest, *, requery: bool) -> str:
     return f"{path}?{raw_query}" if raw_query is not None else path
 
 
+#: Runs after the policy allowed a request (bind pins, gateway/pins.py): may Rewrite or Deny.
+AfterPolicy = Callable[[ApiRequest, Policy], Awaitable[Decision]]
+
+
 async def decide(
     request: ApiRequest,
     policy: Policy,
@@ -141,8 +145,10 @@ async def decide(
     upstream: UpstreamClient,
     *,
     form: bool,
+    after: AfterPolicy | None = None,
 ) -> Outcome:
-    """Stage, then policy; fail closed. The returned target/body are what was evaluated."""
+    """Stage, then policy, then `after`; fail closed. The returned target/body are what
+    was evaluated."""
     rules: list[str] = []
     notes: list[str] = []
     original = request
@@ -162,6 +168,15 @@ async def decide(
         if isinstance(decision, Rewrite):
             request = _apply(request, decision)
             notes.extend(decision.notes)
+        if after is not None and request.body_json is not None:
+            settled = await after(request, policy)
+            if isinstance(settled, Deny):
+                return Outcome(settled, request, "", None, (*rules, settled.rule))
+            if isinstance(settled, Rewrite):
+                rules.append(settled.rule)
+                request = _apply(request, settled)
+                notes.extend(settled.notes)
+                decision = Rewrite(rule="+".join(rules), notes=tuple(notes))
         body: bytes | None = None
         if request.body_json is not None and request.body_raw is None:
             body = gojson.dumps(request.body_json)

@@ -28,7 +28,7 @@ import stat
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.gojson import compact
@@ -68,6 +68,9 @@ from dockmoat.gateway.stages import (
 from dockmoat.gateway.upstream import READ_SIZE, PooledUpstream, UpstreamConn, UpstreamPool
 from dockmoat.policy.decision import Deny
 
+if TYPE_CHECKING:
+    from dockmoat.gateway.pins import BindPins
+
 log = logging.getLogger("dockmoat.gateway")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -97,9 +100,11 @@ class Gateway:
         *,
         stage: Any = None,
         audit: AuditLog | None = None,
+        pins: BindPins | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self.pins = pins
         self.default_stage = stage
         self.limits = settings.limits
         self.pool = UpstreamPool(settings.upstream, settings.limits)
@@ -181,6 +186,8 @@ class Gateway:
         self.audit.open()
         for listener in self.settings.listeners:
             await self.add_listener(listener)
+        if self.pins is not None:
+            self.spawn(self.pins.sweep_forever(self.upstream))
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish within the grace period."""
@@ -453,7 +460,7 @@ class Gateway:
                 await self._expect_end(stream)
 
         outcome = await pipeline.decide(
-            request, policy, listener.on_request, self.upstream, form=planned.form
+            request, policy, listener.on_request, self.upstream, form=planned.form, after=self.pins
         )
         record.request = outcome.request
         record.decision = pipeline.describe(outcome.decision)
@@ -962,8 +969,11 @@ async def serve(
     """Run until SIGTERM/SIGINT (drain, then return); SIGHUP reloads the policy."""
     import signal
 
+    from dockmoat.gateway.pins import set_up as set_up_pins
+
     policy = load_policy()
-    gateway = Gateway(settings, policy, stage=stage)
+    pins, pin_status = set_up_pins(settings.bind_pins, settings.pin_dir, settings.upstream)
+    gateway = Gateway(settings, policy, stage=stage, pins=pins)
     await gateway.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -989,6 +999,10 @@ async def serve(
         settings.profile,
         f" + {settings.policy_file}" if settings.policy_file else "",
     )
+    if pins is not None or settings.bind_pins == "off":
+        log.info("%s", pin_status)
+    else:
+        log.warning("%s", pin_status)
     warning = remote_upstream_warning(settings)
     if warning is not None:
         log.warning("%s", warning)

@@ -1,0 +1,134 @@
+"""Bind sources are pinned: swapping a checked folder for a symlink after the create
+does not redirect what dockerd mounts at start (and at restart).
+
+The raw-engine control proves the hole on this engine: dockerd mounts a bind source
+by its path when the container starts, following whatever symlink is there then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from policygw import Gateway
+from rawdocker import call, socket_of
+
+from dockmoat.gateway.config import DEFAULT_PIN_DIR
+from dockmoat.gateway.pins import mount_sources
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def containers(docker_client: docker.DockerClient) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for container_id in made:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(container_id).remove(force=True)
+
+
+def _folders(base: Path, secret: Path) -> None:
+    (base / "d").mkdir(parents=True)
+    (base / "d" / "marker").write_text("inside\n")
+    secret.mkdir()
+    (secret / "marker").write_text("SECRET\n")
+
+
+def _swap(base: Path, secret: Path) -> None:
+    """What a job that can write its workspace does between create and start."""
+    (base / "d").rename(base / "d.old")
+    (base / "d").symlink_to(secret)
+
+
+def _create(socket_path: str, image: str, label: str, host_config: dict[str, Any]) -> Any:
+    body = {"Image": image, "Cmd": ["cat", "/h/marker"], "Labels": {"dmtest.pins": label},
+            "HostConfig": {"NetworkMode": "none", **host_config}}  # fmt: skip
+    status, answer = call(
+        socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode()
+    )
+    return status, answer
+
+
+def _run(socket_path: str, client: docker.DockerClient, container_id: str) -> bytes:
+    status, answer = call(socket_path, "POST", f"/v1.41/containers/{container_id}/start")
+    assert status == 204, answer
+    container = client.containers.get(container_id)
+    container.wait(timeout=30)
+    logs: bytes = container.logs()
+    return logs
+
+
+def test_raw_engine_follows_a_folder_swapped_for_a_symlink_after_create(
+    tmp_path: Path,
+    docker_host: str,
+    busybox_image: str,
+    unique_name: Callable[[str], str],
+    containers: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    base, secret = tmp_path / "ws", tmp_path / "secret"
+    _folders(base, secret)
+    raw = socket_of(docker_host)
+    status, answer = _create(raw, busybox_image, unique_name("pin"), {"Binds": [f"{base}/d:/h"]})
+    assert status == 201, answer
+    containers.append(answer["Id"])
+    _swap(base, secret)
+    assert _run(raw, docker_client, answer["Id"]) == b"SECRET\n"  # the hole
+
+
+@pytest.mark.parametrize("kind", ["Binds", "Mounts"])
+def test_gateway_pins_the_checked_folder_for_start_and_restart(
+    kind: str,
+    gateway: Gateway,
+    tmp_path: Path,
+    docker_host: str,
+    busybox_image: str,
+    unique_name: Callable[[str], str],
+    containers: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    base, secret = gateway.workspace / unique_name("pin"), tmp_path / "secret"
+    _folders(base, secret)
+    if kind == "Binds":
+        host_config: dict[str, Any] = {"Binds": [f"{base}/d:/h:ro"]}
+    else:
+        host_config = {"Mounts": [{"Type": "bind", "Source": f"{base}/d", "Target": "/h"}]}
+    status, answer = _create(str(gateway.socket), busybox_image, unique_name("pin"), host_config)
+    assert status == 201, answer
+    containers.append(answer["Id"])
+    _swap(base, secret)
+    assert _run(str(gateway.socket), docker_client, answer["Id"]) == b"inside\n"
+    container = docker_client.containers.get(answer["Id"])
+    container.restart(timeout=1)  # a restart mounts the source again, by its path
+    container.wait(timeout=30)
+    assert container.logs() == b"inside\ninside\n"
+    (source,) = [mount["Source"] for mount in container.attrs["Mounts"]]
+    assert Path(source).parent.parent == DEFAULT_PIN_DIR
+    # What the sweep keeps: the daemon's own list names the pin.
+    status, listing = call(socket_of(docker_host), "GET", "/v1.41/containers/json?all=1")
+    assert status == 200 and source in mount_sources(listing)
+
+
+def test_a_missing_mount_source_is_refused_and_nothing_is_created(
+    gateway: Gateway,
+    busybox_image: str,
+    unique_name: Callable[[str], str],
+    containers: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    label = unique_name("pin")
+    absent = gateway.workspace / unique_name("absent")
+    mount = {"Type": "bind", "Source": str(absent), "Target": "/h"}
+    status, answer = _create(str(gateway.socket), busybox_image, label, {"Mounts": [mount]})
+    if status == 201:
+        containers.append(answer["Id"])
+    assert status == 400, answer
+    assert answer["message"].endswith(f"bind source path does not exist: {absent}")
+    made = docker_client.containers.list(all=True, filters={"label": f"dmtest.pins={label}"})
+    assert made == [] and not absent.exists()
