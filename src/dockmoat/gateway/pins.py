@@ -62,6 +62,10 @@ class SourceChanged(OSError):
     """A bind source that is no longer what the policy checked."""
 
 
+class SourceMissing(Exception):
+    """A bind `Mounts` source that does not exist (dockerd refuses those too)."""
+
+
 def _mount(source: str, target: str, flags: int) -> None:
     if _libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
         code = ctypes.get_errno()
@@ -152,7 +156,7 @@ class BindPins:
             check = policy.evaluate(moved)
             if isinstance(check, Deny):
                 raise SourceChanged(errno.EPERM, "it now resolves elsewhere", source)
-        except FileNotFoundError:
+        except SourceMissing:
             self._drop(made)
             return Deny(
                 RULE,
@@ -161,10 +165,15 @@ class BindPins:
             )
         except OSError as error:  # fail closed: nothing is created
             self._drop(made)
+            if isinstance(error, SourceChanged):
+                what = f"changed while it was checked ({error.strerror})"
+            else:
+                log.warning("pinning bind source %s failed: %s", source, error)
+                what = f"could not be pinned ({error.strerror or error})"
             return Deny(
                 RULE,
-                f"dockmoat: {RULE}: the bind source {source} changed while it was checked "
-                f"({error.strerror or error}). Nothing was created; send the request again",
+                f"dockmoat: {RULE}: the bind source {source} {what}. "
+                "Nothing was created; send the request again",
             )
         return Rewrite(
             rule=RULE,
@@ -174,7 +183,10 @@ class BindPins:
 
     def _pin(self, source: str, *, create: bool) -> tuple[str, str]:
         """(pin path, the source object's own path now) for one checked source."""
-        fd = open_nofollow(hostpaths.resolve(source), create=create)
+        try:
+            fd = open_nofollow(hostpaths.resolve(source), create=create)
+        except FileNotFoundError as error:
+            raise SourceMissing(source) from error
         try:
             here = held_path(fd)
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)

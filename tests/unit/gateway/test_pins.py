@@ -197,3 +197,12 @@ def test_mount_sources_reads_a_container_list() -> None:
     ]
     assert mount_sources(listing) == {"/p/1", "/v"}
     assert mount_sources({"message": "error"}) == set()
+
+
+def test_a_pin_that_cannot_be_made_is_a_denial_not_a_missing_source(
+    ws: Path, pins: BindPins, policy: CompiledPolicy
+) -> None:
+    broken = BindPins(pins.directory / "gone")  # mkdir of the pin fails: ENOENT
+    decision = asyncio.run(broken(create({"HostConfig": {"Binds": [f"{ws}/d:/h"]}}), policy))
+    assert isinstance(decision, Deny) and decision.status == 403
+    assert "could not be pinned" in decision.message
