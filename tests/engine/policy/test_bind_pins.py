@@ -7,9 +7,8 @@ by its path when the container starts, following whatever symlink is there then.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from dockmoat.gateway.config import DEFAULT_PIN_DIR
 from dockmoat.gateway.pins import mount_sources
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def containers(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for container_id in made:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(container_id).remove(force=True)
 
 
 def _folders(base: Path, secret: Path) -> None:

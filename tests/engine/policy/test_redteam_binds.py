@@ -14,10 +14,9 @@ engine; through the gateway the request must be refused and nothing created.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +70,6 @@ def _bind(kind: str, source: str) -> dict[str, Any]:
 
 
 CASES = [("Binds", "/etc"), ("Mounts", "/etc"), ("Binds", "/var/run/docker.sock")]
-
-
-@pytest.fixture
-def containers(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for container_id in made:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(container_id).remove(force=True)
 
 
 def _create(socket_path: str, image: str, label: str, host_config: dict[str, Any]) -> Any:
