@@ -39,3 +39,16 @@ def call(socket_path: str, method: str, target: str, body: bytes | None = None) 
 def socket_of(docker_host: str) -> str:
     assert docker_host.startswith("unix://"), "these tests talk to a unix socket"
     return docker_host.removeprefix("unix://")
+
+
+def create_container(
+    socket_path: str,
+    image: str,
+    cmd: list[str],
+    labels: dict[str, str],
+    host_config: dict[str, Any],
+) -> tuple[int, Any]:
+    """POST /containers/create of a networkless container with these HostConfig fields."""
+    body = {"Image": image, "Cmd": cmd, "Labels": labels,
+            "HostConfig": {"NetworkMode": "none", **host_config}}  # fmt: skip
+    return call(socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode())

@@ -7,7 +7,6 @@ by its path when the container starts, following whatever symlink is there then.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 from policygw import Gateway
-from rawdocker import call, socket_of
+from rawdocker import call, create_container, socket_of
 
 from dockmoat.gateway.config import DEFAULT_PIN_DIR
 from dockmoat.gateway.pins import mount_sources
@@ -37,12 +36,9 @@ def _swap(base: Path, secret: Path) -> None:
 
 
 def _create(socket_path: str, image: str, label: str, host_config: dict[str, Any]) -> Any:
-    body = {"Image": image, "Cmd": ["cat", "/h/marker"], "Labels": {"dmtest.pins": label},
-            "HostConfig": {"NetworkMode": "none", **host_config}}  # fmt: skip
-    status, answer = call(
-        socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode()
+    return create_container(
+        socket_path, image, ["cat", "/h/marker"], {"dmtest.pins": label}, host_config
     )
-    return status, answer
 
 
 def _run(socket_path: str, client: docker.DockerClient, container_id: str) -> bytes:

@@ -14,7 +14,6 @@ engine; through the gateway the request must be refused and nothing created.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import docker
 import pytest
 from policygw import Gateway
-from rawdocker import call, socket_of
+from rawdocker import call, create_container, socket_of
 
 pytestmark = pytest.mark.engine
 
@@ -73,9 +72,7 @@ CASES = [("Binds", "/etc"), ("Mounts", "/etc"), ("Binds", "/var/run/docker.sock"
 
 
 def _create(socket_path: str, image: str, label: str, host_config: dict[str, Any]) -> Any:
-    body = {"Image": image, "Cmd": ["true"], "Labels": {"dmtest.redteam": label},
-            "HostConfig": {"NetworkMode": "none", **host_config}}  # fmt: skip
-    return call(socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode())
+    return create_container(socket_path, image, ["true"], {"dmtest.redteam": label}, host_config)
 
 
 @pytest.mark.parametrize(("kind", "target"), CASES)
@@ -145,10 +142,9 @@ def test_gateway_still_allows_a_plain_link_and_dotdot_inside_the_workspace(
 
 
 def _started(socket_path: str, image: str, label: str, source: str) -> Any:
-    body = {"Image": image, "Cmd": ["sleep", "30"], "Labels": {"dmtest.redteam": label},
-            "HostConfig": {"NetworkMode": "none", "Binds": [f"{source}:/x:ro"]}}  # fmt: skip
-    status, answer = call(
-        socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode()
+    binds = {"Binds": [f"{source}:/x:ro"]}
+    status, answer = create_container(
+        socket_path, image, ["sleep", "30"], {"dmtest.redteam": label}, binds
     )
     if status == 201:
         call(socket_path, "POST", f"/v1.41/containers/{answer['Id']}/start")
