@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
+from dockmoat.api.memo import memo_short
 from dockmoat.errors import ProtocolError
 
 #: Deeper nesting than any Docker API body needs; bounds recursion.
 MAX_DEPTH = 200
 
 
-@lru_cache(maxsize=4096)
+@memo_short(4096)
 def fold(name: str) -> str:
     """A key under Go's case-insensitive field matching (Unicode simple folding).
 

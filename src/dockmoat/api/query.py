@@ -14,12 +14,14 @@ is not UTF-8 is kept losslessly as surrogate escapes.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from urllib.parse import quote
+import re
+from urllib.parse import quote, unquote_to_bytes
 
+from dockmoat.api.memo import memo_short
 from dockmoat.errors import ProtocolError
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+# A "%" not followed by two hex digits (Go: "invalid URL escape").
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _FALSE = frozenset({"", "0", "no", "false", "none"})
 # Go's unicode.IsSpace set (Python's str.strip() also drops \x1c-\x1f; Go does not).
 _GO_SPACE = (
@@ -35,26 +37,14 @@ def go_unescape(raw: str, *, plus_is_space: bool, where: str) -> str:
 
     Invalid escapes raise ProtocolError (Go reports an error for them).
     """
+    if "%" not in raw:
+        return raw.replace("+", " ") if plus_is_space else raw
     data = raw.encode("utf-8", "surrogateescape")
-    if b"%" not in data and not (plus_is_space and b"+" in data):
-        return raw
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        byte = data[i]
-        if byte == 0x25:  # "%"
-            if i + 2 >= n or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
-                raise ProtocolError(f"invalid URL escape in {where} {raw[:80]!r}")
-            out.append(int(data[i + 1 : i + 3], 16))
-            i += 3
-        elif byte == 0x2B and plus_is_space:  # "+"
-            out.append(0x20)
-            i += 1
-        else:
-            out.append(byte)
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
+    if _BAD_ESCAPE.search(data) is not None:
+        raise ProtocolError(f"invalid URL escape in {where} {raw[:80]!r}")
+    if plus_is_space:
+        data = data.replace(b"+", b" ")  # before unquoting: "%2B" stays a plus
+    return unquote_to_bytes(data).decode("utf-8", "surrogateescape")
 
 
 def _unescape(raw: str) -> str:
@@ -65,6 +55,13 @@ def _unescape(raw: str) -> str:
 def parse_query(raw: str) -> dict[str, list[str]]:
     """Go's `url.ParseQuery`, refusing (ProtocolError) what Go would report an error for."""
     values: dict[str, list[str]] = {}
+    if "%" not in raw and "+" not in raw and ";" not in raw:
+        # Nothing to unescape or refuse (most queries): the same pairs, split only.
+        for pair in raw.split("&"):
+            if pair:
+                key, _sep, value = pair.partition("=")
+                values.setdefault(key, []).append(value)
+        return values
     for pair in raw.split("&"):
         if ";" in pair:
             raise ProtocolError("invalid semicolon separator in query")
@@ -106,7 +103,7 @@ def encode_query(values: dict[str, list[str]]) -> str:
     return "&".join(parts)
 
 
-@lru_cache(maxsize=4096)
+@memo_short(4096)
 def _escape(text: str) -> str:
     """Every byte but A-Z a-z 0-9 - _ . ~ as %XX (memoised: tenancy's filters repeat)."""
     return quote(text, safe="", encoding="utf-8", errors="surrogateescape")

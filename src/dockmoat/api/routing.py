@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from functools import lru_cache
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 from dockmoat.api.endpoints import ENDPOINTS
+from dockmoat.api.memo import memo_short
 from dockmoat.api.query import go_unescape
 from dockmoat.api.request import Route
 from dockmoat.errors import ProtocolError
@@ -63,15 +63,19 @@ def _unescape_path(raw: str) -> str:
     return go_unescape(raw, plus_is_space=False, where="path")
 
 
-@lru_cache(maxsize=4096)
+def _refuse_controls(text: str) -> None:
+    if _CTL.search(text) is not None:
+        raise ProtocolError("invalid control character in request target")
+
+
+@memo_short(4096)
 def split_target(target: str) -> tuple[str, str | None]:
     """(decoded path, raw query or None) of a request target, as Go reads it.
 
     Raises ProtocolError where Go's server answers 400. Pure, so memoised: a CI
     job sends the same few targets over and over (the gateway's hot path).
     """
-    if _CTL.search(target) is not None:
-        raise ProtocolError("invalid control character in request target")
+    _refuse_controls(target)
     if target == "*":
         return "*", None
     rest = target
@@ -109,7 +113,7 @@ def _clean(path: str) -> str:
     return cleaned
 
 
-@lru_cache(maxsize=4096)
+@memo_short(4096)
 def route_path(method: str, path: str) -> tuple[str, str | None, Route]:
     """Route a decoded path: (path without version prefix, version or None, Route)."""
     if _clean(path) != path:
@@ -129,13 +133,50 @@ def route_path(method: str, path: str) -> tuple[str, str | None, Route]:
     return routed, version, Route(*UNKNOWN)
 
 
-@lru_cache(maxsize=4096)
-def classify(method: str, target: str) -> tuple[str, str | None, Route]:
-    """(routed path, API version or None, Route) of a request, as dockerd routes it.
+class Routed(NamedTuple):
+    """A routed target: the routed path, the API version, the Route, the raw query."""
+
+    path: str
+    version: str | None
+    route: Route
+    raw_query: str | None
+
+
+def route_target(method: str, target: str) -> Routed:
+    """A request target routed as dockerd routes it, with its raw query.
 
     The routed path is the percent-decoded path without the `/v<version>`
     prefix. Raises ProtocolError for targets Go's server refuses with 400.
-    Pure and memoised; the Route it returns is immutable (read-only params).
+    Pure. An origin-form target (all that clients send) is routed once per
+    distinct method and path: targets that differ only in their query (a
+    poller's `since=`, `filters=`) cost a split and a scan of the query.
+    The Route is immutable (read-only params).
     """
-    path, _query = split_target(target)
-    return route_path(method, path)
+    if target[:1] == "/":
+        # Go's ParseRequestURI: the path ends at the first "?"; no fragment.
+        raw_path, sep, raw_query = target.partition("?")
+        if sep:
+            _refuse_controls(raw_query)
+        return Routed(*_route_origin_path(method, raw_path), raw_query if sep else None)
+    path, query = split_target(target)
+    return Routed(*route_path(method, path), query)
+
+
+@memo_short(4096)
+def _route_origin_path(method: str, raw_path: str) -> tuple[str, str | None, Route]:
+    _refuse_controls(raw_path)
+    return route_path(method, _unescape_path(raw_path))
+
+
+def classify(method: str, target: str) -> tuple[str, str | None, Route]:
+    """(routed path, API version or None, Route): `route_target` without the query."""
+    path, version, route, _query = route_target(method, target)
+    return path, version, route
+
+
+def raw_query(target: str) -> str | None:
+    """The raw query of a target `route_target` accepted (None: no "?")."""
+    if target[:1] == "/":
+        _path, sep, query = target.partition("?")
+        return query if sep else None
+    return split_target(target)[1]

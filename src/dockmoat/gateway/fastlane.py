@@ -33,6 +33,7 @@ from dockmoat.gateway.http import (
     serialise_response_head,
 )
 from dockmoat.gateway.stages import (
+    OnRequest,
     Policy,
     decides_inline,
     error_kind,
@@ -65,13 +66,20 @@ def run_inline(coro: Coroutine[Any, Any, T]) -> T | None:
 
 @dataclass(slots=True)
 class Lane:
-    """What the fast lane needs to know of one client connection."""
+    """What the fast lane needs to know of one client connection.
+
+    `stage` and `on_request` are the listener's, or None when the stage exempts
+    this connection (`stages.exempts`: no tenancy for it): its requests then skip
+    the stage's per-request questions, whose answers would be "nothing to do".
+    """
 
     gateway: Gateway
     listener: Listener
     conn_id: int
     client: ClientIdentity
     writer: asyncio.StreamWriter
+    stage: Any
+    on_request: OnRequest | None
 
 
 class Remembered(NamedTuple):
@@ -334,7 +342,7 @@ def take(
     ):
         return False
     policy = listener.policy or gateway.policy
-    stage = listener.stage
+    stage = lane.stage
     try:
         planned = pipeline.plan(head, client, policy)
     except ProtocolError:
@@ -354,7 +362,7 @@ def take(
     stream.planned = None
     try:
         outcome = run_inline(
-            pipeline.decide(request, policy, listener.on_request, gateway.upstream, form=False)
+            pipeline.decide(request, policy, lane.on_request, gateway.upstream, form=False)
         )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
@@ -408,7 +416,7 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     """
     gateway = lane.gateway
     listener = lane.listener
-    stage = listener.stage
+    stage = lane.stage
     if (
         gateway.draining
         or known.policy is not (listener.policy or gateway.policy)

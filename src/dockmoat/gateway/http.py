@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, NamedTuple
 
 import httptools
@@ -370,7 +371,7 @@ class ResponseFramer:
     __slots__ = ("_parser", "done", "head_done", "invalid", "keep_alive", "status")
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.status = 0
         self.keep_alive = False
         self.head_done = False
@@ -378,9 +379,11 @@ class ResponseFramer:
         self.invalid: str | None = None
 
     def on_headers_complete(self) -> None:
-        self.status = int(self._parser.get_status_code())
+        parser = self._parser
+        assert parser is not None  # called from its own feed_data
+        self.status = int(parser.get_status_code())
         # False too when the body runs until the daemon closes (llhttp: needs EOF).
-        self.keep_alive = bool(self._parser.should_keep_alive())
+        self.keep_alive = bool(parser.should_keep_alive())
         self.head_done = True
 
     def on_message_complete(self) -> None:
@@ -392,12 +395,20 @@ class ResponseFramer:
             if data:
                 self.invalid = "data after the end of the response"
             return
+        parser = self._parser
+        if parser is None:  # an invalid answer: nothing more is parsed
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.invalid = "the daemon switched protocols unasked"
         except httptools.HttpParserError as error:
             self.invalid = str(error) or "malformed response"
+        if self.done or self.invalid is not None:
+            # The parser holds this framer's callbacks: a reference cycle, one per
+            # answer, that only the cyclic GC would free. Dropped once nothing more is
+            # parsed, the framer goes with its last reference instead.
+            self._parser = None
 
     def feed_eof(self) -> None:
         """The daemon closed: the end of an answer it does not keep the connection for."""
@@ -584,18 +595,31 @@ def serialise_request_head(
     chunked: bool,
 ) -> bytes:
     """The head sent upstream: parsed headers, our own framing headers."""
+    if chunked:
+        framing = "Transfer-Encoding: chunked\r\n"
+    elif content_length is not None:
+        framing = f"Content-Length: {content_length}\r\n"
+    else:
+        framing = ""
+    return (
+        f"{head.method} {target} HTTP/{head.http_version}\r\n"
+        f"{_forwarded_headers(head.headers)}{framing}\r\n"
+    ).encode("latin-1")
+
+
+@lru_cache(maxsize=64)
+def _forwarded_headers(headers: Headers) -> str:
+    """A request's header lines as sent upstream, without its framing headers.
+
+    Memoised: a client sends the same headers with request after request (the docker
+    CLI's User-Agent, Host and Content-Type), whatever their targets. At most 64 sets
+    of at most `max_head` bytes are held.
+    """
     kept = tuple(
-        (k, v) for k, v in head.headers
+        (k, v) for k, v in headers
         if len(k) not in _FRAMING_SIZES or k.lower() not in _FRAMING_HEADERS
     )  # fmt: skip
-    lines = [f"{head.method} {target} HTTP/{head.http_version}\r\n"]
-    lines += _serialise_headers(kept)
-    if chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    elif content_length is not None:
-        lines.append(f"Content-Length: {content_length}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    return "".join(_serialise_headers(kept))
 
 
 def serialise_response_head(head: ResponseHead, *, content_length: int | None = None) -> bytes:

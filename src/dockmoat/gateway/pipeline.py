@@ -14,15 +14,15 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from dockmoat.api import gojson
 from dockmoat.api.endpoints import STREAMED_BODY
+from dockmoat.api.memo import memo_short
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
-from dockmoat.api.routing import classify, route_path, split_target
+from dockmoat.api.routing import raw_query, route_path, route_target
 from dockmoat.errors import ProtocolError
 from dockmoat.gateway.http import RequestHead
 from dockmoat.gateway.stages import OnRequest, Policy, UpstreamClient
@@ -63,9 +63,8 @@ def plan(
     stage_body_needed: Callable[[Route], bool] | None = None,
 ) -> Planned:
     """Route the head and decide how its body is read. ProtocolError means 400."""
-    path, version, route = classify(head.method, head.target)
-    _path, raw_query = split_target(head.target)
-    query = parse_query(raw_query) if raw_query else {}
+    path, version, route, query_text = route_target(head.method, head.target)
+    query = parse_query(query_text) if query_text else {}
     kind = media_type(head.content_type)
     if kind.startswith("multipart/"):
         # dockerd never takes multipart; Go could parse it into the form behind our back.
@@ -119,7 +118,7 @@ def _versioned(request: ApiRequest, path: str) -> str:
     return f"/v{request.api_version}{path}" if request.api_version is not None else path
 
 
-@lru_cache(maxsize=4096)
+@memo_short(4096)
 def _encoded_path(path: str) -> str:
     return quote(path, safe=_PATH_SAFE, errors="surrogateescape")
 
@@ -130,8 +129,8 @@ def upstream_target(request: ApiRequest, *, requery: bool) -> str:
     if requery:
         encoded = encode_query(request.query)
         return f"{path}?{encoded}" if encoded else path
-    _path, raw_query = split_target(request.raw_target)
-    return f"{path}?{raw_query}" if raw_query is not None else path
+    query_text = raw_query(request.raw_target)
+    return f"{path}?{query_text}" if query_text is not None else path
 
 
 #: Runs after the policy allowed a request (bind pins, gateway/pins.py): may Rewrite or Deny.

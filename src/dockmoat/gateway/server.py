@@ -62,6 +62,7 @@ from dockmoat.gateway.stages import (
     ResponseKind,
     bind_on_request,
     error_kind,
+    exempts,
     line_handler,
     response_kind,
 )
@@ -136,7 +137,10 @@ class Gateway:
             conn_id = next(self._ids)
             client = client_identity(entry.settings, writer)
 
-            lane = Lane(self, entry, conn_id, client, writer)
+            exempt = entry.stage is not None and exempts(entry.stage, client)
+            lane = Lane(self, entry, conn_id, client, writer,
+                        None if exempt else entry.stage,
+                        None if exempt else entry.on_request)  # fmt: skip
             stream = ClientStream(transport, self.limits.max_head, self.limits.head_timeout, lane)
             task = loop.create_task(self._serve_client(entry, conn_id, client, stream, writer))
             stream.task = task

@@ -98,6 +98,16 @@ def decides_inline(stage: Any, request: ApiRequest) -> bool:
     return bool(check(request)) if check is not None else False
 
 
+def exempts(stage: Any, client: ClientIdentity) -> bool:
+    """Whether the stage passes every request of this client's connection through
+    untouched, for as long as it lasts (a listener without tenancy): the fast lane
+    then skips it for that connection. A stage says so with `exempt(client)`;
+    without it, never.
+    """
+    check = getattr(stage, "exempt", None)
+    return bool(check(client)) if check is not None else False
+
+
 def inline_state(stage: Any, client: ClientIdentity) -> object:
     """What the stage's inline decisions for this client depend on besides the request.
 

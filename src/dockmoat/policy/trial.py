@@ -12,7 +12,7 @@ from dataclasses import replace
 from dockmoat.api import gojson
 from dockmoat.api.query import parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.api.routing import classify, split_target
+from dockmoat.api.routing import route_target
 
 
 def routed(method: str, target: str, listener: str) -> ApiRequest:
@@ -20,8 +20,7 @@ def routed(method: str, target: str, listener: str) -> ApiRequest:
 
     ProtocolError when the gateway would refuse the target.
     """
-    path, version, route = classify(method, target)
-    _path, raw_query = split_target(target)
+    path, version, route, raw_query = route_target(method, target)
     return ApiRequest(
         method=method,
         raw_target=target,

@@ -78,7 +78,7 @@ class TenancyService:
             listener.endpoint.url for listener in serve_settings.listeners
             if listener.tenant_from_cn
         )  # fmt: skip
-        self.stage = TenancyStage(self.store, self.tenant_of)
+        self.stage = TenancyStage(self.store, self.tenant_of, untenanted=self.untenanted)
         self.jobs: JobManager | None = None
         self._gateway: Gateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +87,11 @@ class TenancyService:
     def tenant_for(self, name: str) -> Tenant | None:
         tenant = self.jobs.tenant_for(name) if self.jobs is not None else None
         return tenant or self._static.get(name)
+
+    def untenanted(self, client: ClientIdentity) -> bool:
+        """Whether `tenant_of` is None for this client, now and for as long as its
+        connection lasts (a listener without tenancy: none of these inputs change)."""
+        return client.listener not in self._cn_listeners and client.tenant is None
 
     def tenant_of(self, client: ClientIdentity) -> Tenant | Deny | None:
         """Who a client is (the stage's question); None on a listener without tenancy."""

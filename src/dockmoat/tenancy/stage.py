@@ -116,9 +116,12 @@ class TenancyStage:
         store: OwnershipStore,
         tenant_of: Callable[[ClientIdentity], Tenant | Deny | None],
         engine: EngineApi | None = None,
+        *,
+        untenanted: Callable[[ClientIdentity], bool] | None = None,
     ) -> None:
         self.store = store
         self.tenant_of = tenant_of
+        self._untenanted = untenanted
         # Inside the gateway, look-ups use its pooled upstream (known at the first request).
         self._engine = engine
         # Tags (-> image id) and image ids present before each `docker load` (keyed
@@ -603,6 +606,11 @@ class TenancyStage:
         if route in _INLINE_HANDLERS:
             return True
         return route not in rules.CONTAINER_ROUTES and route not in self._handlers
+
+    def exempt(self, client: ClientIdentity) -> bool:
+        """Whether this stage does nothing for any request of this client's connection:
+        `tenant_of` is None for it for good (see `stages.exempts`)."""
+        return self._untenanted is not None and self._untenanted(client)
 
     def inline_state(self, client: ClientIdentity) -> object:
         """All that `decides_inline`, `response_kind`, `rewrites_errors` and the inline

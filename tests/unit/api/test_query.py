@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockmoat.api.query import encode_query, go_bool, media_type, merge_form, parse_query
+from dockmoat.api.query import (
+    encode_query,
+    go_bool,
+    go_unescape,
+    media_type,
+    merge_form,
+    parse_query,
+)
 from dockmoat.errors import ProtocolError
 
 
@@ -68,3 +75,53 @@ def test_encode_roundtrip(values: dict[str, list[str]]) -> None:
 def test_never_crashes(raw: str) -> None:
     with contextlib.suppress(ProtocolError):
         parse_query(raw)
+
+
+def _go_unescape_spec(raw: str, plus_is_space: bool) -> str | None:
+    """Go's `unescape`, transcribed byte by byte (net/url/url.go); None: an error."""
+    data = raw.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0x25:
+            pair = data[i + 1 : i + 3]
+            if len(pair) != 2 or not all(c in b"0123456789abcdefABCDEF" for c in pair):
+                return None
+            out.append(int(pair, 16))
+            i += 3
+            continue
+        out.append(0x20 if data[i] == 0x2B and plus_is_space else data[i])
+        i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+_QUERYISH = st.text(alphabet="%+;&=aF0g9 \xff\u00e9", max_size=24)
+
+
+@given(_QUERYISH, st.booleans())
+def test_unescape_matches_go(raw: str, plus_is_space: bool) -> None:
+    expected = _go_unescape_spec(raw, plus_is_space)
+    if expected is None:
+        with pytest.raises(ProtocolError):
+            go_unescape(raw, plus_is_space=plus_is_space, where="query")
+    else:
+        assert go_unescape(raw, plus_is_space=plus_is_space, where="query") == expected
+
+
+@given(_QUERYISH)
+def test_query_matches_go(raw: str) -> None:
+    """Both the plain split and the unescaping path read a query as Go does."""
+    pairs = [pair.partition("=") for pair in raw.split("&") if pair]
+    keys_values = [
+        (_go_unescape_spec(key, True), _go_unescape_spec(value, True)) for key, _s, value in pairs
+    ]
+    refused = ";" in raw or any(k is None or v is None for k, v in keys_values)
+    if refused:
+        with pytest.raises(ProtocolError):
+            parse_query(raw)
+        return
+    expected: dict[str, list[str]] = {}
+    for key, value in keys_values:
+        assert key is not None and value is not None
+        expected.setdefault(key, []).append(value)
+    assert parse_query(raw) == expected

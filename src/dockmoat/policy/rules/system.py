@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from dockmoat.api.endpoints import ENDPOINTS
+from dockmoat.api.memo import memo_short
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
 from dockmoat.policy.rules.base import ALLOW, Rule, Subject, deny, text, top
@@ -48,7 +47,7 @@ MIN_API_VERSION = (1, 24)
 EVERY_ROUTE = frozenset({f"{resource}.*" for _m, _p, resource, _a in ENDPOINTS} | {"unknown.*"})
 
 
-@lru_cache(maxsize=256)
+@memo_short(256)
 def _version(text_value: str) -> tuple[int, ...] | None:
     # The router accepts odd spellings such as "1.41." or "01.041"; compare numerically.
     try:
