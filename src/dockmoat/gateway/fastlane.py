@@ -361,9 +361,12 @@ def take(
         return False  # connecting needs the task
     stream.planned = None
     try:
-        outcome = run_inline(
-            pipeline.decide(request, policy, lane.on_request, gateway.upstream, form=False)
-        )
+        if lane.on_request is None:
+            outcome: pipeline.Outcome | None = pipeline.decide_now(request, policy, form=False)
+        else:
+            outcome = run_inline(
+                pipeline.decide(request, policy, lane.on_request, gateway.upstream, form=False)
+            )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
             return False

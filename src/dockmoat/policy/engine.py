@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Final
 
 from dockmoat import netinfo
 from dockmoat.api.request import ApiRequest, Route
@@ -30,6 +31,10 @@ from dockmoat.policy.policyfile import PROFILES, PolicyFile, read_policy_file
 from dockmoat.policy.rules import ALL_RULES
 from dockmoat.policy.rules.base import BodyShape, Limit, Rule, Settings, Subject, deny
 from dockmoat.policy.switches import Switches, from_env
+
+# Decisions are immutable values: the plain allows are made once.
+_ALLOW: Final = Allow()
+_ALLOW_PERMISSIVE: Final = Allow("profile.permissive")
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +120,11 @@ class CompiledPolicy:
             if isinstance(decision, Deny):
                 return decision
         body = request.body_json
+        subject = Subject(request, body, self.settings)  # anew only when a rule rewrote the body
         rewrites: list[Rewrite] = []
         for rule in self._applies(request.route.name):
             try:
-                decision = rule.check(Subject(request, body, self.settings))
+                decision = rule.check(subject)
             except BodyShape as shape:
                 return deny(
                     rule.id,
@@ -129,6 +135,7 @@ class CompiledPolicy:
                 return decision
             if isinstance(decision, Rewrite):
                 body = decision.body_json
+                subject = Subject(request, body, self.settings)
                 rewrites.append(decision)
         if rewrites:
             return Rewrite(
@@ -136,9 +143,7 @@ class CompiledPolicy:
                 notes=tuple(note for item in rewrites for note in item.notes),
                 body_json=body,
             )
-        if self.profile == "permissive":
-            return Allow("profile.permissive")
-        return Allow()
+        return _ALLOW_PERMISSIVE if self.profile == "permissive" else _ALLOW
 
     def derive(
         self,

@@ -178,6 +178,26 @@ def test_policy_body_rewrite_is_forwarded_compact() -> None:
     assert b" " not in outcome.body
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [
+        BodyPolicy(),
+        BodyPolicy(Deny("no", "refused")),
+        BodyPolicy(Rewrite(rule="pids", notes=("n",), body_json={"Image": "b"})),
+        BodyPolicy(fail=True),
+    ],
+    ids=["allow", "deny", "rewrite", "error"],
+)
+def test_decide_now_is_decide_without_a_stage(policy: BodyPolicy) -> None:
+    planned = pipeline.plan(
+        head_of(b"POST /v1.41/containers/create?name=a HTTP/1.1\r\nHost: d\r\n"
+                b"Content-Length: 2\r\n\r\n{}"),
+        CLIENT, policy,
+    )  # fmt: skip
+    request = pipeline.with_body(planned, b"{}")
+    assert pipeline.decide_now(request, policy, form=False) == decide(request, policy)
+
+
 def test_target_reencodes_the_routed_path() -> None:
     request = pipeline.plan(
         head_of(b"GET http://x/v1.41./images/a%2Fb%20c/json?x=%20 HTTP/1.1\r\nHost: d\r\n\r\n"),
