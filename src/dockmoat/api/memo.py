@@ -21,7 +21,7 @@ LONGEST = 1024
 
 
 def memo_short(maxsize: int, longest: int = LONGEST) -> Callable[[F], F]:
-    """`lru_cache(maxsize)` for calls whose last argument is at most `longest` long.
+    """`lru_cache(maxsize)` for calls whose last argument is None or at most `longest` long.
 
     At most `maxsize` x `longest` characters of keys (and their results) are held.
     """
@@ -31,8 +31,8 @@ def memo_short(maxsize: int, longest: int = LONGEST) -> Callable[[F], F]:
 
         @wraps(fn)
         def call(*args: object) -> object:
-            key = cast(Sized, args[-1])
-            return cached(*args) if len(key) <= longest else fn(*args)
+            key = cast(Sized | None, args[-1])
+            return cached(*args) if key is None or len(key) <= longest else fn(*args)
 
         return cast(F, call)
 

@@ -71,6 +71,7 @@ class ClientStream:
         # Fast-lane decisions of this connection, by the exact bytes of the read that
         # carried the request (see `fastlane.Remembered`); made with the first one.
         self.remembered: dict[bytes, Remembered] | None = None
+        self.unrepeated = 0  # fast-lane requests taken since one was sent again
         self.lane_open = False
         self._lane = lane
         self._chunks: deque[bytes] = deque()  # read, not yet parsed (or raw after a hijack)

@@ -112,6 +112,11 @@ class Remembered(NamedTuple):
 # Pollers repeat one to three requests. An entry holds a few KB (bytes, parsed head,
 # routed request), so 1,000 connections at the cap hold about 10 MB at worst.
 REMEMBERED_PER_CONNECTION = 4
+# A connection whose last 16 remembered requests never came again (every request
+# differs: a counter, a timestamp) remembers one in 64 from then on, until one
+# comes again: remembering costs each request about as much as routing it.
+REMEMBER_UNREPEATED = 16
+REMEMBER_SPARSELY = 64
 
 
 class FastRelay:
@@ -397,7 +402,13 @@ def take(
         gateway.close_record(record)
         stream.relay_done(head.keep_alive)
         return True
-    if whole is not None and head.method == "GET" and head.keep_alive:
+    unrepeated = stream.unrepeated = stream.unrepeated + 1
+    if (
+        whole is not None
+        and head.method == "GET"
+        and head.keep_alive
+        and (unrepeated <= REMEMBER_UNREPEATED or unrepeated % REMEMBER_SPARSELY == 0)
+    ):
         state = inline_state(stage, client) if stage is not None else None
         if stage is None or state is not None:
             remembered = stream.remembered
@@ -430,6 +441,7 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     conn = gateway.pool.take_idle()
     if conn is None:
         return False
+    stream.unrepeated = 0
     record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request,
                       decision=known.decision, rule=known.rule, notes=known.notes,
                       bytes_in=stream.take_bytes_in())  # fmt: skip

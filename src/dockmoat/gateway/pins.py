@@ -33,7 +33,6 @@ import stat
 import struct
 import time
 from collections.abc import Collection
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +151,7 @@ class BindPins:
                 pins[source], current[source] = self._pin(source, create=create)
                 made.append(pins[source])
             # What was opened, by the name it has now, is checked like the request was.
-            moved = replace(request, body_json=rebind(body, current), body_raw=None)
+            moved = request._replace(body_json=rebind(body, current), body_raw=None)
             check = policy.evaluate(moved)
             if isinstance(check, Deny):
                 raise SourceChanged(errno.EPERM, "it now resolves elsewhere", source)

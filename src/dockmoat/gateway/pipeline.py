@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
@@ -89,13 +88,12 @@ def with_body(planned: Planned, body: bytes) -> ApiRequest:
     request = planned.request
     if planned.form:
         # Go's ParseForm: body values first, then the URL's.
-        return replace(
-            request,
+        return request._replace(
             query=merge_form(parse_query(body.decode("latin-1")), request.query),
             body_raw=body,
         )
     body_json = gojson.loads(body) if body.strip() else None
-    return replace(request, body_json=body_json, body_raw=body)
+    return request._replace(body_json=body_json, body_raw=body)
 
 
 def _apply(request: ApiRequest, rewrite: Rewrite) -> ApiRequest:
@@ -106,11 +104,11 @@ def _apply(request: ApiRequest, rewrite: Rewrite) -> ApiRequest:
             raise ProtocolError(
                 f"rewrite {rewrite.rule} changed the endpoint {request.route.name} -> {route.name}"
             )
-        changed = replace(changed, path=routed, route=route)
+        changed = changed._replace(path=routed, route=route)
     if rewrite.query is not None:
-        changed = replace(changed, query=rewrite.query)
+        changed = changed._replace(query=rewrite.query)
     if rewrite.body_json is not None:
-        changed = replace(changed, body_json=rewrite.body_json, body_raw=None)
+        changed = changed._replace(body_json=rewrite.body_json, body_raw=None)
     return changed
 
 

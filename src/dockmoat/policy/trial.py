@@ -7,8 +7,6 @@ target and body.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from dockmoat.api import gojson
 from dockmoat.api.query import parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity
@@ -38,8 +36,7 @@ def with_json_body(request: ApiRequest, raw: bytes) -> ApiRequest:
 
     ProtocolError when the gateway would refuse the body (gojson.loads).
     """
-    return replace(
-        request,
+    return request._replace(
         body_json=gojson.loads(raw) if raw.strip() else None,
         body_raw=raw or None,
     )

@@ -246,3 +246,57 @@ def test_a_fast_lane_bug_before_sending_loses_no_request_and_no_connection(
     assert max(idle) == 1  # one daemon connection, always back in the pool
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(e["status"], e["bytes_in"]) for e in entries] == [(200, len(PING))] * 5
+
+
+def test_a_connection_whose_requests_never_repeat_remembers_sparsely(
+    tmp_path: Path, docker_host: str
+) -> None:
+    """After REMEMBER_UNREPEATED requests that never came again, a request is remembered
+    only at every REMEMBER_SPARSELY-th; once one is sent again, every one is, as before."""
+    sock_path = tmp_path / "gw.sock"
+    served = settings(listen=[f"unix://{sock_path}"], upstream=docker_host,
+                      profile="permissive")  # fmt: skip
+    policy = CountingPolicy()
+    decided: list[int] = []  # the policy's evaluations for each request
+
+    def ping(n: int) -> bytes:
+        return PING.replace(b"/_ping", f"/_ping?n={n}".encode())
+
+    async def scenario() -> None:
+        gateway = Gateway(served, policy)
+        await gateway.start()
+        try:
+            client = await asyncio.to_thread(Client, sock_path)
+
+            async def send(request: bytes) -> None:
+                before = policy.evaluated
+                await asyncio.to_thread(client.send, request)
+                assert (await asyncio.to_thread(client.answer)) == (200, b"OK")
+                decided.append(policy.evaluated - before)
+
+            # The first may reach the task; the third is a remembered one sent again,
+            # which starts the count of unrepeated requests from 0.
+            for _ in range(3):
+                await send(ping(0))
+            taken = 0
+            for n in range(fastlane.REMEMBER_UNREPEATED):
+                await send(ping(100 + n))
+                taken += 1
+            await send(ping(1000))  # beyond the budget: not remembered...
+            await send(ping(1000))  # ...so decided afresh
+            taken += 2
+            while (taken + 1) % fastlane.REMEMBER_SPARSELY:
+                await send(ping(2000 + taken))
+                taken += 1
+            await send(ping(3000))  # the one in REMEMBER_SPARSELY that is remembered
+            await send(ping(3000))
+            await send(ping(4000))  # and from here on every one again
+            await send(ping(4000))
+            client.sock.close()
+        finally:
+            await gateway.drain()
+
+    asyncio.run(scenario())
+    assert decided[2] == 0
+    assert decided[3 + fastlane.REMEMBER_UNREPEATED : 5 + fastlane.REMEMBER_UNREPEATED] == [1, 1]
+    assert decided[-4:] == [1, 0, 1, 0]

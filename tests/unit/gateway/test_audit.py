@@ -54,9 +54,10 @@ def expected(entry: AuditEntry, dropped: int = 0) -> str:
 
 
 @given(entries, st.integers(min_value=0, max_value=10**6))
-def test_a_line_is_what_json_dumps_writes(entry: AuditEntry, dropped: int) -> None:
+def test_a_line_reads_as_what_json_dumps_writes(entry: AuditEntry, dropped: int) -> None:
     line = audit_line(entry, dropped)
-    assert line == expected(entry, dropped)
+    assert line.endswith("\n") and "\n" not in line[:-1]
+    assert json.loads(line) == json.loads(expected(entry, dropped))
     assert list(json.loads(line))[: len(FIELDS)] == list(FIELDS)
 
 

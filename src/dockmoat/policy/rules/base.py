@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any
+from typing import Any, NamedTuple
 
 from dockmoat.api.gojson import field as go_field
 from dockmoat.api.gojson import field_key
@@ -50,9 +50,9 @@ class Settings:
     """What this host routes (netinfo.routed_networks), read once at start-up."""
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """One rule's input: the request, the body so far, and the settings."""
+class Subject(NamedTuple):
+    """One rule's input: the request, the body so far, and the settings.
+    (One per evaluated request: a NamedTuple, built faster than a frozen dataclass.)"""
 
     request: ApiRequest
     body: Any
