@@ -4,7 +4,9 @@ The hot path memoises pure functions of what clients send (paths, query values,
 JSON field names), because the same few come again and again. Those keys can be
 as long as the head and body limits allow; an `lru_cache` of them would let one
 client hold 4096 x 64 KiB of the gateway's memory. Short keys are memoised, long
-ones computed each time.
+ones computed each time. Functions called for every request check the length at the
+call site and call their `lru_cache` directly (`LONGEST`): a wrapper's Python call
+costs as much as the look-up itself.
 """
 
 from __future__ import annotations

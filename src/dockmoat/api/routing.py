@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from dockmoat.api.endpoints import ENDPOINTS
-from dockmoat.api.memo import memo_short
+from dockmoat.api.memo import LONGEST, memo_short
 from dockmoat.api.query import go_unescape
 from dockmoat.api.request import Route
 from dockmoat.errors import ProtocolError
@@ -157,15 +158,23 @@ def route_target(method: str, target: str) -> Routed:
         raw_path, sep, raw_query = target.partition("?")
         if sep:
             _refuse_controls(raw_query)
-        return Routed(*_route_origin_path(method, raw_path), raw_query if sep else None)
+        # Memoised for short paths only (see api/memo.py), checked inline: per request.
+        routed = (
+            _route_origin_memo(method, raw_path)
+            if len(raw_path) <= LONGEST
+            else _route_origin_path(method, raw_path)
+        )
+        return Routed(*routed, raw_query if sep else None)
     path, query = split_target(target)
     return Routed(*route_path(method, path), query)
 
 
-@memo_short(4096)
 def _route_origin_path(method: str, raw_path: str) -> tuple[str, str | None, Route]:
     _refuse_controls(raw_path)
     return route_path(method, _unescape_path(raw_path))
+
+
+_route_origin_memo = lru_cache(maxsize=4096)(_route_origin_path)
 
 
 def classify(method: str, target: str) -> tuple[str, str | None, Route]:

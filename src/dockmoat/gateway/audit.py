@@ -19,7 +19,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from dockmoat.api.memo import memo_short
+from dockmoat.api.memo import LONGEST
 from dockmoat.api.request import ClientIdentity
 
 log = logging.getLogger("dockmoat.gateway")
@@ -67,8 +67,13 @@ def audit_line(entry: AuditEntry, dropped_before: int = 0) -> str:
     `round(duration, 3)`).
     """
     gap = f',"audit_dropped_before":{dropped_before}' if dropped_before else ""
-    method, verdict = _verdict_fields(entry.method, entry.route, entry.decision, entry.rule,
-                                      entry.api_version)  # fmt: skip
+    version = entry.api_version
+    # Memoised for short versions only (see api/memo.py), checked inline: per request.
+    verdict_fields = (
+        _verdict_memo if version is None or len(version) <= LONGEST else _verdict_fields
+    )
+    method, verdict = verdict_fields(entry.method, entry.route, entry.decision, entry.rule,
+                                     version)  # fmt: skip
     path, routed, notes = entry.path, entry.routed_path, entry.notes
     return (
         f'{{"time":{_json_string(entry.time)},"conn":{entry.conn},'
@@ -81,19 +86,21 @@ def audit_line(entry: AuditEntry, dropped_before: int = 0) -> str:
     )
 
 
-@memo_short(1024)
 def _verdict_fields(
     method: str | None, route: str | None, decision: str, rule: str | None, version: str | None
 ) -> tuple[str, str]:
     """The fields of an entry that come from small sets (methods, routes, rule ids, API
-    versions), formatted once per combination: (the method field, the fields from
-    api_version to the opening of notes). The version, the one a client can make long,
-    comes last, where `memo_short` bounds it."""
+    versions), formatted once per combination (`_verdict_memo`): (the method field, the
+    fields from api_version to the opening of notes). The API version is the one a
+    client can make long: `audit_line` memoises only short ones."""
     return (
         f'"method":{_text(method)},',
         f'"api_version":{_text(version)},"route":{_text(route)},"decision":{_text(decision)},'
         f'"rule":{_text(rule)},"notes":[',
     )
+
+
+_verdict_memo = lru_cache(maxsize=1024)(_verdict_fields)
 
 
 def _text(value: str | None) -> str:

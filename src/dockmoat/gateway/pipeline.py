@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from dockmoat.api import gojson
 from dockmoat.api.endpoints import STREAMED_BODY
-from dockmoat.api.memo import memo_short
+from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.api.routing import raw_query, route_path, route_target
@@ -116,14 +117,23 @@ def _versioned(request: ApiRequest, path: str) -> str:
     return f"/v{request.api_version}{path}" if request.api_version is not None else path
 
 
-@memo_short(4096)
-def _encoded_path(path: str) -> str:
-    return quote(path, safe=_PATH_SAFE, errors="surrogateescape")
+def _encoded_path(version: str | None, path: str) -> str:
+    """The routed path, with its version prefix, percent-encoded for the daemon."""
+    versioned = f"/v{version}{path}" if version is not None else path
+    return quote(versioned, safe=_PATH_SAFE, errors="surrogateescape")
+
+
+_encoded_path_memo = lru_cache(maxsize=4096)(_encoded_path)
 
 
 def upstream_target(request: ApiRequest, *, requery: bool) -> str:
     """The target the daemon gets: percent-encoded routed path, checked parameters."""
-    path = _encoded_path(_versioned(request, request.path))
+    version, routed = request.api_version, request.path
+    # Memoised for short paths only (see api/memo.py), checked inline: this runs per request.
+    if len(routed) <= LONGEST and (version is None or len(version) <= LONGEST):
+        path = _encoded_path_memo(version, routed)
+    else:
+        path = _encoded_path(version, routed)
     if requery:
         encoded = encode_query(request.query)
         return f"{path}?{encoded}" if encoded else path

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from dockmoat.api.endpoints import ENDPOINTS
-from dockmoat.api.memo import memo_short
+from dockmoat.api.memo import LONGEST
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
 from dockmoat.policy.rules.base import ALLOW, Rule, Subject, deny, text, top
@@ -47,7 +49,6 @@ MIN_API_VERSION = (1, 24)
 EVERY_ROUTE = frozenset({f"{resource}.*" for _m, _p, resource, _a in ENDPOINTS} | {"unknown.*"})
 
 
-@memo_short(256)
 def _version(text_value: str) -> tuple[int, ...] | None:
     # The router accepts odd spellings such as "1.41." or "01.041"; compare numerically.
     try:
@@ -56,11 +57,15 @@ def _version(text_value: str) -> tuple[int, ...] | None:
         return None
 
 
+_version_memo = lru_cache(maxsize=256)(_version)
+
+
 def check_api_version(subject: Subject) -> Decision:
     raw = subject.request.api_version
     if raw is None:
         return ALLOW  # no prefix: dockerd uses its own current version
-    version = _version(raw)
+    # Memoised for short versions only (see api/memo.py), checked inline: per request.
+    version = _version_memo(raw) if len(raw) <= LONGEST else _version(raw)
     if version is not None and version >= MIN_API_VERSION:
         return ALLOW
     return deny(
