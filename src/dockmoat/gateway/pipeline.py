@@ -100,7 +100,8 @@ def with_body(planned: Planned, body: bytes) -> ApiRequest:
 def _apply(request: ApiRequest, rewrite: Rewrite) -> ApiRequest:
     changed = request
     if rewrite.path is not None:
-        routed, _version, route = route_path(request.method, _versioned(request, rewrite.path))
+        versioned = _versioned(request.api_version, rewrite.path)
+        routed, _version, route = route_path(request.method, versioned)
         if route.name != request.route.name:
             raise ProtocolError(
                 f"rewrite {rewrite.rule} changed the endpoint {request.route.name} -> {route.name}"
@@ -113,14 +114,13 @@ def _apply(request: ApiRequest, rewrite: Rewrite) -> ApiRequest:
     return changed
 
 
-def _versioned(request: ApiRequest, path: str) -> str:
-    return f"/v{request.api_version}{path}" if request.api_version is not None else path
+def _versioned(version: str | None, path: str) -> str:
+    return f"/v{version}{path}" if version is not None else path
 
 
 def _encoded_path(version: str | None, path: str) -> str:
     """The routed path, with its version prefix, percent-encoded for the daemon."""
-    versioned = f"/v{version}{path}" if version is not None else path
-    return quote(versioned, safe=_PATH_SAFE, errors="surrogateescape")
+    return quote(_versioned(version, path), safe=_PATH_SAFE, errors="surrogateescape")
 
 
 _encoded_path_memo = lru_cache(maxsize=4096)(_encoded_path)
