@@ -55,20 +55,17 @@ def _unescape(raw: str) -> str:
 def parse_query(raw: str) -> dict[str, list[str]]:
     """Go's `url.ParseQuery`, refusing (ProtocolError) what Go would report an error for."""
     values: dict[str, list[str]] = {}
-    if "%" not in raw and "+" not in raw and ";" not in raw:
-        # Nothing to unescape or refuse (most queries): the same pairs, split only.
-        for pair in raw.split("&"):
-            if pair:
-                key, _sep, value = pair.partition("=")
-                values.setdefault(key, []).append(value)
-        return values
+    # Most queries hold nothing to unescape or refuse: their pairs are only split.
+    plain = "%" not in raw and "+" not in raw and ";" not in raw
     for pair in raw.split("&"):
-        if ";" in pair:
+        if not plain and ";" in pair:
             raise ProtocolError("invalid semicolon separator in query")
         if pair == "":
             continue
         key, _sep, value = pair.partition("=")
-        values.setdefault(_unescape(key), []).append(_unescape(value))
+        if not plain:
+            key, value = _unescape(key), _unescape(value)
+        values.setdefault(key, []).append(value)
     return values
 
 
