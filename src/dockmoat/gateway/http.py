@@ -507,6 +507,14 @@ class RawAnswer:
         return RelayStep(data, self.status, framer.done, framer.keep_alive)
 
 
+def _persistent(version: str, connection: str | None) -> bool:
+    """Whether a message of this version with this Connection header keeps the connection."""
+    tokens = {t.strip().lower() for t in (connection or "").split(",")}
+    if version == "1.1":
+        return "close" not in tokens
+    return version == "1.0" and "keep-alive" in tokens
+
+
 class _StopAfterHead(Exception):
     """Ends parsing of a response to HEAD (it has no body, whatever it says)."""
 
@@ -526,14 +534,23 @@ class ResponseReader:
         headers = tuple(collect.headers)
         length, chunked = _framing(headers)
         status = int(self._parser.get_status_code())
+        version = self._parser.get_http_version()
+        if self._head_request:
+            # llhttp does not know the request was a HEAD: for an answer without a length
+            # (dockerd's HEAD /containers/{id}/archive) it would say "body until close",
+            # hence no keep-alive. A HEAD answer has no body, so only the version and the
+            # Connection header decide (RFC 9112 9.3).
+            keep_alive = _persistent(version, header_value(headers, "connection"))
+        else:
+            keep_alive = bool(self._parser.should_keep_alive())
         self._head = ResponseHead(
             status=status,
             reason=collect.status.decode("latin-1"),
-            http_version=self._parser.get_http_version(),
+            http_version=version,
             headers=headers,
             content_length=length,
             chunked=chunked,
-            keep_alive=bool(self._parser.should_keep_alive()),
+            keep_alive=keep_alive,
         )
         collect.events.append(self._head)
         if self._head_request:

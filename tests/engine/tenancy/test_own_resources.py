@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -125,3 +128,22 @@ def test_own_volumes_networks_images(open_job, busybox_image: str, tmp_path: Pat
     )
     labels = api.inspect_image(f"{job.name}-c:1")["Config"]["Labels"]
     assert labels["dockmoat.tenant"] == job.name
+
+
+def test_docker_cp_through_a_job_socket_never_fails(
+    open_job: Callable[..., Job], busybox_image: str, tmp_path: Path
+) -> None:
+    """The HEAD before each `docker cp` PUT keeps the connection (test_copy_through_guard)."""
+    job = open_job("cp")
+    job.docker("run", "-d", "--name", "box", busybox_image, "sleep", "600")
+    (tmp_path / "in.txt").write_text("payload\n")
+    loop = (
+        "fails=0; for i in $(seq 100); do docker cp in.txt box:/tmp/in.txt || fails=$((fails+1));"
+        " docker cp box:/tmp/in.txt out.txt || fails=$((fails+1)); done; echo fails=$fails"
+    )
+    env = {**job.environ(), "PATH": f"/usr/bin:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["sh", "-c", loop], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+    assert result.stdout.strip().endswith("fails=0"), result.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text() == "payload\n"

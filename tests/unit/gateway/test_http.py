@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,6 +116,30 @@ def test_response_head_request_and_until_close() -> None:
     assert isinstance(events[0], ResponseHead)
     assert events[0].until_close
     assert reader.feed_eof() == [MessageEnd()]
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keep"),
+    [
+        ("1.1", None, True),
+        ("1.1", "close", False),
+        ("1.1", "Keep-Alive, Close", False),
+        ("1.0", None, False),
+        ("1.0", "keep-alive", True),
+    ],
+)
+def test_head_answer_without_length_keeps_the_connection(
+    version: str, connection: str | None, keep: bool
+) -> None:
+    # dockerd answers HEAD /containers/{id}/archive with 200 and no Content-Length; the
+    # answer has no body (it is a HEAD), so it does not end the connection (docker cp).
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    raw = f"HTTP/{version} 200 OK\r\nX-Docker-Container-Path-Stat: e30=\r\n{extra}\r\n"
+    reader = ResponseReader(head_request=True)
+    head, end = reader.feed(raw.encode())
+    assert isinstance(head, ResponseHead) and isinstance(end, MessageEnd)
+    assert head.keep_alive is keep
+    assert reader.done
 
 
 def test_response_101_leftover() -> None:
