@@ -3,12 +3,11 @@
 The host's current CLI (/usr/bin/docker, with buildx and Compose v2 as CLI plugins)
 is on PATH; the others live under LIBEXEC and are reached only through these names:
 
-| name | what |
-|---|---|
-| `docker` | the current CLI on PATH (sid's 28.x, or trixie's 26.1 where sid's is not installable) |
-| `docker-20.10` | bookworm's 20.10 CLI (no buildx: classic builder, or BuildKit with DOCKER_BUILDKIT=1) |
-| `docker-26.1` | trixie's 26.1 CLI with buildx 0.13 and Compose 2.26 as its plugins |
-| `docker-compose-v1` | bookworm's docker-compose 1.29 on the system python3 |
+- `docker`: the current CLI on PATH (sid's 28.x; trixie's 26.1 where sid's cannot install);
+- `docker-20.10`: bookworm's 20.10 CLI (no buildx: the classic builder, or BuildKit with
+  DOCKER_BUILDKIT=1);
+- `docker-26.1`: trixie's 26.1 CLI with buildx 0.13 and Compose 2.26 as its plugins;
+- `docker-compose-v1`: bookworm's docker-compose 1.29 on the system python3.
 
 `docker-26.1` finds its own plugins through `$DOCKER_CONFIG/cli-plugins`, so it sets
 DOCKER_CONFIG to its own folder unless the caller set one (then the system plugins,

@@ -270,7 +270,8 @@ def main() -> int:
     if engine:
         print(f"{PREFIX}installing the current engine", flush=True)
         suite = install_engine()
-        print(f"{PREFIX}engine from {suite}: {engine_major(shutil.which('dockerd', path=SBIN_PATH))}.x")
+        major = engine_major(shutil.which("dockerd", path=SBIN_PATH))
+        print(f"{PREFIX}engine {major}.x from {suite}", flush=True)
     if clients_missing:
         done = unpack(UNPACKED)
         if done:

@@ -1,4 +1,7 @@
-"""A CI job's day through the gateway with the real docker CLIs and docker-compose v1.
+"""A CI job's day through the gateway with the real docker CLIs and both composes.
+
+The CLIs are those of the matrix (tests/harness/clients.py): the current one (28.x),
+26.1 and 20.10; Compose v2 (the CLI plugin) and docker-compose v1.
 
 Everything runs through `dockmoat serve` (permissive, baseline without tenancy, and
 the default: baseline with its listener a tenant) and the effects are checked on the
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,12 @@ import pytest
 from docker.errors import NotFound
 from gwserve import Served
 
-CLIENTS = [c for c in ("/usr/local/bin/docker", "/usr/bin/docker") if Path(c).exists()]
+from harness.clients import all_clients, client
+
+CLIENTS = list(all_clients().values())
+#: Builds here use the classic builder on purpose; BuildKit's path (buildx, /grpc and
+#: /session) has its own tests.
+CLASSIC = {"DOCKER_BUILDKIT": "0"}
 
 
 @pytest.fixture(scope="module", params=["permissive", "baseline", "tenant"])
@@ -146,9 +153,8 @@ def test_build_tag_save_load(
     ctx.mkdir()
     (ctx / "blob").write_bytes(os.urandom(20 * 1024 * 1024))
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY blob /blob\nRUN echo built >/b\n")
-    env_extra = {"DOCKER_BUILDKIT": "0"} if cli == "/usr/bin/docker" else {}
     result = subprocess.run([cli, "build", "-q", "-t", tag, str(ctx)], capture_output=True,
-                            env=gateway.env(**env_extra), timeout=300, check=False)  # fmt: skip
+                            env=gateway.env(**CLASSIC), timeout=300, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     image = docker_client.images.get(tag)
     run(cli, gateway, "tag", tag, tag + "-b")
@@ -245,9 +251,6 @@ def test_attach(
     assert out.stdout == b"got abc\n"
 
 
-@pytest.mark.skipif(
-    shutil.which("docker-compose") is None, reason="docker-compose v1 not installed"
-)
 def test_compose_v1(
     gateway: Served, busybox_image: str, unique_name: Callable[[str], str], tmp_path: Path,
     docker_client: docker.DockerClient,
@@ -263,7 +266,9 @@ def test_compose_v1(
         f"    image: {busybox_image}\n"
         "    command: sh -c 'echo worker-up; sleep 3600'\n"
     )
-    compose = ["docker-compose", "-p", project]
+    v1 = client("docker-compose-v1")
+    assert v1 is not None, "docker-compose v1 is missing: run `make setup` as root"
+    compose = [v1, "-p", project]
     env = gateway.env()
 
     def dc(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -291,3 +296,86 @@ def test_compose_v1(
         all=True, filters={"label": f"com.docker.compose.project={project}"}
     )
     assert left == []
+
+
+COMPOSE_V2 = """\
+services:
+  db:
+    image: {image}
+    command: sh -c 'touch /tmp/ready; echo db-up; exec sleep 3600'
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      timeout: 2s
+      retries: 30
+    volumes: [data:/data]
+  app:
+    image: {image}
+    command: sh -c 'echo app-up; exec sleep 3600'
+    depends_on:
+      db:
+        condition: service_healthy
+  migrate:
+    image: {image}
+    command: sh -c 'echo migrated > /data/done'
+    volumes: [data:/data]
+    profiles: [tools]
+volumes:
+  data: {{}}
+"""
+
+
+@pytest.mark.parametrize("cli", [c for c in CLIENTS if not c.endswith("docker-20.10")])
+def test_compose_v2(
+    cli: str,
+    gateway: Served,
+    busybox_image: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> None:
+    """`docker compose` (v2, the CLI plugin): up --wait on healthchecks and depends_on
+    conditions, run --rm, exec, logs -f, down -v, all by the project's own names."""
+    project = unique_name("cmp2").replace("-", "")
+    (tmp_path / "compose.yaml").write_text(COMPOSE_V2.format(image=busybox_image))
+    env = {**gateway.env(), "COMPOSE_PROGRESS": "plain"}
+    label = {"label": f"com.docker.compose.project={project}"}
+
+    def dc(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run([cli, "compose", "-p", project, *args], cwd=tmp_path, env=env,
+                                capture_output=True, timeout=timeout, check=False)  # fmt: skip
+        assert result.returncode == 0, (args, result.stderr.decode()[-2000:])
+        return result
+
+    try:
+        dc("up", "-d", "--wait", "--pull", "never")
+        running = docker_client.containers.list(filters=label)
+        assert len(running) == 2
+        assert all(c.attrs["State"]["Status"] == "running" for c in running)
+        health = [c.attrs["State"].get("Health", {}).get("Status") for c in running]
+        assert "healthy" in health
+        ps = json.loads("[" + ",".join(dc("ps", "--format", "json").stdout.decode().split()) + "]")
+        assert {entry["Service"] for entry in ps} == {"db", "app"}
+        assert dc("exec", "-T", "app", "echo", "in-app").stdout.strip() == b"in-app"
+        dc("--profile", "tools", "run", "--rm", "-T", "migrate")
+        done = dc("exec", "-T", "db", "cat", "/data/done").stdout.strip()
+        assert done == b"migrated"
+        # logs -f follows until the stream is cut; a bounded read shows both services.
+        follow = subprocess.Popen([cli, "compose", "-p", project, "logs", "-f", "--no-color"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        seen = b""
+        deadline = time.monotonic() + 30
+        assert follow.stdout is not None
+        os.set_blocking(follow.stdout.fileno(), False)
+        while not (b"db-up" in seen and b"app-up" in seen) and time.monotonic() < deadline:
+            seen += follow.stdout.read() or b""
+            time.sleep(0.1)
+        follow.terminate()
+        follow.wait(timeout=10)
+        assert b"db-up" in seen and b"app-up" in seen
+    finally:
+        subprocess.run([cli, "compose", "-p", project, "down", "-v", "-t", "1"], cwd=tmp_path,
+                       env=env, capture_output=True, timeout=180, check=False)  # fmt: skip
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.volumes.list(filters=label) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from gwserve import Served
+
 from harness.clients import all_clients
 
 ROUNDS = 100

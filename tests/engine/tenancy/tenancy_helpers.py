@@ -15,12 +15,14 @@ from pathlib import Path
 
 import docker
 
+from harness.clients import client
 from support.processes import terminate
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKMOAT = [sys.executable, "-m", "dockmoat"]
-DOCKER_NEW = "/usr/local/bin/docker"
-DOCKER_OLD = "/usr/bin/docker"
+DOCKER_NEW = client("docker") or "docker"  # the current CLI (28.x)
+DOCKER_OLD = client("docker-20.10") or "docker-20.10"  # named, so a missing one fails loudly
+COMPOSE = {"v1": [client("docker-compose-v1") or "docker-compose-v1"], "v2": ["docker", "compose"]}
 
 
 def _wait_for_socket(
@@ -149,10 +151,11 @@ class Job:
         return result
 
     def compose(
-        self, project_dir: Path, *args: str, check: bool = True
+        self, project_dir: Path, *args: str, check: bool = True, version: str = "v2"
     ) -> subprocess.CompletedProcess[str]:
+        """Compose v2 (the CLI plugin) by default; `version="v1"` for docker-compose 1.29."""
         result = subprocess.run(
-            ["docker-compose", *args],
+            [*COMPOSE[version], *args],
             capture_output=True,
             text=True,
             timeout=300,
@@ -160,7 +163,7 @@ class Job:
             cwd=project_dir,
         )
         if check:
-            assert result.returncode == 0, f"docker-compose {' '.join(args)}: {result.stderr}"
+            assert result.returncode == 0, f"compose {version} {' '.join(args)}: {result.stderr}"
         return result
 
     def client(self) -> docker.DockerClient:

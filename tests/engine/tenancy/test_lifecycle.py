@@ -80,7 +80,7 @@ def test_close_leaves_the_engine_as_before(
 
     removed = job.close()
 
-    assert {"db", "app_web_1", "app_worker_1"} <= set(removed["containers"])
+    assert {"db", "app-web-1", "app-worker-1"} <= set(removed["containers"])  # compose v2 names
     assert {"cache", "data", "app_data"} <= set(removed["volumes"])
     assert {"net", "app_default"} <= set(removed["networks"])
     assert busybox_image not in removed["images"]
@@ -179,8 +179,13 @@ def test_sigkill_then_restart_keeps_the_job_and_close_still_finds_everything(
     assert docker_client.api.images(name=busybox_image)
 
 
+@pytest.mark.parametrize("compose", ["v1", "v2"])
 def test_compose_and_testcontainers_workloads_run_unchanged(
-    open_job, busybox_image: str, tmp_path: Path, docker_client: docker.DockerClient
+    compose: str,
+    open_job,
+    busybox_image: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
 ) -> None:
     a: Job = open_job("ca")
     b: Job = open_job("cb")
@@ -188,19 +193,30 @@ def test_compose_and_testcontainers_workloads_run_unchanged(
     project.mkdir()
     (project / "docker-compose.yml").write_text(COMPOSE.format(image=busybox_image))
     for job in (a, b):  # the same project name in two jobs at once
-        job.compose(project, "-p", "app", "up", "-d")
+        job.compose(project, "-p", "app", "up", "-d", version=compose)
     for job in (a, b):
-        ps = job.compose(project, "-p", "app", "ps").stdout
-        assert "app_web_1" in ps and "app_worker_1" in ps and job.name not in ps
-        assert "hello from web" in job.compose(project, "-p", "app", "logs", "web").stdout
-        out = job.compose(project, "-p", "app", "exec", "-T", "web", "cat", "/etc/hostname")
+        ps = job.compose(project, "-p", "app", "ps", version=compose).stdout
+        sep = "_" if compose == "v1" else "-"  # v1 names app_web_1, v2 app-web-1
+        assert f"app{sep}web{sep}1" in ps and f"app{sep}worker{sep}1" in ps
+        assert job.name not in ps
+        assert (
+            "hello from web"
+            in job.compose(project, "-p", "app", "logs", "web", version=compose).stdout
+        )
+        out = job.compose(
+            project, "-p", "app", "exec", "-T", "web", "cat", "/etc/hostname", version=compose
+        )
         assert out.stdout.strip()
     deadline = time.monotonic() + 30
-    while "worker-ok" not in a.compose(project, "-p", "app", "logs", "worker").stdout:
+    while (
+        "worker-ok" not in a.compose(project, "-p", "app", "logs", "worker", version=compose).stdout
+    ):
         assert time.monotonic() < deadline, "the worker could not reach web by name"
         time.sleep(0.5)
-    a.compose(project, "-p", "app", "down", "-v")
-    assert b.compose(project, "-p", "app", "ps", "-q").stdout.split()  # b's project untouched
+    a.compose(project, "-p", "app", "down", "-v", version=compose)
+    assert b.compose(
+        project, "-p", "app", "ps", "-q", version=compose
+    ).stdout.split()  # b's project untouched
     assert_nothing_left(docker_client, a.name)
 
     # testcontainers-style: labelled container, port published on loopback, talk, remove.

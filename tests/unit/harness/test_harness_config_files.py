@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import hosts_file
-from harness.install import ENGINE_PACKAGES, wanted_packages
+from harness import clients, hosts_file
+from harness.install import ENGINE_SETS, needs_engine, wanted_packages
 from harness.runtime_workaround import (
     RUNTIME_NAME,
     WorkaroundError,
@@ -108,15 +108,37 @@ def test_register_refuses_a_broken_file_and_leaves_it(tmp_path: Path, content: s
     assert config.read_text() == content
 
 
-def test_engine_packages_only_when_no_engine_and_no_dockerd() -> None:
+def test_plain_packages_and_when_the_engine_is_installed() -> None:
     def nothing(_: str) -> bool:
         return False
 
     def everything(_: str) -> bool:
         return True
 
-    assert wanted_packages(False, False, True, nothing) == list(ENGINE_PACKAGES)
-    assert wanted_packages(True, False, True, nothing) == ["busybox-static", "docker-compose"]
-    assert wanted_packages(False, True, True, nothing) == ["busybox-static", "docker-compose"]
-    assert wanted_packages(False, False, False, everything) == []
-    assert wanted_packages(True, True, False, nothing)[-1] == "python3-venv"
+    plain = wanted_packages(True, nothing)
+    assert plain[0] == "busybox-static" and "python3-docker" in plain  # compose v1's libraries
+    assert "docker.io" not in plain  # the engine comes from newer suites, by name
+    assert wanted_packages(False, everything) == []
+    assert wanted_packages(False, nothing)[-1] == "python3-venv"
+    # No dockerd, or an old one: install the current engine; a user's answering engine
+    # without a local dockerd (a remote DOCKER_HOST) is left alone.
+    assert needs_engine(False, None) and needs_engine(True, 20) and needs_engine(False, 25)
+    assert not needs_engine(True, None) and not needs_engine(False, 28)
+
+
+def test_engine_sets_take_sid_then_trixie_with_bookworms_runc() -> None:
+    (sid, sid_set), (trixie, trixie_set) = ENGINE_SETS
+    assert (sid, trixie) == ("sid", "trixie")
+    assert "docker.io/sid" in sid_set and "docker-buildx/sid" in sid_set
+    assert "docker.io/trixie" in trixie_set and "docker-compose/trixie" in trixie_set
+    # sid's and trixie's runc need a newer libc than Debian 12's: runc is the machine's own.
+    assert "runc" in sid_set and "runc" in trixie_set
+
+
+def test_client_wrappers_name_their_trees(tmp_path: Path) -> None:
+    texts = clients.wrappers(tmp_path)
+    assert set(texts) == {"docker-20.10", "docker-26.1", "docker-compose-v1"}
+    assert f"{tmp_path}/trees/engine-20.10/usr/bin/docker" in texts["docker-20.10"]
+    assert "DOCKER_CONFIG" in texts["docker-26.1"]
+    links = clients.plugin_links(tmp_path)
+    assert {link.name for link in links} == {"docker-buildx", "docker-compose"}
