@@ -29,13 +29,19 @@ from dockmoat.ci.audit.report import render_text, to_json, to_sarif
     default=None,
     help="Treat every FILE as this kind instead of detecting it from name and content.",
 )
-def command(files: tuple[str, ...], fmt: str, kind: str | None) -> None:
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Report files that cannot be audited as low `unreadable` findings, not high ones.",
+)
+def command(files: tuple[str, ...], fmt: str, kind: str | None, lenient: bool) -> None:
     """Report how compose files, .gitlab-ci.yml, GitHub workflows and Jenkinsfiles hand out Docker.
 
-    Exit status: 1 when any finding is high; otherwise 2 when a file could not be
-    audited (each such file gets one line on stderr); otherwise 0.
+    Exit status: 1 when any finding is high, including a file that could not be
+    audited (an `unreadable` finding, and one line on stderr) unless --lenient;
+    otherwise 0.
     """
-    result = audit_paths(files, Kind(kind) if kind else None)
+    result = audit_paths(files, Kind(kind) if kind else None, lenient=lenient)
     for error in result.errors:
         click.echo(f"dockmoat audit: {error.file}: {error.reason}", err=True)
     if fmt == "json":

@@ -3,16 +3,19 @@
 Entry points:
 - `audit_text(text, name, kind=None) -> list[Finding]`: pure; raises ConfigError on
   input that cannot be audited (not YAML, unknown format).
-- `audit_paths(paths, kind=None) -> AuditResult`: reads files, never stops at a bad one.
+- `audit_paths(paths, kind=None, lenient=False) -> AuditResult`: reads files, never
+  stops at a bad one; a file that cannot be audited is an `unreadable` finding (high,
+  low with `lenient`) as well as an entry of `errors`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockmoat.ci.audit import compose, github, gitlab, jenkins, yamlsrc
+from dockmoat.ci.audit import compose, github, gitlab, jenkins, rules, yamlsrc
 from dockmoat.ci.audit.detect import Kind, kind_from_name, kind_from_yaml, looks_like_jenkins
 from dockmoat.ci.audit.findings import FileError, Finding, Hit, Rule, Severity
 from dockmoat.ci.audit.rules import ALL_RULES
@@ -27,6 +30,7 @@ __all__ = [
     "Rule",
     "Severity",
     "audit_paths",
+    "audit_source",
     "audit_text",
 ]
 
@@ -42,18 +46,27 @@ def audit_text(text: str, name: str, kind: Kind | None = None) -> list[Finding]:
     if detected is Kind.JENKINS:
         hits: Iterable[Hit] = jenkins.analyse(text)
     else:
-        doc = yamlsrc.load(text)
-        detected = detected or kind_from_yaml(doc)
+        hits = _yaml_hits(yamlsrc.load_all(text), detected)
+    return _finish(hits, name)
+
+
+def _yaml_hits(docs: list[object], kind: Kind | None) -> list[Hit]:
+    hits: list[Hit] = []
+    detected = kind
+    for doc in docs or [None]:
+        detected = kind or kind_from_yaml(doc)
         if detected is None:
-            raise ConfigError(
-                "unknown format: not a compose file, .gitlab-ci.yml, GitHub workflow "
-                "or Jenkinsfile (use --type to say which)"
-            )
+            continue
         if yamlsrc.mapping(doc) is None:
             raise ConfigError(f"not a {detected.value} file: the top level is not a mapping")
         analyser = {Kind.COMPOSE: compose, Kind.GITLAB: gitlab, Kind.GITHUB: github}[detected]
-        hits = analyser.analyse(doc)
-    return _finish(hits, name)
+        hits.extend(analyser.analyse(doc))
+    if detected is None:
+        raise ConfigError(
+            "unknown format: not a compose file, .gitlab-ci.yml, GitHub workflow "
+            "or Jenkinsfile (use --type to say which)"
+        )
+    return hits
 
 
 def _finish(hits: Iterable[Hit], name: str) -> list[Finding]:
@@ -78,28 +91,62 @@ class AuditResult:
 
     @property
     def exit_code(self) -> int:
-        """1 on any high finding; else 2 when a file could not be audited; else 0."""
-        if any(f.severity is Severity.HIGH for f in self.findings):
-            return 1
-        return 2 if self.errors else 0
+        """1 on any high finding (an unreadable file is one, unless lenient); else 0."""
+        return 1 if any(f.severity is Severity.HIGH for f in self.findings) else 0
 
 
-def audit_paths(paths: Iterable[str], kind: Kind | None = None) -> AuditResult:
+def audit_paths(
+    paths: Iterable[str], kind: Kind | None = None, *, lenient: bool = False
+) -> AuditResult:
     result = AuditResult()
     for name in paths:
         result.files.append(name)
         try:
             text = _read(name)
-            result.findings.extend(audit_text(text, name, kind))
         except ConfigError as error:
-            result.errors.append(FileError(name, str(error)))
-        except Exception as error:  # noqa: BLE001
-            # Fail closed: a bug on one odd file must neither pass it as clean nor
-            # stop the audit of the others; it counts as a file not audited (exit 2).
-            result.errors.append(
-                FileError(name, f"internal error while auditing ({type(error).__name__}: {error})")
-            )
+            _not_audited(result, FileError(name, str(error)), lenient)
+            continue
+        findings, failure = audit_source(text, name, kind, lenient=lenient)
+        result.findings.extend(findings)
+        if failure is not None:
+            result.errors.append(failure)
     return result
+
+
+def audit_source(
+    text: str, name: str, kind: Kind | None = None, *, lenient: bool = False
+) -> tuple[list[Finding], FileError | None]:
+    """Like `audit_text`, but never raises: input it cannot audit is an `unreadable` finding."""
+    try:
+        return audit_text(text, name, kind), None
+    except ConfigError as error:
+        reason = str(error)
+    except RecursionError:
+        reason = "nested too deeply to audit"
+    except Exception as error:  # noqa: BLE001
+        # Fail closed: a bug on one odd file must neither pass it as clean nor
+        # stop the audit of the others; it counts as a file not audited.
+        reason = f"internal error while auditing ({type(error).__name__}: {error})"
+    failure = FileError(name, reason)
+    return [_unreadable(failure, lenient)], failure
+
+
+_AT_LINE = re.compile(r"\bline (\d+)")
+
+
+def _not_audited(result: AuditResult, error: FileError, lenient: bool) -> None:
+    result.errors.append(error)
+    result.findings.append(_unreadable(error, lenient))
+
+
+def _unreadable(error: FileError, lenient: bool) -> Finding:
+    match = _AT_LINE.search(error.reason)
+    return Hit(
+        rules.UNREADABLE,
+        int(match.group(1)) if match else 1,
+        f"not audited: {error.reason}",
+        severity=Severity.LOW if lenient else None,
+    ).in_file(error.file)
 
 
 def _read(name: str) -> str:

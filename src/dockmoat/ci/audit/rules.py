@@ -201,6 +201,21 @@ DEPENDS_ON_NOT_HEALTHY = Rule(
     ),
 )
 
+UNREADABLE = Rule(
+    id="unreadable",
+    severity=Severity.HIGH,
+    title="File could not be audited",
+    help=(
+        "dockmoat could not read this file (missing, not UTF-8, not YAML or Groovy it "
+        "understands, an unknown format): none of its risks were checked. A CI gate that "
+        "passed it would be passing a file nobody audited."
+    ),
+    fix=(
+        "Fix the path or the syntax, or name its format with --type; pass --lenient to "
+        "report unreadable files as low instead of failing the audit."
+    ),
+)
+
 ALL_RULES: tuple[Rule, ...] = (
     SOCKET_MOUNT,
     PRIVILEGED,
@@ -216,4 +231,5 @@ ALL_RULES: tuple[Rule, ...] = (
     HOST_PID,
     DIND_NO_HEALTHCHECK,
     DEPENDS_ON_NOT_HEALTHY,
+    UNREADABLE,
 )

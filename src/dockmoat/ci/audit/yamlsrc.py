@@ -5,6 +5,7 @@ All lines returned here are 1-based, as editors and SARIF count them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -12,20 +13,56 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
+from dockmoat.ci.audit.yamlmerge import LenientConstructor, fold_merge_keys
 from dockmoat.errors import ConfigError
 
 
 def load(text: str) -> Any:
+    """The first document of `text` that is not a GitLab `spec:` header."""
+    docs = load_all(text)
+    return docs[0] if docs else None
+
+
+def load_all(text: str) -> list[Any]:
+    """Every document of `text`, read the way CI systems read YAML.
+
+    GitLab (Ruby's Psych) accepts several `<<:` merge keys in one mapping, later ones
+    winning; ruamel refuses them, so they are folded into one `<<: [...]` first.
+    Duplicate keys are accepted (the first one is kept), as Psych accepts them; custom
+    tags such as `!reference` are kept as plain sequences and scalars; a timestamp
+    that is no real date stays a string. A GitLab component's `spec:` header
+    document is skipped.
+    """
     yaml = YAML(typ="rt")
-    # Duplicate keys are an error in YAML 1.2; compose and CI systems reject them too.
-    yaml.allow_duplicate_keys = False
+    yaml.allow_duplicate_keys = True
+    yaml.Constructor = LenientConstructor
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            # A reused anchor is valid YAML (the later one wins); no multi-line warning.
+            warnings.simplefilter("ignore")
+            nodes = list(yaml.compose_all(text))
+        docs = []
+        for node in nodes:
+            if node is None:
+                continue
+            fold_merge_keys(node)
+            docs.append(yaml.constructor.construct_document(node))
     except YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"not valid YAML{where}: {problem}") from error
+    except RecursionError as error:
+        raise ConfigError("not auditable YAML: nested too deeply") from error
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
+        raise ConfigError(f"not valid YAML: {type(error).__name__}: {error}") from error
+    if len(docs) > 1 and _is_spec_header(docs[0]):
+        docs = docs[1:]
+    return docs
+
+
+def _is_spec_header(doc: Any) -> bool:
+    return isinstance(doc, CommentedMap) and set(doc) == {"spec"}
 
 
 def key_line(node: Any, key: Any, default: int) -> int:

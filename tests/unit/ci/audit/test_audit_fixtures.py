@@ -150,7 +150,8 @@ def test_rule_fixtures_cover_every_rule() -> None:
     from dockmoat.ci.audit import ALL_RULES
 
     covered = {rule for p in RULE_FIXTURES for _, rule in expected_from_annotations(p)}
-    assert covered == {r.id for r in ALL_RULES}
+    # `unreadable` is about files that cannot be read: test_audit_readers.py has them.
+    assert covered == {r.id for r in ALL_RULES} - {"unreadable"}
 
 
 def test_severity_can_differ_from_the_rule_default() -> None:

@@ -180,7 +180,11 @@ def test_sarif_relative_uri_and_errors(tmp_path: Path, monkeypatch: pytest.Monke
     result = run("--format", "sarif", "my dir/docker-compose.yml", "missing.yml")
     log = json.loads(result.stdout)
     check_sarif_210(log)
-    (finding,) = log["runs"][0]["results"]
+    finding, unreadable = log["runs"][0]["results"]
+    assert unreadable["ruleId"] == "unreadable"
+    assert unreadable["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "missing.yml"
+    )
     assert finding["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
         "my%20dir/docker-compose.yml"
     )
@@ -213,11 +217,16 @@ def test_bad_files_get_one_line_each_and_do_not_stop_the_others(tmp_path: Path) 
         f"dockmoat audit: {tmp_path}: is a directory",
         f"dockmoat audit: {not_a_dir}: cannot read: Not a directory",
     ]
-    # The good file was still audited; no high finding, so bad input makes it 2.
+    # The good file was still audited; each bad one is a high `unreadable` finding.
     assert f"{COMPLETE}:7: medium dind-privileged" in result.stdout
-    assert result.exit_code == 2
-    # A high finding wins over bad input.
-    assert runner.invoke(main, ["audit", str(missing), SOCKET]).exit_code == 1
+    assert f"{missing}:1: high unreadable: not audited: no such file" in result.stdout
+    assert f"{bad_yaml}:2: high unreadable" in result.stdout
+    assert result.exit_code == 1
+    # --lenient: the same files, reported low, and the medium-only run passes.
+    lenient = runner.invoke(main, [*args[:1], "--lenient", *args[1:]])
+    assert f"{missing}:1: low unreadable" in lenient.stdout
+    assert lenient.exit_code == 0
+    assert runner.invoke(main, ["audit", "--lenient", str(missing), SOCKET]).exit_code == 1
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -228,13 +237,13 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.chmod(0)
     result = run(str(path))
     assert result.stderr.strip() == f"dockmoat audit: {path}: permission denied"
-    assert result.exit_code == 2
+    assert result.exit_code == 1
 
 
 def test_type_option_overrides_detection(tmp_path: Path) -> None:
     path = tmp_path / "stack.txt"
     path.write_text("services:\n  a:\n    privileged: true\n")
-    assert run(str(path)).exit_code == 2  # unknown format
+    assert run(str(path)).exit_code == 1  # unknown format: not audited
     result = run("--type", "compose", "--format", "json", str(path))
     assert [(d["rule"], d["line"]) for d in json.loads(result.stdout)] == [("privileged", 3)]
 
@@ -255,14 +264,15 @@ def test_real_command_in_a_subprocess() -> None:
         check=False,
     )
     assert proc.returncode == 1
-    assert [d["rule"] for d in json.loads(proc.stdout)] == ["unpinned-image", "socket-mount"]
+    rules = [d["rule"] for d in json.loads(proc.stdout)]
+    assert rules == ["unpinned-image", "socket-mount", "unreadable"]
     assert proc.stderr.strip().endswith("no-such-file.yml: no such file")
 
 
 def test_summary_counts_files_not_audited(tmp_path: Path) -> None:
     result = run(SOCKET, str(tmp_path / "missing.yml"))
     assert result.stdout.splitlines()[-1] == (
-        "2 finding(s) (1 high, 1 medium, 0 low) in 1 file(s); 1 file(s) could not be audited"
+        "3 finding(s) (2 high, 1 medium, 0 low) in 1 file(s); 1 file(s) could not be audited"
     )
 
 
