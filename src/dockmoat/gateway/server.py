@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.buildkit import decide as buildkit
 from dockmoat.errors import BodyTooLarge, ConfigError, ProtocolError, UpstreamError
-from dockmoat.gateway import pipeline
+from dockmoat.gateway import pipeline, tunnel
 from dockmoat.gateway.audit import AuditLog
 from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identity, linger
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
@@ -116,6 +117,7 @@ class Gateway:
         self.busy: set[asyncio.Task[None]] = set()
         self._spawned: set[asyncio.Task[None]] = set()
         self.draining = False
+        self.builds = buildkit.Builds()  # BuildKit sessions and build ids, per owner
 
     # --- listeners ---
 
@@ -515,6 +517,13 @@ class Gateway:
         outcome: pipeline.Outcome,
     ) -> bool:
         streaming = planned.body_plan == "stream"
+        if outcome.request.route.name in BUILD_BOUND:
+            refused = self._bind_build(listener, outcome.request)
+            if refused is not None:
+                stream.linger = streaming
+                record.decision, record.rule = "refused", refused.rule
+                return await self._answer(writer, record, refused.status, refused.message,
+                                          keep_alive=False)  # fmt: skip
         body = outcome.body
         if body is None and planned.body_plan == "buffer":
             body = outcome.request.body_raw or b""
@@ -771,6 +780,10 @@ class Gateway:
                         raise UpstreamError("daemon switched protocols without a 101")
                     pending.append(serialise_response_head(response))
                     await flush()
+                    if request.route.name in tunnel.TUNNELS:  # BuildKit: read, not relayed raw
+                        await self._buildkit(listener, stream, writer, conn, record, request,
+                                             event.leftover)  # fmt: skip
+                        return False, False
                     await self._hijack(stream, writer, conn, record, event.leftover, upgraded=True)
                     return False, False
                 elif isinstance(event, Invalid):
@@ -868,6 +881,56 @@ class Gateway:
                 up.cancel()
             with contextlib.suppress(BaseException):
                 await up
+
+    # --- BuildKit (dockmoat.buildkit; the I/O in gateway/tunnel.py) ---
+
+    def _bind_build(self, listener: Listener, request: ApiRequest) -> Deny | None:
+        """`/session` claims its id for the client's tenant; `/build?session=` must be its own."""
+        owner = buildkit.owner_of(listener.stage, request.client)
+        if isinstance(owner, Deny):
+            return owner
+        return self.builds.bind(request, owner[0])
+
+    async def _buildkit(
+        self,
+        listener: Listener,
+        stream: ClientStream,
+        writer: asyncio.StreamWriter,
+        conn: UpstreamConn,
+        record: Exchange,
+        request: ApiRequest,
+        upstream_leftover: bytes,
+    ) -> None:
+        """An upgraded `/grpc` or `/session`: HTTP/2 and gRPC read and decided call by call."""
+        if any(not isinstance(e, UpgradeStart) for e in stream.events):
+            raise Abort  # bytes the client sent after the request were read as HTTP
+        stream.events.clear()
+        client_leftover, stream.raw_leftover = stream.raw_leftover, b""
+        owner = buildkit.owner_of(listener.stage, request.client)
+        if isinstance(owner, Deny):
+            raise Abort
+        policy = listener.policy or self.policy
+        decider = buildkit.BuildDecider(
+            policy if isinstance(policy, buildkit.Policy) else buildkit.NoBuilds(),
+            request.client,
+            self.builds,
+            *owner,
+        )
+
+        def count_in(size: int) -> None:
+            record.bytes_in += size
+
+        def count_out(size: int) -> None:
+            record.bytes_out += size
+
+        await tunnel.run(
+            tunnel.TUNNELS[request.route.name], decider, stream.read_raw, writer,
+            conn.reader, conn.writer, client_leftover=client_leftover,
+            upstream_leftover=upstream_leftover, count_in=count_in, count_out=count_out,
+        )  # fmt: skip
+
+
+BUILD_BOUND = frozenset({"session.session", "build.build"})
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

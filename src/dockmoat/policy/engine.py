@@ -114,8 +114,23 @@ class CompiledPolicy:
                 "Nothing was forwarded; the error is in dockmoat's log",
             )
 
-    def _evaluate(self, request: ApiRequest) -> Decision:
-        if self.switches is not None:
+    def evaluate_build(self, request: ApiRequest) -> Decision:
+        """A BuildKit call (route `buildkit.*`, body the decoded message); never raises.
+
+        Endpoint switches decided the tunnel (`GRPC`, `SESSION`) already; the build
+        rules apply to its calls whatever the switches say."""
+        try:
+            return self._evaluate(request, switches=False)
+        except Exception:  # fail closed
+            log.exception("policy evaluation failed for the BuildKit call %s", request.path)
+            return deny(
+                ERROR_RULE,
+                f"the BuildKit call {request.path}: it could not be evaluated",
+                "Nothing was forwarded; the error is in dockmoat's log",
+            )
+
+    def _evaluate(self, request: ApiRequest, *, switches: bool = True) -> Decision:
+        if switches and self.switches is not None:
             decision = self.switches.decide(request)
             if isinstance(decision, Deny):
                 return decision

@@ -209,6 +209,24 @@ class TenancyStage:
         self.store.add(tenant.name, "tag", tag)
         return Allow()
 
+    # --- BuildKit calls (dockmoat.buildkit.decide) -------------------------------
+
+    def build_owner(self, client: ClientIdentity) -> str | Deny | None:
+        """The tenant whose builds this client's BuildKit calls are (None: no tenancy)."""
+        tenant = self.tenant_of(client)
+        if tenant is None or isinstance(tenant, Deny):
+            return tenant
+        return tenant.name
+
+    async def claim_build_tag(self, client: ClientIdentity, tag: str) -> Decision:
+        """An image name a BuildKit export sets: free or the tenant's, as `build -t`."""
+        tenant = self.tenant_of(client)
+        if tenant is None:
+            return Allow()
+        if isinstance(tenant, Deny):
+            return tenant
+        return await self._claim_tag(tenant, tag)
+
     # --- the request stage ------------------------------------------------------
 
     def body_needed(self, route: Route) -> bool:

@@ -70,8 +70,6 @@ def test_exec_ordinary(decide: Decide, restricted: CompiledPolicy) -> None:
         ("/v1.41/secrets/create", "system.swarm"),
         ("/v1.41/configs/create", "system.swarm"),
         ("/v1.41/nodes/x/update", "system.swarm"),
-        ("/v1.41/session", "system.session"),
-        ("/grpc", "system.session"),
         ("/v1.41/containers/x/bogus", "system.unknown-endpoint"),
         ("/v1.41/containers//json/../x", "system.unknown-endpoint"),
     ],
@@ -101,6 +99,17 @@ def test_query_level_denials(decide: Decide, target: str, rule: str) -> None:
 )
 def test_ordinary_image_and_build_requests(decide: Decide, target: str) -> None:
     assert isinstance(decide("POST", target), Allow)
+
+
+@pytest.mark.parametrize("target", ["/v1.41/session", "/grpc"])
+def test_buildkit_tunnels_are_open_in_baseline_and_closed_in_restricted(
+    decide: Decide, restricted: CompiledPolicy, target: str
+) -> None:
+    # baseline: open, every call inside is read (dockmoat.buildkit, build.* rules)
+    assert isinstance(decide("POST", target), Allow)
+    decision = decide("POST", target, policy=restricted)
+    assert isinstance(decision, Deny)
+    assert decision.rule == "system.session"
 
 
 def test_allowlists_from_the_policy_file(tmp_path: Path, make_request: MakeRequest) -> None:

@@ -1,12 +1,13 @@
 """Policy rules, one module per Engine API resource, in ONE explicit order.
 
 Endpoint rules come first (cheap, no body), then containers, exec, images and
-builds, volumes, networks. Within a module the order is the order of `RULES`.
+builds, BuildKit calls (`build`), volumes, networks.
+Within a module the order is the order of `RULES`.
 """
 
 from __future__ import annotations
 
-from dockmoat.policy.rules import containers, exec, images, networks, system, volumes
+from dockmoat.policy.rules import build, containers, exec, images, networks, system, volumes
 from dockmoat.policy.rules.base import Rule
 
 ALL_RULES: tuple[Rule, ...] = (
@@ -14,6 +15,7 @@ ALL_RULES: tuple[Rule, ...] = (
     *containers.RULES,
     *exec.RULES,
     *images.RULES,
+    *build.RULES,
     *volumes.RULES,
     *networks.RULES,
     *system.RULES[5:],

@@ -6,6 +6,7 @@ import json
 
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
+from dockmoat.policy.rules import build
 from dockmoat.policy.rules.base import ALLOW, BodyShape, Rule, Subject, deny
 
 PULL = frozenset({"images.create"})
@@ -91,6 +92,8 @@ def check_remote_fetch(subject: Subject) -> Decision:
 
 
 def check_network_host(subject: Subject) -> Decision:
+    if subject.route in build.ALL:
+        return build.check_network_host(subject)
     mode = subject.request.param("networkmode") or ""
     if mode == "host" or mode.startswith(("host:", "container:")):
         return deny(
@@ -136,7 +139,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "build.network-host",
         "build",
-        BUILD,
+        BUILD | build.ALL,
         "RUN steps on the host network reach every service bound on the host.",
         check_network_host,
         reads_body=False,

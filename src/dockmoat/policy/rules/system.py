@@ -8,7 +8,7 @@ from dockmoat.api.endpoints import ENDPOINTS
 from dockmoat.api.memo import LONGEST
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
-from dockmoat.policy.rules.base import ALLOW, Rule, Subject, deny, text, top
+from dockmoat.policy.rules.base import ALLOW, RESTRICTED, Rule, Subject, deny, text, top
 
 ENDPOINT = frozenset({"endpoint"})
 SWARM = ("swarm", "nodes", "services", "tasks", "secrets", "configs")
@@ -34,10 +34,12 @@ def check_swarm(subject: Subject) -> Decision:
 
 
 def check_session(subject: Subject) -> Decision:
-    return _closed(
+    return deny(
         "system.session",
-        f"{subject.request.method} {subject.request.path}: BuildKit tunnels (/session, /grpc), "
-        "whose contents cannot be inspected",
+        f"{subject.request.method} {subject.request.path}: BuildKit (/session, /grpc) is "
+        "switched off by this policy",
+        "Build with the classic builder (DOCKER_BUILDKIT=0), or switch the rule off; "
+        "BuildKit calls are then read and decided by the build.* rules",
     )
 
 
@@ -171,8 +173,10 @@ RULES: tuple[Rule, ...] = (
         "system.session",
         "system",
         frozenset({"session.*", "grpc.*"}),
-        "BuildKit's tunnels carry opaque gRPC streams the policy cannot read.",
+        "BuildKit builds off altogether (restricted). Where it is on, every BuildKit call is "
+        "read and decided by the build.* rules.",
         check_session,
+        profiles=RESTRICTED,
         reads_body=False,
         tags=ENDPOINT,
     ),

@@ -1,0 +1,299 @@
+"""Decisions on BuildKit calls: the policy's build rules, then tenancy's ownership.
+
+`Builds` is the gateway's memory of who opened which BuildKit session and who
+started which build (the ids are random, made by the client: the first tenant to
+use one owns it). `BuildDecider` decides the calls of one upgraded connection:
+
+- Control.Solve: the build rules (`policy/rules/build.py`), then its session (and
+  the sessions of local sources) must be the tenant's own, its build ref becomes
+  the tenant's, exported image names are claimed as `docker build -t` claims tags,
+  and the tenant's label is added to the image (`label:dockmoat.tenant`);
+- Status, ListenBuildHistory, UpdateBuildHistory, and every LLBBridge call (the
+  build id is in the call's metadata): only the tenant's builds; another tenant's
+  are "not found"; history events of other tenants' builds are dropped;
+- DiskUsage and Prune: the build cache is shared by all tenants and owned by none
+  (as for `/build/prune`), so a tenant sees none of it and prunes nothing;
+- `/session` calls (the daemon calling the client) were bound when the session
+  was opened (`Builds.bind`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Final, Protocol, runtime_checkable
+
+from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.buildkit import grpc, messages
+from dockmoat.buildkit.messages import (
+    BridgeSolve,
+    ContainerStart,
+    ControlSolve,
+    ImageResolve,
+    Message,
+    RefOnly,
+)
+from dockmoat.buildkit.relay import PASS, Answer, Call, Refuse, Replace, Verdict
+from dockmoat.buildkit.services import BRIDGE, CONTROL
+from dockmoat.buildkit.wire import WireError, string_map_field
+from dockmoat.policy.decision import Decision, Deny
+from dockmoat.policy.rules.build import image_names
+
+log = logging.getLogger(__name__)
+
+SESSION_HEADER: Final = "X-Docker-Expose-Session-Uuid"
+BUILD_ID_METADATA: Final = "buildkit-controlapi-buildid"
+TENANT_LABEL: Final = "dockmoat.tenant"
+SESSION_RULE: Final = "tenancy.build-session"
+BUILD_RULE: Final = "tenancy.build"
+#: Exporters whose `name` tags images in the daemon's store.
+IMAGE_EXPORTERS: Final = frozenset({"moby", "image", "docker"})
+MAX_REMEMBERED: Final = 65536
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def evaluate_build(self, request: ApiRequest) -> Decision: ...
+
+
+class NoBuilds:
+    """The policy of a gateway whose policy object cannot decide BuildKit calls."""
+
+    def evaluate_build(self, request: ApiRequest) -> Decision:
+        return Deny(
+            "build.grpc-shape",
+            "dockmoat: build.grpc-shape: this gateway's policy does not decide BuildKit calls. "
+            "Nothing was forwarded",
+        )
+
+
+@runtime_checkable
+class BuildTenancy(Protocol):
+    """What a gateway stage offers BuildKit calls (tenancy's stage does)."""
+
+    def build_owner(self, client: ClientIdentity) -> str | Deny | None: ...
+
+    def claim_build_tag(self, client: ClientIdentity, tag: str) -> Awaitable[Decision]: ...
+
+
+@dataclass(slots=True)
+class Builds:
+    """Which owner opened each session and started each build (bounded, oldest dropped).
+
+    The owner is the tenant's name, or "" for clients without tenancy (who still
+    cannot use a tenant's session). Ids are random (made by BuildKit's client, 25
+    characters of base 36) and the first owner to name one keeps it: clients start
+    the session and the build concurrently, so either may come first."""
+
+    sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    refs: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    @staticmethod
+    def _claim(table: OrderedDict[str, str], key: str, owner: str) -> bool:
+        known = table.get(key)
+        if known is not None:
+            table.move_to_end(key)
+            return known == owner
+        table[key] = owner
+        if len(table) > MAX_REMEMBERED:
+            table.popitem(last=False)
+        return True
+
+    def claim_session(self, session: str, owner: str) -> bool:
+        return self._claim(self.sessions, session, owner)
+
+    def claim_ref(self, ref: str, owner: str) -> bool:
+        return self._claim(self.refs, ref, owner)
+
+    def owns_ref(self, ref: str, owner: str) -> bool:
+        return self.refs.get(ref) == owner
+
+    def bind(self, request: ApiRequest, owner: str) -> Deny | None:
+        """The HTTP side: `/session` claims its id; `/build?session=` must name the owner's."""
+        route = request.route.name
+        if route == "session.session":
+            session = request.header(SESSION_HEADER) or ""
+            if not session:
+                return _session_deny(
+                    "a BuildKit session without an id (X-Docker-Expose-Session-Uuid)"
+                )
+            if not self.claim_session(session, owner):
+                return _session_deny(f"the BuildKit session {session[:80]} is another client's")
+        elif route == "build.build":
+            named = request.param("session")
+            if named and not self.claim_session(named, owner):
+                return _session_deny(
+                    f"a build with the session {named[:80]}, which you did not open"
+                )
+        return None
+
+
+def _session_deny(refused: str) -> Deny:
+    return Deny(
+        SESSION_RULE,
+        f"dockmoat: {SESSION_RULE}: {refused}. A build uses the session its own client "
+        "opened through this socket",
+    )
+
+
+def owner_of(stage: object, client: ClientIdentity) -> tuple[str, BuildTenancy | None] | Deny:
+    """The owner key of a client and the tenancy that claims its tags (None: no tenancy)."""
+    if isinstance(stage, BuildTenancy):
+        owner = stage.build_owner(client)
+        if isinstance(owner, Deny):
+            return owner
+        if owner is not None:
+            return owner, stage
+    return "", None
+
+
+_ROUTES: Final = {
+    ControlSolve: Route("buildkit", "control_solve"),
+    BridgeSolve: Route("buildkit", "bridge_solve"),
+    ImageResolve: Route("buildkit", "resolve"),
+    ContainerStart: Route("buildkit", "container"),
+}
+
+
+def call_request(call: Call, message: Message, client: ClientIdentity) -> ApiRequest | None:
+    """The call as the policy sees it: a `buildkit.*` route, the decoded message as body."""
+    route = _ROUTES.get(type(message))
+    if route is None:
+        return None
+    path = call.method.path
+    return ApiRequest("POST", path, path, None, route, {}, (), client, message)
+
+
+class BuildDecider:
+    """Decides the calls of one upgraded connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        client: ClientIdentity,
+        builds: Builds,
+        owner: str,
+        tenancy: BuildTenancy | None,
+    ) -> None:
+        self.policy = policy
+        self.client = client
+        self.builds = builds
+        self.owner = owner
+        self.tenancy = tenancy
+
+    # --- at the call's headers -------------------------------------------------------
+
+    def admit(self, call: Call) -> Refuse | Answer | None:
+        if call.tunnel == "session":
+            return None  # the daemon calling the client's own session (bound at /session)
+        service = call.method.service
+        if self.tenancy is not None and service == CONTROL:
+            if call.method.name == "DiskUsage":
+                return Answer((b"",))  # the shared cache: none of it is the tenant's
+            if call.method.name == "Prune":
+                return Answer(())  # pruned nothing, as `/build/prune` for tenants
+        if service == BRIDGE:
+            build = call.header(BUILD_ID_METADATA)
+            if not build:
+                return Refuse(
+                    f"dockmoat: {BUILD_RULE}: an LLBBridge call without a build id",
+                    grpc.INVALID_ARGUMENT,
+                )
+            if not self.builds.claim_ref(build, self.owner):
+                return _not_found(build)
+        return None
+
+    def filters(self, call: Call) -> bool:
+        return self.tenancy is not None and call.method.path == (f"/{CONTROL}/ListenBuildHistory")
+
+    def answer(self, call: Call, payload: bytes) -> bytes | None:
+        try:
+            ref = messages.history_event_ref(payload)
+        except WireError:
+            return None  # fail closed: what cannot be read is not shown
+        return payload if self.builds.owns_ref(ref, self.owner) else None
+
+    # --- on a message ------------------------------------------------------------------
+
+    async def decide(self, call: Call, message: Message, payload: bytes) -> Verdict:
+        try:
+            return await self._decide(call, message, payload)
+        except Exception:  # fail closed
+            log.exception("BuildKit call %s could not be decided", call.method.path)
+            return Refuse(
+                f"dockmoat: policy.error: the BuildKit call {call.method.short} could not be "
+                "evaluated. Nothing was forwarded; the error is in dockmoat's log"
+            )
+
+    async def _decide(self, call: Call, message: Message, payload: bytes) -> Verdict:
+        if isinstance(message, RefOnly):
+            if message.ref and not self.builds.claim_ref(message.ref, self.owner):
+                return _not_found(message.ref)
+            return PASS
+        request = call_request(call, message, self.client)
+        if request is None:
+            return PASS
+        decision = self.policy.evaluate_build(request)
+        if isinstance(decision, Deny):
+            return Refuse(decision.message)
+        if isinstance(message, ControlSolve):
+            return await self._control_solve(message, payload)
+        if isinstance(message, BridgeSolve):
+            refused = self._local_sessions(message)
+            if refused is not None:
+                return refused
+            if self.tenancy is not None and message.frontend:
+                return Replace(payload + string_map_field(3, f"label:{TENANT_LABEL}", self.owner))
+            return PASS
+        if (
+            isinstance(message, ImageResolve)
+            and message.session
+            and not self.builds.claim_session(message.session, self.owner)
+        ):
+            return _session_refuse(message.session)
+        return PASS
+
+    async def _control_solve(self, message: ControlSolve, payload: bytes) -> Verdict:
+        if not message.ref or not self.builds.claim_ref(message.ref, self.owner):
+            return Refuse(f"dockmoat: {BUILD_RULE}: the build id {message.ref[:80]!r} is taken")
+        for session in (message.session, message.source_policy_session):
+            if session and not self.builds.claim_session(session, self.owner):
+                return _session_refuse(session)
+        refused = self._local_sessions(message)
+        if refused is not None:
+            return refused
+        if self.tenancy is None:
+            return PASS
+        for exporter in message.exporters:
+            if exporter.type not in IMAGE_EXPORTERS:
+                continue
+            for name in image_names(exporter.attrs):
+                verdict = await self.tenancy.claim_build_tag(self.client, name)
+                if isinstance(verdict, Deny):
+                    return Refuse(verdict.message)
+        return Replace(payload + string_map_field(7, f"label:{TENANT_LABEL}", self.owner))
+
+    def _local_sessions(self, message: ControlSolve | BridgeSolve) -> Refuse | None:
+        for definition in message.definitions:
+            for source in definition.sources:
+                session = source.attrs.get("local.session", "")
+                if (
+                    source.identifier.startswith("local://")
+                    and session
+                    and not self.builds.claim_session(session, self.owner)
+                ):
+                    return _session_refuse(session)
+        return None
+
+
+def _not_found(ref: str) -> Refuse:
+    return Refuse(f"no such job {ref[:80]}", grpc.NOT_FOUND)
+
+
+def _session_refuse(session: str) -> Refuse:
+    return Refuse(
+        f"dockmoat: {SESSION_RULE}: the session {session[:80]} was not opened by you through "
+        "this socket. A build uses the session its own client opened"
+    )

@@ -1,0 +1,398 @@
+"""Rules on BuildKit calls (`/grpc`): what a build may make the daemon do.
+
+The gRPC layer (`dockmoat.buildkit`) decodes each call that says something and
+hands it to the policy as a request on a `buildkit.*` route whose body is the
+decoded message: `buildkit.control_solve` (Control.Solve), `buildkit.bridge_solve`
+(LLBBridge.Solve, the frontend's own solves), `buildkit.resolve`
+(ResolveImageConfig, ResolveSourceMeta) and `buildkit.container` (NewContainer and
+the Init of ExecProcess, interactive build containers).
+
+BuildKit checks a step's needs against the entitlements of the Solve that runs
+it, also for steps a frontend makes inside the daemon from a Dockerfile
+(`RUN --network=host`, `RUN --security=insecure`): refusing the entitlement in
+Control.Solve is what stops those steps, and LLB the client sends itself is read
+op by op as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+from dockmoat.buildkit.messages import (
+    NET_HOST,
+    SECURITY_INSECURE,
+    BridgeSolve,
+    CacheEntry,
+    ContainerStart,
+    ControlSolve,
+    Definition,
+    Exec,
+    ImageResolve,
+    Source,
+)
+from dockmoat.policy import addresses
+from dockmoat.policy.decision import Decision
+from dockmoat.policy.rules.base import ALLOW, BodyShape, Rule, Subject, deny
+
+SOLVE: Final = "buildkit.control_solve"
+BRIDGE: Final = "buildkit.bridge_solve"
+RESOLVE: Final = "buildkit.resolve"
+CONTAINER: Final = "buildkit.container"
+SOLVES: Final = frozenset({SOLVE, BRIDGE})
+ALL: Final = frozenset({SOLVE, BRIDGE, RESOLVE, CONTAINER})
+
+#: Exporters that leave the result in the daemon's image store or send it to the client.
+EXPORTERS: Final = frozenset({"moby", "image", "docker", "oci", "tar", "local", "cacheonly"})
+#: Frontends the daemon runs itself; `gateway.v0` runs the image its `source` names.
+FRONTENDS: Final = frozenset({"", "dockerfile.v0", "gateway.v0"})
+#: Cache backends whose attributes name a URL the daemon connects to.
+CACHE_URL_ATTRS: Final = ("url", "endpoint_url", "account_url", "url_v2")
+
+
+def _definitions(body: object) -> tuple[Definition, ...]:
+    if isinstance(body, ControlSolve | BridgeSolve):
+        return body.definitions
+    return ()
+
+
+def _execs(body: object) -> Iterator[tuple[Exec, str]]:
+    for definition in _definitions(body):
+        for step in definition.execs:
+            yield step, "a build step (LLB exec op)"
+    if isinstance(body, ContainerStart):
+        yield body.exec, "a build container (NewContainer/ExecProcess)"
+
+
+def _sources(body: object) -> Iterator[tuple[Source, str]]:
+    for definition in _definitions(body):
+        for source in definition.sources:
+            yield source, "an LLB source"
+    if isinstance(body, ImageResolve):
+        for source in body.sources:
+            yield source, "an image or source the frontend resolves"
+
+
+def _attrs(body: object) -> Mapping[str, str]:
+    if isinstance(body, ControlSolve):
+        return body.frontend_attrs
+    if isinstance(body, BridgeSolve):
+        return body.frontend_opt
+    return {}
+
+
+def _entitlements(body: object) -> tuple[str, ...]:
+    return body.entitlements if isinstance(body, ControlSolve) else ()
+
+
+# --- isolation ------------------------------------------------------------------------
+
+
+def check_network_host(subject: Subject) -> Decision:
+    """`build.network-host` on BuildKit calls (the rule itself is in `images`)."""
+    body = subject.body
+    refused = None
+    if "network.host" in _entitlements(body):
+        refused = "a build that asks for the network.host entitlement (--allow network.host)"
+    elif _attrs(body).get("force-network-mode") == "host":
+        refused = "a build on the host network (force-network-mode=host, --network host)"
+    else:
+        for step, where in _execs(body):
+            if step.network == NET_HOST:
+                refused = f"{where} on the host network"
+                break
+    if refused is None:
+        return ALLOW
+    return deny(
+        "build.network-host",
+        refused,
+        "Build on the default network (no --network, no RUN --network=host)",
+    )
+
+
+def check_insecure(subject: Subject) -> Decision:
+    body = subject.body
+    refused = None
+    if "security.insecure" in _entitlements(body):
+        refused = "a build that asks for the security.insecure entitlement"
+    else:
+        for step, where in _execs(body):
+            if step.security == SECURITY_INSECURE:
+                refused = f"{where} in insecure (privileged) mode"
+                break
+    if refused is None:
+        return ALLOW
+    return deny(
+        "build.insecure",
+        refused,
+        "Run build steps in the sandbox (no RUN --security=insecure, no --allow security.insecure)",
+    )
+
+
+def check_devices(subject: Subject) -> Decision:
+    body = subject.body
+    for entitlement in _entitlements(body):
+        if entitlement == "device" or entitlement.startswith("device="):
+            return deny(
+                "build.devices",
+                f"a build that asks for the {entitlement} entitlement (host devices)",
+                "Build without host devices",
+            )
+    for step, where in _execs(body):
+        if step.devices:
+            return deny(
+                "build.devices",
+                f"{where} with the devices {', '.join(step.devices)[:200]}",
+                "Build without host devices",
+            )
+    for entitlement in _entitlements(body):
+        if entitlement not in ("network.host", "security.insecure"):
+            return deny(
+                "build.devices",
+                f"a build that asks for the entitlement {entitlement[:100]!r}",
+                "Only network.host and security.insecure exist, and both are refused here",
+            )
+    return ALLOW
+
+
+def _size(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def check_cgroup_and_limits(subject: Subject) -> Decision:
+    attrs = _attrs(subject.body)
+    if attrs.get("cgroup-parent"):
+        return deny(
+            "build.cgroup-parent",
+            f"a build in the cgroup {attrs['cgroup-parent'][:200]!r} (cgroup-parent)",
+            "Leave --cgroup-parent unset; the daemon's own accounting applies",
+        )
+    for step, where in _execs(subject.body):
+        if step.cgroup_parent:
+            return deny(
+                "build.cgroup-parent",
+                f"{where} in the cgroup {step.cgroup_parent[:200]!r}",
+                "Leave the cgroup parent unset",
+            )
+    maximum = subject.settings.memory.maximum
+    shm = attrs.get("shm-size")
+    if maximum is not None and shm:
+        size = _size(shm)
+        if size is None or size > maximum:
+            return deny(
+                "build.cgroup-parent",
+                f"a build with shm-size {shm[:40]} (the memory maximum is {maximum} bytes)",
+                "Ask for at most the policy's memory maximum",
+            )
+    return ALLOW
+
+
+# --- where the daemon fetches from ----------------------------------------------------
+
+
+def _image_problem(reference: str, subject: Subject) -> str | None:
+    registry = addresses.registry_of(reference)
+    if registry is None or registry.lower() in subject.settings.registries:
+        return None
+    if addresses.is_internal(addresses.split_host_port(registry)):
+        return (
+            f"the registry {registry} of {reference[:200]!r} is a loopback, link-local or "
+            "private address"
+        )
+    return None
+
+
+def _url_problem(url: str, subject: Subject) -> str | None:
+    if addresses.url_allowed(url, subject.settings.fetch_targets):
+        return None
+    host = addresses.url_host(url)
+    if host is None or addresses.is_internal(host):
+        return f"{url[:200]!r} is at a loopback, link-local or private address"
+    return None
+
+
+def source_problem(identifier: str, subject: Subject) -> str | None:
+    """What is wrong with a source the daemon would fetch; None when it may."""
+    scheme, sep, rest = identifier.partition("://")
+    if not sep:
+        return f"the source {identifier[:200]!r} names no scheme"
+    if scheme == "docker-image":
+        return _image_problem(rest, subject)
+    if scheme in ("http", "https"):
+        return _url_problem(identifier, subject)
+    if scheme == "git":
+        # BuildKit's git identifier is `git://host/path` whatever the transport.
+        return _url_problem("https://" + rest, subject)
+    if scheme in ("local", "oci-layout"):
+        return None  # from the client's session (tenancy binds the session)
+    return f"the source scheme {scheme[:40]!r}"
+
+
+def _attr_sources(attrs: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """Sources named by frontend attributes: named contexts, the remote context, and the
+    frontend image of `gateway.v0` (`source`) or of a BUILDKIT_SYNTAX build argument."""
+    for key, value in attrs.items():
+        if key.startswith("context:") or key == "context":
+            if value.startswith(("docker-image://", "git://", "http://", "https://")):
+                yield value, key
+            elif key == "context" and value.startswith("git@"):
+                yield "git://" + value[4:].replace(":", "/", 1), key
+        elif key in ("source", "build-arg:BUILDKIT_SYNTAX") and value:
+            yield "docker-image://" + value.split(" ", 1)[0], key
+
+
+def check_sources(subject: Subject) -> Decision:
+    body = subject.body
+    for source, where in _sources(body):
+        problem = source_problem(source.identifier, subject)
+        if problem is not None:
+            return _source_deny(f"{problem} ({where})")
+    for identifier, key in _attr_sources(_attrs(body)):
+        problem = source_problem(identifier, subject)
+        if problem is not None:
+            return _source_deny(f"{problem} (the frontend attribute {key})")
+    if isinstance(body, ControlSolve | BridgeSolve) and body.frontend not in FRONTENDS:
+        return _source_deny(f"the frontend {body.frontend[:100]!r}")
+    for entry in _cache_entries(body):
+        problem = _cache_problem(entry, subject)
+        if problem is not None:
+            return _source_deny(problem)
+    return ALLOW
+
+
+def _source_deny(refused: str) -> Decision:
+    return deny(
+        "build.sources",
+        refused,
+        "Build from public registries and URLs, or ask for the registry or URL to be "
+        "allowlisted (registries:, fetch_targets:)",
+    )
+
+
+def _cache_entries(body: object) -> Iterator[tuple[CacheEntry, str]]:
+    if isinstance(body, ControlSolve):
+        for entry in body.cache_imports:
+            yield entry, "cache import"
+        for entry in body.cache_exports:
+            yield entry, "cache export"
+    elif isinstance(body, BridgeSolve):
+        for entry in body.cache_imports:
+            yield entry, "cache import"
+
+
+def _cache_problem(item: tuple[CacheEntry, str], subject: Subject) -> str | None:
+    entry, what = item
+    ref = entry.attrs.get("ref")
+    if ref:
+        problem = _image_problem(ref, subject)
+        if problem is not None:
+            return f"{problem} ({what} of type {entry.type})"
+    for name in CACHE_URL_ATTRS:
+        url = entry.attrs.get(name)
+        if url:
+            problem = _url_problem(url, subject)
+            if problem is not None:
+                return f"{problem} ({what} of type {entry.type}, {name})"
+    return None
+
+
+# --- exporters -------------------------------------------------------------------------
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "t")
+
+
+def image_names(attrs: Mapping[str, str]) -> list[str]:
+    """The image names an exporter's `name` attribute sets (comma separated)."""
+    return [name.strip() for name in attrs.get("name", "").split(",") if name.strip()]
+
+
+def check_exporters(subject: Subject) -> Decision:
+    body = subject.body
+    if not isinstance(body, ControlSolve):
+        return ALLOW
+    for exporter in body.exporters:
+        if exporter.type not in EXPORTERS:
+            return _exporter_deny(f"the exporter {exporter.type[:100]!r}")
+        pushes = _true(exporter.attrs.get("push"))
+        for name in image_names(exporter.attrs):
+            problem = _image_problem(name, subject)
+            if problem is not None and pushes:
+                return _exporter_deny(f"a push where {problem}")
+        if pushes and _true(exporter.attrs.get("registry.insecure")):
+            for name in image_names(exporter.attrs):
+                if addresses.registry_of(name) not in subject.settings.registries:
+                    return _exporter_deny(f"an insecure (plain HTTP) push of {name[:200]!r}")
+    return ALLOW
+
+
+def _exporter_deny(refused: str) -> Decision:
+    return deny(
+        "build.exporters",
+        refused,
+        "Export to the daemon's images (--load, -t), to the client (--output type=local|tar|oci) "
+        "or push to a public or allowlisted registry (registries:)",
+    )
+
+
+def check_shape(subject: Subject) -> Decision:
+    if not isinstance(
+        subject.body, ControlSolve | BridgeSolve | ImageResolve | ContainerStart
+    ):  # pragma: no cover - the gRPC layer only sends these
+        raise BodyShape("the BuildKit call", "a decoded BuildKit message")
+    return ALLOW
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "build.grpc-shape",
+        "build",
+        ALL,
+        "BuildKit calls are decided on the decoded message, never on raw bytes.",
+        check_shape,
+        profiles=frozenset({"baseline", "restricted", "permissive"}),
+    ),
+    Rule(
+        "build.insecure",
+        "build",
+        ALL,
+        "Insecure build steps run privileged: every capability and device of the host.",
+        check_insecure,
+    ),
+    Rule(
+        "build.devices",
+        "build",
+        ALL,
+        "Device entitlements hand host devices (GPUs, disks) to build steps.",
+        check_devices,
+    ),
+    Rule(
+        "build.cgroup-parent",
+        "build",
+        ALL,
+        "A chosen cgroup parent or shared memory beyond the memory maximum escapes the "
+        "daemon's resource accounting and limits, as for containers.",
+        check_cgroup_and_limits,
+    ),
+    Rule(
+        "build.sources",
+        "build",
+        ALL,
+        "Image references, URLs, git remotes, frontends and cache refs at loopback, "
+        "link-local or private addresses turn the daemon into a request forger inside the "
+        "host's network.",
+        check_sources,
+    ),
+    Rule(
+        "build.exporters",
+        "build",
+        frozenset({SOLVE}),
+        "Pushes to internal registries reach services inside the host's network; unknown "
+        "exporters may write where the policy cannot see.",
+        check_exporters,
+    ),
+)
