@@ -18,11 +18,12 @@ import pytest
 from policygw import Gateway
 from rawdocker import call
 
+from harness.clients import client
 from support.audit_file import settled_entries
 
 PIDS_MAX = "/sys/fs/cgroup/pids.max"
 PIDS_MAX_V1 = "/sys/fs/cgroup/pids/pids.max"
-DOCKER = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "docker"
+DOCKER = client("docker") or "docker"
 
 
 @pytest.fixture
@@ -38,10 +39,17 @@ def label(unique_name: Callable[[str], str], docker_client: docker.DockerClient)
         network.remove()
 
 
-def cli(gateway: Gateway, *args: str, client: str = DOCKER) -> subprocess.CompletedProcess[str]:
+def cli(
+    gateway: Gateway, *args: str, client: str = DOCKER, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [client, *args], env=gateway.env(), capture_output=True, text=True, timeout=120, check=False
-    )
+        [client, *args], env={**gateway.env(), **(env or {})}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+#: The classic builder (`/build` read as an HTTP request); BuildKit has its own tests.
+CLASSIC = {"DOCKER_BUILDKIT": "0"}
 
 
 def made(docker_client: docker.DockerClient, label: str) -> list[dict[str, object]]:
@@ -127,7 +135,7 @@ def test_seed_example_privileged_run_is_refused(
 def test_seed_example_host_root_is_refused_with_both_clients(
     gateway: Gateway, busybox_image: str, docker_client: docker.DockerClient, label: str
 ) -> None:
-    for client in (DOCKER, "/usr/bin/docker"):
+    for cli_path in (DOCKER, client("docker-20.10") or "docker-20.10"):
         result = cli(
             gateway,
             "run",
@@ -139,7 +147,7 @@ def test_seed_example_host_root_is_refused_with_both_clients(
             busybox_image,
             "cat",
             "/host/etc/shadow",
-            client=client,
+            client=cli_path,
         )
         assert result.returncode == 125, (client, result.stdout)
         assert "dockmoat: containers.bind-mounts: " in result.stderr
@@ -302,10 +310,10 @@ def test_builds(
 ) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nLABEL dmtest={label}\nRUN true\n")
     tag = f"{label}:built"
-    result = cli(gateway, "build", "--network", "host", "-t", tag, str(tmp_path))
+    result = cli(gateway, "build", "--network", "host", "-t", tag, str(tmp_path), env=CLASSIC)
     assert "dockmoat: build.network-host: " in result.stderr, result.stderr
     assert docker_client.images.list(name=tag) == []
-    result = cli(gateway, "build", "-t", tag, str(tmp_path))
+    result = cli(gateway, "build", "-t", tag, str(tmp_path), env=CLASSIC)
     try:
         assert result.returncode == 0, result.stderr
         assert len(docker_client.images.list(name=tag)) == 1

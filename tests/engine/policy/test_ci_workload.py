@@ -15,9 +15,14 @@ import docker
 import pytest
 from policygw import Gateway
 
+from harness.clients import client
 from support.audit_file import settled_entries
 
-DOCKER = "/usr/local/bin/docker" if Path("/usr/local/bin/docker").exists() else "docker"
+DOCKER = client("docker") or "docker"
+COMPOSE_V1 = client("docker-compose-v1") or "docker-compose-v1"
+#: Builds here use the classic builder (and compose v1, which builds through /build);
+#: BuildKit's path has its own tests.
+CLASSIC = {"DOCKER_BUILDKIT": "0"}
 
 
 @pytest.fixture
@@ -39,7 +44,13 @@ def project(
 
 def run(gateway: Gateway, *argv: str, stdin: bytes | None = None, cwd: Path | None = None) -> str:
     result = subprocess.run(
-        argv, env=gateway.env(), input=stdin, capture_output=True, timeout=180, cwd=cwd, check=False
+        argv,
+        env={**gateway.env(), **CLASSIC},
+        input=stdin,
+        capture_output=True,
+        timeout=180,
+        cwd=cwd,
+        check=False,
     )
     assert result.returncode == 0, (argv, result.stderr.decode(errors="replace"))
     return result.stdout.decode(errors="replace")
@@ -138,7 +149,7 @@ networks:
     labels: {{dmtest: {project}}}
 """
     )
-    compose = ["docker-compose", "-p", project]
+    compose = [COMPOSE_V1, "-p", project]
     run(gateway, *compose, "up", "-d", "--build", cwd=ws)
     assert "Up" in run(gateway, *compose, "ps", cwd=ws)
     out = run(gateway, *compose, "exec", "-T", "app", "sh", "-c", "cat /built /data/state", cwd=ws)
