@@ -30,6 +30,7 @@ from dockmoat.buildkit import grpc, messages
 from dockmoat.buildkit.messages import (
     BridgeSolve,
     ContainerStart,
+    ContentRead,
     ControlSolve,
     ImageResolve,
     Message,
@@ -89,6 +90,8 @@ class Builds:
 
     sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     refs: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    blobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    """Digests of blobs of an owner's build records (as shown in its build history)."""
 
     @staticmethod
     def _claim(table: OrderedDict[str, str], key: str, owner: str) -> bool:
@@ -103,6 +106,10 @@ class Builds:
 
     def claim_session(self, session: str, owner: str) -> bool:
         return self._claim(self.sessions, session, owner)
+
+    def saw_blobs(self, digests: set[str], owner: str) -> None:
+        for digest in digests:
+            self._claim(self.blobs, digest, owner)
 
     def claim_ref(self, ref: str, owner: str) -> bool:
         return self._claim(self.refs, ref, owner)
@@ -213,7 +220,10 @@ class BuildDecider:
             ref = messages.history_event_ref(payload)
         except WireError:
             return None  # fail closed: what cannot be read is not shown
-        return payload if self.builds.owns_ref(ref, self.owner) else None
+        if not self.builds.owns_ref(ref, self.owner):
+            return None
+        self.builds.saw_blobs(messages.digests_in(payload), self.owner)
+        return payload
 
     # --- on a message ------------------------------------------------------------------
 
@@ -228,6 +238,10 @@ class BuildDecider:
             )
 
     async def _decide(self, call: Call, message: Message, payload: bytes) -> Verdict:
+        if isinstance(message, ContentRead):
+            if self.tenancy is not None and self.builds.blobs.get(message.digest) != self.owner:
+                return Refuse(f"content digest {message.digest[:80]}: not found", grpc.NOT_FOUND)
+            return PASS
         if isinstance(message, RefOnly):
             if message.ref and not self.builds.claim_ref(message.ref, self.owner):
                 return _not_found(message.ref)

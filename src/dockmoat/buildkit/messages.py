@@ -10,6 +10,7 @@ and map fields every one, as Go's decoder does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -118,11 +119,20 @@ class ContainerStart:
 
 
 @dataclass(frozen=True, slots=True)
+class ContentRead:
+    """containerd's InfoRequest / ReadContentRequest: digest 1."""
+
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Opaque:
     """A message the guard passes on without reading fields (still well-formed)."""
 
 
-Message = ControlSolve | BridgeSolve | RefOnly | ImageResolve | ContainerStart | Opaque
+Message = (
+    ControlSolve | BridgeSolve | RefOnly | ImageResolve | ContainerStart | ContentRead | Opaque
+)
 
 
 def _string_map(into: dict[str, str], raw: bytes) -> None:
@@ -420,6 +430,22 @@ def well_formed(raw: bytes) -> Opaque:
     for _ in fields(raw):
         pass
     return Opaque()
+
+
+def content_digest(raw: bytes) -> ContentRead:
+    digest = ""
+    for item in fields(raw):
+        if item.number == 1:
+            digest = as_text(item)
+    return ContentRead(digest)
+
+
+DIGEST = re.compile(rb"sha256:[0-9a-f]{64}")
+
+
+def digests_in(raw: bytes) -> set[str]:
+    """Every digest a message mentions (a build record's blobs: logs, provenance, results)."""
+    return {found.decode() for found in DIGEST.findall(raw)}
 
 
 def history_event_ref(raw: bytes) -> str:

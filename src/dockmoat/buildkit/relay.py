@@ -57,6 +57,7 @@ MAX_STREAMS: Final = 128
 MAX_HEADER_LIST: Final = 64 * 1024
 WINDOW: Final = 4 * 1024 * 1024
 #: Headers that belong to one HTTP/2 hop and are never relayed.
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HOP: Final = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 
 
@@ -202,6 +203,36 @@ class Leg:
     unacked_callee: int = 0
 
 
+class FrameGate:
+    """Frame headers checked as bytes arrive: h2 buffers a whole frame before it looks at
+    its length, so a peer declaring a 16 MiB frame would be buffered whole first."""
+
+    def __init__(self, preface: int, max_frame: int) -> None:
+        self.skip = preface  # the connection preface (server role), then each frame's body
+        self.header = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.skip:
+                taken = min(self.skip, len(view))
+                self.skip -= taken
+                view = view[taken:]
+                continue
+            need = 9 - len(self.header)
+            self.header += view[:need]
+            view = view[need:]
+            if len(self.header) == 9:
+                length = int.from_bytes(self.header[:3], "big")
+                self.header.clear()
+                if length > self.max_frame:
+                    raise h2.exceptions.FrameTooLargeError(
+                        f"a frame of {length} bytes (at most {self.max_frame})"
+                    )
+                self.skip = length
+
+
 def _text(headers: Sequence[tuple[bytes | str, bytes | str]] | None) -> list[tuple[str, str]]:
     """Header fields as text (h2 decodes them with `header_encoding`; bytes never stay)."""
     out: list[tuple[str, str]] = []
@@ -246,6 +277,9 @@ class Relay:
         self.caller_is_client = tunnel == "grpc"
         self.caller = h2.connection.H2Connection(_config(client_side=False))
         self.callee = h2.connection.H2Connection(_config(client_side=True))
+        max_frame = h2.settings.Settings().max_frame_size
+        self.caller_gate = FrameGate(len(PREFACE), max_frame)
+        self.callee_gate = FrameGate(0, max_frame)
         self.legs: dict[int, Leg] = {}
         self.by_callee: dict[int, Leg] = {}
         self._tokens = 0
@@ -332,11 +366,13 @@ class Relay:
             return self._close("end of stream")
         conn = self.caller if caller else self.callee
         try:
+            (self.caller_gate if caller else self.callee_gate).feed(data)
             events = conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            # h2 has queued a GOAWAY for the offender; tell the other side too.
-            other = self.callee if caller else self.caller
-            other.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            # GOAWAY to both sides (h2 may have queued the offender's already).
+            for side in (conn, self.callee if caller else self.caller):
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    side.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
             self.state = RelayState.CLOSING
             log.info("BuildKit %s tunnel: HTTP/2 protocol error: %s", self.tunnel, error)
             return []

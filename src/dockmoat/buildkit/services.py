@@ -22,6 +22,9 @@ Decoder = Callable[[bytes], Message]
 CONTROL: Final = "moby.buildkit.v1.Control"
 BRIDGE: Final = "moby.buildkit.v1.frontend.LLBBridge"
 HEALTH: Final = "grpc.health.v1.Health"
+#: containerd's content store, which BuildKit serves on the same connection: clients
+#: read build records' blobs (provenance, logs) from it. Read-only calls only.
+CONTENT: Final = "containerd.services.content.v1.Content"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,8 @@ GRPC_METHODS: Final = _table(
     Method(BRIDGE, "StatFileContainer", _OPAQUE),
     Method(BRIDGE, "Warn", _OPAQUE),
     Method(HEALTH, "Check", _OPAQUE),
+    Method(CONTENT, "Info", messages.content_digest),
+    Method(CONTENT, "Read", messages.content_digest),
 )
 
 SESSION_METHODS: Final = _table(

@@ -1,0 +1,261 @@
+"""Build rules and tenancy on decoded BuildKit calls (bytes as buildx sends them)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dockmoat.api.request import ClientIdentity
+from dockmoat.buildkit import grpc, messages, services
+from dockmoat.buildkit.decide import TENANT_LABEL, BuildDecider, Builds
+from dockmoat.buildkit.relay import Answer, Call, Pass, Refuse, Replace, Verdict
+from dockmoat.buildkit.wire import len_field, string_map_field, varint
+from dockmoat.policy.decision import Allow, Decision, Deny
+from dockmoat.policy.engine import load_policy
+
+CLIENT = ClientIdentity(listener="test")
+
+
+def grpc_call(path: str, metadata: tuple[tuple[str, str], ...] = ()) -> Call:
+    method = services.lookup("grpc", path)
+    assert method is not None
+    return Call("grpc", method, metadata)
+
+
+SOLVE = grpc_call("/moby.buildkit.v1.Control/Solve")
+
+
+def exec_op(network: int = 0, security: int = 0, cgroup: str = "") -> bytes:
+    meta = len_field(1, b"sh") + (len_field(10, cgroup.encode()) if cgroup else b"")
+    body = len_field(1, meta)
+    if network:
+        body += varint(3 << 3) + varint(network)
+    if security:
+        body += varint(4 << 3) + varint(security)
+    return len_field(2, body)  # Op.exec
+
+
+def source_op(identifier: str, **attrs: str) -> bytes:
+    body = len_field(1, identifier.encode())
+    body += b"".join(string_map_field(2, k, v) for k, v in attrs.items())
+    return len_field(3, body)  # Op.source
+
+
+def definition(*ops: bytes) -> bytes:
+    return b"".join(len_field(1, op) for op in ops)
+
+
+def solve(*extra: bytes, ref: str = "ref1", session: str = "sess1") -> bytes:
+    return len_field(1, ref.encode()) + len_field(5, session.encode()) + b"".join(extra)
+
+
+def exporter(kind: str, **attrs: str) -> bytes:
+    body = len_field(1, kind.encode()) + b"".join(
+        string_map_field(2, k, v) for k, v in attrs.items()
+    )
+    return len_field(13, body)
+
+
+class Tags:
+    """A tenancy whose tags are free except `shared:1`."""
+
+    def __init__(self, owner: str = "t1") -> None:
+        self.owner = owner
+        self.claimed: list[str] = []
+
+    def build_owner(self, client: ClientIdentity) -> str | Deny | None:
+        return self.owner
+
+    async def claim_build_tag(self, client: ClientIdentity, tag: str) -> Decision:
+        if tag == "shared:1":
+            return Deny("tenancy.image-tag", "dockmoat: tenancy.image-tag: the tag shared:1 ...")
+        self.claimed.append(tag)
+        return Allow()
+
+
+def decide(payload: bytes, *, call: Call = SOLVE, decider: BuildDecider | None = None) -> Verdict:
+    decider = decider or BuildDecider(load_policy(env={}), CLIENT, Builds(), "", None)
+    message = call.method.decode(payload)
+    return asyncio.run(decider.decide(call, message, payload))
+
+
+def refused_by(verdict: Verdict) -> str:
+    assert isinstance(verdict, Refuse), verdict
+    return verdict.message.split(":")[1].strip()
+
+
+# --- policy -----------------------------------------------------------------------------
+
+
+def test_a_plain_dockerfile_build_passes() -> None:
+    payload = solve(len_field(6, b""), string_map_field(7, "filename", "Dockerfile"))
+    assert isinstance(decide(payload), Pass)
+
+
+@pytest.mark.parametrize(
+    ("extra", "rule"),
+    [
+        (len_field(9, b"network.host"), "build.network-host"),
+        (string_map_field(7, "force-network-mode", "host"), "build.network-host"),
+        (len_field(2, definition(exec_op(network=1))), "build.network-host"),
+        (len_field(9, b"security.insecure"), "build.insecure"),
+        (len_field(2, definition(exec_op(security=1))), "build.insecure"),
+        (len_field(9, b"device=nvidia.com/gpu=all"), "build.devices"),
+        (len_field(9, b"made.up"), "build.devices"),
+        (string_map_field(7, "cgroup-parent", "/"), "build.cgroup-parent"),
+        (len_field(2, definition(exec_op(cgroup="/system.slice"))), "build.cgroup-parent"),
+        (
+            len_field(2, definition(source_op("docker-image://127.0.0.1:5000/x:1"))),
+            "build.sources",
+        ),
+        (len_field(2, definition(source_op("https://169.254.169.254/x"))), "build.sources"),
+        (len_field(2, definition(source_op("git://10.0.0.5/repo.git"))), "build.sources"),
+        (len_field(2, definition(source_op("s3://bucket/x"))), "build.sources"),
+        (string_map_field(7, "context", "http://localhost:8080/ctx.tar"), "build.sources"),
+        (
+            string_map_field(7, "context:base", "docker-image://registry.internal/b"),
+            "build.sources",
+        ),
+        (string_map_field(7, "build-arg:BUILDKIT_SYNTAX", "10.1.1.1/fe"), "build.sources"),
+        (len_field(6, b"some.other.frontend"), "build.sources"),
+        (
+            len_field(
+                8,
+                len_field(
+                    5,
+                    len_field(1, b"registry")
+                    + string_map_field(2, "ref", "192.168.1.9:5000/cache"),
+                ),
+            ),
+            "build.sources",
+        ),
+        (exporter("image", name="127.0.0.1:5000/x", push="true"), "build.exporters"),
+        (exporter("containerd"), "build.exporters"),
+    ],
+)
+def test_refusals_name_their_rule(extra: bytes, rule: str) -> None:
+    assert refused_by(decide(solve(extra))) == rule
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        len_field(2, definition(source_op("docker-image://docker.io/library/alpine:3"))),
+        len_field(2, definition(source_op("https://github.com/moby/buildkit.git"))),
+        len_field(2, definition(exec_op(network=2))),  # network none
+        exporter("moby", name="app:1"),
+        exporter("local"),
+        exporter("tar"),
+        exporter("image", name="ghcr.io/acme/app:1", push="true"),
+        string_map_field(7, "add-hosts", "db=10.0.0.2"),
+    ],
+)
+def test_what_builds_need_passes(extra: bytes) -> None:
+    assert isinstance(decide(solve(extra)), Pass)
+
+
+def test_permissive_reads_but_lets_through() -> None:
+    decider = BuildDecider(load_policy("permissive", env={}), CLIENT, Builds(), "", None)
+    assert isinstance(decide(solve(len_field(9, b"network.host")), decider=decider), Pass)
+
+
+def test_the_frontend_solve_and_build_containers_are_read_too() -> None:
+    bridge = grpc_call(
+        "/moby.buildkit.v1.frontend.LLBBridge/Solve", (("buildkit-controlapi-buildid", "r"),)
+    )
+    host = len_field(1, definition(exec_op(network=1)))
+    assert refused_by(decide(host, call=bridge)) == "build.network-host"
+    container = grpc_call("/moby.buildkit.v1.frontend.LLBBridge/NewContainer")
+    assert refused_by(decide(varint(3 << 3) + varint(1), call=container)) == "build.network-host"
+    process = grpc_call("/moby.buildkit.v1.frontend.LLBBridge/ExecProcess")
+    init = len_field(2, varint(5 << 3) + varint(1))
+    assert refused_by(decide(init, call=process)) == "build.insecure"
+    resolve = grpc_call("/moby.buildkit.v1.frontend.LLBBridge/ResolveImageConfig")
+    assert refused_by(decide(len_field(1, b"[::1]:5000/x"), call=resolve)) == "build.sources"
+
+
+# --- tenancy ------------------------------------------------------------------------------
+
+
+def tenant(builds: Builds, name: str) -> tuple[BuildDecider, Tags]:
+    tags = Tags(name)
+    return BuildDecider(load_policy(env={}), CLIENT, builds, name, tags), tags
+
+
+def test_a_tenant_solve_claims_tags_labels_the_image_and_binds_ids() -> None:
+    builds = Builds()
+    one, tags = tenant(builds, "t1")
+    payload = solve(exporter("moby", name="app:1,app:2"))
+    verdict = decide(payload, decider=one)
+    assert isinstance(verdict, Replace)
+    assert tags.claimed == ["app:1", "app:2"]
+    assert messages.control_solve(verdict.payload).frontend_attrs == {f"label:{TENANT_LABEL}": "t1"}
+    assert builds.refs["ref1"] == "t1"
+    assert builds.sessions["sess1"] == "t1"
+
+
+def test_a_shared_tag_is_refused_as_docker_build_t_is() -> None:
+    one, _tags = tenant(Builds(), "t1")
+    assert refused_by(decide(solve(exporter("moby", name="shared:1")), decider=one)) == (
+        "tenancy.image-tag"
+    )
+
+
+def test_another_tenants_session_build_status_and_history_are_not_theirs() -> None:
+    builds = Builds()
+    one, _ = tenant(builds, "t1")
+    two, _ = tenant(builds, "t2")
+    assert isinstance(decide(solve(), decider=one), Replace)
+    # the same session in another tenant's build
+    other = decide(solve(ref="ref2", session="sess1"), decider=two)
+    assert refused_by(other) == "tenancy.build-session"
+    # a local source from another tenant's session
+    local = len_field(2, definition(source_op("local://context", **{"local.session": "sess1"})))
+    assert refused_by(decide(solve(local, ref="ref3", session="s2"), decider=two)) == (
+        "tenancy.build-session"
+    )
+    # Status of another tenant's build: not found
+    status = grpc_call("/moby.buildkit.v1.Control/Status")
+    verdict = decide(len_field(1, b"ref1"), call=status, decider=two)
+    assert isinstance(verdict, Refuse) and verdict.status == grpc.NOT_FOUND
+    assert isinstance(decide(len_field(1, b"ref1"), call=status, decider=one), Pass)
+    # LLBBridge calls carry the build id in their metadata
+    bridge = grpc_call(
+        "/moby.buildkit.v1.frontend.LLBBridge/ReadFile", (("buildkit-controlapi-buildid", "ref1"),)
+    )
+    admitted = two.admit(bridge)
+    assert isinstance(admitted, Refuse) and admitted.status == grpc.NOT_FOUND
+    assert one.admit(bridge) is None
+    # history: another tenant's records are dropped from the answer
+    history = grpc_call("/moby.buildkit.v1.Control/ListenBuildHistory")
+    event = len_field(2, len_field(1, b"ref1") + len_field(8, b"sha256:" + b"a" * 64))
+    assert two.filters(history) and two.answer(history, event) is None
+    assert one.answer(history, event) == event
+    # and its blobs are readable only by the tenant that saw them
+    read = grpc_call("/containerd.services.content.v1.Content/Read")
+    digest = len_field(1, b"sha256:" + b"a" * 64)
+    assert isinstance(decide(digest, call=read, decider=one), Pass)
+    assert isinstance(decide(digest, call=read, decider=two), Refuse)
+
+
+def test_a_tenant_sees_no_shared_cache_and_prunes_nothing() -> None:
+    one, _ = tenant(Builds(), "t1")
+    assert one.admit(grpc_call("/moby.buildkit.v1.Control/DiskUsage")) == Answer((b"",))
+    assert one.admit(grpc_call("/moby.buildkit.v1.Control/Prune")) == Answer(())
+    untenanted = BuildDecider(load_policy(env={}), CLIENT, Builds(), "", None)
+    assert untenanted.admit(grpc_call("/moby.buildkit.v1.Control/Prune")) is None
+
+
+def test_the_http_side_binds_sessions() -> None:
+    from dockmoat.policy.trial import routed
+
+    builds = Builds()
+    opened = routed("POST", "/session", listener="x")._replace(
+        headers=(("X-Docker-Expose-Session-Uuid", "abc"),)
+    )
+    assert builds.bind(opened, "t1") is None
+    assert isinstance(builds.bind(opened, "t2"), Deny)
+    assert builds.bind(routed("POST", "/build?version=2&session=abc", listener="x"), "t1") is None
+    stolen = builds.bind(routed("POST", "/build?version=2&session=abc", listener="x"), "t2")
+    assert isinstance(stolen, Deny) and stolen.rule == "tenancy.build-session"

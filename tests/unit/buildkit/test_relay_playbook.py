@@ -1,0 +1,333 @@
+"""Playbooks of the BuildKit HTTP/2 relay: a real h2 client and server on each side,
+bytes in, commands out, no sockets and no engine."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from dockmoat.api.request import ClientIdentity
+from dockmoat.buildkit import grpc
+from dockmoat.buildkit.decide import BuildDecider, Builds
+from dockmoat.buildkit.relay import (
+    Close,
+    Command,
+    Decide,
+    Relay,
+    SendClient,
+    SendUpstream,
+)
+from dockmoat.buildkit.services import Tunnel
+from dockmoat.buildkit.wire import len_field, string_map_field
+from dockmoat.policy.engine import load_policy
+
+CLIENT = ClientIdentity(listener="test", tenant="t1")
+SOLVE = "/moby.buildkit.v1.Control/Solve"
+INFO = "/moby.buildkit.v1.Control/Info"
+
+
+def grpc_headers(path: str) -> list[tuple[str, str]]:
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+
+
+@dataclass
+class Peer:
+    """One end: an h2 connection and what it received."""
+
+    conn: h2.connection.H2Connection
+    events: list[h2.events.Event] = field(default_factory=list)
+
+    def take(self) -> bytes:
+        return self.conn.data_to_send()
+
+    def of(self, kind: type, stream_id: int | None = None) -> list[h2.events.Event]:
+        return [
+            e
+            for e in self.events
+            if isinstance(e, kind)
+            and (stream_id is None or getattr(e, "stream_id", 0) == stream_id)
+        ]
+
+
+@dataclass
+class Playbook:
+    relay: Relay
+    client: Peer
+    daemon: Peer
+    decider: BuildDecider
+    commands: list[Command] = field(default_factory=list)
+
+    def run(self, commands: list[Command]) -> None:
+        """Deliver the relay's bytes, answer its decisions, until nothing moves."""
+        queue = list(commands)
+        while queue:
+            command = queue.pop(0)
+            self.commands.append(command)
+            if isinstance(command, SendClient):
+                self.client.events += self.client.conn.receive_data(command.data)
+                self.flush_client()
+            elif isinstance(command, SendUpstream):
+                self.daemon.events += self.daemon.conn.receive_data(command.data)
+                self.flush_daemon()
+            elif isinstance(command, Decide):
+                verdict = asyncio.run(
+                    self.decider.decide(command.call, command.message, command.payload)
+                )
+                queue += self.relay.decided(command.token, verdict)
+
+    def flush_client(self) -> None:
+        data = self.client.take()
+        if data:
+            self.run(self.relay.receive_client(data))
+
+    def flush_daemon(self) -> None:
+        data = self.daemon.take()
+        if data:
+            self.run(self.relay.receive_upstream(data))
+
+    @property
+    def closed(self) -> bool:
+        return any(isinstance(c, Close) for c in self.commands)
+
+
+def playbook(tunnel: Tunnel = "grpc", profile: str = "baseline") -> Playbook:
+    decider = BuildDecider(load_policy(profile, env={}), CLIENT, Builds(), "t1", None)
+    relay = Relay(tunnel, decider)
+    # On /grpc the client is the h2 client; on /session it serves (the daemon calls it).
+    client = Peer(h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=tunnel == "grpc", header_encoding="utf-8")))  # fmt: skip
+    daemon = Peer(h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=tunnel == "session", header_encoding="utf-8")))  # fmt: skip
+    book = Playbook(relay, client, daemon, decider)
+    client.conn.initiate_connection()
+    daemon.conn.initiate_connection()
+    book.run(relay.start())
+    book.flush_client()
+    book.flush_daemon()
+    return book
+
+
+def call(book: Playbook, path: str, *payloads: bytes, caller: Peer | None = None) -> int:
+    """The caller opens a call and sends these messages, then half-closes."""
+    peer = caller or book.client
+    stream_id = peer.conn.get_next_available_stream_id()
+    peer.conn.send_headers(stream_id, grpc_headers(path))
+    for payload in payloads:
+        peer.conn.send_data(stream_id, grpc.frame(payload))
+    peer.conn.end_stream(stream_id)
+    if peer is book.client:
+        book.flush_client()
+    else:
+        book.flush_daemon()
+    return stream_id
+
+
+def answer(book: Playbook, stream_id: int, *payloads: bytes, callee: Peer | None = None) -> None:
+    peer = callee or book.daemon
+    peer.conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+    for payload in payloads:
+        peer.conn.send_data(stream_id, grpc.frame(payload))
+    peer.conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+    if peer is book.daemon:
+        book.flush_daemon()
+    else:
+        book.flush_client()
+
+
+def status_of(peer: Peer, stream_id: int) -> tuple[str, str]:
+    """(grpc-status, grpc-message) the peer received on a stream."""
+    found: dict[str, str] = {}
+    for event in peer.events:
+        if getattr(event, "stream_id", None) != stream_id:
+            continue
+        headers = getattr(event, "headers", None) or []
+        for key, value in headers:
+            found[str(key)] = str(value)
+    return found.get("grpc-status", ""), found.get("grpc-message", "")
+
+
+def data_of(peer: Peer, stream_id: int) -> bytes:
+    return b"".join(
+        e.data or b""
+        for e in peer.of(h2.events.DataReceived, stream_id)  # type: ignore[attr-defined]
+    )
+
+
+def solve(*extra: bytes, ref: str = "ref1", session: str = "sess1") -> bytes:
+    return len_field(1, ref.encode()) + len_field(5, session.encode()) + b"".join(extra)
+
+
+# --- playbooks ------------------------------------------------------------------------
+
+
+def test_an_allowed_call_is_relayed_both_ways() -> None:
+    book = playbook()
+    stream = call(book, INFO, b"")
+    daemon_streams = book.daemon.of(h2.events.RequestReceived)
+    assert len(daemon_streams) == 1
+    daemon_id = daemon_streams[0].stream_id  # type: ignore[attr-defined]
+    answer(book, daemon_id, b"\x0a\x03abc")
+    assert data_of(book.client, stream) == grpc.frame(b"\x0a\x03abc")
+    assert status_of(book.client, stream) == ("0", "")
+    assert not book.closed
+
+
+def test_an_unknown_method_is_refused_and_never_reaches_the_daemon() -> None:
+    book = playbook()
+    stream = call(book, "/moby.buildkit.v1.Control/Session", b"")
+    status, message = status_of(book.client, stream)
+    assert status == str(grpc.PERMISSION_DENIED)
+    assert "build.grpc-method" in message
+    assert "Control" in message
+    assert not book.daemon.of(h2.events.RequestReceived)
+
+
+def test_a_refused_solve_names_the_rule_and_the_connection_stays_usable() -> None:
+    book = playbook()
+    stream = call(book, SOLVE, solve(len_field(9, b"network.host")))
+    status, message = status_of(book.client, stream)
+    assert status == str(grpc.PERMISSION_DENIED)
+    assert "build.network-host" in message
+    # the daemon got the call's headers, then a reset, never the message
+    daemon_id = book.daemon.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    assert data_of(book.daemon, daemon_id) == b""
+    assert book.daemon.of(h2.events.StreamReset, daemon_id)
+    # another call on the same connection goes through
+    second = call(book, INFO, b"")
+    other = book.daemon.of(h2.events.RequestReceived)[-1].stream_id  # type: ignore[attr-defined]
+    answer(book, other, b"")
+    assert status_of(book.client, second) == ("0", "")
+    assert not book.closed
+
+
+def test_an_allowed_solve_reaches_the_daemon_whole() -> None:
+    book = playbook()
+    message = solve(string_map_field(7, "filename", "Dockerfile"))
+    call(book, SOLVE, message)
+    daemon_id = book.daemon.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    assert data_of(book.daemon, daemon_id) == grpc.frame(message)
+    assert book.daemon.of(h2.events.StreamEnded, daemon_id)
+
+
+def test_insecure_and_internal_sources_are_refused() -> None:
+    book = playbook()
+    first = call(book, SOLVE, solve(len_field(9, b"security.insecure"), ref="r2", session="s2"))
+    assert "build.insecure" in status_of(book.client, first)[1]
+    internal = string_map_field(7, "context", "http://169.254.169.254/latest/meta-data")
+    second = call(book, SOLVE, solve(internal, ref="r3", session="s3"))
+    assert "build.sources" in status_of(book.client, second)[1]
+
+
+def test_a_compressed_message_is_refused() -> None:
+    book = playbook()
+    peer = book.client.conn
+    stream = peer.get_next_available_stream_id()
+    peer.send_headers(stream, grpc_headers(INFO))
+    peer.send_data(stream, b"\x01\x00\x00\x00\x01x", end_stream=True)
+    book.flush_client()
+    assert status_of(book.client, stream)[0] == str(grpc.UNIMPLEMENTED)
+
+
+def test_a_message_larger_than_the_limit_is_refused_before_it_is_read() -> None:
+    book = playbook()
+    peer = book.client.conn
+    stream = peer.get_next_available_stream_id()
+    peer.send_headers(stream, grpc_headers(INFO))
+    peer.send_data(stream, b"\x00" + (grpc.MAX_MESSAGE + 1).to_bytes(4, "big"))
+    book.flush_client()
+    assert status_of(book.client, stream)[0] == str(grpc.RESOURCE_EXHAUSTED)
+
+
+def test_a_large_message_crosses_flow_control_whole() -> None:
+    book = playbook()
+    big = len_field(1, b"r") + len_field(6, b"x" * 3_000_000)  # frontend name field, 3 MB
+    peer = book.client.conn
+    stream = peer.get_next_available_stream_id()
+    peer.send_headers(stream, grpc_headers(INFO))
+    data = grpc.frame(big)
+    sent = 0
+    for _ in range(10_000):
+        if sent == len(data):
+            break
+        window = min(peer.local_flow_control_window(stream), peer.max_outbound_frame_size)
+        if window:
+            peer.send_data(stream, data[sent : sent + window])
+            sent += window
+        book.flush_client()
+        book.flush_daemon()
+    peer.end_stream(stream)
+    book.flush_client()
+    daemon = book.daemon
+    daemon_id = daemon.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    for _ in range(10_000):
+        got = data_of(daemon, daemon_id)
+        if len(got) == len(data):
+            break
+        for event in daemon.of(h2.events.DataReceived, daemon_id):
+            size = event.flow_controlled_length or 0  # type: ignore[attr-defined]
+            if size:
+                daemon.conn.acknowledge_received_data(size, daemon_id)
+                event.flow_controlled_length = 0  # type: ignore[attr-defined]
+        book.flush_daemon()
+    assert data_of(daemon, daemon_id) == data
+
+
+def test_session_calls_go_from_the_daemon_to_the_client() -> None:
+    book = playbook("session")
+    path = "/moby.filesync.v1.FileSync/DiffCopy"
+    stream = call(book, path, b"\x08\x01", caller=book.daemon)
+    requests = book.client.of(h2.events.RequestReceived)
+    assert len(requests) == 1
+    client_id = requests[0].stream_id  # type: ignore[attr-defined]
+    assert data_of(book.client, client_id) == grpc.frame(b"\x08\x01")
+    answer(book, client_id, b"\x08\x02", callee=book.client)
+    assert data_of(book.daemon, stream) == grpc.frame(b"\x08\x02")
+    assert status_of(book.daemon, stream) == ("0", "")
+    # the client's own services are all the daemon may call there
+    refused = call(book, SOLVE, b"", caller=book.daemon)
+    assert status_of(book.daemon, refused)[0] == str(grpc.PERMISSION_DENIED)
+
+
+def test_goaway_from_the_client_ends_both_sides() -> None:
+    book = playbook()
+    book.client.conn.close_connection()
+    book.flush_client()
+    assert book.daemon.of(h2.events.ConnectionTerminated)
+    assert book.closed
+
+
+def test_garbage_after_the_preface_closes_the_tunnel() -> None:
+    book = playbook()
+    book.run(book.relay.receive_client(b"\xff" * 20))  # a frame longer than allowed
+    assert book.client.of(h2.events.ConnectionTerminated)
+    assert book.daemon.of(h2.events.ConnectionTerminated)
+    assert book.closed
+
+
+def test_the_relay_refuses_every_call_when_the_policy_cannot_decide(tmp_path: Path) -> None:
+    from dockmoat.buildkit.decide import NoBuilds
+
+    book = playbook()
+    book.decider.policy = NoBuilds()
+    stream = call(book, SOLVE, solve())
+    assert status_of(book.client, stream)[0] == str(grpc.PERMISSION_DENIED)
+
+
+@pytest.mark.parametrize("tunnel", ["grpc", "session"])
+def test_the_relay_starts_with_settings_to_both_sides(tunnel: Tunnel) -> None:
+    relay = Relay(tunnel, BuildDecider(load_policy(env={}), CLIENT, Builds(), "", None))
+    commands = relay.start()
+    assert {type(c) for c in commands} == {SendClient, SendUpstream}
