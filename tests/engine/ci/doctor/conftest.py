@@ -44,6 +44,7 @@ def doctor(shared_dir: Path) -> Callable[..., DoctorRun]:
             # An empty docker config: a `docker context use` elsewhere must not steer doctor.
             env={**clean_env(), "DOCKER_CONFIG": empty_config, **(env or {})},
             prefix=prefix,
+            runtime=shared_dir,
         )
         try:
             findings = json.loads(proc.stdout)
