@@ -1,0 +1,283 @@
+"""BuildKit through `dockmoat serve` (baseline, a tenant listener) with the real clients.
+
+buildx 0.29 (the current CLI's `docker build`), buildx 0.13 (CLI 26.1), the 20.10 CLI
+with DOCKER_BUILDKIT=1 (`/session` + `/build?version=2`), Compose 2.40 and 2.26. Every
+refusal is first shown to take effect on the raw socket, then refused through the
+guard with the guard's reason printed, and its effect checked on the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import socketserver
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import NotFound
+from gwserve import Served
+
+from harness.clients import client
+
+DOCKER = client("docker") or "docker"
+DOCKER_26 = client("docker-26.1")
+DOCKER_20 = client("docker-20.10")
+BUILDKIT = {"DOCKER_BUILDKIT": "1"}
+
+#: (CLI, what it is): every `docker build` here goes through BuildKit.
+BUILDERS = [
+    pytest.param(DOCKER, id="buildx-0.29"),
+    pytest.param(DOCKER_26, id="buildx-0.13"),
+    pytest.param(DOCKER_20, id="cli-20.10-buildkit"),
+]
+
+DOCKERFILE = """\
+FROM {image} AS base
+ARG GREETING=hello
+RUN --mount=type=cache,target=/cache echo "$GREETING" > /cache/g && cp /cache/g /greeting
+RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-size
+RUN <<EOT
+echo heredoc > /heredoc
+EOT
+FROM {image} AS final
+COPY --link --from=base /greeting /heredoc /secret-size /
+LABEL stage=final
+FROM final AS extra
+RUN echo extra > /extra
+"""
+
+
+def build(
+    cli: str | None, host: str, *args: str, cwd: Path, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    assert cli is not None, "matrix client missing: run scripts/install-engine"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=host, **BUILDKIT)
+    return subprocess.run(
+        [cli, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def context(tmp_path: Path, busybox_image: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE.format(image=busybox_image))
+    (ctx / "tok").write_text("s3cr3t\n")
+    return ctx
+
+
+@pytest.fixture
+def images(docker_client: docker.DockerClient) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for tag in made:
+        with contextlib.suppress(NotFound):
+            docker_client.images.remove(tag, force=True)
+
+
+class Listener:
+    """An HTTP listener on the host's loopback that records every request it gets."""
+
+    def __init__(self) -> None:
+        hits: list[str] = []
+        self.hits = hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"reached")
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    found = Listener()
+    yield found
+    found.close()
+
+
+@pytest.mark.parametrize("cli", BUILDERS)
+def test_a_full_dockerfile_builds_through_the_guard(
+    cli: str | None,
+    tenant: Served,
+    context: Path,
+    images: list[str],
+    unique_name: Callable[[str], str],
+    docker_client: docker.DockerClient,
+) -> None:
+    tag = unique_name("bk") + ":1"
+    images.append(tag)
+    result = build(
+        cli, tenant.host, "build", "--secret", "id=tok,src=tok", "--build-arg",
+        "GREETING=hi", "--target", "final", "-t", tag, ".", cwd=context,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    image = docker_client.images.get(tag)
+    labels = image.labels
+    assert labels["dockmoat.tenant"] == tenant.tenant  # the tenant's image, like build -t
+    assert labels["stage"] == "final"
+    out = docker_client.containers.run(
+        tag, ["sh", "-c", "cat /greeting /heredoc /secret-size; ls /extra || true"], remove=True
+    )
+    assert out.decode().split()[:3] == ["hi", "heredoc", "7"]
+    assert b"extra" not in out.split(b"\n")[-2:]  # --target stopped before the extra stage
+
+
+def test_outputs_to_the_client_local_and_tar(tenant: Served, context: Path, tmp_path: Path) -> None:
+    local = tmp_path / "out"
+    result = build(DOCKER, tenant.host, "build", "--secret", "id=tok,src=tok", "--target",
+                   "final", "--output", f"type=local,dest={local}", ".", cwd=context)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (local / "greeting").read_text() == "hello\n"
+    tar = tmp_path / "out.tar"
+    result = build(DOCKER, tenant.host, "build", "--secret", "id=tok,src=tok", "--target",
+                   "final", "--output", f"type=tar,dest={tar}", ".", cwd=context)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run(["tar", "tf", str(tar)], capture_output=True, text=True, check=True)
+    assert "heredoc" in listing.stdout.split()
+
+
+@pytest.mark.parametrize("cli", [DOCKER, DOCKER_26], ids=["compose-2.40", "compose-2.26"])
+def test_compose_build_and_up_build(
+    cli: str | None,
+    tenant: Served,
+    context: Path,
+    images: list[str],
+    unique_name: Callable[[str], str],
+) -> None:
+    project = unique_name("bkc")
+    tag = project + "-app:1"
+    images.append(tag)
+    (context / "compose.yaml").write_text(
+        "services:\n  app:\n    image: " + tag + "\n    build:\n      context: .\n"
+        "      target: final\n      secrets: [tok]\n    command: [cat, /greeting]\n"
+        "secrets:\n  tok:\n    file: ./tok\n"
+    )
+    built = build(cli, tenant.host, "compose", "-p", project, "build", cwd=context)
+    assert built.returncode == 0, built.stderr
+    up = build(cli, tenant.host, "compose", "-p", project, "up", "--build", cwd=context)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "hello" in up.stdout
+    finally:
+        build(cli, tenant.host, "compose", "-p", project, "down", cwd=context)
+
+
+def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_the_guard(
+    tenant: Served, docker_host: str, listener: Listener, tmp_path: Path, busybox_image: str
+) -> None:
+    ctx = tmp_path / "hostnet"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\n"
+        f"ARG NONCE\nRUN --network=host wget -qO- http://127.0.0.1:{listener.port}/$NONCE\n"
+    )
+    raw = build(DOCKER, docker_host, "build", "--no-cache", "--allow", "network.host",
+                "--build-arg", "NONCE=raw", ".", cwd=ctx)  # fmt: skip
+    assert raw.returncode == 0, raw.stderr
+    assert "/raw" in listener.hits  # the build step reached the host's loopback
+    attempts = [
+        (DOCKER, ["--allow", "network.host"]),
+        (DOCKER, ["--network", "host"]),
+        (DOCKER_26, ["--allow", "network.host"]),
+        (DOCKER_20, ["--network", "host"]),
+    ]
+    for cli, extra in attempts:
+        nonce = f"guard{len(listener.hits)}"
+        result = build(cli, tenant.host, "build", "--no-cache", *extra, "--build-arg",
+                       f"NONCE={nonce}", ".", cwd=ctx)  # fmt: skip
+        assert result.returncode != 0
+        assert "build.network-host" in result.stderr, (cli, extra, result.stderr)
+        assert f"/{nonce}" not in listener.hits
+    # without the entitlement the daemon refuses the step itself, on both sockets
+    plain = build(DOCKER, tenant.host, "build", "--no-cache", "--build-arg", "NONCE=plain", ".",
+                  cwd=ctx)  # fmt: skip
+    assert plain.returncode != 0
+    assert "/plain" not in listener.hits
+
+
+def test_a_push_to_a_loopback_registry_is_refused(
+    tenant: Served, docker_host: str, listener: Listener, context: Path
+) -> None:
+    target = f"127.0.0.1:{listener.port}/dmtest/pushed:1"
+    output = f"type=image,name={target},push=true"
+    raw = build(DOCKER, docker_host, "build", "--secret", "id=tok,src=tok", "--target", "final",
+                "--output", output, ".", cwd=context)  # fmt: skip
+    assert raw.returncode != 0  # not a registry, but the daemon did connect to it
+    assert any(hit.startswith("/v2/") for hit in listener.hits), listener.hits
+    listener.hits.clear()
+    guarded = build(DOCKER, tenant.host, "build", "--secret", "id=tok,src=tok", "--target",
+                    "final", "--output", output, ".", cwd=context)  # fmt: skip
+    assert guarded.returncode != 0
+    assert "build.exporters" in guarded.stderr
+    assert listener.hits == []
+
+
+def test_insecure_steps_are_refused_with_the_guards_reason(
+    tenant: Served, tmp_path: Path, busybox_image: str
+) -> None:
+    ctx = tmp_path / "insecure"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN --security=insecure id\n")
+    result = build(DOCKER, tenant.host, "build", "--allow", "security.insecure", ".", cwd=ctx)
+    assert result.returncode != 0
+    assert "build.insecure" in result.stderr
+
+
+def test_a_build_through_the_guard_never_falls_back_to_a_container_builder(
+    tenant: Served, tmp_path: Path
+) -> None:
+    result = build(DOCKER, tenant.host, "buildx", "ls", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    default = [line for line in result.stdout.splitlines() if line.startswith("default")]
+    assert default and "docker" in default[0]
+    assert "docker-container" not in result.stdout
+
+
+def test_build_tag_save_load_with_buildkit(
+    tenant: Served,
+    busybox_image: str,
+    images: list[str],
+    unique_name: Callable[[str], str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    """The BuildKit variant of test_ci_day.py::test_build_tag_save_load (20 MiB context)."""
+    tag = unique_name("bkimg") + ":1"
+    images.append(tag)
+    ctx = tmp_path / "big"
+    ctx.mkdir()
+    (ctx / "blob").write_bytes(os.urandom(20 * 1024 * 1024))
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY blob /blob\nRUN echo built >/b\n")
+    result = build(DOCKER, tenant.host, "build", "-q", "-t", tag, ".", cwd=ctx)
+    assert result.returncode == 0, result.stderr
+    out = docker_client.containers.run(tag, ["sh", "-c", "cat /b; wc -c </blob"], remove=True)
+    assert out.split() == [b"built", b"20971520"]
+    tar = tmp_path / "img.tar"
+    saved = build(DOCKER, tenant.host, "save", "-o", str(tar), tag, cwd=tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    removed = build(DOCKER, tenant.host, "rmi", tag, cwd=tmp_path)  # the tenant's own image
+    assert removed.returncode == 0, removed.stderr
+    loaded = build(DOCKER, tenant.host, "load", "-i", str(tar), cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
