@@ -367,6 +367,12 @@ class Gateway:
         if isinstance(decision, Deny):
             return await self._answer(writer, record, decision.status, decision.message,
                                       keep_alive=head.keep_alive)  # fmt: skip
+        if request.route.name in BUILD_BOUND:  # a bodiless /build: its context is a session
+            refused = self._bind_build(listener, request)
+            if refused is not None:
+                record.decision, record.rule = "refused", refused.rule
+                return await self._answer(writer, record, refused.status, refused.message,
+                                          keep_alive=head.keep_alive)  # fmt: skip
         stage = listener.stage
         if (
             outcome.body is not None
