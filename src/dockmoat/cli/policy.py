@@ -70,14 +70,19 @@ def validate(file: Path) -> None:
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), default=None)
 @click.option("--profile", type=_PROFILE, default="baseline", show_default=True)
 @click.option("--allow-bind", "allow_bind", type=click.Path(path_type=Path), multiple=True)
-@click.option("--method", required=True, help="HTTP method, e.g. POST")
-@click.option("--path", "target", required=True, help="target, e.g. /v1.41/containers/create")
+@click.option("--method", required=True, help="HTTP method, e.g. POST; GRPC for a BuildKit call")
+@click.option(
+    "--path",
+    "target",
+    required=True,
+    help="target, e.g. /v1.41/containers/create, or /moby.buildkit.v1.Control/Solve",
+)
 @click.option(
     "--body",
     "body_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="JSON body; - for stdin",
+    help="JSON body (with GRPC: the protobuf message); - for stdin",
 )
 def check(
     policy_file: Path | None,
@@ -89,7 +94,6 @@ def check(
 ) -> None:
     """Print the decision for one request (exit 0 allow/rewrite, 1 deny)."""
     policy = _load(profile, policy_file, allow_bind)
-    request = trial.routed(method, target, listener="cli")
     raw = b""
     if body_file is not None and str(body_file) == "-":
         raw = sys.stdin.buffer.read()
@@ -98,7 +102,16 @@ def check(
             raw = body_file.read_bytes()
         except OSError as error:
             raise ConfigError(f"--body {body_file}: {error.strerror}") from None
-    decision = policy.evaluate(trial.with_json_body(request, raw))
+    if method.upper() == "GRPC":
+        call = trial.grpc_call(target, raw, listener="cli")
+        if call is None:
+            click.echo("ALLOW allow (this call's messages carry nothing the policy decides)")
+            return
+        request = call
+        decision = policy.evaluate_build(call)
+    else:
+        request = trial.routed(method, target, listener="cli")
+        decision = policy.evaluate(trial.with_json_body(request, raw))
     click.echo(f"route: {request.route.name}")
     if isinstance(decision, Deny):
         click.echo(f"DENY {decision.rule}")

@@ -11,6 +11,28 @@ from dockmoat.api import gojson
 from dockmoat.api.query import parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import route_target
+from dockmoat.errors import ProtocolError
+
+
+def grpc_call(path: str, raw: bytes, listener: str) -> ApiRequest | None:
+    """A BuildKit call on `/grpc` as the gateway decides it: the message decoded onto a
+    `buildkit.*` route; None for a call whose messages carry nothing to decide.
+
+    ProtocolError for a path the guard does not relay or a message it cannot read.
+    """
+    from dockmoat.buildkit import services
+    from dockmoat.buildkit.decide import call_request
+    from dockmoat.buildkit.relay import Call
+    from dockmoat.buildkit.wire import WireError
+
+    method = services.lookup("grpc", path)
+    if method is None:
+        raise ProtocolError(f"{path!r} is not a BuildKit call the guard relays on /grpc")
+    try:
+        message = method.decode(raw)
+    except WireError as error:
+        raise ProtocolError(f"a {method.short} message the guard cannot read: {error}") from None
+    return call_request(Call("grpc", method, ()), message, ClientIdentity(listener=listener))
 
 
 def routed(method: str, target: str, listener: str) -> ApiRequest:
