@@ -12,7 +12,8 @@ PYTHON     ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup system-deps run test test-unit lint bench clean engine-up engine-down
+.PHONY: help setup system-deps run test test-unit lint bench clean engine-up engine-down \
+	image base-image image-requirements
 
 help:
 	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
@@ -20,6 +21,7 @@ help:
 	@echo "make test    setup, start/reuse a real engine, lint, type-check, run the whole suite"
 	@echo "make lint    ruff + mypy (strict, src and bench)"
 	@echo "make bench   the benchmarks in bench/"
+	@echo "make image   build the dockmoat image (dockmoat/dockmoat:VERSION) with the local engine"
 
 # System packages come first: on a bare Debian `python3 -m venv` needs python3-venv.
 system-deps:
@@ -64,6 +66,19 @@ bench: setup
 	  echo "make bench: haproxy is missing; its column is left out"
 	@scripts/test-engine up
 	@$(VENV)/bin/python -m bench
+
+# The image (docs/deploy.md): the base image is made by debootstrap when missing, the
+# locked wheels are fetched here, the build itself is offline. Cached by input digest.
+image: $(UV)
+	@PIP=$(TOOLS)/bin/pip scripts/build-image $(IMAGE_ARGS)
+
+base-image:
+	@scripts/base-image
+
+# deploy/image/requirements.txt is uv.lock's export (with hashes); redo after `uv lock`.
+image-requirements: $(UV)
+	@$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --quiet \
+	  > deploy/image/requirements.txt
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

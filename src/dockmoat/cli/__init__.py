@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from dockmoat import __version__
 from dockmoat.errors import DockmoatError
 
 # Command families, imported only when used: several import heavy libraries
@@ -43,7 +42,23 @@ class _Group(click.Group):
             sys.exit(error.exit_code)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from dockmoat.buildinfo import describe
+
+    click.echo(f"dockmoat, version {describe()}")
+    ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="dockmoat")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the commit it was built from, then exit.",
+)
 def main() -> None:
     """Docker for CI jobs without handing them the host."""

@@ -63,6 +63,20 @@ def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None
     runner(serve(settings, loader, stage=tenancy.stage, on_start=tenancy.start))
 
 
+def _private_listen(port: int | None) -> list[str]:
+    if port is None:
+        return []
+    from dockmoat.deploy.private_network import interface_addresses, private_listen_urls
+
+    urls = private_listen_urls(port, interface_addresses())
+    logging.getLogger("dockmoat.serve").warning(
+        "plain TCP on the private container network (--private-network-port): %s; every "
+        "container on that network can use this API, under the policy",
+        ", ".join(urls),
+    )
+    return urls
+
+
 @click.command(name="serve")
 @click.option(
     "--listen",
@@ -156,6 +170,16 @@ def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None
     help="Close keep-alive connections idle between requests this long (default 120).",
 )
 @click.option(
+    "--private-network-port",
+    type=int,
+    default=None,
+    envvar="DOCKMOAT_PRIVATE_NETWORK_PORT",
+    metavar="PORT",
+    help="Opt-in for a private container network: also listen in plain TCP on PORT at each "
+    "private address of this network namespace (refused in a host's namespace). Anything on "
+    "that network can use the API, under the policy. Env: DOCKMOAT_PRIVATE_NETWORK_PORT.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -181,6 +205,7 @@ def command(
     control_socket: Path,
     jobs_dir: Path,
     idle_timeout: float | None,
+    private_network_port: int | None,
     log_level: str,
 ) -> None:
     """Serve the guarded Docker API socket."""
@@ -205,6 +230,7 @@ def command(
         no_tenancy=no_tenancy,
         bind_pins=bind_pins,
         pin_dir=pin_dir,
+        private_listen=_private_listen(private_network_port),
     )
     for folder in allow_bind:
         warning = mount_flags_warning(folder)

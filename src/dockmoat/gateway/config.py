@@ -102,6 +102,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_private(host: str) -> bool:
+    """A literal private address (RFC 1918, ULA): never a wildcard, a name or link-local."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_private and not (address.is_unspecified or address.is_link_local)
+
+
 def _tcp_parts(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     try:
@@ -128,8 +137,13 @@ def parse_listen(
     tls_key: Path | None,
     tls_ca: Path | None,
     tenant: str | None = None,
+    private_network: bool = False,
 ) -> ListenerSettings:
-    """One `--listen` URL; a non-loopback TCP address requires all three TLS files."""
+    """One `--listen` URL; a non-loopback TCP address requires all three TLS files.
+
+    `private_network` (serve's `--private-network-port`, an explicit opt-in) also lets a
+    plain TCP listener use a private, non-wildcard address: a container network's.
+    """
     if url.startswith("unix://"):
         path = url[len("unix://") :]
         if not path.startswith("/"):
@@ -149,7 +163,7 @@ def parse_listen(
                 key=_existing(tls_key, "--tls-key"),
                 ca=_existing(tls_ca, "--tls-ca"),
             )
-        elif not _is_loopback(host):
+        elif not _is_loopback(host) and not (private_network and _is_private(host)):
             raise ConfigError(
                 f"{url}: refusing to listen on a non-loopback address without mutual TLS "
                 "(give --tls-cert, --tls-key and --tls-ca)"
@@ -257,15 +271,24 @@ def build_settings(
     tenant_from_cn: bool = False,
     bind_pins: str = "auto",
     pin_dir: Path = DEFAULT_PIN_DIR,
+    private_listen: Sequence[str] = (),
 ) -> ServeSettings:
-    """All of `serve`'s flags as one typed object; ConfigError on anything wrong."""
+    """All of `serve`'s flags as one typed object; ConfigError on anything wrong.
+
+    `private_listen`: plain TCP URLs on private addresses (`--private-network-port`).
+    """
     env = os.environ if env is None else env
-    urls = list(listen) or [DEFAULT_LISTEN]
-    if len(set(urls)) != len(urls):
+    urls = list(listen) or ([] if private_listen else [DEFAULT_LISTEN])
+    if len(set(urls) | set(private_listen)) != len(urls) + len(private_listen):
         raise ConfigError("the same --listen address is given twice")
     listeners = tuple(
         parse_listen(u, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, tenant=tenant)
         for u in urls
+    ) + tuple(
+        parse_listen(
+            u, tls_cert=None, tls_key=None, tls_ca=None, tenant=tenant, private_network=True
+        )
+        for u in private_listen
     )
     listeners = listener_tenants(
         listeners,

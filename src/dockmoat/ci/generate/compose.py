@@ -56,6 +56,9 @@ services:
       # certificate and the daemon listens on 2376 with TLS, client
       # certificates required. Empty would mean plain TCP on 2375.
       DOCKER_TLS_CERTDIR: /certs
+      # The server certificate names the container's host name, `docker` and
+      # localhost; the runner dials `dind`, so that name must be in it too.
+      DOCKER_TLS_SAN: DNS:dind
     volumes:
       # Only the client half (ca.pem, cert.pem, key.pem) is shared; the CA's
       # key stays inside this container.
@@ -130,10 +133,11 @@ def _guarded(o: Options) -> str:
 
 services:
   # The guard. {o.dockmoat_image} is built from the dockmoat repository
-  # (docker build -t {o.dockmoat_image} .); any image with dockmoat installed works.
+  # (`make image`, or docker build -t {o.dockmoat_image} .). Its entrypoint hands
+  # the socket folder to the unprivileged `dockmoat` user and runs serve as that
+  # user, in the Docker socket's group, with no capabilities (docs/deploy.md).
   dockmoat:
     image: {o.dockmoat_image}
-    entrypoint: ["dockmoat"]
     # Why a unix socket in a shared volume and not `--listen tcp://0.0.0.0:2375`:
     # serve refuses a non-loopback TCP listener without mutual TLS, and a socket
     # in a volume needs no certificates and is reachable only by the containers
@@ -149,6 +153,10 @@ services:
     # Forwarding API calls needs no privileges.
     security_opt:
       - no-new-privileges:true
+    # Only what the entrypoint needs to hand over the folder and drop to the
+    # service user; serve itself runs with none.
+    cap_drop: [ALL]
+    cap_add: [CHOWN, SETUID, SETGID, SETPCAP]
     mem_limit: 512m
     pids_limit: 512
     healthcheck:
