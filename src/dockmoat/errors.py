@@ -3,21 +3,33 @@
 Components raise these; boundaries translate them: `http_status()` below is the
 only place mapping them to HTTP statuses (the gateway), and `dockmoat.cli` is
 the only place mapping them to CLI messages and exit codes.
+
+Exit codes, the same for every command (docs/exit-codes.md):
+
+- 1: the answer is no (a check failed, a finding, a denial, no such thing);
+- 2: bad input: a flag, a file or a path given to dockmoat is wrong (and usage errors);
+- 3: something dockmoat needs is unreachable or failed (the daemon, `dockmoat serve`);
+- 70: a bug (an exception dockmoat did not expect), said in one line.
 """
 
 from __future__ import annotations
+
+EXIT_NO = 1
+EXIT_INPUT = 2
+EXIT_UNAVAILABLE = 3
+EXIT_BUG = 70
 
 
 class DockmoatError(Exception):
     """Base of every error dockmoat raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_NO
 
 
 class ConfigError(DockmoatError):
     """Bad configuration or command-line input; raised at start-up, before any work."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class ProtocolError(DockmoatError):
@@ -31,9 +43,14 @@ class BodyTooLarge(DockmoatError):
 class UpstreamError(DockmoatError):
     """The real daemon cannot be reached or answered garbage (HTTP 502)."""
 
+    exit_code = EXIT_UNAVAILABLE
+
 
 class EngineError(DockmoatError):
-    """A Docker engine operation done by dockmoat itself failed (dind, job, run)."""
+    """A Docker engine operation done by dockmoat itself failed (dind, job, run), or the
+    running `dockmoat serve` it talks to cannot be reached."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class DeniedError(DockmoatError):
@@ -46,6 +63,15 @@ class DeniedError(DockmoatError):
 
 class NotFoundError(DockmoatError):
     """A resource that does not exist for this tenant (HTTP 404, Docker's wording)."""
+
+
+def error_for_exit(exit_code: int, message: str) -> DockmoatError:
+    """An error of the class that ends the CLI with `exit_code` (a server's refusal
+    carried over the job control socket)."""
+    for cls in (DockmoatError, ConfigError, EngineError):
+        if cls.exit_code == exit_code:
+            return cls(message)
+    return EngineError(message)
 
 
 _STATUS: dict[type[DockmoatError], int] = {

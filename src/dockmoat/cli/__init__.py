@@ -8,12 +8,14 @@ exit codes.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
 
-from dockmoat.errors import DockmoatError
+from dockmoat.errors import EXIT_BUG, EXIT_UNAVAILABLE, DockmoatError
 
 # Command families, imported only when used: several import heavy libraries
 # (the docker SDK, cryptography, ...) and `dockmoat dind up` from a warm pool
@@ -35,11 +37,36 @@ class _Group(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Errors end in one line and the exit code of their class (errors.py,
+        docs/exit-codes.md); a traceback only with DOCKMOAT_DEBUG=1."""
         try:
             return super().invoke(ctx)
         except DockmoatError as error:
+            _debug()
             click.echo(f"dockmoat: {error}", err=True)
             sys.exit(error.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except OSError as error:
+            _debug()
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"dockmoat: {error.strerror or error}{where}", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        except Exception as error:  # noqa: BLE001 - the one place a bug is said in one line
+            _debug()
+            click.echo(
+                f"dockmoat: internal error ({type(error).__name__}: {error}); this is a bug: "
+                "run again with DOCKMOAT_DEBUG=1 for the traceback and report it",
+                err=True,
+            )
+            sys.exit(EXIT_BUG)
+
+
+def _debug() -> None:
+    if os.environ.get("DOCKMOAT_DEBUG"):
+        traceback.print_exc()
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,9 @@ def command() -> None:
 @click.option("--workspace", type=click.Path(), help="The job's only allowed bind-mount folder.")
 @click.option("--policy", type=click.Path(), help="A policy file for this job's socket.")
 @click.option("--ttl", help="Close the job automatically after this long (e.g. 2h).")
-@click.option("--max-containers", type=int, help="Quota: running containers.")
+@click.option("--max-containers", type=click.IntRange(min=0), help="Quota: running containers.")
 @click.option("--max-memory", help="Quota: total memory limit of the job's containers (e.g. 4g).")
-@click.option("--max-volumes", type=int, help="Quota: volumes.")
+@click.option("--max-volumes", type=click.IntRange(min=0), help="Quota: volumes.")
 @click.option("--format", "fmt", type=click.Choice(["env", "json"]), default="env")
 @_control_option
 def open_job(
@@ -79,7 +80,8 @@ def open_job(
     if fmt == "json":
         click.echo(json.dumps({"job": answer["job"], "DOCKER_HOST": answer["docker_host"]}))
     else:
-        click.echo(f"DOCKER_HOST={answer['docker_host']}")
+        # As `dind up` prints it: starts with DOCKER_HOST= and `eval` exports it.
+        click.echo(f"DOCKER_HOST={shlex.quote(answer['docker_host'])}; export DOCKER_HOST")
 
 
 @command.command(name="close")

@@ -47,20 +47,43 @@ def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
 
 def run(settings: ServeSettings, tenancy_settings: TenancySettings | None = None) -> None:
     """Serve in the foreground until SIGTERM/SIGINT."""
-    from dockmoat.gateway.server import serve
+    from dockmoat.gateway.preflight import check_serve, serve_footprint
+    from dockmoat.gateway.server import Gateway, serve
     from dockmoat.tenancy.service import TenancyService
 
+    paths = tenancy_settings or TenancySettings()
+    where = {"state_db": paths.state_db, "control": paths.control, "jobs_dir": paths.jobs_dir}
+    check_serve(settings, **where)  # every path, before anything is made
     loader = policy_loader(settings)
     loader()  # fail loudly before opening any socket
-    # Tenancy: the stage of every listener, job sockets and the job control socket.
-    tenancy = TenancyService(settings, tenancy_settings)
+    # A start that fails anyway (a port in use) removes what it made.
+    footprint = serve_footprint(settings, **where)
+    started = False
+    tenancy: TenancyService | None = None
+
+    async def on_start(gateway: Gateway) -> None:
+        nonlocal started
+        assert tenancy is not None
+        await tenancy.start(gateway)
+        started = True
+
     try:
         import uvloop
 
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    runner(serve(settings, loader, stage=tenancy.stage, on_start=tenancy.start))
+    try:
+        # Tenancy: the stage of every listener, job sockets and the job control socket.
+        tenancy = TenancyService(settings, tenancy_settings)
+        runner(serve(settings, loader, stage=tenancy.stage, on_start=on_start))
+    finally:
+        if tenancy is not None:
+            tenancy.remove_control()
+        if not started:
+            if tenancy is not None:
+                tenancy.store.close()
+            footprint.undo()
 
 
 def _private_listen(port: int | None) -> list[str]:

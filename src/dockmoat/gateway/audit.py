@@ -21,6 +21,7 @@ from typing import NamedTuple, TextIO
 
 from dockmoat.api.memo import LONGEST
 from dockmoat.api.request import ClientIdentity
+from dockmoat.errors import ConfigError
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -150,10 +151,33 @@ class AuditLog:
         if self._target == "-":
             self._file = sys.stdout
         else:
-            path = Path(self._target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
+            self._file = self._open_file(Path(self._target))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+
+    @staticmethod
+    def _open_file(path: Path) -> TextIO:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("a", encoding="utf-8", buffering=1 << 16)
+        except OSError as error:
+            raise ConfigError(
+                f"--audit-log {path}: cannot open it ({error.strerror}); give a writable file "
+                "path whose folder exists or can be made"
+            ) from None
+
+    def reopen(self) -> None:
+        """SIGHUP: open the file again (log rotation moved it away); lines queued go to
+        the new file. A file that cannot be opened keeps the old one, said in the log."""
+        if self._target in (None, "-") or self._file is None:
+            return
+        try:
+            fresh = self._open_file(Path(str(self._target)))
+        except ConfigError as error:
+            log.error("audit log not reopened, still writing to the old file: %s", error)
+            return
+        old, self._file = self._file, fresh
+        # The writer thread may be writing to the old file right now: close it after.
+        asyncio.get_running_loop().call_later(1.0, old.close)
 
     def record(self, entry: AuditEntry) -> None:
         """Queue one entry; never blocks. While closing too: requests that end during

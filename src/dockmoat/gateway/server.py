@@ -57,6 +57,7 @@ from dockmoat.gateway.http import (
     serialise_request_head,
     serialise_response_head,
 )
+from dockmoat.gateway.preflight import listen_error
 from dockmoat.gateway.stages import (
     OnRequest,
     Policy,
@@ -154,19 +155,22 @@ class Gateway:
             return ClientProtocol(start)
 
         endpoint = listener.endpoint
-        if endpoint.kind == "unix":
-            sock = _unix_socket(endpoint, self.settings.socket_group)
-            server = await loop.create_unix_server(protocol, sock=sock, backlog=1024)
-        else:
-            assert endpoint.port is not None
-            server = await loop.create_server(
-                protocol,
-                endpoint.host,
-                endpoint.port,
-                ssl=_server_tls(endpoint),
-                reuse_address=True,
-                backlog=1024,
-            )
+        try:
+            if endpoint.kind == "unix":
+                sock = _unix_socket(endpoint, self.settings.socket_group)
+                server = await loop.create_unix_server(protocol, sock=sock, backlog=1024)
+            else:
+                assert endpoint.port is not None
+                server = await loop.create_server(
+                    protocol,
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=_server_tls(endpoint),
+                    reuse_address=True,
+                    backlog=1024,
+                )
+        except OSError as error:  # ssl.SSLError too; a port in use is known only here
+            raise listen_error(url, error) from error
         holder["listener"] = Listener(listener, server, policy, on_request, stage)
         self.listeners[url] = holder["listener"]
 
@@ -1047,11 +1051,18 @@ async def serve(
     policy = load_policy()
     pins, pin_status = set_up_pins(settings.bind_pins, settings.pin_dir, settings.upstream)
     gateway = Gateway(settings, policy, stage=stage, pins=pins)
-    await gateway.start()
+    try:
+        await gateway.start()
+        if on_start is not None:
+            await on_start(gateway)
+    except BaseException:
+        await gateway.drain()  # a failed start removes the sockets it made
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     def reload() -> None:
+        gateway.audit.reopen()  # logrotate moved it away
         try:
             gateway.set_policy(load_policy())
             log.info("policy reloaded")
@@ -1079,8 +1090,6 @@ async def serve(
     warning = remote_upstream_warning(settings)
     if warning is not None:
         log.warning("%s", warning)
-    if on_start is not None:
-        await on_start(gateway)
     await stop.wait()
     log.info("draining (up to %.0fs)", settings.limits.drain_grace)
     await gateway.drain()

@@ -12,11 +12,18 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockmoat.errors import DockmoatError, EngineError, ProtocolError
+from dockmoat.errors import (
+    EXIT_UNAVAILABLE,
+    DockmoatError,
+    EngineError,
+    ProtocolError,
+    error_for_exit,
+)
 from dockmoat.tenancy.durations import format_duration
 from dockmoat.tenancy.model import Quotas
 from dockmoat.tenancy.protocol import (
@@ -113,7 +120,7 @@ async def serve_control(path: Path, manager: JobManager) -> asyncio.Server:
                 try:
                     answer = await _answer(manager, line)
                 except DockmoatError as error:
-                    answer = error_answer(str(error))
+                    answer = error_answer(str(error), error.exit_code)
                 except Exception as error:  # answered, logged, and the server keeps serving
                     log.exception("control request failed")
                     answer = error_answer(f"internal error: {error}")
@@ -133,6 +140,13 @@ async def serve_control(path: Path, manager: JobManager) -> asyncio.Server:
         os.umask(old_umask)
     path.chmod(0o600)
     return server
+
+
+def remove_socket(path: Path) -> None:
+    """Remove a socket file (nothing else) at `path`."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
 
 
 def call(path: Path, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
@@ -157,5 +171,7 @@ def call(path: Path, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT_S)
                 raise ProtocolError("control answer too long")
     answer = parse_answer(bytes(data))
     if not answer["ok"]:
-        raise EngineError(str(answer.get("error", "control request failed")))
+        message = str(answer.get("error", "control request failed"))
+        code = answer.get("exit")
+        raise error_for_exit(code if isinstance(code, int) else EXIT_UNAVAILABLE, message)
     return answer

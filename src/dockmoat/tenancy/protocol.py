@@ -3,7 +3,7 @@
 Requests:  {"op": "open", "job": "ci-42", "workspace": "/builds/x", "policy": null,
             "ttl": 7200, "quotas": {"running_containers": 5, ...}}
            {"op": "close", "job": "ci-42"}      {"op": "ls"}
-Answers:   {"ok": true, ...} or {"ok": false, "error": "..."}
+Answers:   {"ok": true, ...} or {"ok": false, "error": "...", "exit": 2}
 """
 
 from __future__ import annotations
@@ -79,5 +79,9 @@ def parse_answer(line: bytes) -> dict[str, Any]:
     return answer
 
 
-def error_answer(message: str) -> dict[str, Any]:
-    return {"ok": False, "error": message}
+def error_answer(message: str, exit_code: int | None = None) -> dict[str, Any]:
+    """A refusal; `exit` is the exit code the CLI ends with (errors.py's classes)."""
+    answer: dict[str, Any] = {"ok": False, "error": message}
+    if exit_code is not None:
+        answer["exit"] = exit_code
+    return answer

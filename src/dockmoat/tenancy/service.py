@@ -24,7 +24,12 @@ from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.server import Gateway
 from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import load_policy
-from dockmoat.tenancy.control import DEFAULT_CONTROL, control_in_use, serve_control
+from dockmoat.tenancy.control import (
+    DEFAULT_CONTROL,
+    control_in_use,
+    remove_socket,
+    serve_control,
+)
 from dockmoat.tenancy.engine import PooledEngine
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR, JobManager
 from dockmoat.tenancy.model import Quotas, Tenant
@@ -146,6 +151,14 @@ class TenancyService:
             len(self.store.jobs()),
             self.settings.state_db,
         )
+
+    def remove_control(self) -> None:
+        """serve stops: remove the control socket this server made (never another's)."""
+        if self._control is None:
+            return
+        self._control.close()
+        self._control = None
+        remove_socket(self.settings.control)
 
     # --- ListenerHost ---
 

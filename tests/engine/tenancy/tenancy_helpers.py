@@ -108,8 +108,8 @@ class Serve:
 
     def open_job(self, name: str, *extra: str) -> Job:
         out = self.job("open", name, *extra).stdout.strip()
-        assert out.startswith("DOCKER_HOST=unix://"), out
-        return Job(name, out.removeprefix("DOCKER_HOST="), self)
+        assert out.startswith("DOCKER_HOST=unix://") and out.endswith("; export DOCKER_HOST"), out
+        return Job(name, out.removeprefix("DOCKER_HOST=").split(";")[0], self)
 
 
 @dataclass

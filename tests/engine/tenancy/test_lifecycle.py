@@ -267,11 +267,12 @@ def test_quotas_are_refused_by_name(
 def test_job_cli_and_control_socket(serve: Serve, busybox_image: str) -> None:
     name = job_name("cli")
     opened = serve.job("open", name, "--ttl", "1h").stdout
-    assert opened == f"DOCKER_HOST=unix://{serve.root / 'jobs' / name}.sock\n"
+    host = f"unix://{serve.root / 'jobs' / name}.sock"
+    assert opened == f"DOCKER_HOST={host}; export DOCKER_HOST\n"
     assert stat.S_IMODE(serve.control.stat().st_mode) == 0o600
     again = serve.job("open", name, check=False)
     assert again.returncode != 0 and "open already" in again.stderr
-    job = Job(name, opened.strip().removeprefix("DOCKER_HOST="), serve)
+    job = Job(name, host, serve)
     job.docker(
         "run",
         "-d",

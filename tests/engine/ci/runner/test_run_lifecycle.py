@@ -59,7 +59,7 @@ def test_missing_image_fails_before_setting_anything_up(
         "--",
         "true",
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # docs/exit-codes.md: what it needs is not there
     assert "never pulls" in result.stderr
     assert "dmtest-no-such-image:1" in result.stderr
     assert_nothing_left(docker_client, before)
@@ -160,7 +160,7 @@ def test_guarded_mode_without_serve_fails_clearly(
         "--",
         "true",
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # docs/exit-codes.md: serve is unreachable
     assert "is `dockmoat serve` running" in result.stderr
     assert_nothing_left(docker_client, before)
 
