@@ -10,15 +10,32 @@ Entry points:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockmoat.ci.audit import compose, github, gitlab, jenkins, rules, yamlsrc
-from dockmoat.ci.audit.detect import Kind, kind_from_name, kind_from_yaml, looks_like_jenkins
+from dockmoat.ci.audit import (
+    compose,
+    github,
+    gitlab,
+    gitlab_runner,
+    jenkins,
+    kubernetes,
+    rules,
+    yamlsrc,
+)
+from dockmoat.ci.audit.detect import (
+    Kind,
+    kind_from_name,
+    kind_from_yaml,
+    looks_like_jenkins,
+    looks_like_runner_config,
+)
 from dockmoat.ci.audit.findings import FileError, Finding, Hit, Rule, Severity
 from dockmoat.ci.audit.rules import ALL_RULES
+from dockmoat.ci.audit.runnerctx import AuditContext
 from dockmoat.errors import ConfigError
 
 __all__ = [
@@ -38,19 +55,38 @@ __all__ = [
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
-def audit_text(text: str, name: str, kind: Kind | None = None) -> list[Finding]:
-    """Findings for one file's content; `name` is how findings refer to the file."""
-    detected = kind or kind_from_name(name)
-    if detected is None and looks_like_jenkins(text):
-        detected = Kind.JENKINS
+def audit_text(
+    text: str, name: str, kind: Kind | None = None, context: AuditContext | None = None
+) -> list[Finding]:
+    """Findings for one file's content; `name` is how findings refer to the file.
+
+    `context`: what the runner configs of the same run grant (see `audit_paths`).
+    """
+    detected = _detect(text, name, kind)
     if detected is Kind.JENKINS:
         hits: Iterable[Hit] = jenkins.analyse(text)
+    elif detected is Kind.GITLAB_RUNNER:
+        hits = list(gitlab_runner.analyse(text))
     else:
-        hits = _yaml_hits(yamlsrc.load_all(text), detected)
+        hits = _yaml_hits(yamlsrc.load_all(text), detected, context)
     return _finish(hits, name)
 
 
-def _yaml_hits(docs: list[object], kind: Kind | None) -> list[Hit]:
+def _detect(text: str, name: str, kind: Kind | None) -> Kind | None:
+    detected = kind or kind_from_name(name)
+    if detected is None and looks_like_jenkins(text):
+        detected = Kind.JENKINS
+    if detected is None and looks_like_runner_config(text):
+        detected = Kind.GITLAB_RUNNER
+    if detected is None and name.lower().endswith(".toml"):
+        raise ConfigError(
+            "unknown format: a TOML file without [[runners]] is not a GitLab Runner "
+            "config.toml (use --type to say which)"
+        )
+    return detected
+
+
+def _yaml_hits(docs: list[object], kind: Kind | None, context: AuditContext | None) -> list[Hit]:
     hits: list[Hit] = []
     detected = kind
     for doc in docs or [None]:
@@ -59,12 +95,19 @@ def _yaml_hits(docs: list[object], kind: Kind | None) -> list[Hit]:
             continue
         if yamlsrc.mapping(doc) is None:
             raise ConfigError(f"not a {detected.value} file: the top level is not a mapping")
-        analyser = {Kind.COMPOSE: compose, Kind.GITLAB: gitlab, Kind.GITHUB: github}[detected]
-        hits.extend(analyser.analyse(doc))
+        if detected is Kind.GITLAB:
+            hits.extend(gitlab.analyse(doc, context))
+        elif detected is Kind.KUBERNETES:
+            hits.extend(kubernetes.analyse(doc))
+        elif detected in (Kind.COMPOSE, Kind.GITHUB):
+            analyser = compose if detected is Kind.COMPOSE else github
+            hits.extend(analyser.analyse(doc))
+        else:
+            raise ConfigError(f"a {detected.value} file is not YAML")
     if detected is None:
         raise ConfigError(
-            "unknown format: not a compose file, .gitlab-ci.yml, GitHub workflow "
-            "or Jenkinsfile (use --type to say which)"
+            "unknown format: not a compose file, .gitlab-ci.yml, GitHub workflow, "
+            "Jenkinsfile, runner config or Kubernetes manifest (use --type to say which)"
         )
     return hits
 
@@ -98,15 +141,26 @@ class AuditResult:
 def audit_paths(
     paths: Iterable[str], kind: Kind | None = None, *, lenient: bool = False
 ) -> AuditResult:
+    """Audit every file; runner configs among them are the context the CI files run in."""
     result = AuditResult()
+    texts: list[tuple[str, str | FileError]] = []
     for name in paths:
         result.files.append(name)
         try:
-            text = _read(name)
+            texts.append((name, _read(name)))
         except ConfigError as error:
-            _not_audited(result, FileError(name, str(error)), lenient)
+            texts.append((name, FileError(name, str(error))))
+    context = AuditContext()
+    for name, text in texts:
+        # A broken one is reported as unreadable when the file itself is audited.
+        with contextlib.suppress(ConfigError):
+            if isinstance(text, str) and _detect(text, name, kind) is Kind.GITLAB_RUNNER:
+                context.gitlab_runners.extend(gitlab_runner.grants(text, name))
+    for name, text in texts:
+        if isinstance(text, FileError):
+            _not_audited(result, text, lenient)
             continue
-        findings, failure = audit_source(text, name, kind, lenient=lenient)
+        findings, failure = audit_source(text, name, kind, lenient=lenient, context=context)
         result.findings.extend(findings)
         if failure is not None:
             result.errors.append(failure)
@@ -114,11 +168,16 @@ def audit_paths(
 
 
 def audit_source(
-    text: str, name: str, kind: Kind | None = None, *, lenient: bool = False
+    text: str,
+    name: str,
+    kind: Kind | None = None,
+    *,
+    lenient: bool = False,
+    context: AuditContext | None = None,
 ) -> tuple[list[Finding], FileError | None]:
     """Like `audit_text`, but never raises: input it cannot audit is an `unreadable` finding."""
     try:
-        return audit_text(text, name, kind), None
+        return audit_text(text, name, kind, context), None
     except ConfigError as error:
         reason = str(error)
     except RecursionError:

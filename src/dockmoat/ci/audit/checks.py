@@ -7,8 +7,15 @@ from collections.abc import Iterable, Iterator
 
 from dockmoat.ci.audit import rules
 from dockmoat.ci.audit.dockerargs import ShellFacts
+from dockmoat.ci.audit.exposure import (
+    buildkit_args_hits,
+    command_hits,
+    published_port_hit,
+    setting_hit,
+    tls_configured,
+)
 from dockmoat.ci.audit.findings import Hit, Severity
-from dockmoat.ci.audit.images import Role, unpinned_reason
+from dockmoat.ci.audit.images import Role, parse_image, resolve, unpinned_reason
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.mounts import DIND_DATA_DIRS, socket_exposure
 
@@ -29,18 +36,25 @@ def tcp_host(url: str) -> tuple[str, int | None] | None:
     return match.group(1), port
 
 
-def check_containers(containers: list[Container]) -> Iterator[Hit]:
+def check_containers(
+    containers: list[Container], local_images: frozenset[str] = frozenset()
+) -> Iterator[Hit]:
+    """`local_images`: images built in this file (compose `build:`, `docker build -t`)."""
     by_host = {c.hostname: c for c in containers if c.hostname}
+    built = local_images | {c.image.value for c in containers if c.builds and c.image}
     for container in containers:
-        yield from _check_one(container, by_host)
+        yield from _check_one(container, by_host, built)
     yield from _check_shared_data(containers)
 
 
-def _check_one(c: Container, by_host: dict[str, Container]) -> Iterator[Hit]:
+def _check_one(
+    c: Container, by_host: dict[str, Container], local_images: frozenset[str] = frozenset()
+) -> Iterator[Hit]:
     role = c.role
-    if c.image is not None and c.check_image:
-        reason = unpinned_reason(c.image.value)
-        if reason:
+    if c.image is not None and c.check_image and not c.builds:
+        resolved = resolve(c.image.value, c.image_vars)
+        reason = unpinned_reason(c.image.value, c.image_vars)
+        if reason and resolved not in local_images and c.image.value not in local_images:
             yield Hit(rules.UNPINNED_IMAGE, c.image.line, f"{c.label}: {reason}")
     if role not in (Role.PROXY, Role.GUARD):
         for mount in c.mounts:
@@ -80,8 +94,39 @@ def _check_one(c: Container, by_host: dict[str, Container]) -> Iterator[Hit]:
         yield Hit(rules.HOST_NETWORK, c.network.line, f"{c.label}: uses the host network")
     if c.pid is not None and c.pid.value.strip().lower() == "host":
         yield Hit(rules.HOST_PID, c.pid.line, f"{c.label}: uses the host PID namespace")
+    if c.ipc is not None and c.ipc.value.strip().lower() == "host":
+        yield Hit(rules.HOST_IPC, c.ipc.line, f"{c.label}: uses the host IPC namespace")
+    yield from _exposures(c, role)
     yield from _docker_host(c, by_host)
     yield from _depends_on(c, by_host)
+
+
+def _exposures(c: Container, role: Role) -> Iterator[Hit]:
+    """Docker API endpoints in variables and flags, published API ports, BuildKit on TCP."""
+    scope = {**c.inherited_env, **c.env}
+    tls = tls_configured((k, v.value) for k, v in scope.items())
+    for key, value in c.env.items():
+        if key != "DOCKER_HOST":
+            hit = setting_hit(key, value.value, value.line, c.label, tls)
+            if hit is not None:
+                yield hit
+    line = c.command_line or c.line
+    yield from command_hits(
+        c.command,
+        line,
+        c.label,
+        tls,
+        daemon_args=role is Role.DIND,
+        word_lines=c.command_word_lines,
+    )
+    image = parse_image(c.image.value) if c.image else None
+    daemon_args = not c.command or c.command[0].startswith("-")
+    if image is not None and image.name == "buildkit" and not c.job and daemon_args:
+        yield from buildkit_args_hits(c.command, line, c.label)
+    for port in c.ports:
+        hit = published_port_hit(port.value, port.line, c.label)
+        if hit is not None:
+            yield hit
 
 
 def _privileged(c: Container, role: Role, line: int) -> Hit:
@@ -228,7 +273,17 @@ def check_shell(
     label: str,
     env_scopes: list[dict[str, Located]],
 ) -> Iterator[Hit]:
-    """Findings in one shell line: docker run flags, dockerd flags, DOCKER_HOST exports."""
+    """Findings in one shell line: docker run flags, dockerd flags, DOCKER_HOST exports,
+    Docker endpoints in any variable or flag, socat, chmod and buildkitd."""
+    scope_items = [(k, v.value) for scope in env_scopes for k, v in scope.items()]
+    tls = tls_configured([*facts.exported.items(), *scope_items])
+    for words in facts.commands:
+        yield from command_hits(words, line, label, tls)
+    for key, value in facts.exported.items():
+        if key != "DOCKER_HOST":
+            hit = setting_hit(key, value, line, label, tls)
+            if hit is not None:
+                yield hit
     for call in facts.docker_calls:
         if (
             call.host
@@ -258,6 +313,8 @@ def check_shell(
             mounts=run.mounts,
             network=Located(run.network, line) if run.network else None,
             pid=Located(run.pid, line) if run.pid else None,
+            ipc=Located(run.ipc, line) if run.ipc else None,
+            ports=[Located(p, line) for p in run.ports],
             limits=_limits(run.memory, run.cpus, run.pids),
             health=run.health,
             # Images run by scripts are usually the ones just built: judging their tags is noise.

@@ -7,7 +7,12 @@ from typing import Any
 
 from dockmoat.ci.audit import yamlsrc as y
 from dockmoat.ci.audit.checks import check_containers, check_shell
-from dockmoat.ci.audit.dockerargs import join_continuations, scan_shell_line, split_words
+from dockmoat.ci.audit.dockerargs import (
+    ShellFacts,
+    join_continuations,
+    scan_shell_line,
+    split_words,
+)
 from dockmoat.ci.audit.findings import Hit
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.mounts import Mount, parse_short
@@ -36,33 +41,39 @@ def analyse(doc: Any) -> Iterator[Hit]:
         container, script = _service(str(name), svc_map, line)
         containers.append(container)
         scripts.append((container, script))
-    yield from check_containers(containers)
+    shell: list[tuple[Container, int, ShellFacts]] = []
     for container, lines in scripts:
         for number, text in join_continuations(lines):
-            facts = scan_shell_line(text, number)
-            yield from check_shell(facts, number, container.label, [container.env])
+            shell.append((container, number, scan_shell_line(text, number)))
+    built = frozenset(tag for _, _, facts in shell for tag in facts.built)
+    yield from check_containers(containers, built)
+    for container, number, facts in shell:
+        yield from check_shell(facts, number, container.label, [container.env])
 
 
-def _words(node: Any, line: int) -> tuple[list[str], list[tuple[int, str]]]:
-    """Words of a command/entrypoint, and any shell script it carries (`sh -c "..."`)."""
+def _words(node: Any, line: int) -> tuple[list[str], list[int], list[tuple[int, str]]]:
+    """Words of a command/entrypoint, each word's line, and any shell script it carries."""
     seq = y.sequence(node)
     if seq is not None:
         words = [str(w) for w in seq]
+        lines = [y.item_line(seq, i, line) for i in range(len(words))]
         script: list[tuple[int, str]] = []
         for i, word in enumerate(words[:-1]):
             if word == "-c":
                 script = y.text_lines(seq[i + 1], y.item_line(seq, i + 1, line))
-        return words, script
+        return words, lines, script
     text = y.scalar_str(node)
     if text is None:
-        return [], []
-    lines = y.text_lines(node, line)
-    return split_words(text), lines
+        return [], [], []
+    words = split_words(text)
+    return words, [line] * len(words), y.text_lines(node, line)
 
 
 def _service(name: str, svc: Any, line: int) -> tuple[Container, list[tuple[int, str]]]:
-    entry, entry_script = _words(svc.get("entrypoint"), y.value_line(svc, "entrypoint", line))
-    cmd, cmd_script = _words(svc.get("command"), y.value_line(svc, "command", line))
+    entry, entry_lines, entry_script = _words(
+        svc.get("entrypoint"), y.value_line(svc, "entrypoint", line)
+    )
+    cmd, cmd_lines, cmd_script = _words(svc.get("command"), y.value_line(svc, "command", line))
     image = y.scalar_str(svc.get("image"))
     env = {
         k: Located(v, n)
@@ -77,6 +88,7 @@ def _service(name: str, svc: Any, line: int) -> tuple[Container, list[tuple[int,
         hostname=name,
         image=Located(image, y.value_line(svc, "image", line)) if image else None,
         command=entry + cmd,
+        command_word_lines=entry_lines + cmd_lines,
         command_line=y.key_line(svc, "command", y.key_line(svc, "entrypoint", line)),
         privileged_line=y.key_line(svc, "privileged", line) if privileged else None,
         runtime=y.scalar_str(svc.get("runtime")),
@@ -84,6 +96,9 @@ def _service(name: str, svc: Any, line: int) -> tuple[Container, list[tuple[int,
         mounts=list(_mounts(svc.get("volumes"), y.key_line(svc, "volumes", line))),
         network=_located(svc, "network_mode", line),
         pid=_located(svc, "pid", line),
+        ipc=_located(svc, "ipc", line),
+        ports=list(_ports(svc.get("ports"), y.key_line(svc, "ports", line))),
+        builds="build" in svc,
         limits=_limits(svc),
         health=_has_health(svc.get("healthcheck")),
         depends_on=_depends_on(svc.get("depends_on"), y.key_line(svc, "depends_on", line)),
@@ -96,6 +111,26 @@ def _service(name: str, svc: Any, line: int) -> tuple[Container, list[tuple[int,
 def _located(svc: Any, key: str, line: int) -> Located | None:
     value = y.scalar_str(svc.get(key))
     return Located(value, y.key_line(svc, key, line)) if value is not None else None
+
+
+def _ports(node: Any, line: int) -> Iterator[Located]:
+    """Published ports as `[IP:]HOST:CONTAINER` text (long syntax is rewritten so)."""
+    seq = y.sequence(node)
+    if seq is None:
+        return
+    for i, item in enumerate(seq):
+        item_line = y.item_line(seq, i, line)
+        as_map = y.mapping(item)
+        if as_map is not None:
+            target = y.scalar_str(as_map.get("target"))
+            if target is None:
+                continue
+            host_ip = y.scalar_str(as_map.get("host_ip")) or ""
+            published = y.scalar_str(as_map.get("published")) or ""
+            spec = ":".join(p for p in (host_ip, published, target) if p)
+            yield Located(spec, item_line)
+        elif (text := y.scalar_str(item)) is not None:
+            yield Located(text, item_line)
 
 
 def _mounts(node: Any, line: int) -> Iterator[Mount]:

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
-from dockmoat.ci.audit import compose, github, gitlab, jenkins
+from dockmoat.ci.audit import compose, github, gitlab, gitlab_runner, jenkins, kubernetes
 
 
 class Kind(StrEnum):
@@ -14,6 +14,8 @@ class Kind(StrEnum):
     GITLAB = "gitlab"
     GITHUB = "github"
     JENKINS = "jenkins"
+    GITLAB_RUNNER = "gitlab-runner"  # GitLab Runner's config.toml
+    KUBERNETES = "kubernetes"  # manifests and Actions Runner Controller values
 
 
 def kind_from_name(path: str) -> Kind | None:
@@ -21,6 +23,8 @@ def kind_from_name(path: str) -> Kind | None:
     name = posix.name.lower()
     if name.startswith("jenkinsfile") or name.endswith((".jenkinsfile", ".groovy")):
         return Kind.JENKINS
+    if name == "config.toml":
+        return Kind.GITLAB_RUNNER
     if name == ".gitlab-ci.yml" or name.endswith((".gitlab-ci.yml", ".gitlab-ci.yaml")):
         return Kind.GITLAB
     parts = [p.lower() for p in posix.parts]
@@ -40,6 +44,8 @@ def kind_from_yaml(doc: Any) -> Kind | None:
         return Kind.GITHUB
     if compose.looks_like(doc):
         return Kind.COMPOSE
+    if kubernetes.looks_like_manifest(doc) or kubernetes.looks_like_arc_values(doc):
+        return Kind.KUBERNETES
     if gitlab.looks_like(doc):
         return Kind.GITLAB
     return None
@@ -47,3 +53,7 @@ def kind_from_yaml(doc: Any) -> Kind | None:
 
 def looks_like_jenkins(text: str) -> bool:
     return jenkins.looks_like(text)
+
+
+def looks_like_runner_config(text: str) -> bool:
+    return gitlab_runner.looks_like(text)

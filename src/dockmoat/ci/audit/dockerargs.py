@@ -36,6 +36,8 @@ class RunArgs:
     env: dict[str, str | None] = field(default_factory=dict)
     network: str | None = None
     pid: str | None = None
+    ipc: str | None = None
+    ports: list[str] = field(default_factory=list)
     memory: bool = False
     cpus: bool = False
     pids: bool = False
@@ -104,6 +106,10 @@ def _apply(args: RunArgs, flag: str, value: str | None, line: int) -> None:
         args.network = value
     elif flag == "--pid":
         args.pid = value
+    elif flag == "--ipc":
+        args.ipc = value
+    elif flag in ("-p", "--publish") and value:
+        args.ports.append(value)
     elif flag in ("-m", "--memory"):
         args.memory = True
     elif flag in ("--cpus", "--cpu-quota", "--cpuset-cpus"):
@@ -124,6 +130,7 @@ class DockerCall:
     tls_verify: bool  # --tlsverify given
     subcommand: list[str]
     run: RunArgs | None  # set for run/create
+    tags: list[str] = field(default_factory=list)  # `-t` of build, target of `tag`
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class ShellFacts:
     docker_calls: list[DockerCall]
     dockerd_words: list[list[str]]  # argument lists of dockerd invocations
     exported: dict[str, str]  # VAR=value assignments (export or prefix)
+    commands: list[list[str]] = field(default_factory=list)  # every simple command's words
+    built: list[str] = field(default_factory=list)  # images tagged by `docker build -t`
 
 
 _OPERATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")", "$(", "`", "{", "}"})
@@ -156,10 +165,16 @@ def _simple_commands(line: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
-def scan_shell_line(line: str, line_no: int) -> ShellFacts:
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh"})
+_MAX_NESTING = 4  # `sh -c "bash -c '...'"` a few levels deep, not forever
+
+
+def scan_shell_line(line: str, line_no: int, depth: int = 0) -> ShellFacts:
     calls: list[DockerCall] = []
     daemons: list[list[str]] = []
     exported: dict[str, str] = {}
+    commands: list[list[str]] = []
+    nested: list[ShellFacts] = []
     for words in _simple_commands(line):
         i = 0
         while i < len(words):
@@ -175,12 +190,29 @@ def scan_shell_line(line: str, line_no: int) -> ShellFacts:
         rest = words[i:]
         if not rest:
             continue
+        commands.append(rest)
         program = rest[0].rsplit("/", 1)[-1]
-        if program == "docker":
+        if program in _SHELLS and "-c" in rest[:-1] and depth < _MAX_NESTING:
+            # `sh -c "SCRIPT"`: the script's commands are this line's commands.
+            script = rest[rest.index("-c") + 1]
+            nested.append(scan_shell_line(script, line_no, depth + 1))
+        elif program == "docker":
             calls.append(_docker_call(rest[1:], line_no))
         elif program in ("dockerd", "dockerd-entrypoint.sh"):
             daemons.append(rest[1:])
-    return ShellFacts(docker_calls=calls, dockerd_words=daemons, exported=exported)
+    for inner in nested:
+        calls.extend(inner.docker_calls)
+        daemons.extend(inner.dockerd_words)
+        exported.update(inner.exported)
+        commands.extend(inner.commands)
+    built = [tag for call in calls for tag in call.tags]
+    return ShellFacts(
+        docker_calls=calls,
+        dockerd_words=daemons,
+        exported=exported,
+        commands=commands,
+        built=built,
+    )
 
 
 def _docker_call(words: list[str], line_no: int) -> DockerCall:
@@ -206,7 +238,29 @@ def _docker_call(words: list[str], line_no: int) -> DockerCall:
         run = parse_run_options(sub[1:], line_no, expect_image=True)
     elif sub[:1] == ["container"] and sub[1:2] in (["run"], ["create"]):
         run = parse_run_options(sub[2:], line_no, expect_image=True)
-    return DockerCall(host=host, tls_verify=tls_verify, subcommand=sub[:2], run=run)
+    return DockerCall(
+        host=host, tls_verify=tls_verify, subcommand=sub[:2], run=run, tags=_tags(sub)
+    )
+
+
+_BUILD_COMMANDS = (["build"], ["buildx", "build"], ["image", "build"], ["builder", "build"])
+
+
+def _tags(sub: list[str]) -> list[str]:
+    """Images this `docker ...` call makes locally: `build -t X`, `tag SRC X`."""
+    if sub[:1] in (["tag"],) or sub[:2] == ["image", "tag"]:
+        args = [w for w in sub[1 if sub[0] == "tag" else 2 :] if not w.startswith("-")]
+        return args[1:2]
+    if not any(sub[: len(b)] == b for b in _BUILD_COMMANDS):
+        return []
+    tags: list[str] = []
+    for i, word in enumerate(sub):
+        flag, sep, value = word.partition("=")
+        if flag in ("-t", "--tag"):
+            tags.append(value if sep else (sub[i + 1] if i + 1 < len(sub) else ""))
+        elif word.startswith("-t") and len(word) > 2 and not word.startswith("--"):
+            tags.append(word[2:])
+    return [t for t in tags if t]
 
 
 def join_continuations(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:

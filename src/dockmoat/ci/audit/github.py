@@ -56,6 +56,7 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
                 spec_map,
                 y.key_line(job, "container", line),
                 {**workflow_env, **job_env},
+                job=True,
             )
         )
     elif y.scalar_str(spec):
@@ -66,12 +67,13 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
                 image=Located(str(spec), y.value_line(job, "container", line)),
                 env=job_env,
                 inherited_env=workflow_env,
+                job=True,
             )
         )
     else:
         # No container: the steps run on the runner itself, with the job's environment.
         containers.append(
-            Container(label=label, line=line, env=job_env, inherited_env=workflow_env)
+            Container(label=label, line=line, env=job_env, inherited_env=workflow_env, job=True)
         )
     services = y.mapping(job.get("services"))
     if services is not None:
@@ -85,6 +87,7 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
                         svc_map,
                         y.key_line(services, name, line),
                         {},
+                        job=False,
                     )
                 )
     yield from check_containers(containers)
@@ -102,7 +105,13 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
 
 
 def _container(
-    label: str, hostname: str | None, spec: Any, line: int, inherited: dict[str, Located]
+    label: str,
+    hostname: str | None,
+    spec: Any,
+    line: int,
+    inherited: dict[str, Located],
+    *,
+    job: bool,
 ) -> Container:
     options_text = y.scalar_str(spec.get("options")) or ""
     options_line = y.value_line(spec, "options", line)
@@ -135,6 +144,21 @@ def _container(
         mounts=mounts,
         network=Located(options.network, options_line) if options.network else None,
         pid=Located(options.pid, options_line) if options.pid else None,
+        ipc=Located(options.ipc, options_line) if options.ipc else None,
+        ports=[Located(p, options_line) for p in options.ports] + _ports(spec, line),
+        job=job,
         limits=limits,
         health=options.health,
     )
+
+
+def _ports(spec: Any, line: int) -> list[Located]:
+    seq = y.sequence(spec.get("ports"))
+    if seq is None:
+        return []
+    base = y.key_line(spec, "ports", line)
+    return [
+        Located(text, y.item_line(seq, i, base))
+        for i, item in enumerate(seq)
+        if (text := y.scalar_str(item)) is not None
+    ]

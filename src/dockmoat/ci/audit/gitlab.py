@@ -9,9 +9,11 @@ from dockmoat.ci.audit import yamlsrc as y
 from dockmoat.ci.audit.checks import check_containers
 from dockmoat.ci.audit.dockerargs import split_words
 from dockmoat.ci.audit.findings import Hit
-from dockmoat.ci.audit.images import parse_image
+from dockmoat.ci.audit.gitlab_dind import dind_service_hit
+from dockmoat.ci.audit.images import Role, parse_image
 from dockmoat.ci.audit.model import Container, Located
-from dockmoat.ci.audit.scripts import check_script, script_lines
+from dockmoat.ci.audit.runnerctx import AuditContext
+from dockmoat.ci.audit.scripts import built_images, check_script, script_lines
 
 _GLOBAL_KEYWORDS = frozenset(
     {"image", "services", "variables", "stages", "before_script", "after_script", "cache",
@@ -37,7 +39,7 @@ def _vars(node: Any, line: int) -> dict[str, Located]:
     return {k: Located(v, n) for k, (v, n) in y.env_vars(node, line).items()}
 
 
-def analyse(doc: Any) -> Iterator[Hit]:
+def analyse(doc: Any, context: AuditContext | None = None) -> Iterator[Hit]:
     root = y.mapping(doc)
     if root is None:
         return
@@ -66,6 +68,7 @@ def analyse(doc: Any) -> Iterator[Hit]:
         inherited = global_vars if label != "global" else {}
         env = own_vars if label != "global" else global_vars
         image = _image(node, line)
+        values = {k: v.value for k, v in {**inherited, **env}.items()}
         containers.append(
             Container(
                 label=f"{label} image" if label != "global" else "image",
@@ -73,15 +76,22 @@ def analyse(doc: Any) -> Iterator[Hit]:
                 image=image,
                 env=env,
                 inherited_env=inherited,
+                job=True,
+                image_vars=values,
             )
         )
-        containers.extend(_services(node, label, {**inherited, **env}))
+        services = list(_services(node, label, {**inherited, **env}))
+        containers.extend(services)
         for key in _SCRIPT_KEYS:
             if key in node:
                 lines = script_lines(node.get(key), y.value_line(node, key, line))
                 scripts.append((lines, f"{label} {key}", [env, inherited]))
 
-    yield from check_containers(containers)
+    built = frozenset(tag for lines, _, _ in scripts for tag in built_images(lines))
+    yield from check_containers(containers, built)
+    for container in containers:
+        if container.role is Role.DIND and "service" in container.label:
+            yield dind_service_hit(container, context)
     for lines, label, env_scopes in scripts:
         yield from check_script(lines, label, env_scopes)
 
@@ -124,6 +134,7 @@ def _services(node: Any, label: str, job_env: dict[str, Located]) -> Iterator[Co
             command_line=command_line,
             env=own,
             inherited_env=job_env,
+            image_vars={k: v.value for k, v in {**job_env, **own}.items()},
             # Privileged mode, limits and health checks of services live in the runner's
             # config.toml, not in this file: they are not judged here.
         )

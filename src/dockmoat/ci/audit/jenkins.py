@@ -10,6 +10,7 @@ from dockmoat.ci.audit.checks import check_containers, tcp_host
 from dockmoat.ci.audit.dockerargs import parse_run_options, split_words
 from dockmoat.ci.audit.findings import Hit
 from dockmoat.ci.audit.groovy import Token, tokenize
+from dockmoat.ci.audit.jenkins_pods import container_template, host_path_volume, pod_yaml_hits
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.scripts import check_script
 
@@ -26,6 +27,7 @@ def analyse(text: str) -> Iterator[Hit]:
     tokens = tokenize(text)
     env = _environment(tokens)
     containers: list[Container] = []
+    templates: list[Container] = []
     scripts: list[tuple[list[tuple[int, str]], str]] = []
     for i, token in enumerate(tokens):
         if token.kind != "ident":
@@ -44,7 +46,18 @@ def analyse(text: str) -> Iterator[Hit]:
                 scripts.append((_lines(script), f"sh step (line {script.line})"))
         elif token.text == "withDockerServer":
             yield from _docker_server(tokens, i)
+        elif token.text == "yaml":
+            pod = _string_at(tokens, i + 2 if _is(tokens, i + 1, ":") else i + 1)
+            if pod is None and _is(tokens, i + 1, "("):
+                pod = _string_at(tokens, i + 2)
+            if pod is not None:
+                yield from pod_yaml_hits(pod)
+        elif token.text == "containerTemplate" and _is(tokens, i + 1, "("):
+            templates.append(container_template(tokens, i))
+        elif token.text == "hostPathVolume" and _is(tokens, i + 1, "("):
+            yield from host_path_volume(tokens, i)
     yield from check_containers(containers)
+    yield from check_containers(templates)
     for lines, label in scripts:
         yield from check_script(lines, label, [env])
 
@@ -87,7 +100,13 @@ def _environment(tokens: list[Token]) -> dict[str, Located]:
 
 
 def _container(
-    label: str, line: int, image: Token | None, args: Token | None, env: dict[str, Located]
+    label: str,
+    line: int,
+    image: Token | None,
+    args: Token | None,
+    env: dict[str, Located],
+    *,
+    job: bool,
 ) -> Container:
     run = parse_run_options(
         split_words(args.text) if args else [], args.line if args else line, expect_image=False
@@ -105,6 +124,9 @@ def _container(
         mounts=run.mounts,
         network=Located(run.network, args_line) if run.network else None,
         pid=Located(run.pid, args_line) if run.pid else None,
+        ipc=Located(run.ipc, args_line) if run.ipc else None,
+        ports=[Located(p, args_line) for p in run.ports],
+        job=job,
         limits={
             n for n, ok in (("memory", run.memory), ("cpus", run.cpus), ("pids", run.pids)) if ok
         },
@@ -131,7 +153,8 @@ def _agent_block(tokens: list[Token], start: int, env: dict[str, Located]) -> Co
             elif value is not None:
                 args = value
         i += 1
-    return _container(f"{tokens[start].text} agent", tokens[start].line, image, args, env)
+    label = f"{tokens[start].text} agent"
+    return _container(label, tokens[start].line, image, args, env, job=True)
 
 
 def _image_call(tokens: list[Token], start: int, env: dict[str, Located]) -> Container | None:
@@ -142,12 +165,17 @@ def _image_call(tokens: list[Token], start: int, env: dict[str, Located]) -> Con
     if image is None:
         return None
     args = None
+    inside = False
     i = start + 5
     if _is(tokens, i, ")") and _is(tokens, i + 1, ".") and i + 2 < len(tokens):
         method = tokens[i + 2]
+        inside = method.text == "inside"
         if method.text in _METHODS_WITH_ARGS and _is(tokens, i + 3, "("):
             args = _string_at(tokens, i + 4)
-    return _container(f"docker.image({image.text!r})", image.line, image, args, env)
+    # `.inside` runs the pipeline's steps in the container (its command is `cat`);
+    # `.run`/`.withRun` run the image's own command, a daemon for a DinD image.
+    label = f"docker.image({image.text!r})"
+    return _container(label, image.line, image, args, env, job=inside)
 
 
 def _with_docker_container(tokens: list[Token], start: int, env: dict[str, Located]) -> Container:
@@ -163,7 +191,7 @@ def _with_docker_container(tokens: list[Token], start: int, env: dict[str, Locat
                 elif tokens[i].text == "args":
                     args = value
             i += 1
-    return _container("withDockerContainer", tokens[start].line, image, args, env)
+    return _container("withDockerContainer", tokens[start].line, image, args, env, job=True)
 
 
 def _script_arg(tokens: list[Token], start: int) -> Token | None:

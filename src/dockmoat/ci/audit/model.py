@@ -28,6 +28,7 @@ class Container:
     image: Located | None = None
     command: list[str] = field(default_factory=list)
     command_line: int | None = None
+    command_word_lines: list[int] | None = None  # per word, when written as a list
     privileged_line: int | None = None
     runtime: str | None = None
     env: dict[str, Located] = field(default_factory=dict)
@@ -36,15 +37,24 @@ class Container:
     mounts: list[Mount] = field(default_factory=list)
     network: Located | None = None
     pid: Located | None = None
+    ipc: Located | None = None
+    ports: list[Located] = field(default_factory=list)  # published port specs
     # None: the format cannot express it here, so it is not judged.
     limits: set[str] | None = None
     health: bool | None = None
     depends_on: dict[str, Located] | None = None  # target -> condition ("" when none)
     check_image: bool = True
+    # The CI system replaces the image's command with the job's shell (job images).
+    job: bool = False
+    # The service builds its image here (compose `build:`): its tag is not a pull.
+    builds: bool = False
+    # Variables that `${VAR}` in the image reference resolves against (GitLab variables).
+    image_vars: dict[str, str] = field(default_factory=dict)
 
     @property
     def role(self) -> Role:
-        return classify(self.image.value if self.image else None, self.command)
+        image = self.image.value if self.image else None
+        return classify(image, self.command, frozenset(self.env), job=self.job)
 
     def var(self, name: str) -> Located | None:
         return self.env.get(name) or self.inherited_env.get(name)

@@ -201,6 +201,135 @@ DEPENDS_ON_NOT_HEALTHY = Rule(
     ),
 )
 
+GITLAB_DIND_SERVICE = Rule(
+    id="gitlab-dind-service",
+    severity=Severity.MEDIUM,
+    title="GitLab job runs a DinD service, which needs a privileged runner",
+    help=(
+        "A `docker:dind` service only starts on a runner that runs it privileged, and a "
+        "job can override a service's entrypoint and command, so whoever can push a "
+        "pipeline to that runner can run any code privileged, that is root on the host. "
+        "Medium, like `dind-privileged`: classic DinD is GitLab's documented way and the "
+        "risk lives in the runner's config.toml. Audited together with that config.toml "
+        "it becomes high when the runner makes every job container privileged, and low "
+        "when no runner given grants privileged mode (the service cannot start there)."
+    ),
+    fix=(
+        "Use the runner host's daemon through dockmoat's guarded socket "
+        "(`dockmoat generate gitlab --mode guarded`: no privileged runner at all), or "
+        "rootless DinD (docker:VERSION-dind-rootless) on a runner with `privileged = false` "
+        "that grants privileged mode only to that service: `services_privileged = true` "
+        'and `allowed_privileged_services = ["docker:*-dind-rootless"]`.'
+    ),
+)
+
+RUNNER_PRIVILEGED = Rule(
+    id="runner-privileged",
+    severity=Severity.HIGH,
+    title="CI runner makes job containers privileged",
+    help=(
+        "A GitLab runner with `privileged = true` (docker or Kubernetes executor), or an "
+        "Actions Runner Controller runner with a privileged container, runs every job "
+        "privileged: any pipeline anyone can push is root on the host or node. "
+        "Privileged mode granted to services only (`services_privileged`) is medium when "
+        "`allowed_privileged_services` limits it to DinD images, high otherwise."
+    ),
+    fix=(
+        "Set `privileged = false`; give DinD jobs a dedicated runner that grants "
+        "privileged mode only to `allowed_privileged_services`, or none at all with "
+        "dockmoat's guarded socket (`dockmoat generate gitlab --mode guarded`)."
+    ),
+)
+
+HOST_IPC = Rule(
+    id="host-ipc",
+    severity=Severity.MEDIUM,
+    title="Container shares the host's IPC namespace",
+    help=(
+        "With the host IPC namespace a container reads and writes the shared memory of "
+        "every host process (`hostIPC: true`, `ipc: host`, `--ipc host`)."
+    ),
+    fix="Remove `hostIPC: true` / `ipc: host` / `--ipc host`.",
+)
+
+POD_NO_LIMITS = Rule(
+    id="pod-no-limits",
+    severity=Severity.LOW,
+    title="CI pod container without memory or CPU limits",
+    help=(
+        "A build container without limits on a shared Kubernetes node can take all of its "
+        "memory or CPU: one job's build starves every other job (and the node's kubelet)."
+    ),
+    fix=(
+        "Set `resources.limits.memory` and `resources.limits.cpu` on the container "
+        "(GitLab runner: `memory_limit`, `cpu_limit` in `[runners.kubernetes]`)."
+    ),
+)
+
+DOCKER_API_PLAIN_TCP = Rule(
+    id="docker-api-plain-tcp",
+    severity=Severity.HIGH,
+    title="Docker API reached or offered over plain TCP",
+    help=(
+        "A Docker endpoint such as tcp://HOST:2375 in any variable, flag or command "
+        "(a reverse proxy's `--providers.docker.endpoint`, a dashboard's `*_REMOTE_HOST`, "
+        "`socat TCP-LISTEN:2375,... UNIX-CONNECT:/var/run/docker.sock`) carries the whole "
+        "Docker API unauthenticated: anything on the network that reaches it is root on "
+        "the daemon's host."
+    ),
+    fix=(
+        "Mount dockmoat's guarded socket (or a read-only, filtered proxy) instead; if the "
+        "daemon must be remote, use tcp://HOST:2376 with TLS client certificates "
+        "(--tlsverify) on both sides."
+    ),
+)
+
+DOCKER_PORT_PUBLISHED = Rule(
+    id="docker-port-published",
+    severity=Severity.HIGH,
+    title="Docker API port published on the host",
+    help=(
+        "Publishing 2375 (plain) on the host hands the Docker API to every machine that "
+        "can reach the host; on 127.0.0.1 it is still every local process (medium). "
+        "2376 is the TLS port: medium, since it is only as safe as the client "
+        "certificates it requires."
+    ),
+    fix=(
+        "Do not publish the daemon's port: let clients reach it on a private network "
+        "(compose network, service alias), or use dockmoat's guarded socket."
+    ),
+)
+
+SOCKET_WORLD_WRITABLE = Rule(
+    id="socket-world-writable",
+    severity=Severity.HIGH,
+    title="Docker socket made world-writable",
+    help=(
+        "`chmod 666` (or 777, o+w, a+rw) on docker.sock lets every user and every "
+        "container that sees the file drive the daemon: every local account becomes root."
+    ),
+    fix=(
+        "Leave the socket 660 root:docker; give the job user dockmoat's guarded socket, "
+        "or membership of a group that is meant to be root-equivalent."
+    ),
+)
+
+BUILDKIT_PLAIN_TCP = Rule(
+    id="buildkit-plain-tcp",
+    severity=Severity.HIGH,
+    title="BuildKit daemon listens on plain TCP",
+    help=(
+        "`buildkitd --addr tcp://...` without `--tlscert`/`--tlskey`/`--tlscacert` accepts "
+        "builds from anyone who reaches the port: they run code in the build "
+        "containers, read every cache and secret mounted into builds, and push as the "
+        "daemon's credentials."
+    ),
+    fix=(
+        "Give buildkitd `--tlscacert`, `--tlscert` and `--tlskey` (mutual TLS), or listen "
+        "on a unix socket only (`--addr unix:///run/buildkit/buildkitd.sock`)."
+    ),
+)
+
 UNREADABLE = Rule(
     id="unreadable",
     severity=Severity.HIGH,
@@ -231,5 +360,13 @@ ALL_RULES: tuple[Rule, ...] = (
     HOST_PID,
     DIND_NO_HEALTHCHECK,
     DEPENDS_ON_NOT_HEALTHY,
+    GITLAB_DIND_SERVICE,
+    RUNNER_PRIVILEGED,
+    HOST_IPC,
+    POD_NO_LIMITS,
+    DOCKER_API_PLAIN_TCP,
+    DOCKER_PORT_PUBLISHED,
+    SOCKET_WORLD_WRITABLE,
+    BUILDKIT_PLAIN_TCP,
     UNREADABLE,
 )

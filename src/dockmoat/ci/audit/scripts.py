@@ -28,3 +28,12 @@ def check_script(
 ) -> Iterator[Hit]:
     for number, text in join_continuations(lines):
         yield from check_shell(scan_shell_line(text, number), number, label, env_scopes)
+
+
+def built_images(lines: list[tuple[int, str]]) -> set[str]:
+    """Images the script builds or tags itself (`docker build -t X`, `docker tag A X`)."""
+    return {
+        tag
+        for number, text in join_continuations(lines)
+        for tag in scan_shell_line(text, number).built
+    }

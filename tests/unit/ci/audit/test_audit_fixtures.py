@@ -58,6 +58,7 @@ SEED_EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     ".gitlab-ci.yml": {
         (2, "unpinned-image", "medium"),
         (5, "unpinned-image", "medium"),
+        (5, "gitlab-dind-service", "medium"),
     },
     ".github/workflows/build.yml": {
         (10, "dind-no-healthcheck", "medium"),

@@ -211,7 +211,8 @@ def test_bad_files_get_one_line_each_and_do_not_stop_the_others(tmp_path: Path) 
         f"dockmoat audit: {bad_yaml}: not valid YAML at line 2: "
         + errors[0].split(": ", 3)[-1].split(": ", 1)[-1],
         f"dockmoat audit: {unknown}: unknown format: not a compose file, .gitlab-ci.yml, "
-        "GitHub workflow or Jenkinsfile (use --type to say which)",
+        "GitHub workflow, Jenkinsfile, runner config or Kubernetes manifest "
+        "(use --type to say which)",
         f"dockmoat audit: {binary}: not UTF-8 text (byte 0)",
         f"dockmoat audit: {missing}: no such file",
         f"dockmoat audit: {tmp_path}: is a directory",

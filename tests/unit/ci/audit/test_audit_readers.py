@@ -149,8 +149,47 @@ def test_fuzz_groovy_reader(parts: list[str]) -> None:
     _never_crashes("".join(parts), "Jenkinsfile")
 
 
+_TOML_BITS = st.sampled_from(
+    [
+        "[[runners]]", "[runners.docker]", "[runners.kubernetes]", "privileged = true",
+        "services_privileged = true", 'volumes = ["/var/run/docker.sock:/s"]', "host = ",
+        '"tcp://h:2375"', "[[runners.kubernetes.volumes.host_path]]", 'host_path = "/run"',
+        "name = ", "1", "[", "]", "=", '"', "\n", "runners = 3", "docker = 1", "{a = 1}",
+        "allowed_privileged_services = []", "cpu_limit = \"\"",
+    ]
+)  # fmt: skip
+
+
+@_FUZZ
+@given(st.lists(st.tuples(_TOML_BITS, st.sampled_from(["", " ", "\n", "\n  "])), max_size=30))
+def test_fuzz_runner_config_reader(parts: list[tuple[str, str]]) -> None:
+    text = "".join(a + b for a, b in parts)
+    _never_crashes(text, "config.toml")
+    _never_crashes(text, "fleet.toml")
+
+
+_K8S_BITS = st.sampled_from(
+    [
+        "apiVersion: v1", "kind: Pod", "kind: CronJob", "kind: RunnerDeployment", "spec:",
+        "  template:", "    spec:", "  containers:", "  - name: x", "    image: docker:dind",
+        "    securityContext: {privileged: true}", "  volumes:", "  - hostPath: {path: /run}",
+        "    volumeMounts: [{name: x}]", "hostNetwork: true", "githubConfigUrl: u",
+        "containerMode: {type: dind}", "template: {spec: 1}", "ports: [{hostPort: 2375}]",
+        "---", ":", "- ", "  ", "[", "{",
+    ]
+)  # fmt: skip
+
+
+@_FUZZ
+@given(st.lists(st.tuples(_K8S_BITS, st.sampled_from(["", "\n", "\n  "])), max_size=30))
+def test_fuzz_kubernetes_reader(parts: list[tuple[str, str]]) -> None:
+    text = "".join(a + b for a, b in parts)
+    _never_crashes(text, "runner.yaml", Kind.KUBERNETES)
+    _never_crashes(text, "values.yaml")
+
+
 @_FUZZ
 @given(st.text(max_size=300))
 def test_fuzz_any_text(text: str) -> None:
-    for name in ("Jenkinsfile", ".gitlab-ci.yml", "compose.yml", "x.yml"):
+    for name in ("Jenkinsfile", ".gitlab-ci.yml", "compose.yml", "x.yml", "config.toml"):
         _never_crashes(text, name)
