@@ -41,6 +41,7 @@ from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identit
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.exchange import Abort, Exchange, json_error, restaged_json
 from dockmoat.gateway.fastlane import Lane
+from dockmoat.gateway.halfclose import close_write
 from dockmoat.gateway.http import (
     LAST_CHUNK,
     BodyData,
@@ -866,9 +867,9 @@ class Gateway:
                 record.bytes_in += len(data)
                 conn.writer.write(data)
                 await conn.writer.drain()
-            # Half-close: the daemon sees stdin end and still sends the rest of the output.
-            if conn.writer.can_write_eof():
-                conn.writer.write_eof()
+            # Half-close: the daemon sees stdin end and still sends the rest of the output
+            # (over TLS too, where asyncio has no write_eof: see halfclose).
+            await close_write(conn.writer, conn.tcp)
 
         async def to_client() -> None:
             if upstream_leftover:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway.config import Endpoint, Limits
+from dockmoat.gateway.halfclose import open_tls
 from dockmoat.gateway.http import (
     BodyData,
     Invalid,
@@ -42,6 +43,7 @@ class UpstreamProtocol(asyncio.StreamReaderProtocol):
     (the fast lane, see `fastlane.FastRelay`) go straight to it, with no task woken."""
 
     sink: UpstreamSink | None = None
+    eof_seen = False
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
@@ -51,6 +53,7 @@ class UpstreamProtocol(asyncio.StreamReaderProtocol):
             super().data_received(data)
 
     def eof_received(self) -> bool:
+        self.eof_seen = True
         if self.sink is not None:
             self.sink.upstream_closed()
         return bool(super().eof_received())
@@ -58,7 +61,9 @@ class UpstreamProtocol(asyncio.StreamReaderProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.sink is not None:
             self.sink.upstream_closed()
-        super().connection_lost(exc)
+        # An error after the daemon's clean end (over TLS: answering its close_notify
+        # on a half-closed connection, see halfclose) must not hide what it sent.
+        super().connection_lost(None if self.eof_seen else exc)
 
 
 @dataclass(slots=True)
@@ -67,6 +72,8 @@ class UpstreamConn:
     writer: asyncio.StreamWriter
     protocol: UpstreamProtocol
     reused: bool = False
+    # Over TLS, the TCP transport under `writer` (for a hijacked stream's half-close).
+    tcp: asyncio.Transport | None = None
 
     def usable(self) -> bool:
         return not self.writer.is_closing() and not self.reader.at_eof()
@@ -121,27 +128,27 @@ class UpstreamPool:
         def protocol() -> UpstreamProtocol:
             return UpstreamProtocol(reader, loop=loop)
 
-        try:
+        async def connect() -> tuple[asyncio.Transport, UpstreamProtocol, asyncio.Transport | None]:
             if self.endpoint.kind == "unix":
-                connecting = loop.create_unix_connection(protocol, str(self.endpoint.path))
-            else:
-                assert self.endpoint.host is not None and self.endpoint.port is not None
-                connecting = loop.create_connection(
-                    protocol,
-                    self.endpoint.host,
-                    self.endpoint.port,
-                    ssl=self._tls,
-                    server_hostname=self.endpoint.host if self._tls else None,
-                )
-            transport, proto = await asyncio.wait_for(
-                connecting, self._limits.upstream_connect_timeout
+                unix = await loop.create_unix_connection(protocol, str(self.endpoint.path))
+                return (*unix, None)
+            assert self.endpoint.host is not None and self.endpoint.port is not None
+            if self._tls is None:
+                tcp = await loop.create_connection(protocol, self.endpoint.host, self.endpoint.port)
+                return (*tcp, None)
+            # TLS on a TCP connection we keep: a hijacked stream half-closes it (halfclose).
+            return await open_tls(loop, protocol, self.endpoint.host, self.endpoint.port, self._tls)
+
+        try:
+            transport, proto, tcp = await asyncio.wait_for(
+                connect(), self._limits.upstream_connect_timeout
             )
         except (OSError, TimeoutError, ssl.SSLError) as error:
             raise UpstreamError(
                 f"the Docker daemon at {self.endpoint.url} is not reachable: {error}"
             ) from error
         writer = asyncio.StreamWriter(transport, proto, reader, loop)
-        return UpstreamConn(reader, writer, proto)
+        return UpstreamConn(reader, writer, proto, tcp=tcp)
 
     def release(self, conn: UpstreamConn, reusable: bool) -> None:
         if reusable and conn.usable() and len(self._idle) < self._limits.upstream_idle_pool:
