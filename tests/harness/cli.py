@@ -61,8 +61,10 @@ class Up:
             return
         self.ensure_hosts()
         docker = docker_cli()
-        for spec in (images.busybox_spec(), images.dind_spec()):
+        for spec in (images.busybox_spec(), images.dind_spec(), *images.matrix_dind_specs()):
             images.ensure_image(spec, docker, self.say)
+        host_version = images.engine_version(images.host_binary("dockerd"))
+        images.tag_alias(docker, images.DIND_IMAGE, images.dind_tag(host_version), self.say)
         self.ensure_privileged(docker, started)
         if self.notes or not self.quiet_reuse:
             print(

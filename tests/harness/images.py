@@ -3,9 +3,13 @@
 - `dockmoat-test/busybox:latest`: the static busybox with its applets, /tmp,
   /etc/passwd and /etc/group (root, nobody); CMD sh.
 - `dockmoat-test/dind:latest`: the host's engine binaries (dockerd, containerd,
-  shim, runc, docker-init, docker-proxy, the 20.10 docker CLI), iptables (nft
+  shim, runc, docker-init, docker-proxy, the host's docker CLI), iptables (nft
   multi-call binary and its extensions), busybox, their shared libraries, and
-  our `dind` entrypoint; CMD dockerd.
+  our `dind` entrypoint; CMD dockerd. Also tagged with the engine's version
+  (`dockmoat-test/dind:28.5`).
+- `dockmoat-test/dind:<version>` (20.10, 26.1): the same from an engine tree that
+  scripts/install-engine unpacked (its dockerd, containerd, shim, docker-proxy and
+  CLI; the host's runc and docker-init), for the nested-engine matrix.
 
 Each image carries a label with the digest of its inputs; `ensure_image` rebuilds
 only when the label differs, so `scripts/test-engine up` is cheap when nothing changed.
@@ -14,6 +18,7 @@ only when the label differs, so `scripts/test-engine up` is cheap when nothing c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,10 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.clients import LIBEXEC, TREES
 from harness.image_tree import ImageTree, Inline, Symlink, shared_libraries
 
 BUSYBOX_IMAGE = "dockmoat-test/busybox:latest"
-DIND_IMAGE = "dockmoat-test/dind:latest"
+DIND_REPOSITORY = "dockmoat-test/dind"
+DIND_IMAGE = f"{DIND_REPOSITORY}:latest"
+# Where scripts/install-engine unpacks the matrix's other engine versions.
+ENGINE_TREES = LIBEXEC / TREES
 INPUTS_LABEL = "dockmoat.test.inputs"
 # Bump when the layout logic changes in a way the input digest cannot see.
 FORMAT = b"dockmoat-test-images/1"
@@ -57,6 +66,9 @@ IPTABLES_NAMES = (
     "ip6tables-nft-save",
     "ip6tables-nft-restore",
 )
+# Taken from the host for every version: runc 1.1 runs them all; docker-init is tini.
+HOST_ONLY_BINARIES = frozenset({"runc", "docker-init"})
+_VERSION = re.compile(r"version (\d+\.\d+)\.")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -125,17 +137,55 @@ def busybox_spec() -> ImageSpec:
     return ImageSpec(BUSYBOX_IMAGE, tree, changes)
 
 
-def dind_spec() -> ImageSpec:
+def engine_version(dockerd: Path) -> str:
+    """`major.minor` of a dockerd binary (`Docker version 28.5.2+dfsg4, build ...`)."""
+    proc = subprocess.run([str(dockerd), "--version"], capture_output=True, text=True, check=False)
+    match = _VERSION.search(proc.stdout)
+    if proc.returncode != 0 or match is None:
+        raise ImageBuildError(f"cannot tell the version of {dockerd}: {proc.stdout or proc.stderr}")
+    return match.group(1)
+
+
+def tree_binary(root: Path, name: str) -> Path:
+    """An engine binary of an unpacked tree (usr/sbin or usr/bin)."""
+    for folder in ("usr/sbin", "usr/bin"):
+        path = root / folder / name
+        if path.is_file():
+            return path
+    raise ImageBuildError(f"{name} is missing from {root}; run scripts/install-engine")
+
+
+def engine_trees(root: Path = ENGINE_TREES) -> dict[str, Path]:
+    """Version -> unpacked engine tree (`engine-<version>`) that scripts/install-engine made."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for tree in sorted(root.glob("engine-*")):
+        if (tree / "usr" / "sbin" / "dockerd").is_file():
+            found[tree.name.removeprefix("engine-")] = tree
+    return found
+
+
+def dind_spec(engine_root: Path | None = None, tag: str = DIND_IMAGE) -> ImageSpec:
+    """The DinD image of the host's engine, or of an unpacked tree (its own containerd
+    and CLI; runc and docker-init, which every version accepts, from the host)."""
     tree = ImageTree()
     _base(tree)
     for d in ("var/lib/docker", "var/run", "etc/docker", "run/docker"):
         tree.add_dir(d, 0o755 if d != "var/lib/docker" else 0o711)
     for name in ENGINE_BINARIES:
-        tree.add_with_libraries(host_binary(name), f"usr/bin/{name}")
-    # The 20.10 client (Debian's), not whatever newer CLI is first on PATH.
-    cli = Path("/usr/bin/docker")
-    if not cli.exists():
-        cli = host_binary("docker")
+        if engine_root is not None and name not in HOST_ONLY_BINARIES:
+            binary = tree_binary(engine_root, name)
+        else:
+            binary = host_binary(name)
+        tree.add_with_libraries(binary, f"usr/bin/{name}")
+    if engine_root is not None:
+        cli = tree_binary(engine_root, "docker")
+    else:
+        # The host's own client (Debian's), not whatever other CLI is first on PATH.
+        cli = Path("/usr/bin/docker")
+        if not cli.exists():
+            cli = host_binary("docker")
     tree.add_with_libraries(cli, "usr/bin/docker")
     xtables = host_binary("xtables-nft-multi")
     tree.add_with_libraries(xtables, "usr/sbin/xtables-nft-multi")
@@ -157,7 +207,37 @@ def dind_spec() -> ImageSpec:
         'CMD ["dockerd"]',
         'VOLUME ["/var/lib/docker"]',
     )
-    return ImageSpec(DIND_IMAGE, tree, changes)
+    return ImageSpec(tag, tree, changes)
+
+
+def dind_tag(version: str) -> str:
+    return f"{DIND_REPOSITORY}:{version}"
+
+
+def matrix_dind_specs() -> list[ImageSpec]:
+    """`dockmoat-test/dind:<version>` of every unpacked engine tree but the host's own
+    version (that one is `dockmoat-test/dind:latest`, tagged with its version too)."""
+    host = engine_version(host_binary("dockerd"))
+    return [
+        dind_spec(root, dind_tag(version))
+        for version, root in engine_trees().items()
+        if version != host
+    ]
+
+
+def tag_alias(docker: str, source: str, alias: str, say: Callable[[str], None]) -> bool:
+    """Point `alias` at the image `source` names, unless it already does; True if moved."""
+    src = inspect_tag(docker, source)
+    if src is None:
+        raise ImageBuildError(f"{source} is missing; cannot tag it {alias}")
+    now = inspect_tag(docker, alias)
+    if now is not None and now.image_id == src.image_id:
+        return False
+    say(f"tagging {source} as {alias}")
+    proc = subprocess.run([docker, "tag", source, alias], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageBuildError(f"docker tag {source} {alias} failed: {proc.stderr.strip()}")
+    return True
 
 
 @dataclass(frozen=True)
