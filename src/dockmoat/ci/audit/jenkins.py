@@ -26,7 +26,8 @@ def looks_like(text: str) -> bool:
 def analyse(text: str) -> Iterator[Hit]:
     tokens = tokenize(text)
     env = _environment(tokens)
-    containers: list[Container] = []
+    # The environment itself, whatever agent reads it (`agent any` has no container).
+    containers: list[Container] = [Container(label="environment", line=1, env=env, job=True)]
     templates: list[Container] = []
     scripts: list[tuple[list[tuple[int, str]], str]] = []
     for i, token in enumerate(tokens):

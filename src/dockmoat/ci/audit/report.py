@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import PurePath, PurePosixPath
@@ -17,6 +18,11 @@ from dockmoat.ci.audit.rules import ALL_RULES
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/dockmoat/dockmoat"
+# Each rule's section of docs/audit.md (its heading is the rule id).
+RULE_HELP_URI = INFORMATION_URI + "/blob/main/docs/audit.md#{rule_id}"
+# Distinguishes this run's results from zizmor's, compose-lint's, ... in one code
+# scanning view (GitHub uses it as the analysis category).
+AUTOMATION_ID = "dockmoat-audit/"
 _SARIF_LEVEL = {Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note"}
 # GitHub code scanning ranks security results by this 0-10 score.
 _SECURITY_SEVERITY = {Severity.HIGH: "8.0", Severity.MEDIUM: "5.0", Severity.LOW: "2.0"}
@@ -51,6 +57,7 @@ def to_sarif(findings: list[Finding], errors: list[FileError]) -> dict[str, Any]
                         "rules": [_sarif_rule(rule) for rule in rules],
                     }
                 },
+                "automationDetails": {"id": AUTOMATION_ID},
                 "invocations": [
                     {
                         "executionSuccessful": not errors,
@@ -84,6 +91,7 @@ def to_sarif(findings: list[Finding], errors: list[FileError]) -> dict[str, Any]
                                 }
                             }
                         ],
+                        "partialFingerprints": {"dockmoat/v1": _fingerprint(f)},
                         "properties": {"severity": f.severity.value},
                     }
                     for f in findings
@@ -103,12 +111,19 @@ def _sarif_rule(rule: Rule) -> dict[str, Any]:
             "text": f"{rule.help}\n\nFix: {rule.fix}",
             "markdown": f"{rule.help}\n\n**Fix:** {rule.fix}",
         },
+        "helpUri": RULE_HELP_URI.format(rule_id=rule.id),
         "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
         "properties": {
             "tags": ["security", "docker", "ci"],
             "security-severity": _SECURITY_SEVERITY[rule.severity],
         },
     }
+
+
+def _fingerprint(finding: Finding) -> str:
+    """Stable across runs while the finding stays: rule, file and message, not the line."""
+    text = "\0".join((finding.rule.id, finding.file, finding.message))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _summary(findings: list[Finding], audited: int, failed: int) -> str:

@@ -169,6 +169,14 @@ def test_sarif() -> None:
     assert location["artifactLocation"]["uri"] == Path(SOCKET).as_uri()
     assert {r["level"] for r in run_["results"]} == {"error", "warning"}
     assert run_["invocations"][0]["executionSuccessful"] is True
+    # Merges with other tools' SARIF: own category, help per rule, line-free fingerprints.
+    assert run_["automationDetails"]["id"] == "dockmoat-audit/"
+    for rule in run_["tool"]["driver"]["rules"]:
+        assert rule["helpUri"].endswith(f"docs/audit.md#{rule['id']}")
+    again = json.loads(run("--format", "sarif", SOCKET, COMPLETE).stdout)["runs"][0]
+    prints = [r["partialFingerprints"]["dockmoat/v1"] for r in run_["results"]]
+    assert prints == [r["partialFingerprints"]["dockmoat/v1"] for r in again["results"]]
+    assert len(set(prints)) == len(prints)
 
 
 def test_sarif_relative_uri_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

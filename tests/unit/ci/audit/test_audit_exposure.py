@@ -1,0 +1,160 @@
+"""Pure parts added for exposures and precision: endpoints, ports, chmod, variables, roles."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dockmoat.ci.audit import audit_text
+from dockmoat.ci.audit.dockerargs import scan_shell_line
+from dockmoat.ci.audit.exposure import command_hits, published_port_hit, setting_hit
+from dockmoat.ci.audit.images import Role, classify, resolve, unpinned_reason
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "found"),
+    [
+        ("DOZZLE_REMOTE_HOST", "tcp://10.0.0.4:2375", True),
+        ("PORTAINER_ENDPOINT", "tcp://h:2375", True),  # 2375 is Docker's, whatever the name
+        ("DOCKER_URL", "tcp://h", True),  # a Docker variable without a port
+        ("DOCKER_URL", "http://h:4243", True),
+        ("DOCKER_URL", "tcp://h:2376", False),  # the TLS port
+        ("REDIS_URL", "tcp://cache:6379", False),
+        ("LOG_SINK", "tcp://logs:5000", False),
+        ("DOCKER_CONFIG", "/root/.docker", False),
+    ],
+)
+def test_setting_hit(name: str, value: str, found: bool) -> None:
+    assert (setting_hit(name, value, 3, "svc", tls=False) is not None) is found
+    assert setting_hit(name, value, 3, "svc", tls=True) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "severity"),
+    [
+        ("2375:2375", "high"),
+        ("0.0.0.0:2375:2375/tcp", "high"),
+        ("2375", "high"),
+        ("12375:2375", "high"),
+        ("2370-2380:2370-2380", "high"),
+        ("127.0.0.1:2375:2375", "medium"),
+        ("[::1]:2375:2375", "medium"),
+        ("2376:2376", "medium"),
+        ("2375:8080", None),
+        ("8080:80", None),
+        ("abc", None),
+    ],
+)
+def test_published_port(spec: str, severity: str | None) -> None:
+    hit = published_port_hit(spec, 1, "svc")
+    got = (hit.severity or hit.rule.severity).value if hit else None
+    assert got == severity
+
+
+@pytest.mark.parametrize(
+    ("line", "rule"),
+    [
+        ("chmod 666 /var/run/docker.sock", "socket-world-writable"),
+        ("sudo chmod 0777 /run/docker.sock", "socket-world-writable"),
+        ("chmod o+w /var/run/docker.sock", "socket-world-writable"),
+        ("chmod -R a+rw /var/run/docker.sock", "socket-world-writable"),
+        ("chmod 660 /var/run/docker.sock", None),
+        ("chmod g+rw /var/run/docker.sock", None),
+        ("chmod 666 /tmp/file", None),
+        ("buildkitd --addr tcp://0.0.0.0:1234", "buildkit-plain-tcp"),
+        ("buildkitd --addr=tcp://0.0.0.0:1234 --tlscert c --tlskey k", None),
+        ("buildkitd --addr unix:///run/buildkit/buildkitd.sock", None),
+        ("socat TCP-LISTEN:2375,fork UNIX-CONNECT:/var/run/docker.sock", "docker-api-plain-tcp"),
+        ("socat TCP-LISTEN:8080,fork TCP:web:80", None),
+        ("traefik --providers.docker.endpoint=tcp://d:2375", "docker-api-plain-tcp"),
+        ("traefik --providers.docker.endpoint tcp://d:2375", "docker-api-plain-tcp"),
+        (
+            "traefik --providers.docker.endpoint=tcp://d:2375 --providers.docker.tls.ca=/c",
+            None,
+        ),
+        ("portainer -H tcp://host:2375", "docker-api-plain-tcp"),
+        ("docker -H tcp://host:2375 ps", None),  # docker-host-no-tls says it
+        ("dockerd -H tcp://0.0.0.0:2375", None),  # dind-tls-disabled says it
+    ],
+)
+def test_command_hits(line: str, rule: str | None) -> None:
+    facts = scan_shell_line(line, 1)
+    hits = [h for words in facts.commands for h in command_hits(words, 1, "x", tls=False)]
+    assert [h.rule.id for h in hits] == ([rule] if rule else [])
+
+
+def test_shell_c_scripts_are_scanned() -> None:
+    facts = scan_shell_line("sh -c 'docker build -t app . && chmod 666 /var/run/docker.sock'", 1)
+    assert facts.built == ["app"]
+    assert ["chmod", "666", "/var/run/docker.sock"] in facts.commands
+
+
+@pytest.mark.parametrize(
+    ("reference", "variables", "resolved"),
+    [
+        ("docker:${V:-27.3.1}-dind", {}, "docker:27.3.1-dind"),
+        ("docker:${V:-27.3.1}-dind", {"V": "dind"}, "docker:dind-dind"),
+        ("docker:${V}-dind", {"V": "26.1.4"}, "docker:26.1.4-dind"),
+        ("docker:$V", {"V": "$W", "W": "27"}, "docker:27"),
+        ("docker:${V}", {}, None),
+        ("$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA", {}, None),
+        ("${{ matrix.image }}", {}, None),
+        ("docker:${V-}", {}, "docker:"),
+    ],
+)
+def test_resolve(reference: str, variables: dict[str, str], resolved: str | None) -> None:
+    assert resolve(reference, variables) == resolved
+
+
+def test_unpinned_after_resolving() -> None:
+    assert unpinned_reason("docker:${DOCKER_VERSION:-27.3.1}-dind") is None
+    reason = unpinned_reason("docker:${TAG:-dind}")
+    assert reason is not None and "(= 'docker:dind')" in reason
+
+
+@given(st.text(max_size=60), st.dictionaries(st.text(max_size=5), st.text(max_size=8)))
+def test_resolve_never_raises(reference: str, variables: dict[str, str]) -> None:
+    out = resolve(reference, variables)
+    assert out is None or isinstance(out, str)
+
+
+@pytest.mark.parametrize(
+    ("image", "command", "env", "job", "role"),
+    [
+        ("docker:27.3.1-dind", ["docker", "info"], [], False, Role.OTHER),
+        ("docker:27.3.1-dind", ["sh", "-c", "sleep 1"], [], False, Role.OTHER),
+        ("docker:27.3.1-dind", ["--mtu=1400"], [], False, Role.DIND),
+        ("docker:27.3.1-dind", [], [], True, Role.OTHER),  # a job image runs the script
+        ("docker:27.3.1-cli", ["dockerd-entrypoint.sh"], [], False, Role.DIND),
+        ("lscr.io/linuxserver/socket-proxy:1.26.2", [], [], False, Role.PROXY),
+        ("wollomatic/socket-proxy:1.5.0", [], [], False, Role.PROXY),
+        ("haproxy:2.9.7", [], ["CONTAINERS", "POST"], False, Role.PROXY),
+        ("ghcr.io/acme/socket-proxy-socat:1", [], [], False, Role.OTHER),  # a name is no proof
+        ("golang:1.23", ["-allowGET=/v1\\..*/containers"], [], False, Role.PROXY),
+        ("alpine:3.20", [], ["CONTAINERS"], False, Role.OTHER),
+    ],
+)
+def test_classify_by_what_it_is(
+    image: str, command: list[str], env: list[str], job: bool, role: Role
+) -> None:
+    assert classify(image, command, frozenset(env), job=job) is role
+
+
+def test_unpinned_skipped_for_built_and_local_images() -> None:
+    compose = (
+        "services:\n"
+        "  app:\n    build: .\n    image: acme/app\n"
+        "  worker:\n    image: acme/app\n"
+        "  tool:\n    image: alpine\n    command: sh -c 'docker build -t helper . && true'\n"
+        "  helper:\n    image: helper\n"
+    )
+    findings = audit_text(compose, "compose.yml")
+    assert [(f.rule.id, f.line) for f in findings] == [("unpinned-image", 8)]
+    gitlab = (
+        "variables:\n  DOCKER_VERSION: '27.3.1'\n"
+        "job:\n  image: docker:${DOCKER_VERSION}-cli\n  script:\n"
+        "    - docker build -t ci-tools .\n    - docker run --rm ci-tools lint\n"
+        "other:\n  image: ci-tools\n  script: [make]\n"
+    )
+    assert audit_text(gitlab, ".gitlab-ci.yml") == []
