@@ -39,7 +39,7 @@ from dockmoat.buildkit.messages import (
 from dockmoat.buildkit.relay import PASS, Answer, Call, Refuse, Replace, Verdict
 from dockmoat.buildkit.services import BRIDGE, CONTROL
 from dockmoat.buildkit.wire import WireError, string_map_field
-from dockmoat.policy.decision import Decision, Deny
+from dockmoat.policy.decision import Decision, Deny, Rewrite
 from dockmoat.policy.rules.build import image_names
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,10 @@ class BuildDecider:
         if isinstance(decision, Deny):
             return Refuse(decision.message)
         if isinstance(message, ControlSolve):
-            return await self._control_solve(message, payload)
+            original = payload
+            if isinstance(decision, Rewrite) and isinstance(decision.body_json, ControlSolve):
+                payload = payload + decision.body_json.appended  # the guard's source policy
+            return await self._control_solve(message, payload, original)
         if isinstance(message, BridgeSolve):
             refused = self._local_sessions(message)
             if refused is not None:
@@ -269,7 +272,9 @@ class BuildDecider:
             return _session_refuse(message.session)
         return PASS
 
-    async def _control_solve(self, message: ControlSolve, payload: bytes) -> Verdict:
+    async def _control_solve(
+        self, message: ControlSolve, payload: bytes, original: bytes = b""
+    ) -> Verdict:
         if not message.ref or not self.builds.claim_ref(message.ref, self.owner):
             return Refuse(f"dockmoat: {BUILD_RULE}: the build id {message.ref[:80]!r} is taken")
         for session in (message.session, message.source_policy_session):
@@ -279,7 +284,7 @@ class BuildDecider:
         if refused is not None:
             return refused
         if self.tenancy is None:
-            return PASS
+            return PASS if payload == original else Replace(payload)
         for exporter in message.exporters:
             if exporter.type not in IMAGE_EXPORTERS:
                 continue

@@ -84,6 +84,8 @@ class ControlSolve:
     cache_imports: tuple[CacheEntry, ...] = ()
     definitions: tuple[Definition, ...] = ()
     source_policy_session: str = ""
+    appended: bytes = b""
+    """Fields the guard appends to the message before it goes on (its source policy)."""
 
 
 @dataclass(frozen=True, slots=True)

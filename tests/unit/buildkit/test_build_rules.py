@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +12,10 @@ from dockmoat.api.request import ClientIdentity
 from dockmoat.buildkit import grpc, messages, services
 from dockmoat.buildkit.decide import TENANT_LABEL, BuildDecider, Builds
 from dockmoat.buildkit.relay import Answer, Call, Pass, Refuse, Replace, Verdict
-from dockmoat.buildkit.wire import len_field, string_map_field, varint
+from dockmoat.buildkit.wire import as_bytes, fields, len_field, string_map_field, varint
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.policy.engine import load_policy
+from dockmoat.policy.rules.build import INTERNAL_SOURCE, source_policy
 
 CLIENT = ClientIdentity(listener="test")
 
@@ -80,6 +83,13 @@ def decide(payload: bytes, *, call: Call = SOLVE, decider: BuildDecider | None =
     return asyncio.run(decider.decide(call, message, payload))
 
 
+def forwarded(verdict: Verdict, payload: bytes) -> bytes:
+    """The payload an allowed Solve goes on with: the client's, then the guard's additions."""
+    assert isinstance(verdict, Replace), verdict
+    assert verdict.payload.startswith(payload)
+    return verdict.payload[len(payload) :]
+
+
 def refused_by(verdict: Verdict) -> str:
     assert isinstance(verdict, Refuse), verdict
     return verdict.message.split(":")[1].strip()
@@ -88,9 +98,52 @@ def refused_by(verdict: Verdict) -> str:
 # --- policy -----------------------------------------------------------------------------
 
 
-def test_a_plain_dockerfile_build_passes() -> None:
+def test_a_plain_dockerfile_build_passes_with_the_guards_source_policy() -> None:
     payload = solve(len_field(6, b""), string_map_field(7, "filename", "Dockerfile"))
-    assert isinstance(decide(payload), Pass)
+    added = forwarded(decide(payload), payload)
+    assert added == source_policy(load_policy(env={}).settings)
+    # SourcePolicy (12) { version 1, rules [DENY regex internal hosts] }
+    policy = [f for f in fields(added)]
+    assert [f.number for f in policy] == [12]
+    rules = [f for f in fields(as_bytes(policy[0])) if f.number == 2]
+    assert len(rules) == 1
+    assert INTERNAL_SOURCE.encode() in as_bytes(rules[0])
+
+
+@pytest.mark.parametrize(
+    ("identifier", "denied"),
+    [
+        ("docker-image://docker.io/library/alpine:3", False),
+        ("docker-image://ghcr.io/a/b@sha256:" + "a" * 64, False),
+        ("https://github.com/moby/buildkit.git", False),
+        ("git://github.com/moby/buildkit.git#v0.13", False),
+        ("https://1.2.3.4/x", False),
+        ("docker-image://127.0.0.1:5000/x:latest", True),
+        ("docker-image://registry.internal/a/b", True),
+        ("docker-image://myregistry:5000/x", True),
+        ("docker-image://[::1]:5000/x", True),
+        ("https://169.254.169.254/latest/meta-data", True),
+        ("http://user:pw@localhost:8080/x", True),
+        ("git://10.1.2.3/repo.git", True),
+        ("https://2130706433/x", True),
+        ("https://0x7f.1/x", True),
+        ("docker-image://172.20.0.1/x", True),
+        ("docker-image://100.64.0.1/x", True),
+    ],
+)
+def test_the_source_policy_denies_internal_hosts(identifier: str, denied: bool) -> None:
+    # Python's re and Go's RE2 agree on this pattern (no look-around, no back-references)
+    assert bool(re.match(INTERNAL_SOURCE, identifier)) is denied
+
+
+def test_allowlisted_registries_and_urls_are_allowed_again(tmp_path: Path) -> None:
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text(
+        "registries: ['registry.internal:5000']\nfetch_targets: ['https://git.internal/']\n"
+    )
+    added = source_policy(load_policy(policy_file=policy_file, env={}).settings)
+    assert b"^docker-image://registry\\.internal:5000/" in added
+    assert b"^https://git\\.internal/" in added
 
 
 @pytest.mark.parametrize(
@@ -152,12 +205,15 @@ def test_refusals_name_their_rule(extra: bytes, rule: str) -> None:
     ],
 )
 def test_what_builds_need_passes(extra: bytes) -> None:
-    assert isinstance(decide(solve(extra)), Pass)
+    payload = solve(extra)
+    assert forwarded(decide(payload), payload) == source_policy(load_policy(env={}).settings)
 
 
 def test_permissive_reads_but_lets_through() -> None:
     decider = BuildDecider(load_policy("permissive", env={}), CLIENT, Builds(), "", None)
     assert isinstance(decide(solve(len_field(9, b"network.host")), decider=decider), Pass)
+    # and no source policy is added there
+    assert isinstance(decide(solve(), decider=decider), Pass)
 
 
 def test_the_frontend_solve_and_build_containers_are_read_too() -> None:

@@ -26,6 +26,7 @@ from dockmoat.buildkit.relay import (
 from dockmoat.buildkit.services import Tunnel
 from dockmoat.buildkit.wire import len_field, string_map_field
 from dockmoat.policy.engine import load_policy
+from dockmoat.policy.rules.build import source_policy
 
 CLIENT = ClientIdentity(listener="test", tenant="t1")
 SOLVE = "/moby.buildkit.v1.Control/Solve"
@@ -218,7 +219,9 @@ def test_an_allowed_solve_reaches_the_daemon_whole() -> None:
     message = solve(string_map_field(7, "filename", "Dockerfile"))
     call(book, SOLVE, message)
     daemon_id = book.daemon.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
-    assert data_of(book.daemon, daemon_id) == grpc.frame(message)
+    # the guard's source policy (build.sources) is appended; nothing else changes
+    added = source_policy(load_policy(env={}).settings)
+    assert data_of(book.daemon, daemon_id) == grpc.frame(message + added)
     assert book.daemon.of(h2.events.StreamEnded, daemon_id)
 
 

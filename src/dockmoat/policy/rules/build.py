@@ -16,7 +16,10 @@ op by op as well.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Final
 
 from dockmoat.buildkit.messages import (
@@ -31,9 +34,10 @@ from dockmoat.buildkit.messages import (
     ImageResolve,
     Source,
 )
+from dockmoat.buildkit.wire import len_field, varint
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
-from dockmoat.policy.rules.base import ALLOW, BodyShape, Rule, Subject, deny
+from dockmoat.policy.rules.base import ALLOW, BodyShape, Rule, Settings, Subject, deny, rewrite
 
 SOLVE: Final = "buildkit.control_solve"
 BRIDGE: Final = "buildkit.bridge_solve"
@@ -244,7 +248,61 @@ def _attr_sources(attrs: Mapping[str, str]) -> Iterator[tuple[str, str]]:
             yield "docker-image://" + value.split(" ", 1)[0], key
 
 
+# The sources a Dockerfile names (FROM, `# syntax=`, ADD URL, git contexts) are made into
+# LLB by the frontend inside the daemon and never cross the guard. BuildKit holds every
+# source op of a Solve's job to that Solve's source policy (sourcepolicy/engine.go: the
+# last matching ALLOW/DENY rule wins, converted sources are evaluated again), so the
+# guard appends one of its own to Control.Solve: internal hosts denied, the policy's
+# allowlists allowed again. Go regular expressions (RE2), anchored.
+_SCHEMES = r"(?i)^(docker-image|https?|git)://([^/@]*@)?"
+_INTERNAL_HOSTS = (
+    r"localhost",
+    r"[^/:.@\[\]]+",  # single label (also 2130706433, 0x7f000001)
+    r"[^/:@]*\.(localhost|local|internal|localdomain|lan|home\.arpa)\.?",
+    r"(0|10|127)(\.[0-9a-fx]*)*",
+    r"0[0-9x][0-9a-fx]*(\.[0-9a-fx]*)*",  # octal and hexadecimal forms
+    r"169\.254(\.[0-9]*)*",
+    r"172\.(1[6-9]|2[0-9]|3[01])(\.[0-9]*)*",
+    r"192\.168(\.[0-9]*)*",
+    r"100\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])(\.[0-9]*)*",
+    r"(22[4-9]|2[3-5][0-9])(\.[0-9]*)*",
+    r"\[[^/]*\]",  # IPv6 literals
+)
+INTERNAL_SOURCE: Final = _SCHEMES + "(" + "|".join(_INTERNAL_HOSTS) + r")(:[0-9]*)?([/#?].*)?$"
+DENY, ALLOW_ACTION, REGEX = 1, 0, 2
+
+
+def _policy_rule(action: int, pattern: str) -> bytes:
+    selector = len_field(1, pattern.encode()) + varint(2 << 3) + varint(REGEX)
+    return len_field(2, varint(1 << 3) + varint(action) + len_field(2, selector))
+
+
+@lru_cache(maxsize=16)
+def source_policy(settings: Settings) -> bytes:
+    """SolveRequest.SourcePolicy (field 12) as the guard appends it (merged into the
+    client's own policy, if any, after its rules)."""
+    rules = _policy_rule(DENY, INTERNAL_SOURCE)
+    for registry in sorted(settings.registries):
+        rules += _policy_rule(ALLOW_ACTION, "^docker-image://" + re.escape(registry) + "/")
+    for prefix in settings.fetch_targets:
+        rules += _policy_rule(ALLOW_ACTION, "^" + re.escape(prefix))
+    return len_field(12, varint(1 << 3) + varint(1) + rules)
+
+
 def check_sources(subject: Subject) -> Decision:
+    decision = _check_sources(subject)
+    body = subject.body
+    if decision is not ALLOW or not isinstance(body, ControlSolve):
+        return decision
+    policy = source_policy(subject.settings)
+    return rewrite(
+        "build.sources",
+        dataclasses.replace(body, appended=body.appended + policy),
+        "source policy: the daemon refuses sources at internal addresses",
+    )
+
+
+def _check_sources(subject: Subject) -> Decision:
     body = subject.body
     for source, where in _sources(body):
         problem = source_problem(source.identifier, subject)
