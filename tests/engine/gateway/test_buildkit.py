@@ -88,9 +88,15 @@ class Listener:
 
     def __init__(self) -> None:
         hits: list[str] = []
+        connections: list[str] = []
         self.hits = hits
+        self.connections = connections  # also TLS attempts, which never become requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def handle(self) -> None:
+                connections.append(str(self.client_address))
+                super().handle()
+
             def do_GET(self) -> None:
                 hits.append(self.path)
                 self.send_response(200)
@@ -289,3 +295,28 @@ def test_build_tag_save_load_with_buildkit(
     assert removed.returncode == 0, removed.stderr
     loaded = build(DOCKER, tenant.host, "load", "-i", str(tar), cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
+
+
+def test_sources_at_internal_addresses_are_fetched_on_the_raw_socket_and_refused_through_the_guard(
+    tenant: Served, docker_host: str, listener: Listener, tmp_path: Path, busybox_image: str
+) -> None:
+    """The Dockerfile's own sources never cross the guard: the source policy it adds to
+    the Solve makes BuildKit refuse them (`build.sources`)."""
+    port = listener.port
+    cases = {
+        "from": f"FROM 127.0.0.1:{port}/dmtest/base:1\nRUN true\n",
+        "add": f"FROM {busybox_image}\nADD http://127.0.0.1:{port}/file /file\n",
+        "syntax": f"# syntax=127.0.0.1:{port}/dmtest/frontend:1\nFROM {busybox_image}\n",
+    }
+    for name, text in cases.items():
+        ctx = tmp_path / name
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(text)
+        listener.connections.clear()
+        build(DOCKER, docker_host, "build", "--no-cache", ".", cwd=ctx)
+        assert listener.connections, f"{name}: the raw daemon did not connect to the loopback"
+        listener.connections.clear()
+        guarded = build(DOCKER, tenant.host, "build", "--no-cache", ".", cwd=ctx)
+        assert guarded.returncode != 0
+        assert "denied by policy" in guarded.stderr, (name, guarded.stderr)
+        assert listener.connections == [], name
