@@ -254,7 +254,12 @@ class DindManager:
                 raise EngineError(
                     f"--preload {preload}: no such image on the host engine"
                 ) from None
-        return _entrypoint_of(image)
+        entrypoint = _entrypoint_of(image)
+        try:
+            spec.daemon_command(entrypoint, ["dockerd"])
+        except ValueError as error:
+            raise ConfigError(f"{options.image}: {error}") from None
+        return entrypoint
 
     def host_mtu(self) -> int:
         """The nested daemon's MTU: the engine bridge's (1500 when it sets none), or this
@@ -354,16 +359,21 @@ class DindManager:
         made.dns = [naming.ALIAS, instance, container_name]
         if name:
             made.dns += [name, naming.container_name(name)]
-        config = spec.container_config(
-            options,
-            instance=instance,
-            network=made.network,
-            image_entrypoint=self._entrypoint(options.image) if entrypoint is None else entrypoint,
-            volume=volume,
-            mtu=mtu,
-            container_labels=container_labels,
-            volume_labels=volume_labels,
-        )
+        try:
+            config = spec.container_config(
+                options,
+                instance=instance,
+                network=made.network,
+                image_entrypoint=self._entrypoint(options.image)
+                if entrypoint is None
+                else entrypoint,
+                volume=volume,
+                mtu=mtu,
+                container_labels=container_labels,
+                volume_labels=volume_labels,
+            )
+        except ValueError as error:
+            raise ConfigError(f"{options.image}: {error}") from None
         try:
             created = self.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]
         except docker.errors.NotFound:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from dockmoat.dind import naming
@@ -175,13 +176,62 @@ def network_options(mtu: int) -> dict[str, str]:
 # starts with a tiny wrapper that unpacks the certificates from its stdin (the
 # manager attaches before the start and writes the tar as soon as the IP is
 # known: no `PUT /archive` round trip after the start), checks that `ready`
-# (the tar's last member) arrived, then execs the image's own entrypoint.
+# (the tar's last member) arrived, then execs its arguments: the image's own
+# entrypoint with dockerd's arguments, as `daemon_command` puts them together.
 RECEIVE_CERTS = (
     "tar -x -f - -C / || { echo 'dockmoat: cannot unpack the certificates' >&2; exit 1; }; "
     f"[ -e {naming.SERVER_CERT_DIR}/ready ] || "
     "{ echo 'dockmoat: no certificates arrived on stdin' >&2; exit 1; }; "
     'exec "$@" </dev/null'
 )
+
+
+# Shells whose `-c STRING` form ignores the arguments after the string's $0.
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "busybox"})
+# dockerd flags an image may not bring along: dockmoat alone decides where the nested
+# daemon listens and how it authenticates (a second --host would listen without TLS).
+_OWN_FLAGS = ("--host", "--tls")
+
+
+def daemon_command(image_entrypoint: list[str], argv: list[str]) -> list[str]:
+    """What the certificate wrapper execs so that dockerd runs with `argv` (`dockerd ...`).
+
+    - no entrypoint: `argv` itself;
+    - an entrypoint that is dockerd (`dockerd`, `/usr/bin/dockerd --log-level=warn`, or
+      behind an init: `tini -- dockerd`): that entrypoint, its own dockerd flags kept,
+      and `argv` without its `dockerd` (which dockerd would take as an argument and
+      refuse: "dockerd accepts no argument(s)");
+    - any other entrypoint (the official `dockerd-entrypoint.sh`, a script or an init
+      that execs its arguments): the entrypoint with `argv` as its arguments.
+
+    ValueError when the image cannot be started that way: a shell's `-c` entrypoint
+    (it ignores its arguments, so dockerd would never get TLS) or dockerd flags of the
+    image's own that choose listeners or TLS.
+    """
+    assert argv and argv[0] == "dockerd"
+    if not image_entrypoint:
+        return list(argv)
+    names = [PurePosixPath(part).name for part in image_entrypoint]
+    shell = 1 if names[0] == "busybox" and len(names) > 1 else 0
+    option = image_entrypoint[shell + 1] if len(names) > shell + 1 else ""
+    if names[shell] in _SHELLS and option[:1] == "-" and option[1:2] != "-" and "c" in option:
+        raise ValueError(
+            f"the image's entrypoint {image_entrypoint!r} is a shell command, which ignores "
+            "the arguments dockmoat gives dockerd (its TLS listener); use an image whose "
+            "entrypoint is dockerd, none, or a script that execs its arguments"
+        )
+    if "dockerd" not in names:
+        return [*image_entrypoint, *argv]
+    at = names.index("dockerd")
+    own = image_entrypoint[at + 1 :]
+    for flag in own:
+        short = flag.startswith("-") and not flag.startswith("--") and "H" in flag
+        if short or flag.split("=", 1)[0].startswith(_OWN_FLAGS):
+            raise ValueError(
+                f"the image's entrypoint gives dockerd {flag!r}; dockmoat alone sets where "
+                "the nested daemon listens and its TLS: use an image without that flag"
+            )
+    return [*image_entrypoint, *argv[1:]]
 
 
 def container_env(options: DindOptions) -> list[str]:
@@ -206,7 +256,10 @@ def container_config(
     container_labels: dict[str, str],
     volume_labels: dict[str, str],
 ) -> dict[str, Any]:
-    """The body of `POST /containers/create` for a nested daemon."""
+    """The body of `POST /containers/create` for a nested daemon.
+
+    ValueError when the image's entrypoint cannot start dockerd (`daemon_command`).
+    """
     host_config: dict[str, Any] = {
         # Nested dockerd needs mounts, cgroups and iptables; `--runtime` can
         # replace this (e.g. sysbox-runc) where the host has such a runtime.
@@ -238,11 +291,11 @@ def container_config(
         host_config["NanoCpus"] = int(options.cpus * 1e9)
     return {
         "Image": options.image,
-        "Entrypoint": ["/bin/sh", "-c", RECEIVE_CERTS, "dockmoat-certs", *image_entrypoint],
+        "Entrypoint": ["/bin/sh", "-c", RECEIVE_CERTS, "dockmoat-certs"],
         # stdin carries the certificates once (see RECEIVE_CERTS), then closes.
         "OpenStdin": True,
         "StdinOnce": True,
-        "Cmd": dockerd_argv(options, mtu),
+        "Cmd": daemon_command(image_entrypoint, dockerd_argv(options, mtu)),
         "Env": container_env(options),
         "Hostname": instance[:63],
         "Labels": container_labels,

@@ -122,7 +122,7 @@ def test_container_config_limits_and_isolation() -> None:
     # which is open for exactly one attach.
     assert config["Entrypoint"][:3] == ["/bin/sh", "-c", spec.RECEIVE_CERTS]  # type: ignore[index]
     assert config["OpenStdin"] is True and config["StdinOnce"] is True
-    assert config["Entrypoint"][-1] == "dockerd-entrypoint.sh"  # type: ignore[index]
+    assert config["Cmd"][:2] == ["dockerd-entrypoint.sh", "dockerd"]  # type: ignore[index]
     assert "DOCKER_TLS_CERTDIR=" in config["Env"]  # type: ignore[operator]
     endpoints = config["NetworkingConfig"]["EndpointsConfig"]  # type: ignore[index]
     assert naming.ALIAS in endpoints["dockmoat-dind-ci-1-abcd"]["Aliases"]
@@ -157,3 +157,49 @@ def test_failure_report_keeps_the_telling_lines() -> None:
     assert "privileges" not in hint_for("\n".join(lines))
     assert telling_lines("\n".join(chatter), limit=3) == chatter[-3:]
     assert "common causes" in hint_for("")
+
+
+ARGV = ["dockerd", "--host=tcp://0.0.0.0:2376", "--tlsverify"]
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "command"),
+    [
+        # No entrypoint: dockerd itself.
+        ([], ARGV),
+        # The official image's script and ours take `dockerd ...` as their arguments.
+        (["dockerd-entrypoint.sh"], ["dockerd-entrypoint.sh", *ARGV]),
+        (["/usr/local/bin/dind"], ["/usr/local/bin/dind", *ARGV]),
+        (["tini", "--"], ["tini", "--", *ARGV]),
+        # dockerd as the entrypoint: its own flags kept, no second "dockerd".
+        (["dockerd"], ["dockerd", *ARGV[1:]]),
+        (
+            ["/usr/bin/dockerd", "--log-level=warn"],
+            ["/usr/bin/dockerd", "--log-level=warn", *ARGV[1:]],
+        ),
+        (["docker-init", "--", "dockerd"], ["docker-init", "--", "dockerd", *ARGV[1:]]),
+    ],
+)
+def test_daemon_command_starts_dockerd_with_our_arguments(
+    entrypoint: list[str], command: list[str]
+) -> None:
+    assert spec.daemon_command(entrypoint, ARGV) == command
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    [
+        ["/bin/sh", "-c", "dockerd"],
+        ["bash", "-ec", "exec dockerd"],
+        ["busybox", "sh", "-c", "dockerd"],
+        ["dockerd", "--host=tcp://0.0.0.0:2375"],
+        ["dockerd", "-H", "tcp://0.0.0.0:2375"],
+        ["dockerd", "-Htcp://0.0.0.0:2375"],
+        ["dockerd", "-DH", "tcp://0.0.0.0:2375"],
+        ["dockerd", "--tls=false"],
+        ["/usr/bin/dockerd", "--tlsverify=false"],
+    ],
+)
+def test_daemon_command_refuses_what_would_lose_tls(entrypoint: list[str]) -> None:
+    with pytest.raises(ValueError, match="entrypoint"):
+        spec.daemon_command(entrypoint, ARGV)
