@@ -201,6 +201,8 @@ class BuildDecider:
                 return Answer((b"",))  # the shared cache: none of it is the tenant's
             if call.method.name == "Prune":
                 return Answer(())  # pruned nothing, as `/build/prune` for tenants
+        if sum(1 for key, _value in call.metadata if key == BUILD_ID_METADATA) > 1:
+            return Refuse(f"dockmoat: {BUILD_RULE}: a call naming more than one build id")
         if service == BRIDGE:
             build = call.header(BUILD_ID_METADATA)
             if not build:

@@ -283,6 +283,11 @@ def test_another_tenants_session_build_status_and_history_are_not_theirs() -> No
     admitted = two.admit(bridge)
     assert isinstance(admitted, Refuse) and admitted.status == grpc.NOT_FOUND
     assert one.admit(bridge) is None
+    both = grpc_call(
+        "/moby.buildkit.v1.frontend.LLBBridge/ReadFile",
+        (("buildkit-controlapi-buildid", "ref1"), ("buildkit-controlapi-buildid", "other")),
+    )
+    assert isinstance(one.admit(both), Refuse)
     # history: another tenant's records are dropped from the answer
     history = grpc_call("/moby.buildkit.v1.Control/ListenBuildHistory")
     event = len_field(2, len_field(1, b"ref1") + len_field(8, b"sha256:" + b"a" * 64))
