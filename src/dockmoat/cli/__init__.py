@@ -20,8 +20,11 @@ from dockmoat.errors import EXIT_BUG, EXIT_UNAVAILABLE, DockmoatError
 # Command families, imported only when used: several import heavy libraries
 # (the docker SDK, cryptography, ...) and `dockmoat dind up` from a warm pool
 # must not pay seconds of imports for commands it does not run. Each module
-# `dockmoat.cli.<name>` defines `command` named <name>.
-_FAMILIES = ("serve", "policy", "job", "dind", "run", "audit", "generate", "doctor")
+# `dockmoat.cli.<name>` (a '-' in the name is '_' in the module's) defines `command`
+# named <name>.
+_FAMILIES = (
+    "serve", "policy", "job", "dind", "run", "audit", "audit-log", "generate", "doctor",
+)  # fmt: skip
 
 
 class _Group(click.Group):
@@ -32,7 +35,7 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _FAMILIES and cmd_name not in self.commands:
-            module = importlib.import_module(f"dockmoat.cli.{cmd_name}")
+            module = importlib.import_module(f"dockmoat.cli.{cmd_name.replace('-', '_')}")
             self.add_command(module.command)
         return super().get_command(ctx, cmd_name)
 

@@ -76,12 +76,24 @@ def open_job(
             "volumes": max_volumes,
         },
     }
+    if policy:
+        _say_weakenings(Path(policy))
     answer = ctl.call(control, request)
     if fmt == "json":
         click.echo(json.dumps({"job": answer["job"], "DOCKER_HOST": answer["docker_host"]}))
     else:
         # As `dind up` prints it: starts with DOCKER_HOST= and `eval` exports it.
         click.echo(f"DOCKER_HOST={shlex.quote(answer['docker_host'])}; export DOCKER_HOST")
+
+
+def _say_weakenings(policy: Path) -> None:
+    """Name what the job's policy file disables or loosens (on stderr: stdout is for eval)."""
+    from dockmoat.policy.engine import load_policy
+    from dockmoat.policy.weakening import weakenings
+
+    compiled = load_policy(policy_file=policy, env={})  # ConfigError: a bad file, exit 2
+    for line in weakenings(compiled):
+        click.echo(f"dockmoat: job policy {policy} weakens {compiled.profile}: {line}", err=True)
 
 
 @command.command(name="close")
@@ -92,8 +104,9 @@ def close_job(job: str, fmt: str, control: Path) -> None:
     """Close JOB: remove its socket and everything it owns, and print what was removed."""
     answer = ctl.call(control, {"op": "close", "job": job})
     removed: dict[str, list[str]] = answer["removed"]
+    denials: list[dict[str, Any]] = answer.get("denials", [])
     if fmt == "json":
-        click.echo(json.dumps({"job": job, "removed": removed}))
+        click.echo(json.dumps({"job": job, "removed": removed, "denials": denials}))
         return
     total = 0
     for kind in ("containers", "networks", "volumes", "images"):
@@ -103,6 +116,11 @@ def close_job(job: str, fmt: str, control: Path) -> None:
     for name in removed.get("kept", []):
         click.echo(f"kept image {name}")
     click.echo(f"job {job} closed ({total} removed)")
+    for item in denials:
+        what = "would have denied" if item["decision"] == "would_deny" else "denied"
+        click.echo(f"{what} {item['count']}x {item['rule']}")
+    if not denials:
+        click.echo("no request was denied")
 
 
 @command.command(name="ls")

@@ -17,6 +17,7 @@ from dockmoat.policy import trial
 from dockmoat.policy.decision import Deny, Rewrite
 from dockmoat.policy.engine import CompiledPolicy, load_policy
 from dockmoat.policy.policyfile import PROFILES
+from dockmoat.policy.weakening import OVERRIDE_FLAG, check_extends, weakenings
 
 _PROFILE = click.Choice(PROFILES)
 
@@ -55,15 +56,37 @@ def show(profile: str, policy_file: Path | None) -> None:
 
 @command.command(name="validate")
 @click.argument("file", type=click.Path(path_type=Path))
-def validate(file: Path) -> None:
-    """Check a policy file; exit 1 with line-numbered errors when it is bad."""
+@click.option(
+    "--profile",
+    type=_PROFILE,
+    default=None,
+    help="The profile serve runs with: a file extending another one is refused.",
+)
+@click.option(
+    OVERRIDE_FLAG,
+    "override",
+    is_flag=True,
+    help="Let the file's `extends` win over --profile.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when the file weakens its profile.")
+def validate(file: Path, profile: str | None, override: bool, strict: bool) -> None:
+    """Check a policy file; exit 1 with line-numbered errors when it is bad.
+
+    Names every rule the file disables and every setting it loosens relative to the
+    profile it extends."""
     try:
-        policy = load_policy(policy_file=file, env={})
+        policy = load_policy(profile=profile or "baseline", policy_file=file, env={})
+        check_extends(policy.file, str(file), profile, override=override)
     except ConfigError as error:
         click.echo(f"dockmoat: {error}", err=True)
         sys.exit(1)
     enabled = sum(1 for rule in policy.rules if rule.enabled)
     click.echo(f"{file}: valid (extends {policy.profile}, {enabled} rules enabled)")
+    weaker = weakenings(policy)
+    for line in weaker:
+        click.echo(f"{file}: weakens {policy.profile}: {line}")
+    if strict and weaker:
+        sys.exit(1)
 
 
 @command.command(name="check")
@@ -121,7 +144,7 @@ def check(
         click.echo(f"REWRITE {decision.rule}")
         for note in decision.notes:
             click.echo(f"note: {note}")
-        if decision.body_json is not None and not request.route.name.startswith("buildkit."):
+        if decision.body_json is not None:
             click.echo(json.dumps(decision.body_json, indent=2, ensure_ascii=False))
         return
     click.echo(f"ALLOW {decision.rule}")

@@ -33,15 +33,36 @@ def policy_loader(settings: ServeSettings) -> Callable[[], Policy]:
                 f"profile {settings.profile}: the policy engine is not installed; "
                 "only --profile permissive is available"
             ) from None
-        policy: Policy = load_policy(
+        from dockmoat.policy.weakening import check_extends, weakenings
+
+        policy = load_policy(
             profile=settings.profile,
             policy_file=settings.policy_file,
             allow_bind=settings.allow_bind,
             env=dict(os.environ),
             protect=(str(settings.pin_dir),),
+            warn=settings.mode == "warn",
         )
+        check_extends(
+            policy.file,
+            str(settings.policy_file),
+            settings.profile if settings.profile_given else None,
+            override=settings.policy_overrides_profile,
+        )
+        said = (policy.profile, policy.mode, tuple(weakenings(policy)))
+        if said != last[0]:  # said once per change: at start, and on a reload that changes it
+            last[0] = said
+            serve_log = logging.getLogger("dockmoat.serve")
+            for line in said[2]:
+                serve_log.warning("policy %s weakens %s: %s", settings.policy_file, said[0], line)
+            if settings.mode == "warn":
+                serve_log.warning(
+                    "warn mode: requests the policy would deny are forwarded and audited "
+                    "as would_deny"
+                )
         return policy
 
+    last: list[tuple[str, str, tuple[str, ...]] | None] = [None]
     return load
 
 
@@ -203,6 +224,27 @@ def _private_listen(port: int | None) -> list[str]:
     "that network can use the API, under the policy. Env: DOCKMOAT_PRIVATE_NETWORK_PORT.",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["enforce", "warn"]),
+    default=None,
+    help="warn: requests the policy would deny are forwarded and audited as would_deny "
+    "(for roll-out; default enforce).",
+)
+@click.option("--warn", "warn", is_flag=True, help="Same as --mode warn.")
+@click.option(
+    "--policy-overrides-profile",
+    "policy_overrides_profile",
+    is_flag=True,
+    help="Let the policy file's `extends` win over an explicit --profile.",
+)
+@click.option(
+    "--metrics-listen",
+    metavar="URL",
+    default=None,
+    envvar="DOCKMOAT_METRICS_LISTEN",
+    help="Prometheus /metrics and /ready on tcp://HOST:PORT or unix:///path (off by default).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -229,6 +271,10 @@ def command(
     jobs_dir: Path,
     idle_timeout: float | None,
     private_network_port: int | None,
+    mode: str | None,
+    warn: bool,
+    policy_overrides_profile: bool,
+    metrics_listen: str | None,
     log_level: str,
 ) -> None:
     """Serve the guarded Docker API socket."""
@@ -254,6 +300,11 @@ def command(
         bind_pins=bind_pins,
         pin_dir=pin_dir,
         private_listen=_private_listen(private_network_port),
+        mode="warn" if warn or mode == "warn" else "enforce",
+        metrics_listen=metrics_listen,
+        profile_given=click.get_current_context().get_parameter_source("profile")
+        is not click.core.ParameterSource.DEFAULT,
+        policy_overrides_profile=policy_overrides_profile,
     )
     for folder in allow_bind:
         warning = mount_flags_warning(folder)

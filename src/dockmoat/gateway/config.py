@@ -91,6 +91,12 @@ class ServeSettings(_Frozen):
     limits: Limits = Field(default_factory=Limits)
     bind_pins: PinMode = "auto"
     pin_dir: Path = DEFAULT_PIN_DIR
+    # Issue 21: warn mode (would-be denials forwarded, audited as would_deny), the
+    # metrics listener (None: off), and whether the policy file may name another profile.
+    mode: Literal["enforce", "warn"] = "enforce"
+    metrics: Endpoint | None = None
+    profile_given: bool = False
+    policy_overrides_profile: bool = False
 
 
 def _is_loopback(host: str) -> bool:
@@ -272,6 +278,10 @@ def build_settings(
     bind_pins: str = "auto",
     pin_dir: Path = DEFAULT_PIN_DIR,
     private_listen: Sequence[str] = (),
+    mode: str = "enforce",
+    metrics_listen: str | None = None,
+    profile_given: bool = False,
+    policy_overrides_profile: bool = False,
 ) -> ServeSettings:
     """All of `serve`'s flags as one typed object; ConfigError on anything wrong.
 
@@ -310,6 +320,11 @@ def build_settings(
         raise ConfigError(f"--bind-pins {bind_pins}: expected auto, on or off")
     if not pin_dir.is_absolute():
         raise ConfigError(f"--pin-dir {pin_dir}: must be an absolute path")
+    if mode not in ("enforce", "warn"):
+        raise ConfigError(f"--mode {mode}: expected enforce or warn")
+    metrics = parse_metrics_listen(metrics_listen) if metrics_listen else None
+    if metrics is not None and any(item.endpoint.url == metrics.url for item in listeners):
+        raise ConfigError(f"--metrics-listen {metrics.url} is also a --listen address")
     return ServeSettings(
         limits=limits,
         listeners=listeners,
@@ -322,4 +337,21 @@ def build_settings(
         log_level=log_level,  # type: ignore[arg-type]
         bind_pins=bind_pins,  # type: ignore[arg-type]
         pin_dir=pin_dir,
+        mode=mode,  # type: ignore[arg-type]
+        metrics=metrics,
+        profile_given=profile_given,
+        policy_overrides_profile=policy_overrides_profile,
     )
+
+
+def parse_metrics_listen(url: str) -> Endpoint:
+    """`--metrics-listen`: tcp://HOST:PORT or unix:///path, plain HTTP (read-only)."""
+    if url.startswith("unix://"):
+        path = url[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"--metrics-listen {url}: the unix socket path must be absolute")
+        return Endpoint(url=url, kind="unix", path=Path(path))
+    if url.startswith("tcp://"):
+        host, port = _tcp_parts(url)
+        return Endpoint(url=url, kind="tcp", host=host, port=port)
+    raise ConfigError(f"--metrics-listen {url}: expected tcp://HOST:PORT or unix:///path")

@@ -26,7 +26,7 @@ from dockmoat.api.routing import raw_query, route_path, route_target
 from dockmoat.errors import ProtocolError
 from dockmoat.gateway.http import RequestHead
 from dockmoat.gateway.stages import OnRequest, Policy, UpstreamClient
-from dockmoat.policy.decision import Decision, Deny, Rewrite
+from dockmoat.policy.decision import WOULD_DENY, Decision, Deny, Rewrite, WouldDeny
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -179,7 +179,8 @@ async def decide(
                 rules.append(settled.rule)
                 request = _apply(request, settled)
                 notes.extend(settled.notes)
-                decision = Rewrite(rule="+".join(rules), notes=tuple(notes))
+                if type(decision) is not WouldDeny:  # warn mode's record names the rule
+                    decision = Rewrite(rule="+".join(rules), notes=tuple(notes))
         return _forwarded(original, request, decision, rules, notes, form=form)
     except Exception:  # noqa: BLE001 - fail closed; _failed logs the traceback
         return _failed(request, rules)
@@ -232,7 +233,7 @@ def _forwarded(
         body = b""  # its parameters now travel in the query string, as evaluated
     target = upstream_target(request, requery=requery)
     final: Decision = decision
-    if request is not original and not isinstance(decision, Rewrite):
+    if request is not original and not isinstance(decision, (Rewrite, WouldDeny)):
         final = Rewrite(rule="+".join(rules), notes=tuple(notes))
     return Outcome(final, request, target, body, tuple(rules))
 
@@ -253,7 +254,7 @@ def describe(decision: Decision) -> str:
         return "deny"
     if isinstance(decision, Rewrite):
         return "rewrite"
-    return "allow"
+    return WOULD_DENY if type(decision) is WouldDeny else "allow"
 
 
 def notes_of(outcome: Outcome) -> tuple[str, ...]:

@@ -189,6 +189,9 @@ def check_serve(
             check_socket("--listen", endpoint.path)
         elif endpoint.tls is not None:
             check_tls(endpoint.tls.cert, endpoint.tls.key, endpoint.tls.ca)
+    metrics = settings.metrics
+    if metrics is not None and metrics.kind == "unix" and metrics.path is not None:
+        check_socket("--metrics-listen", metrics.path)
     if settings.audit_log not in (None, "-"):
         check_file("--audit-log", Path(str(settings.audit_log)))
     check_file("--state-db", state_db)

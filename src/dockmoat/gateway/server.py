@@ -25,6 +25,7 @@ import os
 import socket
 import ssl
 import stat
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from dockmoat.gateway.http import (
     serialise_request_head,
     serialise_response_head,
 )
+from dockmoat.gateway.metrics import Metrics, MetricsServer
 from dockmoat.gateway.preflight import listen_error
 from dockmoat.gateway.stages import (
     OnRequest,
@@ -70,7 +72,7 @@ from dockmoat.gateway.stages import (
     response_kind,
 )
 from dockmoat.gateway.upstream import READ_SIZE, PooledUpstream, UpstreamConn, UpstreamPool
-from dockmoat.policy.decision import Deny
+from dockmoat.policy.decision import WOULD_DENY, Deny
 
 if TYPE_CHECKING:
     from dockmoat.gateway.pins import BindPins
@@ -120,6 +122,8 @@ class Gateway:
         self._spawned: set[asyncio.Task[None]] = set()
         self.draining = False
         self.builds = buildkit.Builds()  # BuildKit sessions and build ids, per owner
+        self.metrics = Metrics()  # counted in close_record; served by --metrics-listen
+        self.metrics_server: MetricsServer | None = None
 
     # --- listeners ---
 
@@ -199,6 +203,9 @@ class Gateway:
             await self.add_listener(listener)
         if self.pins is not None:
             self.spawn(self.pins.sweep_forever(self.upstream))
+        if self.settings.metrics is not None:
+            self.metrics_server = MetricsServer(self, self.settings.metrics)
+            await self.metrics_server.start()
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish within the grace period."""
@@ -221,6 +228,8 @@ class Gateway:
             task.cancel()
         self.listeners.clear()
         self.pool.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         await self.audit.close()
 
     # --- one client connection ---
@@ -295,12 +304,16 @@ class Gateway:
         return keep
 
     def close_record(self, record: Exchange) -> None:
-        """The request is over: its audit entry, and a log line for denials and 5xx."""
+        """The request is over: its audit entry, its counts (metrics), and a log line
+        for denials, would-be denials and 5xx naming the job or listener."""
         if self.audit.enabled:
             self.audit.record(record.audit_entry(self.audit.stamp()))
-        if record.status >= 500 or record.decision == "deny":
+        self.metrics.record(record, time.monotonic() - record.started)
+        if record.status >= 500 or record.decision in ("deny", WOULD_DENY):
+            client = record.client
             log.info(
-                "%s %s -> %d %s %s",
+                "%s: %s %s -> %d %s %s",
+                f"tenant {client.tenant} ({client.listener})" if client.tenant else client.listener,
                 record.head.method if record.head else "-",
                 record.head.target if record.head else "-",
                 record.status,
@@ -885,9 +898,11 @@ class Gateway:
 
         up = asyncio.create_task(to_upstream())
         down = asyncio.create_task(to_client())
+        self.metrics.hijacked += 1
         try:
             await down
         finally:
+            self.metrics.hijacked -= 1
             if not up.done():
                 up.cancel()
             with contextlib.suppress(BaseException):
@@ -934,11 +949,15 @@ class Gateway:
         def count_out(size: int) -> None:
             record.bytes_out += size
 
-        await tunnel.run(
-            tunnel.TUNNELS[request.route.name], decider, stream.read_raw, writer,
-            conn.reader, conn.writer, client_leftover=client_leftover,
-            upstream_leftover=upstream_leftover, count_in=count_in, count_out=count_out,
-        )  # fmt: skip
+        self.metrics.hijacked += 1
+        try:
+            await tunnel.run(
+                tunnel.TUNNELS[request.route.name], decider, stream.read_raw, writer,
+                conn.reader, conn.writer, client_leftover=client_leftover,
+                upstream_leftover=upstream_leftover, count_in=count_in, count_out=count_out,
+            )  # fmt: skip
+        finally:
+            self.metrics.hijacked -= 1
 
 
 BUILD_BOUND = frozenset({"session.session", "build.build"})
@@ -1082,7 +1101,8 @@ async def serve(
         ),
         settings.upstream.url,
         settings.profile,
-        f" + {settings.policy_file}" if settings.policy_file else "",
+        (f" + {settings.policy_file}" if settings.policy_file else "")
+        + (" (warn mode)" if getattr(gateway.policy, "mode", "") == "warn" else ""),
     )
     if pins is not None or settings.bind_pins == "off":
         log.info("%s", pin_status)

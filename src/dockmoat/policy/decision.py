@@ -43,4 +43,14 @@ class Rewrite:
     path: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WouldDeny(Allow):
+    """Warn mode: forwarded as it is, and audited as `would_deny` with the rule (and
+    the message) that would have refused it. An Allow everywhere else."""
+
+    message: str = ""
+
+
+WOULD_DENY = "would_deny"
+
 Decision = Allow | Deny | Rewrite

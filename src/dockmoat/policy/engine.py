@@ -26,7 +26,7 @@ from dockmoat import netinfo
 from dockmoat.api.request import ApiRequest, Route
 from dockmoat.errors import ConfigError
 from dockmoat.policy import hostpaths
-from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite, WouldDeny
 from dockmoat.policy.policyfile import PROFILES, PolicyFile, read_policy_file
 from dockmoat.policy.rules import ALL_RULES
 from dockmoat.policy.rules.base import BodyShape, Limit, Rule, Settings, Subject, deny
@@ -61,6 +61,8 @@ class CompiledPolicy:
     enabled: frozenset[str]
     switches: Switches | None = None
     file: PolicyFile | None = None
+    # "warn": what would be denied (403) is forwarded as WouldDeny; errors still deny.
+    mode: str = "enforce"
     _catalogue: tuple[Rule, ...] = field(default=ALL_RULES, repr=False)
     # Rules per route name, filled lazily; bounded by the routing table's size.
     # init=False: `replace()` (derive) starts a fresh cache for the new rule set.
@@ -105,7 +107,8 @@ class CompiledPolicy:
     def evaluate(self, request: ApiRequest) -> Decision:
         """The decision for one request; any failure inside is a Deny."""
         try:
-            return self._evaluate(request)
+            decision = self._evaluate(request)
+            return _warned(decision) if self.mode == "warn" else decision
         except Exception:  # fail closed: an error must never forward the request
             log.exception("policy evaluation failed for %s %s", request.method, request.path)
             return deny(
@@ -120,7 +123,8 @@ class CompiledPolicy:
         Endpoint switches decided the tunnel (`GRPC`, `SESSION`) already; the build
         rules apply to its calls whatever the switches say."""
         try:
-            return self._evaluate(request, switches=False)
+            decision = self._evaluate(request, switches=False)
+            return _warned(decision) if self.mode == "warn" else decision
         except Exception:  # fail closed
             log.exception("policy evaluation failed for the BuildKit call %s", request.path)
             return deny(
@@ -178,6 +182,13 @@ class CompiledPolicy:
         return replace(self, settings=settings, enabled=frozenset(enabled))
 
 
+def _warned(decision: Decision) -> Decision:
+    """Warn mode: a policy refusal becomes a WouldDeny (forwarded, audited)."""
+    if isinstance(decision, Deny) and decision.status == 403 and decision.rule != ERROR_RULE:
+        return WouldDeny(decision.rule, decision.message)
+    return decision
+
+
 def _known(rule_id: str, catalogue: tuple[Rule, ...], where: str) -> None:
     if rule_id not in {rule.id for rule in catalogue}:
         raise ConfigError(f"{where}: no rule has the id {rule_id!r} (see `dockmoat policy show`)")
@@ -209,13 +220,15 @@ def load_policy(
     env: Mapping[str, str] | None = None,
     *,
     protect: Sequence[str] = (),
+    warn: bool = False,
 ) -> CompiledPolicy:
     """Compile the policy once at start-up; ConfigError (with lines) when it is bad.
 
     `env` is where endpoint switches (CONTAINERS=1, POST=0, ...) and DOCKER_HOST
     are read from; None means the process environment. `protect` adds host paths
     no bind may expose (the upstream socket given by --upstream, the tenancy
-    control socket and jobs folder, ...) to the built-in daemon paths.
+    control socket and jobs folder, ...) to the built-in daemon paths. `warn` (or
+    the file's `mode: warn`): would-be denials are forwarded as WouldDeny.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     document = read_policy_file(policy_file) if policy_file is not None else None
@@ -257,6 +270,7 @@ def load_policy(
         enabled=frozenset(enabled),
         switches=Switches.build(given_switches) if given_switches else None,
         file=document,
+        mode="warn" if warn or (document is not None and document.mode == "warn") else "enforce",
     )
 
 

@@ -13,6 +13,7 @@ limits:
   pids: {default: 4096, max: 32768}
 endpoints: {CONTAINERS: 1, POST: 1}   # Tecnativa-style switches
 quotas: {}                   # reserved for per-job tenancy
+mode: enforce                # or warn: would-be denials are forwarded, audited as would_deny
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -51,6 +59,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def show_bytes(size: int) -> str:
+    """A size as people write it (2g, 512m, 1536k), exact."""
+    for unit in ("t", "g", "m", "k"):
+        if size >= _UNITS[unit] and size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size} bytes"
+
+
+def _consistent(
+    default: float | None, maximum: float | None, shown: tuple[str, str], implicit: bool
+) -> None:
+    if default is not None and maximum is not None and default > maximum:
+        what = f"the default {shown[0]}{' (implicit)' if implicit else ''}"
+        raise ValueError(f"{what} is above the max {shown[1]}; a default must be at most the max")
+
+
 class MemoryLimit(_Strict):
     default: int | None = None
     max: int | None = None
@@ -60,15 +84,33 @@ class MemoryLimit(_Strict):
     def _size(cls, value: Any) -> int | None:
         return None if value is None else parse_bytes(value)
 
+    @model_validator(mode="after")
+    def _default_within_max(self) -> MemoryLimit:
+        if self.default is not None and self.max is not None:
+            shown = (show_bytes(self.default), show_bytes(self.max))
+            _consistent(self.default, self.max, shown, implicit=False)
+        return self
+
 
 class CpuLimit(_Strict):
     default: float | None = Field(default=None, gt=0)
     max: float | None = Field(default=None, gt=0)
 
+    @model_validator(mode="after")
+    def _default_within_max(self) -> CpuLimit:
+        _consistent(self.default, self.max, (f"{self.default}", f"{self.max}"), implicit=False)
+        return self
+
 
 class PidsLimit(_Strict):
     default: int = Field(default=4096, gt=0)
     max: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> PidsLimit:
+        implicit = "default" not in self.model_fields_set
+        _consistent(self.default, self.max, (f"{self.default}", f"{self.max}"), implicit)
+        return self
 
 
 class Limits(_Strict):
@@ -88,6 +130,8 @@ class PolicyFile(_Strict):
     limits: Limits = Limits()
     endpoints: dict[str, bool] = {}
     quotas: dict[str, Any] = {}
+    # warn: requests the policy would deny are forwarded and audited as would_deny.
+    mode: Literal["enforce", "warn"] = "enforce"
 
     @field_validator("endpoints", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,10 @@ def _peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-async def _answer(manager: JobManager, line: bytes) -> dict[str, Any]:
+Denials = Callable[[str], list[dict[str, object]]]
+
+
+async def _answer(manager: JobManager, line: bytes, denials: Denials | None) -> dict[str, Any]:
     request = parse_request(line)
     if isinstance(request, OpenRequest):
         record = await manager.open(
@@ -66,7 +70,12 @@ async def _answer(manager: JobManager, line: bytes) -> dict[str, Any]:
         return {"ok": True, "job": record.job, "docker_host": f"unix://{record.socket}"}
     if isinstance(request, CloseRequest):
         removed = await manager.close(request.job)
-        return {"ok": True, "job": request.job, "removed": removed.as_dict()}
+        return {
+            "ok": True,
+            "job": request.job,
+            "removed": removed.as_dict(),
+            "denials": denials(request.job) if denials is not None else [],
+        }
     assert isinstance(request, LsRequest)
     now = manager.clock()
     return {
@@ -99,8 +108,12 @@ def control_in_use(path: Path) -> bool:
     return True
 
 
-async def serve_control(path: Path, manager: JobManager) -> asyncio.Server:
-    """Listen on the control socket; returns the server (close it to stop)."""
+async def serve_control(
+    path: Path, manager: JobManager, denials: Denials | None = None
+) -> asyncio.Server:
+    """Listen on the control socket; returns the server (close it to stop).
+
+    `denials(job)`: the job's denials (and would-be denials) so far, for `close`."""
     my_uid = os.getuid()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -118,7 +131,7 @@ async def serve_control(path: Path, manager: JobManager) -> asyncio.Server:
                 if not line:
                     return
                 try:
-                    answer = await _answer(manager, line)
+                    answer = await _answer(manager, line, denials)
                 except DockmoatError as error:
                     answer = error_answer(str(error), error.exit_code)
                 except Exception as error:  # answered, logged, and the server keeps serving

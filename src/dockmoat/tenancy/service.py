@@ -143,7 +143,9 @@ class TenancyService:
             reserved=frozenset(self._static),
         )
         await self.jobs.restore()
-        self._control = await serve_control(self.settings.control, self.jobs)
+        self._control = await serve_control(
+            self.settings.control, self.jobs, denials=gateway.metrics.take_denials
+        )
         self._tasks.append(asyncio.create_task(self.jobs.reap_forever(self.settings.reap_interval)))
         log.info(
             "tenancy: control socket %s, %d job(s) open, state %s",

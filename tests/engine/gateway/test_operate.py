@@ -1,0 +1,178 @@
+"""Operating serve (issue 21): warn mode, metrics and readiness, logs naming the
+tenant, the audit log reopened on SIGHUP, the audit-log summary, job close's
+summary of denials."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from gwserve import DOCKMOAT, Served, raw_get, start_serve
+from prometheus_client.parser import text_string_to_metric_families
+
+PRIVILEGED = json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], env=served.env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def _create_privileged(sock: Path) -> bytes:
+    request = (
+        b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(PRIVILEGED)).encode() + b"\r\n\r\n" + PRIVILEGED
+    )
+    return raw_get(sock, request)
+
+
+def _dockmoat(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(DOCKMOAT), *args], capture_output=True, text=True, timeout=120)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_warn_mode_forwards_a_privileged_run_and_audits_would_deny(
+    serve: Callable[..., Served], busybox_image: str, unique_name: Callable[[str], str]
+) -> None:
+    gw = serve("--warn")
+    name = unique_name("warn")
+    done = _docker(gw, "run", "--rm", "--name", name, "--privileged", busybox_image, "true")
+    assert done.returncode == 0, done.stderr
+    entries = gw.audit_where(route="containers.create")
+    assert entries, gw.audit_entries()
+    assert entries[0]["decision"] == "would_deny"
+    assert entries[0]["rule"] == "containers.privileged"
+    log = gw.log.read_text()
+    assert "warn mode" in log
+    assert f"{gw.host}: POST " in log and "would_deny containers.privileged" in log
+    summary = _dockmoat("audit-log", "summary", str(gw.audit))
+    assert summary.returncode == 0, summary.stderr
+    assert "would_deny" in summary.stdout and "containers.privileged" in summary.stdout
+    assert "0 denied, 1 would have been" in summary.stdout
+
+
+def test_enforcing_serve_denies_and_the_summary_says_so(baseline: Served) -> None:
+    answer = _create_privileged(baseline.socket)
+    assert b" 403 " in answer.split(b"\r\n", 1)[0]
+    assert baseline.audit_where(decision="deny", rule="containers.privileged")
+    summary = _dockmoat("audit-log", "summary", "--format", "json", str(baseline.audit))
+    rows = json.loads(summary.stdout)["denials"]
+    assert any(
+        row["decision"] == "deny" and row["rule"] == "containers.privileged" for row in rows
+    ), rows
+
+
+def test_metrics_scraped_with_prometheus_parser_and_ready(
+    serve: Callable[..., Served],
+) -> None:
+    port = _free_port()
+    gw = serve("--metrics-listen", f"tcp://127.0.0.1:{port}")
+    for _ in range(3):
+        assert b" 200 " in raw_get(gw.socket, b"GET /_ping HTTP/1.0\r\n\r\n").split(b"\r\n")[0]
+    _create_privileged(gw.socket)
+    status, text = _get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    requests = families["dockmoat_requests"]
+    samples = {
+        (s.labels["route"], s.labels["decision"], s.labels["rule"]): s.value
+        for s in requests.samples
+        if s.name == "dockmoat_requests_total"
+    }
+    assert samples[("system.ping", "allow", "allow")] >= 3
+    assert samples[("containers.create", "deny", "containers.privileged")] == 1
+    latency = families["dockmoat_request_duration_seconds"]
+    count = next(s.value for s in latency.samples if s.name.endswith("_count"))
+    assert count >= 4
+    assert any(s.labels.get("direction") == "out" and s.value > 0
+               for s in families["dockmoat_bytes"].samples)  # fmt: skip
+    for name in ("dockmoat_open_connections", "dockmoat_hijacked_streams", "dockmoat_open_jobs",
+                 "dockmoat_upstream_errors"):  # fmt: skip
+        assert name in families, sorted(families)
+    assert _get(f"http://127.0.0.1:{port}/ready") == (200, "ready\n")
+    assert _get(f"http://127.0.0.1:{port}/live")[0] == 200
+
+
+def test_ready_fails_when_the_daemon_behind_the_guard_does_not_answer(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    argv = [
+        str(DOCKMOAT), "serve", "--upstream", f"unix://{tmp_path}/no-daemon.sock",
+        "--listen", f"unix://{tmp_path}/gw.sock", "--no-tenancy", "--bind-pins", "off",
+        "--state-db", str(tmp_path / "s.db"), "--control-socket", str(tmp_path / "c.sock"),
+        "--jobs-dir", str(tmp_path / "jobs"), "--metrics-listen", f"tcp://127.0.0.1:{port}",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if _get(f"http://127.0.0.1:{port}/live")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        status, why = _get(f"http://127.0.0.1:{port}/ready")
+        assert status == 503 and "does not answer" in why, why
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0, log.read_text()
+
+
+def test_sighup_reopens_the_audit_log(serve: Callable[..., Served]) -> None:
+    gw = serve()
+    raw_get(gw.socket, b"GET /_ping HTTP/1.0\r\n\r\n")
+    assert gw.audit_where(route="system.ping")
+    rotated = gw.audit.with_name("audit.log.1")
+    gw.audit.rename(rotated)
+    gw.process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    raw_get(gw.socket, b"GET /version HTTP/1.0\r\n\r\n")
+    assert gw.audit_where(route="system.version"), "no new audit log after SIGHUP"
+    assert "system.version" not in rotated.read_text()
+
+
+def test_job_close_prints_the_jobs_denials(
+    tmp_path: Path, docker_host: str, unique_name: Callable[[str], str]
+) -> None:
+    gw = start_serve(tmp_path / "gw", docker_host)
+    try:
+        control = str(tmp_path / "gw" / "control.sock")
+        job = unique_name("deny").replace("dmtest-", "dmt")
+        opened = _dockmoat("job", "open", job, "--control", control)
+        assert opened.returncode == 0, opened.stderr
+        env = opened.stdout.strip()
+        assert env.startswith("DOCKER_HOST=unix://") and env.endswith("; export DOCKER_HOST")
+        sock = Path(env.removeprefix("DOCKER_HOST=unix://").split(";")[0])
+        _create_privileged(sock)
+        _create_privileged(sock)
+        assert f"tenant {job} (unix://{sock})" in gw.log.read_text()
+        closed = _dockmoat("job", "close", job, "--control", control)
+        assert closed.returncode == 0, closed.stderr
+        assert "denied 2x containers.privileged" in closed.stdout, closed.stdout
+    finally:
+        gw.stop()
