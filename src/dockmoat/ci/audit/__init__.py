@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockmoat.ci.audit import (
@@ -177,7 +177,13 @@ def audit_source(
 ) -> tuple[list[Finding], FileError | None]:
     """Like `audit_text`, but never raises: input it cannot audit is an `unreadable` finding."""
     try:
-        return audit_text(text, name, kind, context), None
+        findings = audit_text(text, name, kind, context)
+        if lenient:  # an embedded part that could not be read (a Jenkins pod's YAML)
+            findings = [
+                replace(f, severity=Severity.LOW) if f.rule is rules.UNREADABLE else f
+                for f in findings
+            ]
+        return findings, None
     except ConfigError as error:
         reason = str(error)
     except RecursionError:

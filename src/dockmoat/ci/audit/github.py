@@ -34,6 +34,10 @@ def analyse(doc: Any) -> Iterator[Hit]:
     if root is None or jobs is None:
         return
     workflow_env = _env(root, "env")
+    # The workflow's env on its own: Docker endpoints in it are judged once, here.
+    yield from check_containers(
+        [Container(label="workflow env", line=1, env=workflow_env, job=True)]
+    )
     for job_id, job in jobs.items():
         job_map = y.mapping(job)
         if job_map is not None:

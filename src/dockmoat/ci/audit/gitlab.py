@@ -10,6 +10,7 @@ from dockmoat.ci.audit.checks import check_containers
 from dockmoat.ci.audit.dockerargs import split_words
 from dockmoat.ci.audit.findings import Hit
 from dockmoat.ci.audit.gitlab_dind import dind_service_hit
+from dockmoat.ci.audit.gitlab_extends import extended_vars
 from dockmoat.ci.audit.images import Role, parse_image
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.runnerctx import AuditContext
@@ -47,10 +48,13 @@ def analyse(doc: Any, context: AuditContext | None = None) -> Iterator[Hit]:
     containers: list[Container] = []
     scripts: list[tuple[list[tuple[int, str]], str, list[dict[str, Located]]]] = []
 
-    scopes: list[tuple[str, Any, dict[str, Located]]] = [("global", root, {})]
+    # (label, node, own variables, variables from `extends`)
+    scopes: list[tuple[str, Any, dict[str, Located], dict[str, Located]]] = [
+        ("global", root, {}, {})
+    ]
     default = y.mapping(root.get("default"))
     if default is not None:
-        scopes.append(("default", default, {}))
+        scopes.append(("default", default, {}, {}))
     for name, job in root.items():
         job_map = y.mapping(job)
         if name in _GLOBAL_KEYWORDS or job_map is None:
@@ -60,12 +64,13 @@ def analyse(doc: Any, context: AuditContext | None = None) -> Iterator[Hit]:
                 f"job {name!r}",
                 job_map,
                 _vars(job_map.get("variables"), y.key_line(job_map, "variables", 1)),
+                extended_vars(root, job_map),
             )
         )
 
-    for label, node, own_vars in scopes:
+    for label, node, own_vars, extended in scopes:
         line = y.node_line(node, 1)
-        inherited = global_vars if label != "global" else {}
+        inherited = {**global_vars, **extended} if label != "global" else {}
         env = own_vars if label != "global" else global_vars
         image = _image(node, line)
         values = {k: v.value for k, v in {**inherited, **env}.items()}

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from dockmoat.ci.audit import rules
-from dockmoat.ci.audit.checks import docker_host_hit, tcp_host
+from dockmoat.ci.audit.checks import tcp_host
 from dockmoat.ci.audit.findings import Hit, Severity
-from dockmoat.ci.audit.model import Located
 from dockmoat.ci.audit.mounts import Mount, parse_short, socket_exposure
 from dockmoat.ci.audit.runnerctx import Grant, RunnerGrant
 from dockmoat.ci.audit.tomllines import Table, key_line, runner_tables
@@ -118,9 +117,11 @@ def _docker(docker: dict[str, Any], group: list[Table], label: str) -> Iterator[
     host = docker.get("host")
     verified = docker.get("tls_verify") is True or bool(docker.get("tls_cert_path"))
     if isinstance(host, str) and tcp_host(host) and not verified:
-        hostname = tcp_host(host) or ("", None)
-        yield docker_host_hit(
-            Located(host, key_line(group, table, "host")), hostname[0], {}, f"{label}: host"
+        yield Hit(
+            rules.DOCKER_HOST_NO_TLS,
+            key_line(group, table, "host"),
+            f"{label}: host = {host} without tls_verify: the runner drives that daemon "
+            "unauthenticated",
         )
 
 

@@ -35,6 +35,10 @@ def analyse(text: str) -> Iterator[Hit]:
             continue
         if token.text in ("docker", "dockerfile") and _is(tokens, i + 1, "{"):
             containers.append(_agent_block(tokens, i, env))
+        elif (
+            token.text == "docker" and _is(tokens, i + 1, ".") and _is(tokens, i + 2, "withServer")
+        ):
+            yield from _with_server(tokens, i)
         elif token.text == "docker" and _is(tokens, i + 1, ".") and _is(tokens, i + 2, "image"):
             site = _image_call(tokens, i, env)
             if site is not None:
@@ -236,4 +240,22 @@ def _docker_server(tokens: list[Token], start: int) -> Iterator[Hit]:
             rules.DOCKER_HOST_NO_TLS,
             uri.line,
             f"withDockerServer uri {uri.text} without credentialsId (no TLS client certificate)",
+        )
+
+
+def _with_server(tokens: list[Token], start: int) -> Iterator[Hit]:
+    """`docker.withServer('tcp://...'[, 'credentialsId'])`: no credentials, no TLS."""
+    if not _is(tokens, start + 3, "("):
+        return
+    uri = _string_at(tokens, start + 4)
+    if uri is None or not tcp_host(uri.text):
+        return
+    i = start + 5
+    while _is(tokens, i, "+") and i + 1 < len(tokens) and tokens[i + 1].kind == "string":
+        i += 2
+    if not _is(tokens, i, ","):
+        yield Hit(
+            rules.DOCKER_HOST_NO_TLS,
+            uri.line,
+            f"docker.withServer {uri.text} without a credentials id (no TLS client certificate)",
         )

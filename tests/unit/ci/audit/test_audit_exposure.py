@@ -158,3 +158,38 @@ def test_unpinned_skipped_for_built_and_local_images() -> None:
         "other:\n  image: ci-tools\n  script: [make]\n"
     )
     assert audit_text(gitlab, ".gitlab-ci.yml") == []
+
+
+def test_jenkins_with_server_without_credentials() -> None:
+    text = (
+        "node {\n"
+        "  docker.withServer('tcp://swarm.example.com:2376', 'swarm-certs') { sh 'docker ps' }\n"
+        "  docker.withServer('tcp://' + 'builder:2375') { sh 'docker ps' }\n"
+        "}\n"
+    )
+    assert [(f.rule.id, f.line) for f in audit_text(text, "Jenkinsfile")] == [
+        ("docker-host-no-tls", 3)
+    ]
+
+
+def test_gitlab_extends_brings_the_template_variables() -> None:
+    text = (
+        ".tls:\n  variables:\n    DOCKER_TLS_VERIFY: '1'\n    DOCKER_CERT_PATH: /certs/client\n"
+        ".docker:\n  extends: .tls\n"
+        "build:\n  extends: [.docker]\n  variables:\n    DOCKER_HOST: tcp://docker:2376\n"
+        "  script: [docker info]\n"
+        "plain:\n  variables:\n    DOCKER_HOST: tcp://docker:2376\n  script: [docker info]\n"
+    )
+    findings = audit_text(text, ".gitlab-ci.yml")
+    assert [(f.rule.id, f.line) for f in findings] == [("docker-host-no-tls", 14)]
+
+
+def test_workflow_env_endpoints_are_judged_once() -> None:
+    text = (
+        "on: push\nenv:\n  PORTAINER_DOCKER_URL: tcp://deploy:2375\n"
+        "jobs:\n  a:\n    runs-on: x\n    steps: [{run: 'true'}]\n"
+        "  b:\n    runs-on: x\n    steps: [{run: 'true'}]\n"
+    )
+    assert [(f.rule.id, f.line) for f in audit_text(text, ".github/workflows/x.yml")] == [
+        ("docker-api-plain-tcp", 3)
+    ]

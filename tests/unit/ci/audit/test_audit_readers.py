@@ -193,3 +193,17 @@ def test_fuzz_kubernetes_reader(parts: list[tuple[str, str]]) -> None:
 def test_fuzz_any_text(text: str) -> None:
     for name in ("Jenkinsfile", ".gitlab-ci.yml", "compose.yml", "x.yml", "config.toml"):
         _never_crashes(text, name)
+
+
+def test_unreadable_pod_yaml_in_a_jenkinsfile() -> None:
+    text = (
+        "pipeline {\n  agent {\n    kubernetes {\n      yaml '''\nspec: [unclosed\n'''\n"
+        "    }\n  }\n  stages { stage('a') { steps { sh 'docker run --privileged x:1' } } }\n}\n"
+    )
+    findings, error = audit_source(text, "Jenkinsfile")
+    assert error is None
+    got = [(f.rule.id, f.line, f.severity) for f in findings]
+    assert ("unreadable", 4, Severity.HIGH) in got
+    assert ("privileged", 9, Severity.HIGH) in got  # the rest of the file is audited
+    lenient, _ = audit_source(text, "Jenkinsfile", lenient=True)
+    assert ("unreadable", 4, Severity.LOW) in [(f.rule.id, f.line, f.severity) for f in lenient]
