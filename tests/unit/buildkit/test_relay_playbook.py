@@ -334,3 +334,34 @@ def test_the_relay_starts_with_settings_to_both_sides(tunnel: Tunnel) -> None:
     relay = Relay(tunnel, BuildDecider(load_policy(env={}), CLIENT, Builds(), "", None))
     commands = relay.start()
     assert {type(c) for c in commands} == {SendClient, SendUpstream}
+
+
+def test_a_header_list_beyond_the_bound_ends_the_connection_not_the_guard() -> None:
+    book = playbook()
+    peer = book.client.conn
+    stream = peer.get_next_available_stream_id()
+    headers = [*grpc_headers(INFO), *[(f"x-big-{i}", "v" * 1000) for i in range(80)]]
+    peer.send_headers(stream, headers)
+    book.flush_client()
+    assert not book.daemon.of(h2.events.RequestReceived)  # never relayed
+    assert book.client.of(h2.events.ConnectionTerminated) or book.client.of(h2.events.StreamReset)
+
+
+def test_more_concurrent_calls_than_the_bound_are_not_relayed() -> None:
+    import hpack
+    from hyperframe.frame import HeadersFrame
+
+    from dockmoat.buildkit.relay import MAX_STREAMS
+
+    book = playbook()
+    # a misbehaving client ignores our MAX_CONCURRENT_STREAMS: raw HEADERS frames
+    encoder = hpack.Encoder()
+    frames = b""
+    for n in range(MAX_STREAMS + 5):
+        frame = HeadersFrame(2 * n + 1)
+        frame.data = encoder.encode(grpc_headers(INFO))
+        frame.flags.add("END_HEADERS")
+        frames += frame.serialize()
+    book.run(book.relay.receive_client(frames))
+    assert len(book.daemon.of(h2.events.RequestReceived)) <= MAX_STREAMS
+    assert book.client.of(h2.events.ConnectionTerminated) or book.client.of(h2.events.StreamReset)
