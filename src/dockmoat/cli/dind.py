@@ -186,20 +186,26 @@ def up(
 ) -> None:
     """Start a nested daemon NAME; print its environment once it answers /_ping over mTLS."""
     signal.signal(signal.SIGTERM, _terminate)
-    options = _options(**kwargs)
-    host, state_dir = kwargs["host"], kwargs["state_dir"]
-    with _progress(quiet) as progress:
-        info = None
-        if not no_pool and not options.cache:
-            info = _take_from_pool(name, options, host, state_dir, pool_socket, progress)
-        if info is None:
-            manager = _manager(host, state_dir, progress)
-            try:
-                info = manager.up(
-                    name, options, wait_cache=kwargs["wait_cache"], pull=kwargs["pull"]
-                )
-            finally:
-                manager.close()
+    try:
+        options = _options(**kwargs)
+        host, state_dir = kwargs["host"], kwargs["state_dir"]
+        with _progress(quiet) as progress:
+            info = None
+            if not no_pool and not options.cache:
+                info = _take_from_pool(name, options, host, state_dir, pool_socket, progress)
+            if info is None:
+                manager = _manager(host, state_dir, progress)
+                try:
+                    info = manager.up(
+                        name, options, wait_cache=kwargs["wait_cache"], pull=kwargs["pull"]
+                    )
+                finally:
+                    manager.close()
+    except BaseException as error:
+        if fmt == "env" and not (isinstance(error, SystemExit) and not error.code):
+            # `eval "$(dockmoat dind up ...)"` fails too, not only `up` (issue 21).
+            click.echo("false  # dockmoat dind up failed: no daemon; see its stderr")
+        raise
     _print_info(info, fmt)
 
 
