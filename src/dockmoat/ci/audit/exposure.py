@@ -83,6 +83,7 @@ def command_hits(
     yield from _socat(words, line, label)
     yield from _chmod(words, line, label)
     yield from buildkitd_hits(words, line, label)
+    yield from _buildx_remote(words, line, label)
 
 
 def _flag_endpoints(
@@ -154,6 +155,24 @@ def buildkit_args_hits(args: list[str], line: int, label: str) -> Iterator[Hit]:
                 rules.BUILDKIT_PLAIN_TCP,
                 line,
                 f"{label}: buildkitd listens on {value} without TLS",
+            )
+
+
+def _buildx_remote(words: list[str], line: int, label: str) -> Iterator[Hit]:
+    """`docker buildx create --driver remote tcp://...` without client certificates."""
+    if words[:3] != ["docker", "buildx", "create"]:
+        return
+    joined = " ".join(words)
+    if "--driver remote" not in joined and "--driver=remote" not in joined:
+        return
+    if "cacert=" in joined:
+        return
+    for word in words[3:]:
+        if word.lower().startswith("tcp://"):
+            yield Hit(
+                rules.BUILDKIT_PLAIN_TCP,
+                line,
+                f"{label}: buildx remote builder on {word} without client certificates",
             )
 
 

@@ -9,6 +9,7 @@ from dockmoat.ci.audit import yamlsrc as y
 from dockmoat.ci.audit.checks import check_containers
 from dockmoat.ci.audit.dockerargs import RunArgs, parse_run_options, split_words
 from dockmoat.ci.audit.findings import Hit
+from dockmoat.ci.audit.github_actions import action_input_hits
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.mounts import Mount, parse_short
 from dockmoat.ci.audit.scripts import check_script, script_lines
@@ -100,9 +101,12 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
         return
     for i, step in enumerate(steps):
         step_map = y.mapping(step)
-        if step_map is None or "run" not in step_map:
+        if step_map is None:
             continue
         step_line = y.item_line(steps, i, line)
+        yield from action_input_hits(step_map, step_line, f"{label} step {i + 1}")
+        if "run" not in step_map:
+            continue
         lines = script_lines(step_map.get("run"), y.value_line(step_map, "run", step_line))
         scopes = [_env(step_map, "env"), container_env, job_env, workflow_env]
         yield from check_script(lines, f"{label} step {i + 1}", scopes)
