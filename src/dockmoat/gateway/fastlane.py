@@ -367,10 +367,19 @@ def take(
     stream.planned = None
     try:
         if lane.on_request is None:
-            outcome: pipeline.Outcome | None = pipeline.decide_now(request, policy, form=False)
+            outcome: pipeline.Outcome | None = pipeline.decide_now(
+                request, policy, form=False, engine=gateway.pool.engine
+            )
         else:
             outcome = run_inline(
-                pipeline.decide(request, policy, lane.on_request, gateway.upstream, form=False)
+                pipeline.decide(
+                    request,
+                    policy,
+                    lane.on_request,
+                    gateway.upstream,
+                    form=False,
+                    engine=gateway.pool.engine,
+                )
             )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)

@@ -17,8 +17,9 @@ from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
-from dockmoat.api import gojson
+from dockmoat.api import gojson, reference
 from dockmoat.api.endpoints import STREAMED_BODY
+from dockmoat.api.engines import EngineVersion, show, too_old
 from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
@@ -33,6 +34,8 @@ log = logging.getLogger("dockmoat.gateway")
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 _FORM_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 INTERNAL_ERROR: Final = "internal-error"
+UNMODELED: Final = "api.unmodeled"
+API_VERSION: Final = "system.api-version"
 
 BodyPlan = Literal["none", "buffer", "stream"]
 
@@ -76,8 +79,10 @@ def plan(
     )
     if not head.has_body:
         return Planned(request, "none", form)
-    needed = policy.body_needed(route) or (
-        stage_body_needed is not None and stage_body_needed(route)
+    needed = (
+        policy.body_needed(route)
+        or (stage_body_needed is not None and stage_body_needed(route))
+        or reference.reads_json_body(route.name)
     )
     if form or (needed and route.name not in STREAMED_BODY):
         return Planned(request, "buffer", form)
@@ -153,6 +158,7 @@ async def decide(
     *,
     form: bool,
     after: AfterPolicy | None = None,
+    engine: EngineVersion | None = None,
 ) -> Outcome:
     """Stage, then policy, then `after`; fail closed. The returned target/body are what
     was evaluated."""
@@ -160,6 +166,9 @@ async def decide(
     notes: list[str] = []
     original = request
     try:
+        refused = unmodeled(request, engine)
+        if refused is not None:
+            return Outcome(refused, request, "", None, (refused.rule,))
         if on_request is not None:
             staged = await on_request(request, upstream)
             rules.append(staged.rule)
@@ -186,7 +195,9 @@ async def decide(
         return _failed(request, rules)
 
 
-def decide_now(request: ApiRequest, policy: Policy, *, form: bool) -> Outcome:
+def decide_now(
+    request: ApiRequest, policy: Policy, *, form: bool, engine: EngineVersion | None = None
+) -> Outcome:
     """`decide` with no stage and no `after` hook: the same steps, nothing to await.
 
     The fast lane's path for connections no stage looks at (`stages.exempts`): it
@@ -195,12 +206,41 @@ def decide_now(request: ApiRequest, policy: Policy, *, form: bool) -> Outcome:
     rules: list[str] = []
     notes: list[str] = []
     try:
+        refused = unmodeled(request, engine)
+        if refused is not None:
+            return Outcome(refused, request, "", None, (refused.rule,))
         decision, changed = _policy_step(request, policy, rules, notes)
         if isinstance(decision, Deny):
             return Outcome(decision, changed, "", None, tuple(rules))
         return _forwarded(request, changed, decision, rules, notes, form=form)
     except Exception:  # noqa: BLE001 - fail closed; _failed logs the traceback
         return _failed(request, rules)
+
+
+def unmodeled(request: ApiRequest, engine: EngineVersion | None = None) -> Deny | None:
+    """A 400 naming the first query parameter or JSON body field the reference table
+    does not list (api/reference.py): what the guard has not read is never forwarded.
+    Also a 400 for an API version below the upstream engine's own minimum (which the
+    engine would refuse the same way), so `system.api-version` follows the engine."""
+    minimum = too_old(request.api_version, engine)
+    if minimum is not None:
+        return Deny(
+            API_VERSION,
+            f"dockmoat: {API_VERSION}: API version {request.api_version!r} is older than "
+            f"{show(minimum)}, the oldest the upstream engine serves. Use API version "
+            f"{show(minimum)} or newer",
+            status=400,
+        )
+    what = reference.unmodeled(request.route.name, request.query, request.body_json)
+    if what is None:
+        return None
+    return Deny(
+        UNMODELED,
+        f"dockmoat: {UNMODELED}: {what} of {request.method} {request.route.name} is not in "
+        "dockmoat's reference table of the Engine API, so the request was not forwarded. "
+        "Leave it out, or use a dockmoat that models it",
+        status=400,
+    )
 
 
 def _policy_step(

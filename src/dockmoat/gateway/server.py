@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockmoat.api.endpoints import HIJACKING
+from dockmoat.api.engines import start_message
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
@@ -71,7 +72,13 @@ from dockmoat.gateway.stages import (
     line_handler,
     response_kind,
 )
-from dockmoat.gateway.upstream import READ_SIZE, PooledUpstream, UpstreamConn, UpstreamPool
+from dockmoat.gateway.upstream import (
+    READ_SIZE,
+    PooledUpstream,
+    UpstreamConn,
+    UpstreamPool,
+    learn_engine,
+)
 from dockmoat.policy.decision import WOULD_DENY, Deny
 
 if TYPE_CHECKING:
@@ -115,6 +122,7 @@ class Gateway:
         self.limits = settings.limits
         self.pool = UpstreamPool(settings.upstream, settings.limits)
         self.upstream = PooledUpstream(self.pool, settings.limits.max_json_response)
+        self.pool.on_reconnect = self._relearn_engine
         self.audit = audit or AuditLog(settings.audit_log)
         self.listeners: dict[str, Listener] = {}
         self._ids = itertools.count(1)
@@ -197,8 +205,28 @@ class Gateway:
 
     # --- life cycle ---
 
+    async def learn_engine(self) -> None:
+        """Learn the daemon's version (`/version`) and say it in the log; a daemon that
+        does not answer leaves the last one known (decisions then use the table's floor)."""
+        before = self.pool.engine
+        try:
+            engine = await learn_engine(self.pool, self.upstream)
+        except UpstreamError as error:
+            log.warning(
+                "could not learn the upstream's version (%s); will retry on reconnect", error
+            )
+            return
+        if engine == before:
+            return
+        warn, line = start_message(engine)
+        log.log(logging.WARNING if warn else logging.INFO, "%s", line)
+
+    def _relearn_engine(self) -> None:
+        self.spawn(self.learn_engine())
+
     async def start(self) -> None:
         self.audit.open()
+        await self.learn_engine()
         for listener in self.settings.listeners:
             await self.add_listener(listener)
         if self.pins is not None:
@@ -374,7 +402,12 @@ class Gateway:
         stream.events.popleft()  # the request's end (no body)
         record.request = planned.request
         outcome = await pipeline.decide(
-            planned.request, policy, listener.on_request, self.upstream, form=planned.form
+            planned.request,
+            policy,
+            listener.on_request,
+            self.upstream,
+            form=planned.form,
+            engine=self.pool.engine,
         )
         request = outcome.request
         decision = outcome.decision
@@ -490,13 +523,24 @@ class Gateway:
                 await self._expect_end(stream)
 
         outcome = await pipeline.decide(
-            request, policy, listener.on_request, self.upstream, form=planned.form, after=self.pins
+            request,
+            policy,
+            listener.on_request,
+            self.upstream,
+            form=planned.form,
+            after=self.pins,
+            engine=self.pool.engine,
         )
         record.request = outcome.request
         record.decision = pipeline.describe(outcome.decision)
         record.rule = outcome.decision.rule
         record.notes = pipeline.notes_of(outcome)
         if isinstance(outcome.decision, Deny):
+            if head.upgrade and outcome.request.route.name in tunnel.TUNNELS:
+                # BuildKit: refused in HTTP/2 and gRPC, which clients print (tunnel.py)
+                await self._refuse_tunnel(stream, writer, record, outcome.request,
+                                          outcome.decision)  # fmt: skip
+                return False
             stream.linger = not body_consumed
             return await self._answer(
                 writer,
@@ -916,6 +960,29 @@ class Gateway:
         if isinstance(owner, Deny):
             return owner
         return self.builds.bind(request, owner[0])
+
+    async def _refuse_tunnel(
+        self,
+        stream: ClientStream,
+        writer: asyncio.StreamWriter,
+        record: Exchange,
+        request: ApiRequest,
+        decision: Deny,
+    ) -> None:
+        """A refused `/grpc` or `/session` upgrade: the guard switches protocols itself
+        and refuses every call with the decision's message (never an HTTP 403 that
+        buildx takes for "no BuildKit here" and the 20.10 CLI cannot read)."""
+        while stream.events and not isinstance(stream.events[0], UpgradeStart):
+            stream.events.popleft()
+        if not stream.events:
+            await stream.next_event(None)  # the switch itself
+        stream.events.clear()
+        leftover, stream.raw_leftover = stream.raw_leftover, b""
+        record.status = 101
+        await tunnel.refuse_all(
+            tunnel.TUNNELS[request.route.name], decision.message, stream.read_raw, writer,
+            client_leftover=leftover,
+        )  # fmt: skip
 
     async def _buildkit(
         self,

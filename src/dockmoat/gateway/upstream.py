@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from dockmoat.api.engines import EngineVersion, from_version_answer
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway.config import Endpoint, Limits
 from dockmoat.gateway.halfclose import open_tls
@@ -100,13 +101,20 @@ def client_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
 
 
 class UpstreamPool:
-    """Keep-alive connections to the daemon, reused one request at a time."""
+    """Keep-alive connections to the daemon, reused one request at a time.
+
+    `engine` is the daemon's version as last learnt (`/version`, at start and after a
+    reconnect: `on_reconnect` is called when a connection succeeds after one failed).
+    """
 
     def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
         self.endpoint = endpoint
         self._limits = limits
         self._idle: deque[UpstreamConn] = deque()
         self._tls = client_tls(endpoint)
+        self.engine: EngineVersion | None = None
+        self.on_reconnect: Callable[[], None] | None = None
+        self._lost = False
 
     def take_idle(self) -> UpstreamConn | None:
         """A pooled connection still open, without awaiting (the common case)."""
@@ -144,10 +152,15 @@ class UpstreamPool:
                 connect(), self._limits.upstream_connect_timeout
             )
         except (OSError, TimeoutError, ssl.SSLError) as error:
+            self._lost = True
             raise UpstreamError(
                 f"the Docker daemon at {self.endpoint.url} is not reachable: {error}"
             ) from error
         writer = asyncio.StreamWriter(transport, proto, reader, loop)
+        if self._lost:
+            self._lost = False
+            if self.on_reconnect is not None:
+                self.on_reconnect()  # the daemon may have been replaced: learn its version
         return UpstreamConn(reader, writer, proto, tcp=tcp)
 
     def release(self, conn: UpstreamConn, reusable: bool) -> None:
@@ -210,3 +223,16 @@ class PooledUpstream:
             raise UpstreamError(f"upstream failed: {error}") from error
         finally:
             self._pool.release(conn, reusable)
+
+
+async def learn_engine(pool: UpstreamPool, upstream: PooledUpstream) -> EngineVersion:
+    """Ask the daemon's `/version` and keep it on the pool; UpstreamError when it cannot."""
+    status, _headers, body = await upstream.request("GET", "/version")
+    if status != 200:
+        raise UpstreamError(f"the daemon answered /version with HTTP {status}")
+    try:
+        engine = from_version_answer(body)
+    except ValueError as error:
+        raise UpstreamError(str(error)) from error
+    pool.engine = engine
+    return engine

@@ -224,6 +224,15 @@ def present_df(answer: Any, tenant: Tenant, facts: ImageFacts) -> dict[str, Any]
     return out
 
 
+def present_stats(stats: Mapping[str, Any], tenant: Tenant) -> dict[str, Any]:
+    """One `containers/{id}/stats` sample: the container's name without the prefix."""
+    out = dict(stats)
+    name = out.get("name")
+    if isinstance(name, str):
+        out["name"] = tenant.namespace.client_name(name)
+    return out
+
+
 def present_event(
     event: Mapping[str, Any], tenant: Tenant, facts: ImageFacts
 ) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dockmoat.api import dockerfile
 from dockmoat.api.gojson import compact
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound
@@ -122,6 +123,31 @@ def scoped_query(
     return result
 
 
+#: List filters that name an object dockerd looks up among all objects.
+ORDER_FILTERS = ("since", "before")
+
+
+def has_order_filters(query: Mapping[str, list[str]]) -> bool:
+    """Whether a list's `filters` has `since` or `before` (a malformed one counts: the
+    handler that reads it refuses it)."""
+    try:
+        filters = decode_filters(query)
+    except ValueError:
+        return True
+    return any(key in filters for key in ORDER_FILTERS)
+
+
+def with_filters(
+    query: Mapping[str, list[str]], replaced: Mapping[str, list[str]]
+) -> dict[str, list[str]]:
+    """The query with some `filters` keys replaced (values already resolved)."""
+    filters = decode_filters(query)
+    filters.update(replaced)
+    result = {k: list(v) for k, v in query.items()}
+    result["filters"] = [compact(filters)]
+    return result
+
+
 def events_query(query: Mapping[str, list[str]], tenant: Tenant) -> dict[str, list[str]] | None:
     """`events` filters naming containers, volumes or networks moved into the job's space.
 
@@ -143,6 +169,77 @@ def events_query(query: Mapping[str, list[str]], tenant: Tenant) -> dict[str, li
     return result
 
 
+# --- image references -----------------------------------------------------------
+
+
+def effective_tag(repo: str, tag: str | None) -> str:
+    """The tag dockerd sets for `repo` and `tag` (images/{id}/tag, commit, import, pull).
+
+    dockerd parses `repo` as a reference and, when `tag` is given, replaces the tag
+    the reference carries (distribution's `WithTag`); otherwise the reference's own
+    tag counts, `latest` when it has none. So `repo=app:v1&tag=` sets `app:v1`, and
+    `repo=app:v1&tag=v2` sets `app:v2`, never `app:v1:v2`.
+    """
+    name = repo
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    embedded = ""
+    if colon > slash:
+        name, embedded = name[:colon], name[colon + 1 :]
+    return f"{name}:{tag or embedded or 'latest'}"
+
+
+#: `/build?networkmode=` values that name no network (dockerd's build modes).
+BUILD_NETWORK_MODES = frozenset({"", "default", "bridge", "host", "none"})
+
+
+def build_network_ref(mode: str) -> bool:
+    """Whether a build's `networkmode` names a network (or a container) to resolve."""
+    return mode not in BUILD_NETWORK_MODES
+
+
+def cache_from(raw: str | None) -> list[str]:
+    """The image references of `/build?cachefrom=` (a JSON list; null and [] are none)."""
+    if raw is None or raw.strip() in ("", "null"):
+        return []
+    value = json.loads(raw)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("cachefrom must be a JSON list of image references")
+    return [item for item in value if item]
+
+
+CHANGES_RULE = "tenancy.image-changes"
+
+
+def changes_problem(values: Sequence[str], tenant: Tenant) -> Deny | None:
+    """`changes` of a tenant's commit or import (with the tenant's LABEL appended last),
+    read as the builder reads them: ONBUILD triggers are refused (they run in later
+    builds, where no check sees them), and the owner label must stay the last
+    instruction on its own (a trailing continuation would swallow it)."""
+    try:
+        instructions, _escape = dockerfile.changes(list(values))
+    except dockerfile.DockerfileError as error:
+        return _changes_deny(f"changes the builder would refuse ({error})")
+    for instruction in instructions:
+        if instruction.keyword == "ONBUILD":
+            return _changes_deny(f"an ONBUILD change ({instruction.arguments[:80]!r})")
+    own = f"{TENANT_LABEL}={tenant.name}"
+    if not instructions or (instructions[-1].keyword, instructions[-1].arguments) != (
+        "LABEL",
+        own,
+    ):
+        return _changes_deny("changes that run into the job's owner label (a continuation)")
+    return None
+
+
+def _changes_deny(what: str) -> Deny:
+    return Deny(
+        CHANGES_RULE,
+        f"dockmoat: {CHANGES_RULE}: {what}: jobs may not set it on an image. "
+        "Use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME or WORKDIR changes, each whole",
+    )
+
+
 # --- container create -----------------------------------------------------------
 
 
@@ -152,6 +249,8 @@ class CreateRefs:
 
     containers: frozenset[str] = frozenset()
     networks: frozenset[str] = frozenset()
+    # `EndpointsConfig.<net>.NetworkID` values (dockerd may attach by them).
+    network_ids: frozenset[str] = frozenset()
 
 
 def _container_mode_ref(mode: Any) -> str | None:
@@ -195,12 +294,36 @@ def create_refs(body: Any) -> CreateRefs:
                 containers.add(_link_parts(entry)[0])
     net_config = get_field(body, "NetworkingConfig")
     endpoints = get_field(net_config, "EndpointsConfig")
+    network_ids: set[str] = set()
     if isinstance(endpoints, dict):
         for name, endpoint in endpoints.items():
             if name not in PREDEFINED_NETWORKS:
                 networks.add(name)
             containers.update(endpoint_link_refs(endpoint))
-    return CreateRefs(frozenset(containers), frozenset(networks))
+            network_id = endpoint_network_id(endpoint)
+            if network_id:
+                network_ids.add(network_id)
+    return CreateRefs(frozenset(containers), frozenset(networks), frozenset(network_ids))
+
+
+def endpoint_network_id(endpoint: Any) -> str:
+    """An endpoint config's `NetworkID` ("" when unset; a non-string is refused)."""
+    value = get_field(endpoint, "NetworkID")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("EndpointConfig.NetworkID must be a string")
+    return value
+
+
+def rewrite_endpoint_network_id(endpoint: Any, network_ids: Mapping[str, str]) -> Any:
+    """An endpoint config whose `NetworkID` names the tenant's network by its full id."""
+    network_id = endpoint_network_id(endpoint)
+    if not network_id or not isinstance(endpoint, dict):
+        return endpoint
+    out = dict(endpoint)
+    set_field(out, "NetworkID", network_ids[network_id])
+    return out
 
 
 def endpoint_link_refs(endpoint: Any) -> set[str]:
@@ -234,6 +357,7 @@ class Resolved:
     containers: Mapping[str, str] = field(default_factory=dict)  # ref -> full id
     container_names: Mapping[str, str] = field(default_factory=dict)  # ref -> engine name
     networks: Mapping[str, str] = field(default_factory=dict)  # ref -> engine name
+    network_ids: Mapping[str, str] = field(default_factory=dict)  # NetworkID ref -> full id
 
 
 def _volume_source(namespace_engine_name: Callable[[str], str], source: str) -> str:
@@ -278,6 +402,9 @@ def _deny_missing(refs: CreateRefs, resolved: Resolved) -> Deny | None:
             return replace(notfound.no_such_container(ref), status=400)
     for ref in sorted(refs.networks):
         if ref not in resolved.networks:
+            return replace(notfound.no_such_network(ref), status=400)
+    for ref in sorted(refs.network_ids):
+        if ref not in resolved.network_ids:
             return replace(notfound.no_such_network(ref), status=400)
     return None
 
@@ -341,7 +468,10 @@ def rewrite_create(
     if isinstance(net_config, dict) and isinstance(endpoints, dict):
         renamed = {
             (name if name in PREDEFINED_NETWORKS else resolved.networks[name]): (
-                rewrite_endpoint_links(value, resolved.container_names)
+                rewrite_endpoint_network_id(
+                    rewrite_endpoint_links(value, resolved.container_names),
+                    resolved.network_ids,
+                )
             )
             for name, value in endpoints.items()
         }

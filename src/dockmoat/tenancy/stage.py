@@ -14,13 +14,14 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
+from dockmoat.tenancy import refs as references
 from dockmoat.tenancy.engine import EngineApi, PooledEngine, Upstream
 from dockmoat.tenancy.jsonkeys import get_field, set_field
 from dockmoat.tenancy.model import (
@@ -241,6 +242,9 @@ class TenancyStage:
             return Allow()
         if isinstance(tenant, Deny):
             return tenant
+        item = references.unresolved(request)
+        if item is not None:
+            return references.refusal(request, item)
         route = request.route.name
         if route in rules.CONTAINER_ROUTES:
             return await self._container_route(request, tenant)
@@ -295,7 +299,7 @@ class TenancyStage:
                 return notfound.no_such_image(image)
         refs = rules.create_refs(body)
         containers = await self._owned_containers(tenant) if refs.containers else []
-        networks = await self._owned_networks(tenant) if refs.networks else []
+        networks = await self._owned_networks(tenant) if refs.networks or refs.network_ids else []
         resolved_ids: dict[str, str] = {}
         resolved_names: dict[str, str] = {}
         for ref in refs.containers:
@@ -308,6 +312,11 @@ class TenancyStage:
             net = resolve_network(ref, networks, tenant.namespace)
             if net is not None:
                 resolved_nets[ref] = net.name
+        network_ids: dict[str, str] = {}
+        for ref in refs.network_ids:
+            net = resolve_network(ref, networks, tenant.namespace)
+            if net is not None:
+                network_ids[ref] = net.id
         decision = await self._memory_quota(tenant, body, exclude=None)
         if isinstance(decision, Deny):
             return decision
@@ -317,10 +326,22 @@ class TenancyStage:
             body,
             request.query,
             tenant,
-            rules.Resolved(resolved_ids, resolved_names, resolved_nets),
+            rules.Resolved(resolved_ids, resolved_names, resolved_nets, network_ids),
         )
 
     async def _container_list(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        # `since`/`before` name a container dockerd looks up among all of them: a foreign
+        # one would answer an empty list where a missing one answers 404 (an oracle).
+        filters = rules.decode_filters(request.query)
+        moved: dict[str, list[str]] = {}
+        if any(key in filters for key in rules.ORDER_FILTERS):
+            owned = await self._owned_containers(tenant)
+            for key in rules.ORDER_FILTERS:
+                for ref in filters.get(key, []):
+                    fact = resolve_container(ref, owned, tenant.namespace)
+                    if fact is None:
+                        return notfound.no_such_container(ref)
+                    moved.setdefault(key, []).append(fact.id)
         query = rules.scoped_query(
             request.query,
             tenant,
@@ -330,7 +351,20 @@ class TenancyStage:
                 "volume": tenant.namespace.engine_name,
             },
         )
+        if moved:
+            query = rules.with_filters(query, moved)
         return Rewrite(rules.RULE, (f"scoped to {tenant.name}",), query=query)
+
+    async def _image_list(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        """`since`/`before`/`reference`-free image filters pass; `since`/`before` naming an
+        image the tenant cannot see answer as for a missing one (not an empty list)."""
+        filters = rules.decode_filters(request.query)
+        for key in rules.ORDER_FILTERS:
+            for ref in filters.get(key, []):
+                visible, image = await self._image_visible(tenant, ref)
+                if not visible or image is None:
+                    return notfound.no_such_image(ref)
+        return Allow()
 
     async def _prune(self, request: ApiRequest, tenant: Tenant) -> Decision:
         query = rules.scoped_query(request.query, tenant)
@@ -392,6 +426,16 @@ class TenancyStage:
                 return notfound.no_such_container(str(container or ""))
             set_field(body, "Container", fact.id)
             endpoint = get_field(body, "EndpointConfig")
+            network_id = rules.endpoint_network_id(endpoint)
+            if network_id:
+                # dockerd may attach by the endpoint's NetworkID: it must name the same
+                # network as the path, resolved in the tenant's name space.
+                owned_nets = await self._owned_networks(tenant)
+                named = resolve_network(network_id, owned_nets, tenant.namespace)
+                if named is None or named.id != net_name:
+                    return notfound.no_such_network(network_id)
+                endpoint = rules.rewrite_endpoint_network_id(endpoint, {network_id: named.id})
+                set_field(body, "EndpointConfig", endpoint)
             refs = rules.endpoint_link_refs(endpoint)
             if refs:
                 owned = await self._owned_containers(tenant)
@@ -441,9 +485,10 @@ class TenancyStage:
                 )
         if route == "images.tag":
             repo = request.param("repo") or ""
-            tag = request.param("tag") or ""
             if repo:
-                return await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+                return await self._claim_tag(
+                    tenant, rules.effective_tag(repo, request.param("tag"))
+                )
         return Allow()
 
     async def _images_get_all(self, request: ApiRequest, tenant: Tenant) -> Decision:
@@ -459,10 +504,23 @@ class TenancyStage:
             if isinstance(verdict, Deny):
                 return verdict
         query = {k: list(v) for k, v in request.query.items()}
+        notes = [f"label {TENANT_LABEL}={tenant.name}"]
+        mode = request.param("networkmode") or ""
+        if rules.build_network_ref(mode):
+            # RUN steps join this network: the tenant's own, by its full id.
+            net = resolve_network(mode, await self._owned_networks(tenant), tenant.namespace)
+            if net is None:
+                return replace(notfound.no_such_network(mode), status=400)
+            query["networkmode"] = [net.id]
+            notes.append(f"networkmode {mode} -> {net.id[:12]}")
+        for ref in rules.cache_from(request.param("cachefrom")):
+            visible, _ = await self._image_visible(tenant, ref)
+            if not visible:
+                return notfound.no_such_image(ref)
         raw = request.param("labels")
         labels = json.loads(raw) if raw else {}
         query["labels"] = [compact(rules.with_label(labels, tenant))]
-        return Rewrite(rules.RULE, (f"label {TENANT_LABEL}={tenant.name}",), query=query)
+        return Rewrite(rules.RULE, tuple(notes), query=query)
 
     async def _events(self, request: ApiRequest, tenant: Tenant) -> Decision:
         query = rules.events_query(request.query, tenant)
@@ -484,8 +542,7 @@ class TenancyStage:
             return notfound.no_such_container(ref)
         repo = request.param("repo")
         if repo:
-            tag = request.param("tag")
-            verdict = await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+            verdict = await self._claim_tag(tenant, rules.effective_tag(repo, request.param("tag")))
             if isinstance(verdict, Deny):
                 return verdict
         query = {k: list(v) for k, v in request.query.items()}
@@ -493,6 +550,9 @@ class TenancyStage:
         # The image is the job's: a Dockerfile-style `--change LABEL` cannot say otherwise
         # (the last change wins), nor can the config in the body.
         query["changes"] = [*query.get("changes", []), f"LABEL {TENANT_LABEL}={tenant.name}"]
+        problem = rules.changes_problem(query["changes"], tenant)
+        if problem is not None:
+            return problem
         body = request.body_json
         if isinstance(body, dict):
             body = dict(body)
@@ -508,14 +568,24 @@ class TenancyStage:
         tag = request.param("tag")
         pulled = request.param("fromImage")
         if pulled:
-            name = f"{pulled}:{tag}" if tag else pulled
+            name = (
+                pulled if "@" in pulled or "@" in (tag or "") else rules.effective_tag(pulled, tag)
+            )
             if await self._image(name) is not None:
                 # Pulling a tag that exists already changes nothing the job may claim.
                 return Allow()
             return await self._claim_tag(tenant, name)
         repo = request.param("repo")
+        changes = request.query.get("changes", [])
+        if changes:
+            # An import's changes carry no owner label of ours: checked without one.
+            problem = rules.changes_problem(
+                [*changes, f"LABEL {TENANT_LABEL}={tenant.name}"], tenant
+            )
+            if problem is not None:
+                return problem
         if request.param("fromSrc") and repo:
-            return await self._claim_tag(tenant, f"{repo}:{tag}" if tag else repo)
+            return await self._claim_tag(tenant, rules.effective_tag(repo, tag))
         return Allow()
 
     async def _image_load(self, request: ApiRequest, tenant: Tenant) -> Decision:
@@ -579,6 +649,7 @@ class TenancyStage:
     _handlers: Mapping[str, Callable[[TenancyStage, ApiRequest, Tenant], Awaitable[Decision]]] = {
         "containers.create": _create,
         "containers.list": _container_list,
+        "images.list": _image_list,
         "containers.prune": _prune,
         "volumes.prune": _prune,
         "networks.prune": _prune,
@@ -621,6 +692,10 @@ class TenancyStage:
         if not isinstance(tenant, Tenant):
             return True  # no tenancy (Allow) or a closed job (Deny): nothing to look up
         route = request.route.name
+        if route in ("containers.list", "images.list"):
+            # since/before filters are looked up (an existing foreign object must
+            # answer as a missing one); the query alone says whether there are any.
+            return not rules.has_order_filters(request.query)
         if route in _INLINE_HANDLERS:
             return True
         return route not in rules.CONTAINER_ROUTES and route not in self._handlers
@@ -655,8 +730,8 @@ class TenancyStage:
         route = request.route.name
         if route in _JSON_RESPONSES:
             return "json"
-        if route == "system.events":
-            return "events"
+        if route in ("system.events", "containers.stats"):
+            return "events"  # line-delimited JSON, each line through on_event
         if route == "images.load":
             return "load"
         return "none"
@@ -710,6 +785,8 @@ class TenancyStage:
         tenant = self._tenant(request)
         if tenant is None or not isinstance(event, dict):
             return None
+        if request.route.name == "containers.stats":
+            return present.present_stats(event, tenant)
         return present.present_event(event, tenant, self.image_facts(tenant))
 
     def on_load_message(self, request: ApiRequest, message: Any) -> Any:

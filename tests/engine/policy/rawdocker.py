@@ -7,6 +7,8 @@ import json
 import socket
 from typing import Any
 
+from dockmoat.api.engines import EngineVersion, from_version_answer
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = 60.0) -> None:
@@ -52,3 +54,14 @@ def create_container(
     body = {"Image": image, "Cmd": cmd, "Labels": labels,
             "HostConfig": {"NetworkMode": "none", **host_config}}  # fmt: skip
     return call(socket_path, "POST", "/v1.41/containers/create", json.dumps(body).encode())
+
+
+def engine_version(socket_path: str) -> EngineVersion:
+    """The engine's own `/version` (ApiVersion, MinAPIVersion, Version)."""
+    connection = _UnixConnection(socket_path)
+    try:
+        connection.request("GET", "/version")
+        data = connection.getresponse().read()
+    finally:
+        connection.close()
+    return from_version_answer(data)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import posixpath
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
+from dockmoat.api import dockerfile
 from dockmoat.api.gojson import field as go_field
 from dockmoat.policy import hostpaths
-from dockmoat.policy.decision import Decision
+from dockmoat.policy.decision import Decision, Deny
 from dockmoat.policy.rules.base import (
     ALLOW,
     RESTRICTED,
@@ -373,13 +375,17 @@ def proc_path(path: str) -> bool:
     return normal == "/proc" or normal.startswith("/proc/")
 
 
-def _workdir_changes(subject: Subject) -> Iterator[str]:
-    """WORKDIR values of the Dockerfile lines in `changes` (commit and import)."""
-    for change in subject.request.query.get("changes", []):
-        for line in change.splitlines():
-            parts = line.strip().split(None, 1)
-            if len(parts) == 2 and parts[0].upper() == "WORKDIR":
-                yield parts[1].strip()
+def _workdir_changes(subject: Subject) -> Iterator[tuple[str, bool]]:
+    """(value, could expand) of each WORKDIR in `changes` (commit and import), read with
+    the builder's own rules (api/dockerfile.py), ONBUILD triggers included."""
+    instructions, escape = dockerfile.changes(subject.request.query.get("changes", []))
+    for instruction in instructions:
+        keyword, value = instruction.keyword, instruction.arguments
+        if keyword == "ONBUILD":
+            inner, _, value = value.strip().partition(" ")
+            keyword = inner.upper()
+        if keyword == "WORKDIR":
+            yield value.strip(), dockerfile.needs_expansion(value, escape)
 
 
 def _proc_workdir(value: str, where: str) -> Decision:
@@ -392,11 +398,18 @@ def _proc_workdir(value: str, where: str) -> Decision:
 
 def check_proc_workdir(subject: Subject) -> Decision:
     if subject.route in IMAGE_CONFIG:
-        for change in _workdir_changes(subject):
+        try:
+            workdirs = list(_workdir_changes(subject))
+        except dockerfile.DockerfileError as error:
+            return deny(
+                "containers.proc-workdir",
+                f"changes the builder would refuse or read otherwise ({error})",
+                "Send plain Dockerfile instructions",
+            )
+        for change, expands in workdirs:
             # The builder expands quotes, escapes and variables: refuse what we cannot
             # expand rather than guess.
-            plain = change.replace('"', "").replace("'", "")
-            if "$" in plain or "\\" in plain or proc_path(plain):
+            if expands or proc_path(change):
                 return _proc_workdir(change, "a WORKDIR change")
         if subject.route != "images.commit" or subject.body is None:
             return ALLOW  # no config body: commit keeps the container's own config
@@ -768,6 +781,96 @@ def _nnp() -> Decision:
 
 _ALL_CONTAINER = CREATE | SERVICES
 
+# --- resource bounds ---------------------------------------------------------------
+
+#: Docker's defaults: a container gets CPU shares 1024 and block-I/O weight 500.
+MAX_CPU_SHARES = 1024
+MAX_BLKIO_WEIGHT = 500
+#: /dev/shm above this is memory the container takes outside its own memory limit's
+#: accounting on cgroup v1; 2 GiB covers browsers in CI (the usual reason to raise it).
+MAX_SHM_SIZE = 2 * 1024**3
+#: Per-limit ceilings: raising these above the host's takes from every other job.
+#: Names not listed only lower what a process may use; rtprio/rttime/nice are refused
+#: (real-time scheduling and negative nice values starve the host's own processes).
+ULIMIT_CEILINGS = {"nofile": 1 << 20, "nproc": 1 << 16, "memlock": 64 * 1024**2}
+ULIMITS_REFUSED = frozenset({"rtprio", "rttime", "nice"})
+
+
+def _bound(field: str, value: int, bound: str) -> Decision:
+    return deny(
+        "containers.resource-bounds",
+        f"{field}: {value} takes resources or protections from the host and other jobs ({bound})",
+        "Leave it unset, or ask the operator for a policy file that disables this rule",
+    )
+
+
+def _ulimit_problem(entry: Mapping[str, Any], where: str) -> Decision:
+    name = (text(entry, "Name", where) or "").lower()
+    soft = integer(entry, "Soft", where)
+    hard = integer(entry, "Hard", where)
+    if name in ULIMITS_REFUSED:
+        return _bound(f"{where}Name", 0, f"the {name} limit is not allowed")
+    ceiling = ULIMIT_CEILINGS.get(name)
+    for label, value in (("Soft", soft), ("Hard", hard)):
+        if value is None or ceiling is None:
+            continue
+        if value < 0 or value > ceiling:
+            return _bound(f"{where}{label} of {name}", value, f"at most {ceiling}")
+    return ALLOW
+
+
+def check_resource_bounds(subject: Subject) -> Decision:
+    """OomScoreAdj, OomKillDisable, CpuShares, BlkioWeight(Device), real-time CPU,
+    ShmSize and Ulimits, in both HostConfig holders (create) and in update bodies;
+    `ulimits` of a classic build."""
+    if subject.route == "build.build":
+        raw = subject.request.param("ulimits")
+        if not raw or raw.strip() in ("null", "[]"):
+            return ALLOW
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            return _bound("ulimits", 0, "the build parameter is not a JSON list")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            return _bound("ulimits", 0, "the build parameter is not a JSON list of objects")
+        for entry in entries:
+            decision = _ulimit_problem(entry, "ulimits[].")
+            if isinstance(decision, Deny):
+                return decision
+        return ALLOW
+    for holder, where in resources(subject):
+        oom = integer(holder, "OomScoreAdj", where)
+        if oom is not None and oom < 0:
+            return _bound(f"{where}OomScoreAdj", oom, "below 0 the host's OOM killer spares "
+                          "the container and kills host processes instead")  # fmt: skip
+        if flag(holder, "OomKillDisable", where):
+            return _bound(f"{where}OomKillDisable", 1, "the kernel could not stop the container "
+                          "when memory runs out")  # fmt: skip
+        shares = integer(holder, "CpuShares", where)
+        if shares is not None and shares > MAX_CPU_SHARES:
+            return _bound(f"{where}CpuShares", shares, f"at most {MAX_CPU_SHARES}, the default")
+        weight = integer(holder, "BlkioWeight", where)
+        if weight is not None and weight > MAX_BLKIO_WEIGHT:
+            return _bound(f"{where}BlkioWeight", weight, f"at most {MAX_BLKIO_WEIGHT}")
+        for device in objects(holder, "BlkioWeightDevice", where):
+            value = integer(device, "Weight", f"{where}BlkioWeightDevice[].")
+            if value is not None and value > MAX_BLKIO_WEIGHT:
+                return _bound(f"{where}BlkioWeightDevice[].Weight", value,
+                              f"at most {MAX_BLKIO_WEIGHT}")  # fmt: skip
+        for name in ("CpuRealtimePeriod", "CpuRealtimeRuntime"):
+            value = integer(holder, name, where)
+            if value:
+                return _bound(f"{where}{name}", value, "real-time CPU time is not allowed")
+        shm = integer(holder, "ShmSize", where)
+        if shm is not None and shm > MAX_SHM_SIZE:
+            return _bound(f"{where}ShmSize", shm, f"at most {MAX_SHM_SIZE} bytes")
+        for entry in objects(holder, "Ulimits", where):
+            decision = _ulimit_problem(entry, f"{where}Ulimits[].")
+            if isinstance(decision, Deny):
+                return decision
+    return ALLOW
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "containers.privileged",
@@ -902,6 +1005,16 @@ RULES: tuple[Rule, ...] = (
         CREATE | UPDATE,
         "CPUs above the policy's maximum starve other jobs (a default may be injected).",
         check_cpu_limit,
+    ),
+    Rule(
+        "containers.resource-bounds",
+        "containers",
+        CREATE | UPDATE | frozenset({"build.build"}),
+        "OomScoreAdj below 0 makes the host's OOM killer kill host processes instead of "
+        "the container; OomKillDisable, CPU shares and block-I/O weights above the "
+        "defaults, real-time CPU, huge /dev/shm and raised ulimits take from the host.",
+        check_resource_bounds,
+        query_only=frozenset({"build.build"}),
     ),
     Rule(
         "containers.cgroupns-private",

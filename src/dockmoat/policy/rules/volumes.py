@@ -13,6 +13,7 @@ from dockmoat.policy.rules.base import (
     host_configs,
     obj,
     objects,
+    present,
     string_map,
     text,
     top,
@@ -98,6 +99,17 @@ def check_driver(subject: Subject) -> Decision:
     return ALLOW
 
 
+def check_cluster(subject: Subject) -> Decision:
+    """Cluster (CSI) volumes: a `ClusterVolumeSpec` on create, any `PUT /volumes/{name}`."""
+    if subject.route == "volumes.update" or present(top(subject), "ClusterVolumeSpec"):
+        return deny(
+            "volumes.cluster",
+            f"a swarm cluster volume ({subject.request.method} {subject.request.path})",
+            "Create plain local volumes",
+        )
+    return ALLOW
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "volumes.host-path",
@@ -112,5 +124,12 @@ RULES: tuple[Rule, ...] = (
         ROUTES,
         "Volume plugins run with host privileges and mount what they like.",
         check_driver,
+    ),
+    Rule(
+        "volumes.cluster",
+        "volumes",
+        frozenset({"volumes.create", "volumes.update"}),
+        "Cluster volumes are swarm objects run by CSI plugins with host privileges.",
+        check_cluster,
     ),
 )

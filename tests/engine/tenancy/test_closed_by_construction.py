@@ -1,0 +1,374 @@
+"""Issue 18's classes of crossing: each shown on the raw engine, then refused through a job.
+
+Two jobs, A and B, on one `dockmoat serve`. Each test first makes the crossing on the
+engine's own socket with B's objects (the "two tenants" are the jobs' engine-side
+names), or says why this engine has no such hole, then sends the same request
+through A's job socket and checks the refusal and its effect on the engine.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import secrets
+import socket
+import tarfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import pytest
+from tenancy_helpers import Job, Serve, job_name
+
+from dockmoat.api.engines import EngineVersion, from_version_answer
+
+
+class _Unix(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=120)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def call(sock: str, method: str, target: str, body: Any = None) -> tuple[int, Any]:
+    connection = _Unix(sock)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        connection.request(method, target, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw) if raw else None
+    except ValueError:
+        return response.status, raw.decode("utf-8", "replace")
+
+
+def q(**params: str) -> str:
+    return urllib.parse.urlencode(params)
+
+
+@dataclass
+class Pair:
+    a: Job
+    b: Job
+    raw: str
+    engine: EngineVersion
+    image: str
+
+
+@pytest.fixture(scope="module")
+def raw_socket(docker_host: str) -> str:
+    assert docker_host.startswith("unix://")
+    return docker_host.removeprefix("unix://")
+
+
+@pytest.fixture(scope="module")
+def pair(serve: Serve, raw_socket: str, busybox_image: str) -> Iterator[Pair]:
+    """Two jobs for the whole module (opening and closing jobs is most of the cost);
+    each test names its objects with `fresh`."""
+    status, answer = call(raw_socket, "GET", "/version")
+    assert status == 200
+    engine = from_version_answer(json.dumps(answer).encode())
+    jobs = (serve.open_job(job_name("a")), serve.open_job(job_name("b")))
+    yield Pair(jobs[0], jobs[1], raw_socket, engine, busybox_image)
+    for job in jobs:
+        if not job.closed:
+            job.close()
+
+
+@pytest.fixture
+def fresh() -> Callable[[str], str]:
+    """fresh("web") -> "web-1a2b3c": names no other test of the module uses."""
+    suffix = secrets.token_hex(3)
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture
+def raw_made(raw_socket: str) -> Iterator[list[tuple[str, str]]]:
+    """(kind, id) made on the raw socket by a test; removed after it."""
+    made: list[tuple[str, str]] = []
+    yield made
+    for kind, ident in reversed(made):
+        if kind == "container":
+            call(raw_socket, "DELETE", f"/containers/{ident}?force=1&v=1")
+        elif kind == "image":
+            call(raw_socket, "DELETE", f"/images/{ident}?force=1")
+        elif kind == "tag":
+            call(raw_socket, "DELETE", f"/images/{ident}")
+
+
+def sock(job: Job) -> str:
+    return job.socket
+
+
+def own_network(job: Job, name: str) -> str:
+    status, answer = call(sock(job), "POST", "/v1.41/networks/create", {"Name": name})
+    assert status == 201, answer
+    return str(answer["Id"])
+
+
+def exists(client: docker.DockerClient, job: Job, name: str) -> bool:
+    """Whether the job has a container of this name on the engine."""
+    return bool(client.containers.list(all=True, filters={"name": f"^/{job.name}--{name}$"}))
+
+
+def test_endpoint_network_id_on_create_joins_another_jobs_network(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+) -> None:
+    front, web = fresh("front"), fresh("web")
+    a_net = own_network(pair.a, front)
+    b_net = own_network(pair.b, fresh("secret"))
+    body = {
+        "Image": pair.image,
+        "Cmd": ["sleep", "30"],
+        "HostConfig": {"NetworkMode": f"{pair.a.name}--{front}"},
+        "NetworkingConfig": {"EndpointsConfig": {f"{pair.a.name}--{front}": {"NetworkID": b_net}}},
+    }
+    # The crossing, on the engine itself: the key names A's network, NetworkID B's.
+    status, answer = call(pair.raw, "POST", "/v1.41/containers/create", body)
+    assert status == 201, answer
+    raw_made.append(("container", answer["Id"]))
+    assert call(pair.raw, "POST", f"/containers/{answer['Id']}/start")[0] == 204
+    joined = docker_client.containers.get(answer["Id"]).attrs["NetworkSettings"]["Networks"]
+    assert b_net in {net["NetworkID"] for net in joined.values()}  # on B's network
+    # Through A's job socket: B's network does not exist for A.
+    body["HostConfig"] = {"NetworkMode": front}
+    body["NetworkingConfig"] = {"EndpointsConfig": {front: {"NetworkID": b_net}}}
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={web}", body)
+    assert status == 400, answer
+    assert answer["message"] == f"network {b_net} not found"
+    assert not exists(docker_client, pair.a, web)
+    # ...and A's own network by its id is resolved and used.
+    body["NetworkingConfig"] = {"EndpointsConfig": {front: {"NetworkID": a_net[:12]}}}
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={web}", body)
+    assert status == 201, answer
+    networks = docker_client.containers.get(answer["Id"]).attrs["NetworkSettings"]["Networks"]
+    assert {net["NetworkID"] for net in networks.values()} == {a_net}
+
+
+def test_endpoint_network_id_on_connect_is_resolved_in_the_job(
+    pair: Pair, docker_client: docker.DockerClient, fresh: Callable[[str], str]
+) -> None:
+    front, name = fresh("front"), fresh("c")
+    own_network(pair.a, front)
+    b_net = own_network(pair.b, fresh("secret"))
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={name}",
+                          {"Image": pair.image, "Cmd": ["sleep", "30"]})  # fmt: skip
+    assert status == 201, answer
+    cid = answer["Id"]
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/networks/{front}/connect",
+                          {"Container": name, "EndpointConfig": {"NetworkID": b_net}})  # fmt: skip
+    assert status == 404, answer
+    assert answer["message"] == f"network {b_net} not found"
+    networks = docker_client.containers.get(cid).attrs["NetworkSettings"]["Networks"]
+    assert b_net not in {net["NetworkID"] for net in networks.values()}
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [
+        {"Binds": ["{b}--{data}:/d"]},
+        {"HostConfig": None, "Binds": ["{b}--{data}:/d"]},
+        {"VolumesFrom": ["{b}--{holder}"]},
+        {"Mounts": [{"Type": "volume", "Source": "{b}--{data}", "Target": "/d"}]},
+    ],
+)
+def test_legacy_top_level_fields_are_refused_for_jobs(
+    legacy: dict[str, Any],
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+) -> None:
+    data, holder = fresh("data"), fresh("holder")
+    assert call(sock(pair.b), "POST", "/v1.41/volumes/create", {"Name": data})[0] == 201
+    status, made = call(sock(pair.b), "POST", f"/v1.41/containers/create?name={holder}",
+                        {"Image": pair.image, "Cmd": ["true"],
+                         "HostConfig": {"Binds": [f"{data}:/d"]}})  # fmt: skip
+    assert status == 201, made
+    text = json.dumps(legacy).replace("{b}", pair.b.name)
+    fields = json.loads(text.replace("{data}", data).replace("{holder}", holder))
+    body = {"Image": pair.image, "Cmd": ["true"], **fields}
+    status, answer = call(pair.raw, "POST", "/v1.41/containers/create", body)
+    assert status == 201, answer
+    raw_made.append(("container", answer["Id"]))
+    mounts = docker_client.containers.get(answer["Id"]).attrs["Mounts"]
+    if pair.engine.reads_legacy_host_config:
+        # The crossing (20.10): the top-level field mounts B's volume.
+        assert f"{pair.b.name}--{data}" in {m.get("Name") for m in mounts}
+    else:
+        # No hole on this engine (28.5 ignores top-level HostConfig fields); the
+        # guard refuses them anyway, for engines that read them.
+        assert mounts == []
+    name = fresh("legacy")
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={name}", body)
+    assert status == 403, answer
+    assert answer["message"].startswith("dockmoat: tenancy.unresolved-reference: ")
+    assert not exists(docker_client, pair.a, name)
+
+
+def test_build_network_mode_names_only_the_jobs_networks(
+    pair: Pair, raw_made: list[tuple[str, str]], fresh: Callable[[str], str]
+) -> None:
+    secret = fresh("secret")
+    b_net = own_network(pair.b, secret)
+    dockerfile = f"FROM {pair.image}\nRUN cat /etc/hosts\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context = buffer.getvalue()
+
+    def build(sock_path: str, mode: str) -> tuple[int, str]:
+        connection = _Unix(sock_path)
+        try:
+            target = f"/v1.41/build?{q(networkmode=mode, rm='1')}"
+            headers = {"Content-Type": "application/x-tar"}
+            connection.request("POST", target, body=context, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+
+    # The crossing: the engine runs A's build steps on B's network (by B's engine name).
+    status, out = build(pair.raw, f"{pair.b.name}--{secret}")
+    assert status == 200 and '"errorDetail"' not in out, out
+    for line in out.splitlines():
+        if "Successfully built" in line:
+            raw_made.append(("image", json.loads(line)["stream"].split()[-1]))
+    # Through A's socket: B's network does not exist for A (nor B's id).
+    for mode in (f"{pair.b.name}--{secret}", b_net):
+        status, out = build(sock(pair.a), mode)
+        assert status == 400, out
+        assert json.loads(out)["message"] == f"network {mode} not found"
+
+
+def test_a_tag_embedded_in_repo_cannot_write_over_a_shared_tag(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    unique_name: Callable[[str], str],
+    fresh: Callable[[str], str],
+) -> None:
+    shared_repo, src = unique_name("shared"), fresh("src")
+    base = docker_client.images.get(pair.image)
+    assert base.tag(shared_repo, "latest")  # a host tag: shared, owned by no job
+    raw_made.append(("tag", f"{shared_repo}:latest"))
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={src}",
+                          {"Image": pair.image, "Cmd": ["true"]})  # fmt: skip
+    assert status == 201
+    status, committed = call(sock(pair.a), "POST", f"/v1.41/commit?{q(container=src)}")
+    assert status == 201, committed
+    # dockerd reads repo=<shared>:x with tag=latest as <shared>:latest (the tag
+    # parameter replaces the embedded one); the guard must claim that tag.
+    target = f"/v1.41/images/{committed['Id']}/tag?{q(repo=shared_repo + ':x', tag='latest')}"
+    status, answer = call(sock(pair.a), "POST", target)
+    assert status == 403, answer
+    assert "tenancy.image-tag" in answer["message"] and f"{shared_repo}:latest" in answer["message"]
+    assert docker_client.images.get(f"{shared_repo}:latest").id == base.id
+    target = f"/v1.41/commit?{q(container=src, repo=shared_repo + ':x', tag='latest')}"
+    status, answer = call(sock(pair.a), "POST", target)
+    assert status == 403, answer
+    assert docker_client.images.get(f"{shared_repo}:latest").id == base.id
+
+
+def test_changes_are_read_as_the_builder_reads_them(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+) -> None:
+    src = fresh("src")
+    changes = ["# escape=`", "WORKDIR /pro`", "c/self/fd/8"]
+    query = urllib.parse.urlencode([("changes", change) for change in changes])
+    status, created = call(pair.raw, "POST", "/v1.41/containers/create",
+                           {"Image": pair.image, "Cmd": ["true"]})  # fmt: skip
+    assert status == 201
+    raw_made.append(("container", created["Id"]))
+    status, image = call(pair.raw, "POST", f"/v1.41/commit?container={created['Id']}&{query}")
+    assert status == 201, image
+    raw_made.append(("image", image["Id"]))
+    # The crossing: the builder joined the lines with its escape character.
+    assert docker_client.images.get(image["Id"]).attrs["Config"]["WorkingDir"] == (
+        "/proc/self/fd/8"
+    )
+    status, _ = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={src}",
+                     {"Image": pair.image, "Cmd": ["true"]})  # fmt: skip
+    assert status == 201
+    before = {image.id for image in docker_client.images.list(all=True)}
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/commit?container={src}&{query}")
+    assert status == 403, answer
+    assert answer["message"].startswith("dockmoat: containers.proc-workdir: ")
+    assert {image.id for image in docker_client.images.list(all=True)} <= before
+    target = f"/v1.41/commit?{q(container=src, changes='ONBUILD RUN id')}"
+    status, answer = call(sock(pair.a), "POST", target)
+    assert status == 403, answer
+    assert "tenancy.image-changes" in answer["message"]
+
+
+def test_oom_score_adj_below_zero_is_refused(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+) -> None:
+    name = fresh("oom")
+    body = {"Image": pair.image, "Cmd": ["true"], "HostConfig": {"OomScoreAdj": -1000}}
+    status, answer = call(pair.raw, "POST", "/v1.41/containers/create", body)
+    assert status == 201, answer
+    raw_made.append(("container", answer["Id"]))
+    # The engine takes it: the host's OOM killer would spare this container.
+    assert docker_client.containers.get(answer["Id"]).attrs["HostConfig"]["OomScoreAdj"] == -1000
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={name}", body)
+    assert status == 403, answer
+    assert answer["message"].startswith("dockmoat: containers.resource-bounds: ")
+    assert not exists(docker_client, pair.a, name)
+
+
+def test_since_and_before_filters_answer_for_foreign_as_for_missing(
+    pair: Pair, fresh: Callable[[str], str]
+) -> None:
+    hidden = fresh("hidden")
+    status, _ = call(sock(pair.b), "POST", f"/v1.41/containers/create?name={hidden}",
+                     {"Image": pair.image, "Cmd": ["true"]})  # fmt: skip
+    assert status == 201
+    foreign = f"{pair.b.name}--{hidden}"
+    # On the engine, the filter finds B's container (200) where a missing one is a 404.
+    for name, expected in ((foreign, 200), ("dmtest-missing-x", 404)):
+        target = f"/v1.41/containers/json?{q(filters=json.dumps({'since': [name]}))}"
+        assert call(pair.raw, "GET", target)[0] == expected
+    for name in (foreign, hidden, "dmtest-missing-x"):
+        for key in ("since", "before"):
+            target = f"/v1.41/containers/json?{q(all='1', filters=json.dumps({key: [name]}))}"
+            status, answer = call(sock(pair.a), "GET", target)
+            assert (status, answer) == (404, {"message": f"No such container: {name}"})
+
+
+def test_stats_answers_carry_the_jobs_names(pair: Pair, fresh: Callable[[str], str]) -> None:
+    db = fresh("db")
+    status, _ = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={db}",
+                     {"Image": pair.image, "Cmd": ["sleep", "30"]})  # fmt: skip
+    assert status == 201
+    assert call(sock(pair.a), "POST", f"/v1.41/containers/{db}/start")[0] == 204
+    status, raw = call(pair.raw, "GET", f"/v1.41/containers/{pair.a.name}--{db}/stats?stream=0")
+    assert status == 200 and raw["name"] == f"/{pair.a.name}--{db}"  # the engine's name
+    client = pair.a.client()
+    assert client.containers.get(db).stats(stream=False)["name"] == f"/{db}"
+    stream = client.api.stats(db, decode=True, stream=True)
+    assert next(stream)["name"] == f"/{db}"
+    stream.close()
