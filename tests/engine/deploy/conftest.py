@@ -9,20 +9,9 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
-VERSION_TAG = "0.1.0"
-
-
-@dataclass(frozen=True)
-class Images:
-    guard: str
-    dind: str
-    cli: str
+from deploysupport import ROOT, VERSION_TAG, Images
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from conftest import Images
+from deploysupport import Images
 
 pytestmark = pytest.mark.engine
 

@@ -153,10 +153,6 @@ services:
     # Forwarding API calls needs no privileges.
     security_opt:
       - no-new-privileges:true
-    # Only what the entrypoint needs to hand over the folder and drop to the
-    # service user; serve itself runs with none.
-    cap_drop: [ALL]
-    cap_add: [CHOWN, SETUID, SETGID, SETPCAP]
     mem_limit: 512m
     pids_limit: 512
     healthcheck:
