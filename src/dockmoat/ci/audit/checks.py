@@ -205,9 +205,26 @@ def _docker_host(c: Container, by_host: dict[str, Container]) -> Iterator[Hit]:
     if host is None:
         return
     parsed = tcp_host(host.value)
-    if parsed is None or verify_on([c.env, c.inherited_env]):
+    if parsed is None or verify_on([c.env, c.inherited_env]) or _entrypoint_verifies(c, parsed):
         return
     yield docker_host_hit(host, parsed[0], by_host, c.label)
+
+
+def _entrypoint_verifies(c: Container, parsed: tuple[str, int | None]) -> bool:
+    """The docker image's entrypoint turns TLS verification on by itself.
+
+    With DOCKER_HOST=tcp://...:2376, DOCKER_TLS_CERTDIR naming a directory and
+    DOCKER_TLS_VERIFY unset, the official image's docker-entrypoint.sh exports
+    DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH=$DOCKER_TLS_CERTDIR/client: GitLab's own
+    documented DinD set-up. Only where that entrypoint runs (not GitHub or Jenkins
+    job containers, which replace it) and on the docker image (or the default one).
+    """
+    if parsed[1] != 2376 or not c.image_entrypoint or c.var("DOCKER_TLS_VERIFY") is not None:
+        return False
+    if c.image is not None and parse_image(c.image.value).name != "docker":
+        return False
+    certdir = c.var("DOCKER_TLS_CERTDIR")
+    return certdir is not None and bool(certdir.value.strip().strip("'\""))
 
 
 def docker_host_hit(host: Located, hostname: str, by_host: dict[str, Container], label: str) -> Hit:

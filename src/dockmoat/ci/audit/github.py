@@ -37,7 +37,11 @@ def analyse(doc: Any) -> Iterator[Hit]:
     workflow_env = _env(root, "env")
     # The workflow's env on its own: Docker endpoints in it are judged once, here.
     yield from check_containers(
-        [Container(label="workflow env", line=1, env=workflow_env, job=True)]
+        [
+            Container(
+                label="workflow env", line=1, env=workflow_env, job=True, image_entrypoint=False
+            )
+        ]
     )
     for job_id, job in jobs.items():
         job_map = y.mapping(job)
@@ -73,12 +77,20 @@ def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> 
                 env=job_env,
                 inherited_env=workflow_env,
                 job=True,
+                image_entrypoint=False,
             )
         )
     else:
         # No container: the steps run on the runner itself, with the job's environment.
         containers.append(
-            Container(label=label, line=line, env=job_env, inherited_env=workflow_env, job=True)
+            Container(
+                label=label,
+                line=line,
+                env=job_env,
+                inherited_env=workflow_env,
+                job=True,
+                image_entrypoint=False,
+            )
         )
     services = y.mapping(job.get("services"))
     if services is not None:
@@ -155,6 +167,7 @@ def _container(
         ipc=Located(options.ipc, options_line) if options.ipc else None,
         ports=[Located(p, options_line) for p in options.ports] + _ports(spec, line),
         job=job,
+        image_entrypoint=not job,
         limits=limits,
         health=options.health,
     )

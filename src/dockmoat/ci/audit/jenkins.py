@@ -27,7 +27,9 @@ def analyse(text: str) -> Iterator[Hit]:
     tokens = tokenize(text)
     env = _environment(tokens)
     # The environment itself, whatever agent reads it (`agent any` has no container).
-    containers: list[Container] = [Container(label="environment", line=1, env=env, job=True)]
+    containers: list[Container] = [
+        Container(label="environment", line=1, env=env, job=True, image_entrypoint=False)
+    ]
     templates: list[Container] = []
     scripts: list[tuple[list[tuple[int, str]], str]] = []
     for i, token in enumerate(tokens):
@@ -132,6 +134,7 @@ def _container(
         ipc=Located(run.ipc, args_line) if run.ipc else None,
         ports=[Located(p, args_line) for p in run.ports],
         job=job,
+        image_entrypoint=not job,
         limits={
             n for n, ok in (("memory", run.memory), ("cpus", run.cpus), ("pids", run.pids)) if ok
         },

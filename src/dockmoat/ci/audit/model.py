@@ -46,6 +46,9 @@ class Container:
     check_image: bool = True
     # The CI system replaces the image's command with the job's shell (job images).
     job: bool = False
+    # The image's own entrypoint runs before the job's commands (GitLab, compose); GitHub
+    # and Jenkins job containers replace it.
+    image_entrypoint: bool = True
     # The service builds its image here (compose `build:`): its tag is not a pull.
     builds: bool = False
     # Variables that `${VAR}` in the image reference resolves against (GitLab variables).

@@ -193,3 +193,36 @@ def test_workflow_env_endpoints_are_judged_once() -> None:
     assert [(f.rule.id, f.line) for f in audit_text(text, ".github/workflows/x.yml")] == [
         ("docker-api-plain-tcp", 3)
     ]
+
+
+_GITLAB_DOCUMENTED = """\
+default:
+  image: {image}
+  services:
+    - docker:27.3.1-dind
+variables:
+  DOCKER_HOST: tcp://docker:2376
+  DOCKER_TLS_CERTDIR: "/certs"
+build:
+  script: [docker build .]
+"""
+
+
+@pytest.mark.parametrize(
+    ("image", "flagged"),
+    [("docker:27.3.1", False), ("registry.example.com/mirror/docker:27.3.1-cli", False),
+     ("python:3.12.7", True)],
+)  # fmt: skip
+def test_certdir_turns_verification_on_where_the_docker_entrypoint_runs(
+    image: str, flagged: bool
+) -> None:
+    findings = audit_text(_GITLAB_DOCUMENTED.format(image=image), ".gitlab-ci.yml")
+    assert ("docker-host-no-tls" in {f.rule.id for f in findings}) is flagged
+    # GitHub replaces a job container's entrypoint: the same variables verify nothing.
+    workflow = (
+        "on: push\njobs:\n  b:\n    runs-on: x\n    container:\n      image: docker:27.3.1\n"
+        "      env:\n        DOCKER_HOST: tcp://dind:2376\n        DOCKER_TLS_CERTDIR: /certs\n"
+        "    steps: [{run: docker info}]\n"
+    )
+    github = audit_text(workflow, ".github/workflows/b.yml")
+    assert [f.rule.id for f in github] == ["docker-host-no-tls"]
