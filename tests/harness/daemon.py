@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -69,11 +70,23 @@ def exclusive(paths: Paths) -> Iterator[None]:
         yield
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
+# Lines that say why dockerd stopped, wherever they are: dockerd 28 prints an unknown
+# flag's error first and then its whole usage (200 lines), so a tail alone misses it.
+_REASON = re.compile(r"^Status: |level=(error|fatal)|failed to start|unknown (flag|shorthand)")
+
+
+def log_tail(path: Path, lines: int = 30, since: int = 0) -> str:
+    """The log from byte `since` on (this start's part): its lines that give a reason
+    for failing (at most 10), then its last `lines` lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    tail = text[-lines:]
+    reasons = [line for line in text[: len(text) - len(tail)] if _REASON.search(line)][:10]
+    return "\n".join([*reasons, "...", *tail] if reasons else tail)
 
 
 def is_dockerd(pid: int) -> bool:
@@ -122,6 +135,7 @@ def start(
         env.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     )
     with paths.log.open("ab") as log:
+        since = log.tell()
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -138,13 +152,13 @@ def start(
         if proc.poll() is not None:
             raise DaemonError(
                 f"dockerd exited with status {proc.returncode}; log {paths.log}:\n"
-                f"{log_tail(paths.log)}"
+                f"{log_tail(paths.log, since=since)}"
             )
         time.sleep(0.2)
     proc.terminate()
     raise DaemonError(
         f"dockerd did not answer /_ping within {START_TIMEOUT:.0f}s; log {paths.log}:\n"
-        f"{log_tail(paths.log)}"
+        f"{log_tail(paths.log, since=since)}"
     )
 
 

@@ -46,20 +46,26 @@ def test_gc_cleans_up_after_a_killed_up(
             break
     else:
         pytest.fail(f"up never reached {stage!r}")
-    time.sleep(0.05)
+    if stage == "creating container":
+        # That line comes before the requests; a fixed delay after it let the kill come
+        # before them on a loaded machine (nothing left, 5 runs in 6 here). Kill once the
+        # engine has begun: the network or the container exists.
+        deadline = time.monotonic() + 30
+        while not any(_made(dind, name)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
     # "creating container": the network and the container are being made (at
-    # once); the engine finishes what it was asked even when the client died,
-    # so something is left. Later stages surely left network and container.
-    prefix = naming.network_name(name + "-")
-    networks = [n.name for n in dind.client.networks.list() if n.name.startswith(prefix)]
-    containers = [
-        c.name
-        for c in dind.client.containers.list(all=True)
-        if c.name.startswith(naming.tmp_container_name(name + "-"))
-    ]
+    # once); the engine finishes what it was asked even when the client died
+    # (a request in flight may still finish: wait until nothing changes), so
+    # something is left. Later stages surely left network and container.
+    networks, containers = _made(dind, name)
+    while (settled := _made(dind, name)) != (networks, containers):
+        networks, containers = settled
+        time.sleep(0.3)
     assert networks or containers, "the killed up left nothing: the test proves nothing"
     instance = (
         networks[0][len(naming.network_name("")) :]
@@ -82,6 +88,18 @@ def test_gc_cleans_up_after_a_killed_up(
     # The live daemon survived and still answers.
     assert dind.docker(survivor, "version", "--format", "{{.Server.Version}}").stdout.strip()
     assert survivor.cert_path.exists()
+
+
+def _made(dind: Dind, name: str) -> tuple[list[str], list[str]]:
+    """The networks and containers of `up NAME`'s instances on the engine."""
+    prefix = naming.network_name(name + "-")
+    networks = [n.name for n in dind.client.networks.list() if n.name.startswith(prefix)]
+    containers = [
+        c.name
+        for c in dind.client.containers.list(all=True)
+        if c.name.startswith(naming.tmp_container_name(name + "-"))
+    ]
+    return networks, containers
 
 
 def _running_with_key(dind: Dind, key: str) -> int:
