@@ -96,18 +96,19 @@ def _check_one(
         yield Hit(rules.HOST_PID, c.pid.line, f"{c.label}: uses the host PID namespace")
     if c.ipc is not None and c.ipc.value.strip().lower() == "host":
         yield Hit(rules.HOST_IPC, c.ipc.line, f"{c.label}: uses the host IPC namespace")
-    yield from _exposures(c, role)
+    proxies = frozenset(h for h, o in by_host.items() if o.role in (Role.PROXY, Role.GUARD))
+    yield from _exposures(c, role, proxies)
     yield from _docker_host(c, by_host)
     yield from _depends_on(c, by_host)
 
 
-def _exposures(c: Container, role: Role) -> Iterator[Hit]:
+def _exposures(c: Container, role: Role, proxies: frozenset[str]) -> Iterator[Hit]:
     """Docker API endpoints in variables and flags, published API ports, BuildKit on TCP."""
     scope = {**c.inherited_env, **c.env}
     tls = tls_configured((k, v.value) for k, v in scope.items())
     for key, value in c.env.items():
         if key != "DOCKER_HOST":
-            hit = setting_hit(key, value.value, value.line, c.label, tls)
+            hit = setting_hit(key, value.value, value.line, c.label, tls, proxies)
             if hit is not None:
                 yield hit
     line = c.command_line or c.line
@@ -118,6 +119,7 @@ def _exposures(c: Container, role: Role) -> Iterator[Hit]:
         tls,
         daemon_args=role is Role.DIND,
         word_lines=c.command_word_lines,
+        proxies=proxies,
     )
     image = parse_image(c.image.value) if c.image else None
     daemon_args = not c.command or c.command[0].startswith("-")

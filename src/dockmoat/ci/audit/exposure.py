@@ -44,17 +44,32 @@ def tls_configured(names_and_values: Iterable[tuple[str, str]]) -> bool:
     return False
 
 
-def setting_hit(name: str, value: str, line: int, label: str, tls: bool) -> Hit | None:
-    """A variable or flag (`name=value`) that points a client at a plain-TCP Docker API."""
+def setting_hit(
+    name: str,
+    value: str,
+    line: int,
+    label: str,
+    tls: bool,
+    proxies: frozenset[str] = frozenset(),
+) -> Hit | None:
+    """A variable or flag (`name=value`) that points a client at a plain-TCP Docker API.
+
+    `proxies`: host names of this file's socket proxies and dockmoat guards. A
+    URL-filtering proxy speaks plain HTTP by design; what it allows is judged on it,
+    so reaching one is medium (as `docker-host-no-tls` to one is).
+    """
     found = endpoint(value)
     if found is None or tls:
         return None
-    port = found[1]
+    host, port = found
     if port == PLAIN_PORT or (port != TLS_PORT and _DOCKERISH_NAME.search(name)):
+        to_proxy = host in proxies
         return Hit(
             rules.DOCKER_API_PLAIN_TCP,
             line,
-            f"{label}: {name}={value.strip()} reaches the Docker API over plain TCP",
+            f"{label}: {name}={value.strip()} reaches the Docker API over plain TCP"
+            + (" (a socket proxy of this file, judged on its own)" if to_proxy else ""),
+            severity=Severity.MEDIUM if to_proxy else None,
         )
     return None
 
@@ -70,6 +85,7 @@ def command_hits(
     *,
     daemon_args: bool = False,
     word_lines: list[int] | None = None,
+    proxies: frozenset[str] = frozenset(),
 ) -> Iterator[Hit]:
     """Flags with a Docker endpoint, socat forwarding a socket to TCP, chmod, buildkitd.
 
@@ -79,7 +95,7 @@ def command_hits(
     program = words[0].rsplit("/", 1)[-1] if words else ""
     own_host = daemon_args or program in _OWN_HOST_FLAG
     lines = word_lines if word_lines and len(word_lines) == len(words) else [line] * len(words)
-    yield from _flag_endpoints(words, lines, label, tls, own_host)
+    yield from _flag_endpoints(words, lines, label, tls, own_host, proxies)
     yield from _socat(words, line, label)
     yield from _chmod(words, line, label)
     yield from buildkitd_hits(words, line, label)
@@ -87,7 +103,12 @@ def command_hits(
 
 
 def _flag_endpoints(
-    words: list[str], lines: list[int], label: str, tls: bool, own_host: bool
+    words: list[str],
+    lines: list[int],
+    label: str,
+    tls: bool,
+    own_host: bool,
+    proxies: frozenset[str],
 ) -> Iterator[Hit]:
     tls = tls or any("tls" in w.lower() for w in words if w.startswith("-"))
     for i, word in enumerate(words):
@@ -98,7 +119,7 @@ def _flag_endpoints(
             value = words[i + 1] if i + 1 < len(words) else ""
         if flag == "--addr" or (own_host and flag in ("-H", "--host")):
             continue  # buildkitd, docker -H and dockerd -H have their own rules
-        hit = setting_hit(flag, value, lines[i], label, tls)
+        hit = setting_hit(flag, value, lines[i], label, tls, proxies)
         if hit is not None:
             yield hit
 

@@ -226,3 +226,21 @@ def test_certdir_turns_verification_on_where_the_docker_entrypoint_runs(
     )
     github = audit_text(workflow, ".github/workflows/b.yml")
     assert [f.rule.id for f in github] == ["docker-host-no-tls"]
+
+
+def test_plain_tcp_to_a_socket_proxy_of_the_file_is_medium() -> None:
+    text = (
+        "services:\n"
+        "  dockerproxy:\n    image: wollomatic/socket-proxy:1.5.2\n"
+        "    command: ['-allowfrom=traefik', '-allowGET=/v1\\\\..{1,2}/containers/.*']\n"
+        "    volumes: ['/var/run/docker.sock:/var/run/docker.sock:ro']\n"
+        "  traefik:\n    image: traefik:v3.1.4\n"
+        "    command: ['--providers.docker.endpoint=tcp://dockerproxy:2375']\n"
+        "  other:\n    image: traefik:v3.1.4\n"
+        "    command: ['--providers.docker.endpoint=tcp://10.0.0.9:2375']\n"
+    )
+    got = [(f.rule.id, f.line, f.severity.value) for f in audit_text(text, "compose.yml")]
+    assert got == [
+        ("docker-api-plain-tcp", 8, "medium"),
+        ("docker-api-plain-tcp", 11, "high"),
+    ]
