@@ -131,6 +131,9 @@ class BindPins:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # The tenant (job) each pin was made for ("" without tenancy): `release`
+        # removes a closed job's pins at once, without waiting for the sweep's grace.
+        self.made_for: dict[str, str] = {}
 
     async def __call__(self, request: ApiRequest, policy: Policy) -> Decision:
         body = request.body_json
@@ -174,6 +177,8 @@ class BindPins:
                 f"dockmoat: {RULE}: the bind source {source} {what}. "
                 "Nothing was created; send the request again",
             )
+        for pin in pins.values():
+            self.made_for[pin] = request.client.tenant or ""
         return Rewrite(
             rule=RULE,
             body_json=rebind(body, pins),
@@ -210,21 +215,54 @@ class BindPins:
             except OSError as error:
                 log.warning("removing pin %s failed: %s", pin, error)
 
-    def sweep(self, in_use: Collection[str], now: float) -> list[str]:
-        """Remove the pins no container names (older than GRACE); returns those removed."""
+    def sweep(
+        self, in_use: Collection[str], now: float, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Remove the pins no container names (older than GRACE; `only`: just those
+        pins, whatever their age); returns those removed."""
         removed: list[str] = []
         with os.scandir(self.directory) as entries:
             names = [entry.name for entry in entries]
         for name in names:
             path = str(self.directory / name)
             born = pin_born(name)
-            if path in in_use or born is None or now - born < GRACE:
+            if path in in_use or born is None:
+                continue
+            if only is None and now - born < GRACE:
+                continue
+            if only is not None and path not in only:
                 continue
             try:
                 unpin(path)
                 removed.append(path)
+                self.made_for.pop(path, None)
             except OSError as error:
                 log.warning("removing pin %s failed: %s", path, error)
+        return removed
+
+    async def release(self, upstream: UpstreamClient, tenant: str | None) -> list[str]:
+        """A job closed (`tenant`) or serve stops (None): remove the pins made for it
+        (for anyone) that no container names now, young ones too. Pins a container
+        still names stay (it needs them when it starts again); nothing is removed
+        when the daemon's container list cannot be read."""
+        only = [pin for pin, owner in self.made_for.items() if tenant is None or owner == tenant]
+        if not only:
+            return []
+        try:
+            status, _headers, body = await upstream.request("GET", "/containers/json?all=1")
+            if status != 200:
+                return []
+            in_use = mount_sources(json.loads(body))
+        except Exception as error:  # noqa: BLE001 - keep them; the next sweep tries again
+            log.warning("releasing bind pins failed: %s", error)
+            return []
+        removed = self.sweep(in_use, time.time(), only=only)
+        if removed:
+            log.info(
+                "removed %d bind pin(s) of %s",
+                len(removed),
+                f"job {tenant}" if tenant else "this serve",
+            )
         return removed
 
     async def sweep_forever(self, upstream: UpstreamClient) -> None:

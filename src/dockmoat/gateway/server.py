@@ -222,6 +222,7 @@ class Gateway:
         log.log(logging.WARNING if warn else logging.INFO, "%s", line)
 
     def _relearn_engine(self) -> None:
+        self.metrics.reconnects += 1
         self.spawn(self.learn_engine())
 
     async def start(self) -> None:
@@ -255,6 +256,9 @@ class Gateway:
         for task in list(self._spawned):
             task.cancel()
         self.listeners.clear()
+        if self.pins is not None:  # what no container names now goes with serve
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pins.release(self.upstream, None), 10)
         self.pool.close()
         if self.metrics_server is not None:
             self.metrics_server.close()

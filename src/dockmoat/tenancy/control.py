@@ -14,7 +14,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,8 @@ def _peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-Denials = Callable[[str], list[dict[str, object]]]
+# After a job closed: its denials (for `close` to print); also releases its bind pins.
+Denials = Callable[[str], Awaitable[list[dict[str, object]]]]
 
 
 async def _answer(manager: JobManager, line: bytes, denials: Denials | None) -> dict[str, Any]:
@@ -74,7 +75,7 @@ async def _answer(manager: JobManager, line: bytes, denials: Denials | None) -> 
             "ok": True,
             "job": request.job,
             "removed": removed.as_dict(),
-            "denials": denials(request.job) if denials is not None else [],
+            "denials": await denials(request.job) if denials is not None else [],
         }
     assert isinstance(request, LsRequest)
     now = manager.clock()

@@ -143,9 +143,7 @@ class TenancyService:
             reserved=frozenset(self._static),
         )
         await self.jobs.restore()
-        self._control = await serve_control(
-            self.settings.control, self.jobs, denials=gateway.metrics.take_denials
-        )
+        self._control = await serve_control(self.settings.control, self.jobs, denials=self._closed)
         self._tasks.append(asyncio.create_task(self.jobs.reap_forever(self.settings.reap_interval)))
         log.info(
             "tenancy: control socket %s, %d job(s) open, state %s",
@@ -153,6 +151,13 @@ class TenancyService:
             len(self.store.jobs()),
             self.settings.state_db,
         )
+
+    async def _closed(self, job: str) -> list[dict[str, object]]:
+        """A job was closed (`job close`): remove its bind pins now; its denials."""
+        assert self._gateway is not None
+        if self._gateway.pins is not None:
+            await self._gateway.pins.release(self._gateway.upstream, job)
+        return self._gateway.metrics.take_denials(job)
 
     def remove_control(self) -> None:
         """serve stops: remove the control socket this server made (never another's)."""

@@ -176,3 +176,45 @@ def test_job_close_prints_the_jobs_denials(
         assert "denied 2x containers.privileged" in closed.stdout, closed.stdout
     finally:
         gw.stop()
+
+
+def _pins(pin_dir: Path) -> list[Path]:
+    return [pin for daemon in pin_dir.glob("*") for pin in daemon.iterdir()]
+
+
+def test_job_close_and_serve_stop_remove_the_pins_they_made(
+    tmp_path: Path, docker_host: str, busybox_image: str, unique_name: Callable[[str], str]
+) -> None:
+    pin_dir = tmp_path / "pins"
+    workspace = tmp_path / "ws"
+    (workspace / "src").mkdir(parents=True)
+    gw = start_serve(
+        tmp_path / "gw", docker_host, "--bind-pins", "on", "--pin-dir", str(pin_dir),
+        "--allow-bind", str(workspace),
+    )  # fmt: skip
+    try:
+        control = str(tmp_path / "gw" / "control.sock")
+        job = unique_name("pins").replace("dmtest-", "dmt")
+        opened = _dockmoat("job", "open", job, "--workspace", str(workspace), "--control", control)
+        assert opened.returncode == 0, opened.stderr
+        job_env = {**gw.env(), "DOCKER_HOST": opened.stdout.split("=", 1)[1].split(";")[0]}
+        made = subprocess.run(
+            ["docker", "create", "-v", f"{workspace}/src:/src", busybox_image, "true"],
+            env=job_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert len(_pins(pin_dir)) == 1
+        closed = _dockmoat("job", "close", job, "--control", control)
+        assert closed.returncode == 0, closed.stderr
+        assert _pins(pin_dir) == [], "the job's pin outlived job close"
+        # A listener's container: its pin stays while the container exists, and goes
+        # with serve once the container is gone.
+        name = unique_name("pinned")
+        made = _docker(gw, "create", "--name", name, "-v", f"{workspace}/src:/src",
+                       busybox_image, "true")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert len(_pins(pin_dir)) == 1
+        assert _docker(gw, "rm", name).returncode == 0
+    finally:
+        assert gw.stop() == 0
+    assert _pins(pin_dir) == [], "a pin outlived serve"
