@@ -70,7 +70,9 @@ def resolve(reference: str, variables: dict[str, str]) -> str | None:
 def unpinned_reason(reference: str, variables: dict[str, str] | None = None) -> str | None:
     """Why `reference` is not pinned, or None when it is (or cannot be judged)."""
     resolved = resolve(reference, variables or {})
-    if resolved is None or not resolved.strip():
+    if resolved is None:
+        return _literal_tag_reason(reference)
+    if not resolved.strip():
         return None
     shown = repr(reference) if resolved == reference else f"{reference!r} (= {resolved!r})"
     image = parse_image(resolved)
@@ -83,6 +85,21 @@ def unpinned_reason(reference: str, variables: dict[str, str] | None = None) -> 
     # A tag without any version number (dind, stable, edge, cli) is a channel, not a pin.
     if not _DIGIT.search(image.tag):
         return f"image {shown} uses the moving tag :{image.tag}, not a version"
+    return None
+
+
+def _literal_tag_reason(reference: str) -> str | None:
+    """`$REGISTRY/tools/builder:latest`: the registry is a variable, the tag is not."""
+    last = reference.rsplit("/", 1)[-1]
+    if "/" not in reference or "$" in last or "{{" in reference or ":" not in last:
+        return None
+    if "@" in last:
+        return None
+    tag = last.rsplit(":", 1)[1]
+    if tag.lower() == "latest":
+        return f"image {reference!r} uses the moving tag :latest"
+    if tag and not _DIGIT.search(tag):
+        return f"image {reference!r} uses the moving tag :{tag}, not a version"
     return None
 
 

@@ -244,3 +244,18 @@ def test_plain_tcp_to_a_socket_proxy_of_the_file_is_medium() -> None:
         ("docker-api-plain-tcp", 8, "medium"),
         ("docker-api-plain-tcp", 11, "high"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("reference", "unpinned"),
+    [
+        ("$CI_REGISTRY_IMAGE/builder:latest", True),
+        ("${REGISTRY}/mirror/docker:dind", True),
+        ("$CI_REGISTRY_IMAGE/builder:1.4", False),
+        ("$CI_REGISTRY_IMAGE/builder", False),  # no tag written: cannot tell
+        ("$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA", False),
+        ("$CI_REGISTRY_IMAGE/builder:$TAG", False),
+    ],
+)
+def test_literal_tag_behind_a_variable_registry(reference: str, unpinned: bool) -> None:
+    assert (unpinned_reason(reference) is not None) is unpinned
