@@ -35,7 +35,12 @@ from dockmoat.ci.audit.report import render_text, to_json, to_sarif
     help="Report files that cannot be audited as low `unreadable` findings, not high ones.",
 )
 def command(files: tuple[str, ...], fmt: str, kind: str | None, lenient: bool) -> None:
-    """Report how compose files, .gitlab-ci.yml, GitHub workflows and Jenkinsfiles hand out Docker.
+    """Report how CI files and the runners they run on hand out Docker.
+
+    Reads compose files, .gitlab-ci.yml, GitHub workflows, Jenkinsfiles (with their
+    Kubernetes pod templates), GitLab Runner config.toml and Kubernetes/ARC runner
+    configs. Files given together are judged together (a runner config is the context
+    of the CI files beside it).
 
     Exit status: 1 when any finding is high, including a file that could not be
     audited (an `unreadable` finding, and one line on stderr) unless --lenient;
