@@ -51,6 +51,12 @@ from dockmoat.ci.runner.options import DEFAULT_DIND_IMAGE, DEFAULT_IMAGE, make_o
     help="dind: the nested daemon's image.",
 )
 @click.option(
+    "--entrypoint",
+    metavar="PROGRAM",
+    help="Replace the image's ENTRYPOINT, which otherwise runs with COMMAND as its "
+    'arguments (as GitLab\'s Docker executor does); --entrypoint "" runs COMMAND itself.',
+)
+@click.option(
     "--host",
     "-H",
     "docker_host",
@@ -79,6 +85,7 @@ def command(
     dind_image: str,
     docker_host: str | None,
     control: Path | None,
+    entrypoint: str | None,
     quiet: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -103,6 +110,7 @@ def command(
         dind_image=dind_image,
         docker_host=docker_host,
         control=control,
+        entrypoint=entrypoint,
     )
 
     def progress(message: str) -> None:

@@ -10,13 +10,14 @@ before that, every one of these hung until killed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from matrix_support import Guard, Nested
+from matrix_support import DOCKMOAT, Guard, Nested
 
 from harness.clients import client
 from harness.images import BUSYBOX_IMAGE
@@ -92,8 +93,8 @@ def test_ci_day(
     run(cli, env, "network", "create", net)
     run(cli, env, "volume", "create", vol)
     try:
-        run(cli, env, "create", "--name", name, "--network", net, "--network-alias", "web", "-v", f"{vol}:/data",
-            BUSYBOX_IMAGE, "sh", "-c",
+        run(cli, env, "create", "--name", name, "--network", net, "--network-alias", "web",
+            "-v", f"{vol}:/data", BUSYBOX_IMAGE, "sh", "-c",
             "echo started; echo kept > /data/f; while true; do sleep 0.2; done")  # fmt: skip
         run(cli, env, "start", name)
         assert b"started" in run(cli, env, "logs", name).stdout
@@ -132,3 +133,18 @@ def test_ci_day(
     ]
     for made in (name, vol, net, tag):
         assert all(made.encode() not in listing for listing in left), made
+
+
+def test_doctor_on_the_nested_engine(nested: Nested) -> None:
+    """`dockmoat doctor` with the environment `dind up` printed: mutual TLS, version."""
+    proc = subprocess.run(
+        [str(DOCKMOAT), "doctor", "--format", "json"],
+        capture_output=True, text=True, env=nested.env(), timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    assert checks["daemon.reachable"]["status"] == "ok"
+    assert f"Docker/{nested.version}." in checks["daemon.reachable"]["detail"]
+    assert checks["daemon.transport"]["status"] == "ok"
+    assert checks["tls.server-san"]["status"] == "ok"
+    assert not [c for c in checks.values() if c["status"] == "fail"]

@@ -56,6 +56,7 @@ class JobContainer:
             created = self.api.create_container(
                 spec.image,
                 command=spec.command,
+                entrypoint=spec.entrypoint,
                 name=spec.name,
                 environment=spec.env,
                 working_dir=spec.working_dir,

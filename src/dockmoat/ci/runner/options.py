@@ -30,6 +30,9 @@ class RunOptions(BaseModel):
     dind_image: str = DEFAULT_DIND_IMAGE
     docker_host: str | None = None
     control: Path | None = None
+    # None: the image's ENTRYPOINT runs with COMMAND as its arguments (GitLab's Docker
+    # executor); "": no entrypoint, COMMAND runs itself; else that program replaces it.
+    entrypoint: str | None = None
 
     @field_validator("command")
     @classmethod

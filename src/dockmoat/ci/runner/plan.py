@@ -32,6 +32,8 @@ class JobSpec:
     labels: dict[str, str]
     network: str | None
     working_dir: str = WORKDIR
+    # None keeps the image's ENTRYPOINT; [""] clears it (what `docker run --entrypoint ""` sends).
+    entrypoint: list[str] | None = None
 
 
 # Where the workspace is on the engine's host: bind mounts a job asks the host's daemon
@@ -53,6 +55,7 @@ def job_spec(options: RunOptions, run_id: str, wiring: Wiring) -> JobSpec:
         binds=binds,
         labels={LABEL_RUN: run_id, LABEL_MODE: options.mode},
         network=wiring.network,
+        entrypoint=None if options.entrypoint is None else [options.entrypoint],
     )
 
 

@@ -144,3 +144,17 @@ def test_user_env_never_overrides_the_wiring(env: dict[str, str]) -> None:
     for key, value in pairs:
         if key != "DOCKER_HOST":
             assert spec.env[key] == value
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "sent"),
+    [
+        (None, None),  # the image's ENTRYPOINT runs with COMMAND as its arguments
+        ("", [""]),  # cleared, as `docker run --entrypoint ""` sends it
+        ("/bin/sh", ["/bin/sh"]),
+    ],
+)
+def test_job_entrypoint(entrypoint: str | None, sent: list[str] | None) -> None:
+    spec = job_spec(_options(entrypoint=entrypoint), "x", socket_wiring("/var/run/docker.sock"))
+    assert spec.entrypoint == sent
+    assert spec.command == ["sh", "pipeline.sh"]
