@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help setup system-deps run test test-unit lint bench clean engine-up engine-down \
-	image base-image image-requirements
+	image base-image image-requirements install-systemd
 
 help:
 	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint    ruff + mypy (strict, src and bench)"
 	@echo "make bench   the benchmarks in bench/"
 	@echo "make image   build the dockmoat image (dockmoat/dockmoat:VERSION) with the local engine"
+	@echo "make install-systemd   install dockmoat in /opt/dockmoat and its systemd units (root)"
 
 # System packages come first: on a bare Debian `python3 -m venv` needs python3-venv.
 system-deps:
@@ -79,6 +80,11 @@ base-image:
 image-requirements: $(UV)
 	@$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --quiet \
 	  > deploy/image/requirements.txt
+
+# The host service (docs/deploy.md): dockmoat in /opt/dockmoat, units in /etc/systemd/system.
+# INSTALL_ARGS: --unprivileged, --prefix DIR, --no-start, --pool-size N.
+install-systemd:
+	@scripts/install-systemd $(INSTALL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

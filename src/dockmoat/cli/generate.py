@@ -1,4 +1,5 @@
-"""`dockmoat generate gitlab|github|jenkins|compose --mode dind|guarded` (docs/generate.md)."""
+"""`dockmoat generate gitlab|github|jenkins|compose --mode dind|guarded` (docs/generate.md)
+and `dockmoat generate kubernetes|arc|gitlab-k8s|systemd` (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 from pydantic import ValidationError
 
 from dockmoat.ci.generate import Options, System, generate
+from dockmoat.ci.generate.deploy import DeployOptions, Target, render
 from dockmoat.ci.generate.options import (
     DEFAULT_DIND_IMAGE,
     DEFAULT_DOCKMOAT_IMAGE,
@@ -17,7 +19,7 @@ from dockmoat.errors import ConfigError
 
 
 @click.command(name="generate")
-@click.argument("system", type=click.Choice([s.value for s in System]))
+@click.argument("system", type=click.Choice([s.value for s in System] + [t.value for t in Target]))
 @click.option(
     "--mode",
     type=click.Choice(["dind", "guarded"]),
@@ -25,18 +27,22 @@ from dockmoat.errors import ConfigError
     show_default=True,
     help="dind: a nested daemon with TLS per job; guarded: dockmoat's guarded socket.",
 )
-@click.option("--dind-image", default=DEFAULT_DIND_IMAGE, show_default=True)
+@click.option(
+    "--dind-image",
+    default=None,
+    help=f"The DinD daemon's image [default: {DEFAULT_DIND_IMAGE}; arc, gitlab-k8s, systemd: "
+    "dockmoat/dind:VERSION, built by `make image`].",
+)
 @click.option(
     "--job-image",
-    default=DEFAULT_JOB_IMAGE,
-    show_default=True,
-    help="The Docker client image the job runs in.",
+    default=None,
+    help=f"The image the job runs in [default: {DEFAULT_JOB_IMAGE}; arc: the Actions runner].",
 )
 @click.option(
     "--dockmoat-image",
-    default=DEFAULT_DOCKMOAT_IMAGE,
-    show_default=True,
-    help="compose --mode guarded: the image running `dockmoat serve` (built from this repository).",
+    default=None,
+    help="compose --mode guarded, kubernetes: the image running `dockmoat serve` "
+    f"(`make image` builds it) [default: {DEFAULT_DOCKMOAT_IMAGE}].",
 )
 @click.option(
     "--registry",
@@ -70,6 +76,46 @@ from dockmoat.errors import ConfigError
     type=int,
     help="Seconds to wait for the daemon.",
 )
+@click.option("--namespace", default="dockmoat", show_default=True, help="kubernetes, gitlab-k8s.")
+@click.option(
+    "--profile",
+    default="baseline",
+    show_default=True,
+    help="kubernetes, systemd: serve's policy profile.",
+)
+@click.option(
+    "--docker-gid",
+    default=999,
+    show_default=True,
+    type=int,
+    help="kubernetes: the nodes' group id of /var/run/docker.sock.",
+)
+@click.option(
+    "--client-gid",
+    default=2375,
+    show_default=True,
+    type=int,
+    help="kubernetes: the group owning the guarded socket (runner pods add it).",
+)
+@click.option(
+    "--socket-dir",
+    default="/run/dockmoat/guarded",
+    show_default=True,
+    help="kubernetes: the node folder of the guarded socket.",
+)
+@click.option("--ci-url", default="", help="arc: the GitHub org/repo URL; gitlab-k8s: GitLab's.")
+@click.option(
+    "--prefix",
+    default="/opt/dockmoat",
+    show_default=True,
+    help="systemd: where dockmoat is installed (PREFIX/bin/dockmoat).",
+)
+@click.option("--pool-size", default=2, show_default=True, type=int, help="systemd: warm DinDs.")
+@click.option(
+    "--unprivileged",
+    is_flag=True,
+    help="systemd: serve as the dockmoat user, fully sandboxed (no bind pins).",
+)
 @click.option(
     "-o",
     "--output",
@@ -77,14 +123,23 @@ from dockmoat.errors import ConfigError
     help="Write here instead of stdout.",
 )
 def command(system: str, mode: str, output: Path | None, **knobs: object) -> None:
-    """Print a complete, commented CI configuration with Docker wired in safely."""
+    """Print a complete, commented CI configuration with Docker wired in safely, or a
+    deployment of dockmoat itself (kubernetes, arc, gitlab-k8s, systemd)."""
+    given = {key: value for key, value in knobs.items() if value is not None}
+    deploy_only = ("namespace", "profile", "docker_gid", "client_gid", "socket_dir", "ci_url",
+                   "prefix", "pool_size", "unprivileged")  # fmt: skip
+    ci_only = ("registry", "image_name", "test_command", "socket")
     try:
-        options = Options.model_validate({"system": system, "mode": mode, **knobs})
+        if system in {t.value for t in Target}:
+            fields = {k: v for k, v in given.items() if k not in ci_only}
+            text = render(DeployOptions.model_validate({"target": system, **fields}))
+        else:
+            fields = {k: v for k, v in given.items() if k not in deploy_only}
+            text = generate(Options.model_validate({"system": system, "mode": mode, **fields}))
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "options"
         raise ConfigError(f"--{where.replace('_', '-')}: {first['msg']}") from error
-    text = generate(options)
     if output is None:
         click.echo(text, nl=False)
         return

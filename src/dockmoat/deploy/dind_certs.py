@@ -10,12 +10,14 @@ the official image's RSA-4096 (seconds). The server certificate names this host'
 name, `docker`, localhost, every SAN given (DNS names or IP addresses) and this
 container's addresses. Made afresh at every start: a restarted daemon never serves an
 expired certificate, and clients mount the client folder only after the daemon is
-healthy.
+healthy. `DOCKMOAT_CLIENT_KEY_OWNER=UID:GID` gives the client folder's files to the
+user that runs the jobs (a non-root runner container in the same pod).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -47,7 +49,16 @@ def _own_addresses() -> list[str]:
         return []
 
 
-def write(certdir: Path, sans: Sequence[str]) -> None:
+def _owner(spec: str) -> tuple[int, int] | None:
+    """`DOCKMOAT_CLIENT_KEY_OWNER=UID:GID`: who must read the client half (a non-root
+    runner in the same pod); ValueError when malformed."""
+    if not spec:
+        return None
+    uid, _, gid = spec.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def write(certdir: Path, sans: Sequence[str], client_owner: tuple[int, int] | None = None) -> None:
     names, ips = _split([socket.gethostname(), "docker", *sans])
     ips += [ip for ip in _own_addresses() if ip not in ips]
     ca = new_ca("dockmoat dind CA")
@@ -68,6 +79,8 @@ def write(certdir: Path, sans: Sequence[str]) -> None:
         tmp.write_bytes(data)
         # Keys readable by their owner only; the client folder is shared read-only.
         tmp.chmod(0o600 if relative.endswith("key.pem") else 0o644)
+        if client_owner is not None and relative.startswith("client/"):
+            os.chown(tmp, *client_owner)
         tmp.replace(path)
 
 
@@ -76,7 +89,8 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m dockmoat.deploy.dind_certs CERTDIR [SAN]...", file=sys.stderr)
         return 2
     try:
-        write(Path(argv[0]), argv[1:])
+        owner = _owner(os.environ.get("DOCKMOAT_CLIENT_KEY_OWNER", ""))
+        write(Path(argv[0]), argv[1:], owner)
     except (OSError, ValueError) as error:
         print(f"dind-certs: {error}", file=sys.stderr)
         return 1

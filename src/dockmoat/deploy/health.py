@@ -1,9 +1,10 @@
 """The image's health check: `GET /_ping` through dockmoat's own listener.
 
-    python -m dockmoat.deploy.health [URL]
+    python -m dockmoat.deploy.health [URL [--tls-dir DIR]]
 
-URL is `unix:///path` or `tcp://HOST:PORT` (plain; a mutual-TLS listener is checked
-through one of the others). Without it: `$DOCKMOAT_HEALTH_URL`, else the first
+URL is `unix:///path` or `tcp://HOST:PORT`; with `--tls-dir DIR` the TCP connection
+is mutual TLS with DIR/ca.pem, DIR/cert.pem and DIR/key.pem (a DinD daemon's client
+half; the name checked is the URL's host). Without it: `$DOCKMOAT_HEALTH_URL`, else the first
 unix or plain-TCP `--listen` of the `dockmoat serve` process in this container, else
 serve's default socket. Exit 0 when the answer is 200 (the daemon answers through the
 guard), 1 otherwise, with one line saying why. When no `dockmoat serve` runs here (the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +55,13 @@ def _serve_listeners() -> list[str] | None:
     return None
 
 
-def ping(url: str, timeout: float = 3.0) -> str | None:
+def _tls(sock: socket.socket, host: str, tls_dir: Path) -> socket.socket:
+    context = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+    context.load_cert_chain(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem"))
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def ping(url: str, timeout: float = 3.0, tls_dir: Path | None = None) -> str | None:
     """None when `GET /_ping` at URL answers 200, else what went wrong."""
     try:
         if url.startswith("unix://"):
@@ -64,9 +72,11 @@ def ping(url: str, timeout: float = 3.0) -> str | None:
             hostport = url[len("tcp://") :].rstrip("/")
             host, _, port = hostport.rpartition(":")
             sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            if tls_dir is not None:
+                sock = _tls(sock, host.strip("[]"), tls_dir)
         else:
             return f"{url}: expected unix:///path or tcp://HOST:PORT"
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
         return f"{url}: cannot connect: {error}"
     with sock:
         try:
@@ -82,8 +92,17 @@ def ping(url: str, timeout: float = 3.0) -> str | None:
 
 
 def main(argv: Sequence[str]) -> int:
-    if argv:
-        url = argv[0]
+    args = list(argv)
+    tls_dir: Path | None = None
+    if "--tls-dir" in args:
+        at = args.index("--tls-dir")
+        if at + 1 >= len(args):
+            print("--tls-dir needs a folder")
+            return 2
+        tls_dir = Path(args[at + 1])
+        del args[at : at + 2]
+    if args:
+        url = args[0]
     elif os.environ.get("DOCKMOAT_HEALTH_URL"):
         url = os.environ["DOCKMOAT_HEALTH_URL"]
     else:
@@ -93,7 +112,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         plain = [u for u in urls if u.startswith("unix://")] or urls
         url = plain[0]
-    problem = ping(url)
+    problem = ping(url, tls_dir=tls_dir)
     if problem is not None:
         print(problem)
         return 1
