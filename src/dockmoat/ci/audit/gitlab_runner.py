@@ -17,7 +17,7 @@ from dockmoat.ci.audit import rules
 from dockmoat.ci.audit.checks import tcp_host
 from dockmoat.ci.audit.findings import Hit, Severity
 from dockmoat.ci.audit.mounts import Mount, parse_short, socket_exposure
-from dockmoat.ci.audit.runnerctx import Grant, RunnerGrant
+from dockmoat.ci.audit.runnerctx import RunnerGrant
 from dockmoat.ci.audit.tomllines import Table, key_line, runner_tables
 from dockmoat.errors import ConfigError
 
@@ -38,14 +38,23 @@ def grants(text: str, file: str) -> list[RunnerGrant]:
     out: list[RunnerGrant] = []
     for index, (runner, group) in enumerate(_runners(load(text), text)):
         name = str(runner.get("name") or f"#{index + 1}")
-        grant = Grant.NONE
-        for executor in ("docker", "kubernetes"):
-            section = _table(runner, executor)
-            if section.get("privileged") is True:
-                grant = Grant.ALL
-            elif section.get("services_privileged") is True and grant is Grant.NONE:
-                grant = Grant.SERVICES
-        out.append(RunnerGrant(file, group[0].line, repr(name), grant))
+        section = _table(runner, "docker") or _table(runner, "kubernetes")
+        jobs = section.get("privileged") is True
+        services = section.get("services_privileged")
+        allowed = section.get("allowed_privileged_services")
+        out.append(
+            RunnerGrant(
+                file=file,
+                line=group[0].line,
+                name=repr(name),
+                jobs_privileged=jobs,
+                # `services_privileged` overrides `privileged` for services.
+                services_privileged=services if isinstance(services, bool) else jobs,
+                allowed_services=(
+                    tuple(str(p) for p in allowed) if isinstance(allowed, list) else ()
+                ),
+            )
+        )
     return out
 
 

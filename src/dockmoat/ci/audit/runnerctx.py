@@ -7,14 +7,15 @@ that grants privileged mode to nobody makes it a service that cannot start.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 
 class Grant(StrEnum):
-    ALL = "all"  # every job container and service runs privileged
-    SERVICES = "services"  # only services (possibly only allowed images)
-    NONE = "none"
+    ALL = "all"  # the job's own container runs privileged, and the service too
+    SERVICES = "services"  # only the service (it matches allowed_privileged_services)
+    NONE = "none"  # the service does not run privileged here: it cannot start
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,27 @@ class RunnerGrant:
     file: str
     line: int
     name: str  # the runner's `name`, or its position
-    grant: Grant
+    jobs_privileged: bool  # `privileged = true`
+    services_privileged: bool  # `services_privileged`, else `privileged`
+    allowed_services: tuple[str, ...] = ()  # `allowed_privileged_services`; empty: any
+
+    def grant_for(self, image: str) -> Grant:
+        """What this runner grants a service running `image`."""
+        if not self.services_privileged or not _allowed(image, self.allowed_services):
+            return Grant.NONE
+        return Grant.ALL if self.jobs_privileged else Grant.SERVICES
+
+
+def _allowed(image: str, patterns: tuple[str, ...]) -> bool:
+    if not patterns:
+        return True
+    # GitLab compares with the full name; a Docker Hub short name has two spellings.
+    names = {image}
+    if "/" not in image.split(":", 1)[0]:
+        names.add("docker.io/library/" + image)
+    elif image.count("/") == 1 and "." not in image.split("/", 1)[0]:
+        names.add("docker.io/" + image)
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
 
 @dataclass
@@ -31,7 +52,11 @@ class AuditContext:
 
     gitlab_runners: list[RunnerGrant] = field(default_factory=list)
 
-    def worst_gitlab_grant(self) -> RunnerGrant | None:
+    def worst_gitlab_grant(self, image: str) -> tuple[RunnerGrant, Grant] | None:
+        """The runner (of those given) that grants a service running `image` the most."""
         order = [Grant.ALL, Grant.SERVICES, Grant.NONE]
-        ranked = sorted(self.gitlab_runners, key=lambda r: order.index(r.grant))
+        ranked = sorted(
+            ((r, r.grant_for(image)) for r in self.gitlab_runners),
+            key=lambda pair: order.index(pair[1]),
+        )
         return ranked[0] if ranked else None

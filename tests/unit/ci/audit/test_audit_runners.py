@@ -55,6 +55,19 @@ def _dind_severity(tmp_path: Path, docker: str | None) -> tuple[Severity, str, i
             "grants privileged mode to services only",
         ),
         ("    privileged = false", Severity.LOW, 0, "cannot start there"),
+        (
+            "    services_privileged = true\n"
+            '    allowed_privileged_services = ["docker.io/library/docker:*-dind-rootless"]',
+            Severity.LOW,
+            0,
+            "runs this image privileged",
+        ),
+        (
+            "    privileged = true\n    services_privileged = false",
+            Severity.LOW,
+            1,
+            "cannot start there",
+        ),
     ],
 )
 def test_dind_service_is_judged_by_the_runner_given_with_it(
