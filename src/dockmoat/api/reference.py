@@ -801,7 +801,7 @@ ENDPOINT_FIELDS: Final[tuple[Endpoint, ...]] = (
             *_cluster_volume("ClusterVolumeSpec"),
         ),
     ),
-    Endpoint("volumes.prune", tuple(_q(("filters", FILTERS["volumes"]), ("all", INERT, _V[42])))),
+    Endpoint("volumes.prune", tuple(_q(("filters", FILTERS["volumes"])))),
     Endpoint(
         "volumes.update",
         (

@@ -123,6 +123,9 @@ class UpstreamPool:
             if conn.usable():
                 conn.reused = True
                 return conn
+            # dockerd keeps idle connections open: one it closed means it went away
+            # (a restart, perhaps an upgrade), so the next connection relearns its version.
+            self._lost = True
             conn.close()
         return None
 
