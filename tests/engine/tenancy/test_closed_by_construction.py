@@ -161,11 +161,25 @@ def test_endpoint_network_id_on_create_joins_another_jobs_network(
 
 
 def test_endpoint_network_id_on_connect_is_resolved_in_the_job(
-    pair: Pair, docker_client: docker.DockerClient, fresh: Callable[[str], str]
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
 ) -> None:
     front, name = fresh("front"), fresh("c")
     own_network(pair.a, front)
     b_net = own_network(pair.b, fresh("secret"))
+    # The crossing, on the engine itself: connect to A's network by its path, with
+    # B's network as the endpoint's NetworkID; dockerd attaches to B's.
+    body = {"Image": pair.image, "Cmd": ["sleep", "30"]}
+    status, answer = call(pair.raw, "POST", "/v1.41/containers/create", body)
+    assert status == 201, answer
+    raw_made.append(("container", answer["Id"]))
+    assert call(pair.raw, "POST", f"/v1.41/containers/{answer['Id']}/start")[0] == 204
+    call(pair.raw, "POST", f"/v1.41/networks/{pair.a.name}--{front}/connect",
+         {"Container": answer["Id"], "EndpointConfig": {"NetworkID": b_net}})  # fmt: skip
+    networks = docker_client.containers.get(answer["Id"]).attrs["NetworkSettings"]["Networks"]
+    assert b_net in {net["NetworkID"] for net in networks.values()}
     status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={name}",
                           {"Image": pair.image, "Cmd": ["sleep", "30"]})  # fmt: skip
     assert status == 201, answer
