@@ -50,6 +50,11 @@ def command() -> None:
 @click.option("--max-containers", type=click.IntRange(min=0), help="Quota: running containers.")
 @click.option("--max-memory", help="Quota: total memory limit of the job's containers (e.g. 4g).")
 @click.option("--max-volumes", type=click.IntRange(min=0), help="Quota: volumes.")
+@click.option(
+    "--warn",
+    is_flag=True,
+    help="Roll-out: requests the policy would deny are forwarded and audited as would_deny.",
+)
 @click.option("--format", "fmt", type=click.Choice(["env", "json"]), default="env")
 @_control_option
 def open_job(
@@ -60,6 +65,7 @@ def open_job(
     max_containers: int | None,
     max_memory: str | None,
     max_volumes: int | None,
+    warn: bool,
     fmt: str,
     control: Path,
 ) -> None:
@@ -76,6 +82,8 @@ def open_job(
             "volumes": max_volumes,
         },
     }
+    if warn:  # only when asked: a server from before `--warn` refuses the field
+        request["warn"] = True
     if policy:
         _say_weakenings(Path(policy))
     answer = ctl.call(control, request)

@@ -67,6 +67,7 @@ async def _answer(manager: JobManager, line: bytes, denials: Denials | None) -> 
             policy=request.policy,
             ttl=request.ttl,
             quotas=Quotas(**request.quotas.model_dump()) if request.quotas else None,
+            warn=request.warn,
         )
         return {"ok": True, "job": record.job, "docker_host": f"unix://{record.socket}"}
     if isinstance(request, CloseRequest):

@@ -90,6 +90,7 @@ class JobManager:
         policy: str | None = None,
         ttl: int | None = None,
         quotas: Quotas | None = None,
+        warn: bool = False,
     ) -> JobRecord:
         validate_job_name(job)
         if job in self.reserved:
@@ -123,6 +124,7 @@ class JobManager:
                     "volumes": q.volumes,
                 }
             ),
+            mode="warn" if warn else "enforce",
         )
         async with self._lock:
             if self.store.get_job(job) is not None:
@@ -134,7 +136,7 @@ class JobManager:
                 self.store.remove_job(job)
                 raise
             self._tenants[job] = self._tenant(record)
-        log.info("job %s opened on %s", job, record.socket)
+        log.info("job %s opened on %s%s", job, record.socket, " (warn mode)" if warn else "")
         return record
 
     async def close(self, job: str) -> Removed:

@@ -36,6 +36,7 @@ class OpenRequest(_Strict):
     policy: str | None = None
     ttl: int | None = Field(default=None, gt=0)
     quotas: QuotaSpec = QuotaSpec()
+    warn: bool = False  # would-be denials forwarded, audited as would_deny
 
 
 class CloseRequest(_Strict):

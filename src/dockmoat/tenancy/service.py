@@ -13,6 +13,7 @@ and closes jobs when their TTL passes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.server import Gateway
 from dockmoat.policy.decision import Deny
-from dockmoat.policy.engine import load_policy
+from dockmoat.policy.engine import CompiledPolicy, load_policy
 from dockmoat.tenancy.control import (
     DEFAULT_CONTROL,
     control_in_use,
@@ -184,7 +185,10 @@ class TenancyService:
         derive = getattr(base, "derive", None)
         if derive is None:
             return base  # a policy without rules to vary (permissive)
-        return derive(allow_bind=allow_bind, disable=JOIN_RULES)
+        policy = derive(allow_bind=allow_bind, disable=JOIN_RULES)
+        if record.mode == "warn" and isinstance(policy, CompiledPolicy):
+            policy = dataclasses.replace(policy, mode="warn")  # job open --warn
+        return policy
 
     async def add_job_listener(self, job: JobRecord) -> None:
         if self._gateway is None:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     workspace  TEXT,
     policy     TEXT,
     socket     TEXT NOT NULL,
-    quotas     TEXT NOT NULL DEFAULT '{}'   -- JSON: running_containers, memory_bytes, volumes
+    quotas     TEXT NOT NULL DEFAULT '{}',  -- JSON: running_containers, memory_bytes, volumes
+    mode       TEXT NOT NULL DEFAULT 'enforce'  -- or 'warn' (job open --warn)
 );
 CREATE TABLE IF NOT EXISTS owned (
     job   TEXT NOT NULL,
@@ -58,6 +59,7 @@ class JobRecord:
     policy: str | None
     socket: str
     quotas: str = "{}"
+    mode: str = "enforce"  # "warn": the job's would-be denials are forwarded (job open --warn)
 
     def expired(self, now: float) -> bool:
         return self.ttl is not None and now >= self.created + self.ttl
@@ -74,6 +76,9 @@ class OwnershipStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "mode" not in columns:  # a database from before `job open --warn`
+                self._db.execute("ALTER TABLE jobs ADD COLUMN mode TEXT NOT NULL DEFAULT 'enforce'")
         except (OSError, sqlite3.Error) as error:
             raise ConfigError(f"cannot open the state database {path}: {error}") from error
         path.chmod(0o600)
@@ -96,8 +101,8 @@ class OwnershipStore:
     def add_job(self, record: JobRecord) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (job, created, ttl, workspace, policy, socket, quotas) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job, created, ttl, workspace, policy, socket, quotas, mode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.job,
                     record.created,
@@ -106,19 +111,22 @@ class OwnershipStore:
                     record.policy,
                     record.socket,
                     record.quotas,
+                    record.mode,
                 ),
             )
 
     def get_job(self, job: str) -> JobRecord | None:
         row = self._db.execute(
-            "SELECT job, created, ttl, workspace, policy, socket, quotas FROM jobs WHERE job = ?",
+            "SELECT job, created, ttl, workspace, policy, socket, quotas, mode FROM jobs "
+            "WHERE job = ?",
             (job,),
         ).fetchone()
         return JobRecord(*row) if row else None
 
     def jobs(self) -> list[JobRecord]:
         rows = self._db.execute(
-            "SELECT job, created, ttl, workspace, policy, socket, quotas FROM jobs ORDER BY created"
+            "SELECT job, created, ttl, workspace, policy, socket, quotas, mode FROM jobs "
+            "ORDER BY created"
         ).fetchall()
         return [JobRecord(*row) for row in rows]
 

@@ -218,3 +218,29 @@ def test_job_close_and_serve_stop_remove_the_pins_they_made(
     finally:
         assert gw.stop() == 0
     assert _pins(pin_dir) == [], "a pin outlived serve"
+
+
+def test_job_open_warn_forwards_what_the_job_would_be_denied(
+    tmp_path: Path, docker_host: str, busybox_image: str, unique_name: Callable[[str], str]
+) -> None:
+    gw = start_serve(tmp_path / "gw", docker_host)
+    try:
+        control = str(tmp_path / "gw" / "control.sock")
+        job = unique_name("warn").replace("dmtest-", "dmt")
+        opened = _dockmoat("job", "open", job, "--warn", "--control", control)
+        assert opened.returncode == 0, opened.stderr
+        job_env = {**gw.env(), "DOCKER_HOST": opened.stdout.split("=", 1)[1].split(";")[0]}
+        ran = subprocess.run(
+            ["docker", "run", "--rm", "--privileged", busybox_image, "true"],
+            env=job_env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        entries = gw.audit_where(tenant=job, route="containers.create")
+        assert entries and entries[0]["decision"] == "would_deny", entries
+        assert entries[0]["rule"] == "containers.privileged"
+        closed = _dockmoat("job", "close", job, "--control", control)
+        assert "would have denied 1x containers.privileged" in closed.stdout, closed.stdout
+        # The listener itself still enforces.
+        assert b" 403 " in _create_privileged(gw.socket).split(b"\r\n", 1)[0]
+    finally:
+        gw.stop()

@@ -46,3 +46,19 @@ def test_expiry() -> None:
     assert not record.expired(109.9)
     assert record.expired(110.0)
     assert not _record("b").expired(1e12)
+
+
+def test_a_database_from_before_job_modes_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE jobs (job TEXT PRIMARY KEY, created REAL NOT NULL, ttl REAL, "
+            "workspace TEXT, policy TEXT, socket TEXT NOT NULL, quotas TEXT NOT NULL "
+            "DEFAULT '{}')"
+        )
+        db.execute("INSERT INTO jobs VALUES ('old', 1.0, NULL, NULL, NULL, '/run/old.sock', '{}')")
+    store = OwnershipStore(path)
+    old = store.get_job("old")
+    assert old is not None and old.mode == "enforce"
+    store.add_job(JobRecord("new", 2.0, None, None, None, "/run/new.sock", "{}", "warn"))
+    assert [(job.job, job.mode) for job in store.jobs()] == [("old", "enforce"), ("new", "warn")]
