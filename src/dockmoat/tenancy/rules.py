@@ -17,6 +17,7 @@ from typing import Any
 from dockmoat.api import dockerfile
 from dockmoat.api.gojson import compact
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from dockmoat.policy.policyfile import show_bytes
 from dockmoat.tenancy import notfound
 from dockmoat.tenancy.jsonkeys import get_field, set_field
 from dockmoat.tenancy.model import PREDEFINED_NETWORKS, TENANT_LABEL, Tenant, is_full_id
@@ -550,14 +551,15 @@ def check_memory_quota(tenant: Tenant, current: Sequence[int], requested: int) -
         return Deny(
             f"{QUOTA_RULE}.memory",
             f"dockmoat: {QUOTA_RULE}.memory: job {tenant.name} has a memory quota of "
-            f"{limit} bytes, so every container needs a memory limit (--memory).",
+            f"{show_bytes(limit)}, so every container needs a memory limit (--memory).",
         )
     total = sum(current) + requested
     if total > limit:
         return Deny(
             f"{QUOTA_RULE}.memory",
-            f"dockmoat: {QUOTA_RULE}.memory: job {tenant.name} would use {total} bytes of "
-            f"memory limits, its quota is {limit}. Ask for less memory or remove a container.",
+            f"dockmoat: {QUOTA_RULE}.memory: job {tenant.name} would use {show_bytes(total)} of "
+            f"memory limits, its quota is {show_bytes(limit)}. Ask for less memory or remove a "
+            "container.",
         )
     return Allow()
 
