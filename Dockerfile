@@ -56,7 +56,9 @@ LABEL org.opencontainers.image.title="dockmoat-dind" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 VOLUME /var/lib/docker
 EXPOSE 2375 2376
-ENV DOCKER_TLS_CERTDIR=/certs
+# python3 is dockmoat's (the readiness probe: python3 -m dockmoat.deploy.health).
+ENV DOCKER_TLS_CERTDIR=/certs \
+    PATH=/opt/dockmoat/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT ["/usr/local/bin/dockerd-entrypoint.sh"]
 CMD []
 

@@ -79,7 +79,8 @@ def test_seed_socket_proxy_file_with_dockmoat_serves_its_client_unchanged(
         "sh", "-c",
         "i=0; until docker version >/dev/null 2>&1; do i=$$((i+1)); "
         '[ "$$i" -lt 60 ] || exit 3; sleep 1; done; '
-        "set -e; DOCKER_BUILDKIT=0 docker build -q -t $$TAG . >/dev/null; docker run --rm $$TAG cat /built; "
+        "set -e; DOCKER_BUILDKIT=0 docker build -q -t $$TAG . >/dev/null; "
+        "docker run --rm $$TAG cat /built; "
         "if docker run --rm --privileged $$TAG true 2>/tmp/err; then exit 4; fi; "
         "grep -o containers.privileged /tmp/err; "
         "if docker run --rm -v /:/host $$TAG true 2>/tmp/err; then exit 5; fi; "

@@ -134,3 +134,29 @@ def test_health_check_fails_when_the_daemon_is_unreachable(deploy_images: Images
         assert check.returncode == 1 and "answered 502" in check.stdout, check.stdout
     finally:
         _docker("rm", "-f", "-v", name)
+
+
+def test_dind_image_is_ready_on_ping_over_mutual_tls(deploy_images: Images) -> None:
+    """The readiness probe `generate arc` writes, run in the dind image as Kubernetes would."""
+    name = f"dmdeploy-dind-{secrets.token_hex(4)}"
+    done = _docker(
+        "run", "-d", "--privileged", "--name", name,
+        "-e", "DOCKMOAT_CLIENT_KEY_OWNER=1001:1001", "-e", "DOCKER_TLS_SAN=DNS:docker IP:127.0.0.1",
+        deploy_images.dind,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    probe = ["exec", name, "python3", "-m", "dockmoat.deploy.health", "tcp://127.0.0.1:2376"]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            ready = _docker(*probe, "--tls-dir", "/certs/client")
+            if ready.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert ready.returncode == 0, ready.stdout + ready.stderr + _docker("logs", name).stderr
+        # Without the client certificate the daemon does not answer: TLS is on.
+        assert _docker(*probe).returncode == 1
+        owners = _docker("exec", name, "stat", "-c", "%u:%g %a %n", "/certs/client/key.pem")
+        assert owners.stdout.startswith("1001:1001 600 "), owners.stdout
+    finally:
+        _docker("rm", "-f", "-v", name)
