@@ -1122,6 +1122,7 @@ def _has_children(prefix: str, listed: frozenset[str]) -> bool:
     return _has_children_cached(prefix, listed)
 
 
+@cache
 def references(route: str) -> tuple[Field, ...]:
     """The inputs of a route that name objects."""
     return tuple(item for item in fields_of(route) if isinstance(item.treatment, Ref))
