@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
 import ssl
 import stat
@@ -189,6 +190,14 @@ def check_serve(
             check_socket("--listen", endpoint.path)
         elif endpoint.tls is not None:
             check_tls(endpoint.tls.cert, endpoint.tls.key, endpoint.tls.ca)
+    group = settings.socket_group
+    if group is not None and not group.isdigit():
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise ConfigError(
+                f"--socket-group {group}: no such group; give an existing group's name or gid"
+            ) from None
     metrics = settings.metrics
     if metrics is not None and metrics.kind == "unix" and metrics.path is not None:
         check_socket("--metrics-listen", metrics.path)

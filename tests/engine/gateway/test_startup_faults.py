@@ -131,6 +131,21 @@ def _listen_path_is_a_file(root: Path) -> list[str]:
     return ["--listen", f"unix://{root}/docker.sock"]
 
 
+def _socket_group_missing(root: Path) -> list[str]:
+    return ["--socket-group", "dmtest-no-such-group"]
+
+
+def _metrics_port_in_use(root: Path) -> list[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    _HELD.append(sock)
+    return ["--metrics-listen", f"tcp://127.0.0.1:{sock.getsockname()[1]}"]
+
+
+_HELD: list[socket.socket] = []
+
+
 def _policy_file_missing(root: Path) -> list[str]:
     return ["--policy", str(root / "nope.yaml")]
 
@@ -150,6 +165,8 @@ FAULTS: dict[str, tuple[Fault, tuple[str, ...]]] = {
     "state db a folder": (_state_db_is_a_folder, ("--state-db", "is a folder")),
     "listen path a regular file": (_listen_path_is_a_file, ("not a socket",)),
     "policy file missing": (_policy_file_missing, ("nope.yaml",)),
+    "socket group missing": (_socket_group_missing, ("--socket-group", "no such group")),
+    "metrics port in use": (_metrics_port_in_use, ("--metrics-listen", "already in use")),
 }
 
 
