@@ -72,6 +72,7 @@ from dockmoat.gateway.stages import (
     line_handler,
     response_kind,
 )
+from dockmoat.gateway.tlslisten import HalfCloseTls
 from dockmoat.gateway.upstream import (
     READ_SIZE,
     PooledUpstream,
@@ -174,11 +175,12 @@ class Gateway:
                 server = await loop.create_unix_server(protocol, sock=sock, backlog=1024)
             else:
                 assert endpoint.port is not None
+                tls = _server_tls(endpoint)
                 server = await loop.create_server(
-                    protocol,
+                    # TLS that still answers after the client's close_notify (tlslisten).
+                    protocol if tls is None else lambda: HalfCloseTls(loop, protocol(), tls),
                     endpoint.host,
                     endpoint.port,
-                    ssl=_server_tls(endpoint),
                     reuse_address=True,
                     backlog=1024,
                 )
