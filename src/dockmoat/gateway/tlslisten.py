@@ -13,8 +13,8 @@ changed: the client's close_notify or FIN is passed on as `eof_received`, and th
 connection shuts down only when the gateway closes it, after the answer. OpenSSL
 writes after a received close_notify (only a sent one ends writing), as Go's
 `crypto/tls` does on the daemon's side. It leans on that module's private methods
-(`_start_shutdown`, `eof_received`'s states: CPython 3.11-3.13); `tests/unit/gateway/
-test_tlslisten.py` pins the behaviour.
+(`_start_shutdown`, `eof_received`'s states: CPython 3.11-3.13);
+`tests/engine/gateway/test_tls_listener_streams.py` pins the behaviour.
 """
 
 from __future__ import annotations
