@@ -309,6 +309,26 @@ class BuildDecider:
         return None
 
 
+class RefuseAll:
+    """The decider of a tunnel the policy closed: every call gets the policy's refusal.
+
+    Refusing `/grpc` with an HTTP 403 is not something clients can show: buildx then
+    boots a docker-container builder (pulling moby/buildkit), the 20.10 CLI reads the
+    answer as a bogus HTTP/2 greeting. Spoken as gRPC, the reason is printed."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def admit(self, call: Call) -> Refuse:
+        return Refuse(self.message)
+
+    def filters(self, call: Call) -> bool:
+        return False
+
+    def answer(self, call: Call, payload: bytes) -> bytes | None:
+        return None
+
+
 def _not_found(ref: str) -> Refuse:
     return Refuse(f"no such job {ref[:80]}", grpc.NOT_FOUND)
 

@@ -304,6 +304,17 @@ class Relay:
     def decided(self, token: int, verdict: Verdict) -> list[Command]:
         return self._guarded(lambda: self._decided(token, verdict))
 
+    def goaway(self) -> list[Command]:
+        """End both sides (GOAWAY); what was queued goes first."""
+
+        def both() -> list[Command]:
+            for conn in (self.caller, self.callee):
+                conn.close_connection()
+            self.state = RelayState.CLOSING
+            return []
+
+        return self._guarded(both)
+
     def client_closed(self) -> list[Command]:
         return self._close("the client closed the connection")
 

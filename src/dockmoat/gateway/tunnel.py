@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from dockmoat.buildkit.decide import BuildDecider
+from dockmoat.buildkit.decide import BuildDecider, RefuseAll
 from dockmoat.buildkit.relay import (
     Close,
     Command,
@@ -125,3 +125,48 @@ async def run(
         for writer in (upstream, client):
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+UPGRADED: Final = b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+async def refuse_all(
+    tunnel: Tunnel,
+    message: str,
+    read_client: Callable[[], Awaitable[bytes]],
+    client: asyncio.StreamWriter,
+    *,
+    client_leftover: bytes = b"",
+) -> None:
+    """A tunnel the policy refused, answered by the guard alone: the switch to HTTP/2 as
+    dockerd answers it, then every call refused with `message` (nothing reaches dockerd)."""
+    relay = Relay(tunnel, RefuseAll(message))
+
+    async def send(commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, SendClient):
+                client.write(command.data)
+            elif isinstance(command, Close):
+                raise _Closed
+        await client.drain()  # SendUpstream: there is no daemon behind this one
+
+    try:
+        client.write(UPGRADED)
+        await send(relay.start())
+        if tunnel == "session":
+            # Nothing will call the client's services: end the session at once (GOAWAY,
+            # then close), so the client reports its build's refusal instead of waiting.
+            await send(relay.goaway())
+            return
+        if client_leftover:
+            await send(relay.receive_client(client_leftover))
+        while True:
+            data = await read_client()
+            if not data:
+                return
+            await send(relay.receive_client(data))
+    except (_Closed, ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()

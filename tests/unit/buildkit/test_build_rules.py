@@ -320,3 +320,19 @@ def test_the_http_side_binds_sessions() -> None:
     assert builds.bind(routed("POST", "/build?version=2&session=abc", listener="x"), "t1") is None
     stolen = builds.bind(routed("POST", "/build?version=2&session=abc", listener="x"), "t2")
     assert isinstance(stolen, Deny) and stolen.rule == "tenancy.build-session"
+
+
+def test_restricted_closes_buildkit_with_reasons_clients_print() -> None:
+    from dockmoat.buildkit.decide import RefuseAll
+    from dockmoat.policy.trial import routed
+
+    restricted = load_policy("restricted", env={})
+    for target in ("/grpc", "/session", "/v1.41/build?version=2&session=x"):
+        decision = restricted.evaluate(routed("POST", target, listener="x"))
+        assert isinstance(decision, Deny) and decision.rule == "system.session", target
+    assert isinstance(restricted.evaluate(routed("POST", "/v1.41/build", listener="x")), Allow)
+    # the refused tunnel is answered in gRPC: every call gets the rule's message
+    refuse = RefuseAll("dockmoat: system.session: ...")
+    verdict = refuse.admit(grpc_call("/moby.buildkit.v1.Control/ListWorkers"))
+    assert verdict.status == grpc.PERMISSION_DENIED
+    assert "system.session" in verdict.message

@@ -365,3 +365,24 @@ def test_more_concurrent_calls_than_the_bound_are_not_relayed() -> None:
     book.run(book.relay.receive_client(frames))
     assert len(book.daemon.of(h2.events.RequestReceived)) <= MAX_STREAMS
     assert book.client.of(h2.events.ConnectionTerminated) or book.client.of(h2.events.StreamReset)
+
+
+def test_a_refused_tunnel_answers_every_call_and_never_needs_a_daemon() -> None:
+    from dockmoat.buildkit.decide import RefuseAll
+
+    book = playbook()
+    book.relay.decider = RefuseAll("dockmoat: system.session: BuildKit is off")
+    stream = call(book, "/moby.buildkit.v1.Control/ListWorkers", b"")
+    assert status_of(book.client, stream) == (
+        str(grpc.PERMISSION_DENIED),
+        "dockmoat: system.session: BuildKit is off",
+    )
+    assert not book.daemon.of(h2.events.RequestReceived)
+
+
+def test_goaway_ends_both_sides_after_what_is_queued() -> None:
+    book = playbook("session")
+    book.run(book.relay.goaway())
+    assert book.client.of(h2.events.ConnectionTerminated)
+    assert book.daemon.of(h2.events.ConnectionTerminated)
+    assert book.closed

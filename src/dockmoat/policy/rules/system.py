@@ -34,6 +34,16 @@ def check_swarm(subject: Subject) -> Decision:
 
 
 def check_session(subject: Subject) -> Decision:
+    request = subject.request
+    if subject.route == "build.build":
+        if request.param("version") != "2":
+            return ALLOW  # the classic builder
+        return deny(
+            "system.session",
+            "a BuildKit build (/build?version=2, DOCKER_BUILDKIT=1): BuildKit is switched "
+            "off by this policy",
+            "Build with the classic builder (DOCKER_BUILDKIT=0)",
+        )
     return deny(
         "system.session",
         f"{subject.request.method} {subject.request.path}: BuildKit (/session, /grpc) is "
@@ -172,7 +182,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "system.session",
         "system",
-        frozenset({"session.*", "grpc.*"}),
+        frozenset({"session.*", "grpc.*", "build.build"}),
         "BuildKit builds off altogether (restricted). Where it is on, every BuildKit call is "
         "read and decided by the build.* rules.",
         check_session,
