@@ -244,3 +244,22 @@ def test_job_open_warn_forwards_what_the_job_would_be_denied(
         assert b" 403 " in _create_privileged(gw.socket).split(b"\r\n", 1)[0]
     finally:
         gw.stop()
+
+
+def test_permissive_pins_nothing_so_inspect_shows_the_clients_source(
+    serve: Callable[..., Served], tmp_path: Path, busybox_image: str,
+    unique_name: Callable[[str], str],
+) -> None:  # fmt: skip
+    pin_dir = tmp_path / "pins"
+    source = tmp_path / "src"
+    source.mkdir()
+    gw = serve("--profile", "permissive", "--bind-pins", "on", "--pin-dir", str(pin_dir))
+    name = unique_name("asis")
+    made = _docker(gw, "create", "--name", name, "-v", f"{source}:/src", busybox_image, "true")
+    assert made.returncode == 0, made.stderr
+    try:
+        shown = _docker(gw, "inspect", "-f", "{{range .Mounts}}{{.Source}}{{end}}", name)
+        assert shown.stdout.strip() == str(source), shown.stdout
+        assert _pins(pin_dir) == []
+    finally:
+        _docker(gw, "rm", "-f", name)
