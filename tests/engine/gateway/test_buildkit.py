@@ -320,3 +320,21 @@ def test_sources_at_internal_addresses_are_fetched_on_the_raw_socket_and_refused
         assert guarded.returncode != 0
         assert "denied by policy" in guarded.stderr, (name, guarded.stderr)
         assert listener.connections == [], name
+
+
+def test_where_buildkit_is_off_every_client_prints_why(
+    serve: Callable[..., Served], context: Path
+) -> None:
+    """restricted: no HTTP 403 on /grpc (buildx would boot a docker-container builder and
+    try to pull moby/buildkit); the guard answers in HTTP/2 and each client prints it."""
+    restricted = serve("--profile", "restricted")
+    for cli, args in (
+        (DOCKER, ["build", "."]),
+        (DOCKER_26, ["build", "."]),
+        (DOCKER_20, ["build", "."]),
+    ):
+        result = build(cli, restricted.host, *args, cwd=context, timeout=60)
+        assert result.returncode != 0
+        assert "dockmoat: system.session: " in result.stderr, (cli, result.stderr)
+        assert "docker-container" not in result.stderr
+        assert "moby/buildkit" not in result.stderr
