@@ -387,7 +387,7 @@ def test_other_refusals_leave_nothing_behind(
     )  # fmt: skip
     assert "dockmoat: system.auth-address: " in login.stderr
     for raw_target, rule in (
-        ("/session", "system.session"),
+        ("/session", "tenancy.build-session"),  # BuildKit is read now; a session needs its id
         ("/v1.41/nope", "system.unknown-endpoint"),
     ):
         status, answer = call(str(gateway.socket), "POST", raw_target, b"")
