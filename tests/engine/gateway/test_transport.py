@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import stat
@@ -337,11 +338,15 @@ def test_expect_continue_is_answered_by_the_gateway(
 
 
 def test_buildkit_session_switches_protocols(permissive: Served, baseline: Served) -> None:
-    request = (
-        b"POST /v1.41/session HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
-        b"X-Docker-Expose-Session-Uuid: dmtest-session-1\r\nX-Docker-Expose-Session-Name: t\r\n"
-        b"X-Docker-Expose-Session-Sharedkey: k\r\nContent-Length: 0\r\n\r\n"
-    )
-    assert raw_get(permissive.socket, request, timeout=3).startswith(b"HTTP/1.1 101")
-    # The baseline profile closes BuildKit's opaque tunnel.
-    assert raw_get(baseline.socket, request, timeout=3).startswith(b"HTTP/1.1 403")
+    def request(session: str) -> bytes:
+        return (
+            b"POST /v1.41/session HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nX-Docker-Expose-Session-Uuid: " + session.encode() + b"\r\n"
+            b"X-Docker-Expose-Session-Name: t\r\nX-Docker-Expose-Session-Sharedkey: k\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+
+    for served in (permissive, baseline):
+        # baseline reads the session's calls (dockmoat.buildkit) instead of closing it
+        session = f"dmtestsession{secrets.token_hex(6)}"
+        assert raw_get(served.socket, request(session), timeout=3).startswith(b"HTTP/1.1 101")
