@@ -9,6 +9,7 @@ detected without reading every byte.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -184,10 +185,17 @@ class ImageTree:
 
 def shared_libraries(binary: Path) -> list[str]:
     """Absolute paths of the libraries (and dynamic loader) `ldd` resolves for binary."""
-    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+    return list(_shared_libraries(str(binary)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_libraries(binary: str) -> tuple[str, ...]:
+    # Cached: the DinD images of the matrix share iptables, its ~100 extensions and
+    # busybox, and `up` would otherwise run ldd on each once per image.
+    proc = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         if "not a dynamic executable" in proc.stdout + proc.stderr:
-            return []
+            return ()
         raise OSError(f"ldd {binary} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     libs: list[str] = []
     for line in proc.stdout.splitlines():
@@ -198,4 +206,4 @@ def shared_libraries(binary: Path) -> list[str]:
         match = _LDD_PATH.search(part)
         if match:
             libs.append(match.group(1))
-    return libs
+    return tuple(libs)
