@@ -42,13 +42,17 @@ def check_containers(
     """`local_images`: images built in this file (compose `build:`, `docker build -t`)."""
     by_host = {c.hostname: c for c in containers if c.hostname}
     built = local_images | {c.image.value for c in containers if c.builds and c.image}
+    proxies = frozenset(h for h, o in by_host.items() if o.role in (Role.PROXY, Role.GUARD))
     for container in containers:
-        yield from _check_one(container, by_host, built)
+        yield from _check_one(container, by_host, built, proxies)
     yield from _check_shared_data(containers)
 
 
 def _check_one(
-    c: Container, by_host: dict[str, Container], local_images: frozenset[str] = frozenset()
+    c: Container,
+    by_host: dict[str, Container],
+    local_images: frozenset[str] = frozenset(),
+    proxies: frozenset[str] = frozenset(),
 ) -> Iterator[Hit]:
     role = c.role
     if c.image is not None and c.check_image and not c.builds:
@@ -96,7 +100,6 @@ def _check_one(
         yield Hit(rules.HOST_PID, c.pid.line, f"{c.label}: uses the host PID namespace")
     if c.ipc is not None and c.ipc.value.strip().lower() == "host":
         yield Hit(rules.HOST_IPC, c.ipc.line, f"{c.label}: uses the host IPC namespace")
-    proxies = frozenset(h for h, o in by_host.items() if o.role in (Role.PROXY, Role.GUARD))
     yield from _exposures(c, role, proxies)
     yield from _docker_host(c, by_host)
     yield from _depends_on(c, by_host)

@@ -7,6 +7,7 @@ the checks in `checks.py` then judge all formats alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dockmoat.ci.audit.images import Role, classify
 from dockmoat.ci.audit.mounts import Mount
@@ -54,8 +55,9 @@ class Container:
     # Variables that `${VAR}` in the image reference resolves against (GitLab variables).
     image_vars: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def role(self) -> Role:
+        """Computed once: a container is complete before anything asks what it is."""
         image = self.image.value if self.image else None
         return classify(image, self.command, frozenset(self.env), job=self.job)
 
