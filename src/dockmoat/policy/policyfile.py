@@ -213,6 +213,8 @@ def parse_policy_text(text: str, source: str) -> PolicyFile:
             field = ".".join(str(part) for part in loc) or "(top)"
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {field}: {message}")
+        if len(lines) == 1:  # one problem, one line
+            raise ConfigError(f"invalid policy file {lines[0]}") from None
         raise ConfigError("invalid policy file\n" + "\n".join(lines)) from None
 
 

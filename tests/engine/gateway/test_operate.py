@@ -263,3 +263,21 @@ def test_permissive_pins_nothing_so_inspect_shows_the_clients_source(
         assert _pins(pin_dir) == []
     finally:
         _docker(gw, "rm", "-f", name)
+
+
+def test_serve_names_what_a_policy_weakens_at_start_and_on_reload(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("extends: baseline\nenable: [containers.no-new-privileges]\n")
+    gw = serve("--policy", str(policy))
+    assert "weakens" not in gw.log.read_text()
+    policy.write_text("extends: baseline\ndisable: [containers.privileged]\nallow_bind: [/]\n")
+    gw.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while "policy reloaded" not in gw.log.read_text():
+        assert time.monotonic() < deadline, gw.log.read_text()
+        time.sleep(0.1)
+    log = gw.log.read_text()
+    assert "weakens baseline: disables containers.privileged" in log
+    assert "allow_bind: / lets containers bind every file of the host" in log

@@ -146,6 +146,16 @@ def _metrics_port_in_use(root: Path) -> list[str]:
 _HELD: list[socket.socket] = []
 
 
+def _extends_contradicts_profile(root: Path) -> list[str]:
+    (root / "policy.yaml").write_text("extends: baseline\n")
+    return ["--profile", "restricted", "--policy", str(root / "policy.yaml")]
+
+
+def _limits_inconsistent(root: Path) -> list[str]:
+    (root / "policy.yaml").write_text("limits:\n  memory: {default: 8g, max: 2g}\n")
+    return ["--policy", str(root / "policy.yaml")]
+
+
 def _policy_file_missing(root: Path) -> list[str]:
     return ["--policy", str(root / "nope.yaml")]
 
@@ -165,6 +175,11 @@ FAULTS: dict[str, tuple[Fault, tuple[str, ...]]] = {
     "state db a folder": (_state_db_is_a_folder, ("--state-db", "is a folder")),
     "listen path a regular file": (_listen_path_is_a_file, ("not a socket",)),
     "policy file missing": (_policy_file_missing, ("nope.yaml",)),
+    "extends contradicts --profile": (
+        _extends_contradicts_profile,
+        ("extends: baseline contradicts --profile restricted", "--policy-overrides-profile"),
+    ),
+    "a memory default above its max": (_limits_inconsistent, ("the default 8g",)),
     "socket group missing": (_socket_group_missing, ("--socket-group", "no such group")),
     "metrics port in use": (_metrics_port_in_use, ("--metrics-listen", "already in use")),
 }
