@@ -11,6 +11,7 @@ from dockmoat.ci.audit.dockerargs import split_words
 from dockmoat.ci.audit.findings import Hit
 from dockmoat.ci.audit.gitlab_dind import dind_service_hit
 from dockmoat.ci.audit.gitlab_extends import extended_vars
+from dockmoat.ci.audit.gitlab_refs import resolve_references
 from dockmoat.ci.audit.images import Role, parse_image
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.runnerctx import AuditContext
@@ -44,6 +45,7 @@ def analyse(doc: Any, context: AuditContext | None = None) -> Iterator[Hit]:
     root = y.mapping(doc)
     if root is None:
         return
+    resolve_references(root)
     global_vars = _vars(root.get("variables"), y.key_line(root, "variables", 1))
     containers: list[Container] = []
     scripts: list[tuple[list[tuple[int, str]], str, list[dict[str, Located]]]] = []

@@ -207,3 +207,32 @@ def test_unreadable_pod_yaml_in_a_jenkinsfile() -> None:
     assert ("privileged", 9, Severity.HIGH) in got  # the rest of the file is audited
     lenient, _ = audit_source(text, "Jenkinsfile", lenient=True)
     assert ("unreadable", 4, Severity.LOW) in [(f.rule.id, f.line, f.severity) for f in lenient]
+
+
+def test_gitlab_reference_tags_are_resolved() -> None:
+    text = (
+        ".tls:\n"
+        "  variables:\n"
+        "    DOCKER_HOST: tcp://docker:2376\n"
+        "    DOCKER_TLS_VERIFY: '1'\n"
+        ".setup:\n"
+        "  script:\n"
+        "    - docker run --privileged alpine:3.20 true\n"
+        "build:\n"
+        "  variables:\n"
+        "    DOCKER_HOST: tcp://docker:2376\n"
+        "    DOCKER_TLS_VERIFY: !reference [.tls, variables, DOCKER_TLS_VERIFY]\n"
+        "  script:\n"
+        "    - !reference [.setup, script]\n"
+        "    - echo done\n"
+        "loop:\n"
+        "  script: !reference [loop, script]\n"
+    )
+    findings = audit_text(text, ".gitlab-ci.yml")
+    # The referenced script is audited where it is written, once; the referenced
+    # variables verify TLS, so `build` has no docker-host-no-tls.
+    assert [(f.rule.id, f.line) for f in findings] == [("privileged", 7)]
+    unresolved = text.replace("!reference [.tls, variables, DOCKER_TLS_VERIFY]", "[x]")
+    assert ("docker-host-no-tls", 10) in [
+        (f.rule.id, f.line) for f in audit_text(unresolved, ".gitlab-ci.yml")
+    ]
