@@ -122,3 +122,15 @@ def test_warn_mode_forwards_what_would_be_denied(tmp_path: Path) -> None:
     assert type(warned.evaluate(request)) is WouldDeny
     # A derived (per-job) policy keeps the mode.
     assert type(warned.derive(disable=("containers.links",)).evaluate(request)) is WouldDeny
+
+
+def test_job_open_names_what_its_policy_weakens_on_stderr(tmp_path: Path) -> None:
+    policy = tmp_path / "job.yaml"
+    policy.write_text("extends: baseline\ndisable: [containers.privileged]\n")
+    result = CliRunner().invoke(
+        main,
+        ["job", "open", "j", "--policy", str(policy), "--control", str(tmp_path / "none.sock")],
+    )
+    assert result.exit_code == 3  # no serve to talk to (docs/exit-codes.md)
+    assert "weakens baseline: disables containers.privileged" in result.stderr
+    assert "DOCKER_HOST" not in result.stdout
