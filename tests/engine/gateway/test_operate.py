@@ -281,3 +281,13 @@ def test_serve_names_what_a_policy_weakens_at_start_and_on_reload(
     log = gw.log.read_text()
     assert "weakens baseline: disables containers.privileged" in log
     assert "allow_bind: / lets containers bind every file of the host" in log
+
+
+def test_inspect_of_a_name_nothing_has_says_no_such_object(
+    baseline: Served, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name("nothing")
+    looked = _docker(baseline, "inspect", name)
+    assert looked.returncode != 0
+    assert f"No such object: {name}" in looked.stderr, looked.stderr
+    assert "system.plugins" not in looked.stderr

@@ -134,3 +134,12 @@ def test_job_open_names_what_its_policy_weakens_on_stderr(tmp_path: Path) -> Non
     assert result.exit_code == 3  # no serve to talk to (docs/exit-codes.md)
     assert "weakens baseline: disables containers.privileged" in result.stderr
     assert "DOCKER_HOST" not in result.stdout
+
+
+def test_a_plugin_lookup_answers_as_dockerd_does_for_a_missing_plugin() -> None:
+    policy = load_policy(env={})
+    decision = policy.evaluate(trial.routed("GET", "/v1.41/plugins/some/thing/json", "cli"))
+    assert isinstance(decision, Deny) and decision.status == 404
+    assert decision.message == 'plugin "some/thing" not found'
+    other = policy.evaluate(trial.routed("GET", "/v1.41/plugins", "cli"))
+    assert isinstance(other, Deny) and other.status == 403 and other.rule == "system.plugins"

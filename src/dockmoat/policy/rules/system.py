@@ -7,7 +7,7 @@ from functools import lru_cache
 from dockmoat.api.endpoints import ENDPOINTS
 from dockmoat.api.memo import LONGEST
 from dockmoat.policy import addresses
-from dockmoat.policy.decision import Decision
+from dockmoat.policy.decision import Decision, Deny
 from dockmoat.policy.rules.base import ALLOW, RESTRICTED, Rule, Subject, deny, text, top
 
 ENDPOINT = frozenset({"endpoint"})
@@ -19,6 +19,13 @@ def _closed(rule_id: str, what: str) -> Decision:
 
 
 def check_plugins(subject: Subject) -> Decision:
+    path = subject.request.path
+    if subject.route == "plugins.inspect" and path.startswith("/plugins/"):
+        # `docker inspect NAME` asks every kind of object, plugins last: answered as
+        # dockerd answers a plugin that does not exist (for this client none does), so
+        # the CLI says "No such object" instead of this rule (issue 21). Nothing is sent.
+        name = path[len("/plugins/") :].removesuffix("/json")
+        return Deny("system.plugins", f'plugin "{name}" not found', status=404)
     return _closed(
         "system.plugins",
         f"{subject.request.method} {subject.request.path}: plugins run as root on the host",
