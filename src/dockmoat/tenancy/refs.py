@@ -200,11 +200,13 @@ def unresolved(request: ApiRequest) -> Field | None:
 def refusal(request: ApiRequest, item: Field) -> Deny:
     treatment = item.treatment
     if isinstance(treatment, Closed):
+        # The policy's own rule id: it is the rule that closes the endpoint; for jobs it
+        # stays closed even where a policy file opens it.
         return Deny(
-            RULE,
-            f"dockmoat: {RULE}: {request.method} {request.route.name} is closed by "
-            f"{treatment.rule}, and jobs may not use it even where a policy opens it: "
-            "tenancy does not read what it refers to.",
+            treatment.rule,
+            f"dockmoat: {treatment.rule}: {request.method} {request.path}: closed for "
+            "jobs, whatever the policy says (tenancy does not read what such requests "
+            "refer to). Ask the operator to run it outside the job",
         )
     assert isinstance(treatment, Ref)
     where = {"path": "path parameter", "query": "query parameter", "body": "body field"}
