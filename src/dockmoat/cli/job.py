@@ -15,6 +15,7 @@ from rich.table import Table
 from dockmoat.errors import ConfigError
 from dockmoat.tenancy import control as ctl
 from dockmoat.tenancy.durations import format_duration, parse_duration
+from dockmoat.tenancy.names import validate_job_name
 
 _SIZE = re.compile(r"^(\d+)([bkmg]?)b?$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -70,6 +71,7 @@ def open_job(
     control: Path,
 ) -> None:
     """Open JOB and print DOCKER_HOST for its socket."""
+    validate_job_name(job)  # bad input says so (exit 2) even with no serve to ask
     request: dict[str, Any] = {
         "op": "open",
         "job": job,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from dockmoat.errors import ConfigError
+from dockmoat.errors import ConfigError, ProtocolError
 from dockmoat.policy import trial
 from dockmoat.policy.decision import Deny, Rewrite
 from dockmoat.policy.engine import CompiledPolicy, load_policy
@@ -133,8 +133,15 @@ def check(
         request = call
         decision = policy.evaluate_build(call)
     else:
-        request = trial.routed(method, target, listener="cli")
-        decision = policy.evaluate(trial.with_json_body(request, raw))
+        try:
+            request = trial.routed(method, target, listener="cli")
+        except ProtocolError as error:  # what the gateway answers 400: bad input here
+            raise ConfigError(f"--path {target}: {error}") from None
+        try:
+            body = trial.with_json_body(request, raw)
+        except ProtocolError as error:
+            raise ConfigError(f"--body {body_file}: {error}") from None
+        decision = policy.evaluate(body)
     click.echo(f"route: {request.route.name}")
     if isinstance(decision, Deny):
         click.echo(f"DENY {decision.rule}")
