@@ -99,9 +99,10 @@ def _yaml_hits(docs: list[object], kind: Kind | None, context: AuditContext | No
             hits.extend(gitlab.analyse(doc, context))
         elif detected is Kind.KUBERNETES:
             hits.extend(kubernetes.analyse(doc))
-        elif detected in (Kind.COMPOSE, Kind.GITHUB):
-            analyser = compose if detected is Kind.COMPOSE else github
-            hits.extend(analyser.analyse(doc))
+        elif detected is Kind.GITHUB:
+            hits.extend(github.analyse(doc, context))
+        elif detected is Kind.COMPOSE:
+            hits.extend(compose.analyse(doc))
         else:
             raise ConfigError(f"a {detected.value} file is not YAML")
     if detected is None:
@@ -154,8 +155,8 @@ def audit_paths(
     for name, text in texts:
         # A broken one is reported as unreadable when the file itself is audited.
         with contextlib.suppress(ConfigError):
-            if isinstance(text, str) and _detect(text, name, kind) is Kind.GITLAB_RUNNER:
-                context.gitlab_runners.extend(gitlab_runner.grants(text, name))
+            if isinstance(text, str):
+                _learn_context(context, text, name, kind)
     for name, text in texts:
         if isinstance(text, FileError):
             _not_audited(result, text, lenient)
@@ -165,6 +166,18 @@ def audit_paths(
         if failure is not None:
             result.errors.append(failure)
     return result
+
+
+def _learn_context(context: AuditContext, text: str, name: str, kind: Kind | None) -> None:
+    """What a runner config given in this run grants the CI files beside it."""
+    detected = _detect(text, name, kind)
+    if detected is Kind.GITLAB_RUNNER:
+        context.gitlab_runners.extend(gitlab_runner.grants(text, name))
+    elif detected in (None, Kind.KUBERNETES) and "runnerScaleSetName" in text:
+        for doc in yamlsrc.load_all(text):
+            scale_set = kubernetes.scale_set(doc, name)
+            if scale_set is not None:
+                context.arc_scale_sets.append(scale_set)
 
 
 def audit_source(

@@ -9,9 +9,10 @@ from dockmoat.ci.audit import yamlsrc as y
 from dockmoat.ci.audit.checks import check_containers
 from dockmoat.ci.audit.dockerargs import RunArgs, parse_run_options, split_words
 from dockmoat.ci.audit.findings import Hit
-from dockmoat.ci.audit.github_actions import action_input_hits
+from dockmoat.ci.audit.github_actions import action_input_hits, on_arc_dind
 from dockmoat.ci.audit.model import Container, Located
 from dockmoat.ci.audit.mounts import Mount, parse_short
+from dockmoat.ci.audit.runnerctx import AuditContext
 from dockmoat.ci.audit.scripts import check_script, script_lines
 
 
@@ -29,7 +30,7 @@ def _env(node: Any, key: str) -> dict[str, Located]:
     return {k: Located(v, n) for k, (v, n) in y.env_vars(node.get(key), line).items()}
 
 
-def analyse(doc: Any) -> Iterator[Hit]:
+def analyse(doc: Any, context: AuditContext | None = None) -> Iterator[Hit]:
     root = y.mapping(doc)
     jobs = y.mapping(root.get("jobs")) if root is not None else None
     if root is None or jobs is None:
@@ -46,7 +47,22 @@ def analyse(doc: Any) -> Iterator[Hit]:
     for job_id, job in jobs.items():
         job_map = y.mapping(job)
         if job_map is not None:
-            yield from _job(str(job_id), job_map, y.key_line(jobs, job_id, 1), workflow_env)
+            hits = _job(str(job_id), job_map, y.key_line(jobs, job_id, 1), workflow_env)
+            scale_set = context.arc_dind_set(_runs_on(job_map)) if context else None
+            yield from (on_arc_dind(hit, scale_set) for hit in hits) if scale_set else hits
+
+
+def _runs_on(job: Any) -> list[str]:
+    value = job.get("runs-on")
+    seq = y.sequence(value)
+    if seq is not None:
+        return [str(v) for v in seq]
+    as_map = y.mapping(value)
+    if as_map is not None:  # `runs-on: {group: ..., labels: [...]}`
+        labels = as_map.get("labels")
+        return [str(v) for v in labels] if isinstance(labels, list) else [str(labels)]
+    text = y.scalar_str(value)
+    return [text] if text else []
 
 
 def _job(job_id: str, job: Any, line: int, workflow_env: dict[str, Located]) -> Iterator[Hit]:

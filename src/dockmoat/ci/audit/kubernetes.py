@@ -20,6 +20,7 @@ from dockmoat.ci.audit import yamlsrc as y
 from dockmoat.ci.audit.checks import check_containers
 from dockmoat.ci.audit.findings import Hit, Severity
 from dockmoat.ci.audit.podspec import limit_hits, pod_containers
+from dockmoat.ci.audit.runnerctx import ArcScaleSet
 
 _LEGACY_RUNNER_KINDS = frozenset({"RunnerDeployment", "RunnerSet", "RunnerReplicaSet", "Runner"})
 
@@ -34,6 +35,20 @@ def looks_like_arc_values(doc: Any) -> bool:
     if root is None:
         return False
     return "githubConfigUrl" in root or ("containerMode" in root and "template" in root)
+
+
+def scale_set(doc: Any, file: str) -> ArcScaleSet | None:
+    """The scale set an ARC values file defines, when it names it (`runnerScaleSetName`)."""
+    root = y.mapping(doc)
+    if root is None or not looks_like_arc_values(root):
+        return None
+    name = y.scalar_str(root.get("runnerScaleSetName"))
+    if not name:
+        return None
+    mode = y.mapping(root.get("containerMode"))
+    mode_type = (y.scalar_str(mode.get("type")) if mode is not None else None) or ""
+    line = y.key_line(root, "runnerScaleSetName", 1)
+    return ArcScaleSet(file=file, line=line, name=name, mode=mode_type)
 
 
 def analyse(doc: Any) -> Iterator[Hit]:

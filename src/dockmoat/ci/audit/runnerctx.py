@@ -46,11 +46,29 @@ def _allowed(image: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
 
+@dataclass(frozen=True)
+class ArcScaleSet:
+    """An Actions Runner Controller scale set: jobs reach it by `runs-on: NAME`."""
+
+    file: str
+    line: int
+    name: str  # `runnerScaleSetName`
+    mode: str  # `containerMode.type`: "dind", "kubernetes" or "" (none)
+
+
 @dataclass
 class AuditContext:
     """Facts from other files of the same run."""
 
     gitlab_runners: list[RunnerGrant] = field(default_factory=list)
+    arc_scale_sets: list[ArcScaleSet] = field(default_factory=list)
+
+    def arc_dind_set(self, runs_on: list[str]) -> ArcScaleSet | None:
+        """The DinD-mode scale set a job runs on, if one of those given."""
+        for scale_set in self.arc_scale_sets:
+            if scale_set.mode == "dind" and scale_set.name in runs_on:
+                return scale_set
+        return None
 
     def worst_gitlab_grant(self, image: str) -> tuple[RunnerGrant, Grant] | None:
         """The runner (of those given) that grants a service running `image` the most."""

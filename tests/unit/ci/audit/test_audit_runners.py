@@ -158,3 +158,60 @@ def test_kubernetes_manifests_of_every_workload_kind() -> None:
         assert [(f.rule.id, f.severity) for f in findings] == [
             ("dind-privileged", Severity.MEDIUM)
         ], text
+
+
+_WORKFLOW = """\
+on: push
+jobs:
+  build:
+    runs-on: {runs_on}
+    services:
+      dind:
+        image: docker:27.3.1-dind
+        options: >-
+          --privileged --memory 4g --cpus 2 --pids-limit 4096
+          --health-cmd "docker info"
+    steps:
+      - run: |
+          docker run --rm --privileged -d --memory 1g --cpus 1 --pids-limit 100 \\
+            --health-cmd "docker info" docker:27.3.1-dind
+"""
+
+_ARC = """\
+githubConfigUrl: https://github.com/acme
+runnerScaleSetName: {name}
+containerMode:
+  type: {mode}
+template:
+  spec:
+    containers:
+      - name: runner
+        image: ghcr.io/actions/actions-runner:2.320.0
+        command: ["/home/runner/run.sh"]
+        resources: {{limits: {{memory: 4Gi, cpu: "2"}}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("runs_on", "name", "mode", "severity"),
+    [
+        ("arc-dind", "arc-dind", "dind", "high"),
+        ("[self-hosted, arc-dind]", "arc-dind", "dind", "high"),
+        ("arc-dind", "arc-dind", "kubernetes", "medium"),
+        ("ubuntu-24.04", "arc-dind", "dind", "medium"),
+    ],
+)
+def test_dind_on_an_arc_scale_set_in_dind_mode_is_root_on_the_node(
+    tmp_path: Path, runs_on: str, name: str, mode: str, severity: str
+) -> None:
+    workflow = tmp_path / ".github" / "workflows" / "build.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(_WORKFLOW.format(runs_on=runs_on))
+    values = tmp_path / "values.yaml"
+    values.write_text(_ARC.format(name=name, mode=mode))
+    result = audit_paths([str(workflow), str(values)])
+    assert result.errors == []
+    dind = [f for f in result.findings if f.rule.id == "dind-privileged"]
+    assert [(f.line, f.severity.value) for f in dind] == [(8, severity), (13, severity)]
+    if severity == "high":
+        assert "root on the node" in dind[0].message
