@@ -154,9 +154,8 @@ def audit_paths(
     context = AuditContext()
     for name, text in texts:
         # A broken one is reported as unreadable when the file itself is audited.
-        with contextlib.suppress(ConfigError):
-            if isinstance(text, str):
-                _learn_context(context, text, name, kind)
+        if isinstance(text, str):
+            _learn_context(context, text, name, kind)
     for name, text in texts:
         if isinstance(text, FileError):
             _not_audited(result, text, lenient)
@@ -169,7 +168,15 @@ def audit_paths(
 
 
 def _learn_context(context: AuditContext, text: str, name: str, kind: Kind | None) -> None:
-    """What a runner config given in this run grants the CI files beside it."""
+    """What a runner config given in this run grants the CI files beside it.
+
+    Never fails: a file it cannot learn from is reported when it is audited itself.
+    """
+    with contextlib.suppress(Exception):
+        _learn(context, text, name, kind)
+
+
+def _learn(context: AuditContext, text: str, name: str, kind: Kind | None) -> None:
     detected = _detect(text, name, kind)
     if detected is Kind.GITLAB_RUNNER:
         context.gitlab_runners.extend(gitlab_runner.grants(text, name))

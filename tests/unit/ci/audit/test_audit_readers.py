@@ -236,3 +236,15 @@ def test_gitlab_reference_tags_are_resolved() -> None:
     assert ("docker-host-no-tls", 10) in [
         (f.rule.id, f.line) for f in audit_text(unresolved, ".gitlab-ci.yml")
     ]
+
+
+@_FUZZ
+@given(st.lists(st.tuples(_K8S_BITS, st.sampled_from(["", "\n", "\n  "])), max_size=20))
+def test_fuzz_run_context_from_odd_runner_configs(parts: list[tuple[str, str]]) -> None:
+    """Learning what a runner grants never stops a run, whatever the file holds."""
+    from dockmoat.ci.audit import _learn_context
+    from dockmoat.ci.audit.runnerctx import AuditContext
+
+    text = "runnerScaleSetName: x\n" + "".join(a + b for a, b in parts)
+    for name in ("values.yaml", "config.toml"):
+        _learn_context(AuditContext(), text, name, None)
