@@ -260,7 +260,9 @@ def test_a_connection_whose_requests_never_repeat_remembers_sparsely(
     decided: list[int] = []  # the policy's evaluations for each request
 
     def ping(n: int) -> bytes:
-        return PING.replace(b"/_ping", f"/_ping?n={n}".encode())
+        # A header makes each request's bytes differ (a query parameter dockmoat does
+        # not model would be refused: api.unmodeled).
+        return PING.replace(b"Host: docker\r\n", f"Host: docker\r\nX-N: {n}\r\n".encode())
 
     async def scenario() -> None:
         gateway = Gateway(served, policy)
