@@ -31,7 +31,7 @@ BUSYBOX = "dockmoat-test/busybox:latest"
 # `{n}` becomes a counter: every request differs, so no connection ever sends the same
 # bytes twice and dockmoat decides each one afresh (no remembered decision; see
 # docs/architecture.md). The other two paths repeat, as pollers do.
-UNIQUE = "/v1.41/containers/json?n={n}"
+UNIQUE = "/v1.41/containers/json?limit=-{n}"
 PATHS = ("/_ping", "/v1.41/containers/json", UNIQUE)
 
 
@@ -450,10 +450,10 @@ def main(argv: list[str]) -> int:
         "keep-alive to the daemon and no log. See `bench/gateway.py`. `docker save` goes "
         "through each target with the docker CLI. `/_ping` and `/containers/json` repeat "
         "the same request on each connection, as pollers do (dockmoat reuses its decision, "
-        "docs/architecture.md); `?n=<counter>` makes every request differ, so each is "
-        "parsed, routed and decided afresh. dockmoat columns: `permissive` (every endpoint "
-        "forwarded), `baseline` (the default: policy and per-job tenancy), both without "
-        "an audit log, and "
+        "docs/architecture.md); `?limit=-<counter>` (no limit to dockerd) makes every "
+        "request differ, so each is parsed, routed and decided afresh. dockmoat columns: "
+        "`permissive` (every endpoint forwarded), `baseline` (the default: policy and "
+        "per-job tenancy), both without an audit log, and "
         "`rules+audit` (issue 3's gateway: `baseline --no-tenancy --audit-log /dev/null`).\n\n"
         + table
         + "\n"

@@ -47,7 +47,9 @@ def test_pipelined_keep_alive_head_and_http10(permissive: Served) -> None:
 def test_one_connection_mixes_the_fast_lane_and_the_task_in_order(baseline: Served) -> None:
     """Bodiless requests go by the fast lane, others by the connection's task; whichever
     takes one, answers come back in request order, each audited once with its bytes."""
-    marker = f"/_ping?mixed={os.getpid()}-{time.monotonic_ns()}"
+    # A unique target: a negative limit is no limit to dockerd (a query parameter
+    # dockmoat does not model would be refused).
+    marker = f"/v1.41/containers/json?limit=-{time.monotonic_ns()}"
     requests = [
         f"GET {marker} HTTP/1.1\r\nHost: d\r\n\r\n".encode(),
         b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json"
