@@ -169,8 +169,11 @@ def classify(
         return Role.DIND
     if _is_proxy(image, command, env_keys):
         return Role.PROXY
-    # The DinD image's entrypoint starts dockerd when the command is empty or flags;
-    # any other command (`sh`, `docker info`) runs instead of the daemon.
-    if image is not None and is_dind_image(image) and (first is None or first.startswith("-")):
-        return Role.DIND
+    # The official DinD image's entrypoint starts dockerd when the command is empty or
+    # flags; any other command (`sh`, `docker info`) runs instead of the daemon. Other
+    # DinD images (ubuntu-dind and the like) start their daemon whatever the command.
+    if image is not None and is_dind_image(image):
+        official = parse_image(image).name == "docker"
+        if not official or first is None or first.startswith("-"):
+            return Role.DIND
     return Role.OTHER

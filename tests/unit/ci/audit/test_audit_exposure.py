@@ -259,3 +259,8 @@ def test_plain_tcp_to_a_socket_proxy_of_the_file_is_medium() -> None:
 )
 def test_literal_tag_behind_a_variable_registry(reference: str, unpinned: bool) -> None:
     assert (unpinned_reason(reference) is not None) is unpinned
+
+
+def test_other_dind_images_start_their_daemon_whatever_the_command() -> None:
+    assert classify("cruizba/ubuntu-dind:noble-27.3.1", ["sleep", "infinity"]) is Role.DIND
+    assert classify("docker:27.3.1-dind", ["sleep", "infinity"]) is Role.OTHER
