@@ -104,6 +104,7 @@ def test_generated_guarded_compose_runs_as_generated(
             system=System.COMPOSE,
             mode=Mode.GUARDED,
             job_image=deploy_images.cli,
+            image_name=project,  # the job tags this image on the host's engine
             test_command="cat /built",
             wait_seconds=30,
         )
@@ -111,8 +112,17 @@ def test_generated_guarded_compose_runs_as_generated(
     assert f"image: {deploy_images.guard}" in text  # the default names the built image
     (tmp_path / "compose.yml").write_text(text)
     _workspace(tmp_path, "dockmoat-test/busybox:latest")
-    log = _up(tmp_path, project, "runner")
-    assert "built-in-the-job" in log
+    try:
+        log = _up(tmp_path, project, "runner")
+        assert "built-in-the-job" in log
+        # Run again: the guard's state volume remembers the job's own tag, so the
+        # second build may re-tag it (without it, the tag would look foreign).
+        subprocess.run([*COMPOSE_V2, "-p", project, "down", "-t", "3"], cwd=tmp_path,
+                       capture_output=True, check=False, timeout=120)  # fmt: skip
+        assert "built-in-the-job" in _up(tmp_path, project, "runner")
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"registry.example.com/{project}:dev"],
+                       capture_output=True, check=False, timeout=60)  # fmt: skip
 
 
 def test_generated_dind_compose_runs_as_generated(

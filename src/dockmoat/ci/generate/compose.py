@@ -150,6 +150,9 @@ services:
       # sub-directory is shared: /run/dockmoat itself also holds dockmoat's
       # root-only control socket, which a job must never reach.
       - dockmoat-socket:{socket_dir}
+      # Tenancy's record of what this runner made (images it tagged, containers,
+      # networks): kept across restarts, so a second run may re-tag its own image.
+      - dockmoat-state:/var/lib/dockmoat
     # Forwarding API calls needs no privileges.
     security_opt:
       - no-new-privileges:true
@@ -184,4 +187,5 @@ services:
 
 volumes:
   dockmoat-socket:
+  dockmoat-state:
 """
