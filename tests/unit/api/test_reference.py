@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from dockmoat.api import reference
@@ -281,3 +283,37 @@ def test_free_form_maps_are_values_not_fields() -> None:
 
 def test_closed_endpoints_are_not_walked() -> None:
     assert unmodeled("services.create", {"anything": ["1"]}, {"Whatever": 1}) is None
+
+
+_CREATE_TOP = sorted(
+    {item.name for item in reference.fields_of("containers.create", "body") if "." not in item.name}
+)
+_HOST = sorted(
+    {
+        item.name.removeprefix("HostConfig.")
+        for item in reference.fields_of("containers.create", "body")
+        if item.name.startswith("HostConfig.")
+        and item.name.count(".") == 1
+        and "[" not in item.name
+    }
+)
+
+
+@given(
+    st.lists(st.sampled_from(_CREATE_TOP), max_size=8, unique=True),
+    st.lists(st.sampled_from(_HOST), max_size=8, unique=True),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ_", min_size=1, max_size=12),
+    st.booleans(),
+)
+def test_listed_fields_pass_and_any_other_key_is_named(
+    top: list[str], host: list[str], extra: str, inside: bool
+) -> None:
+    body: dict[str, Any] = {name: "x" for name in top if name != "HostConfig"}
+    body["HostConfig"] = {name: "x" for name in host}
+    assert unmodeled("containers.create", {}, body) is None
+    known = {fold(n) for n in (_HOST if inside else _CREATE_TOP)}
+    if fold(extra) in known:
+        return
+    (body["HostConfig"] if inside else body)[extra] = 1
+    where = f"HostConfig.{extra}" if inside else extra
+    assert unmodeled("containers.create", {}, body) == f"the body field {where!r}"
