@@ -5,17 +5,17 @@ The gateway asks the upstream's `GET /version` at start and after every reconnec
 depend on the engine read it from there; everything here is pure.
 
 Where engines differ, as far as a decision depends on it (verified on Engine 20.10.24,
-API 1.41, and Engine 28.5.2, API 1.51):
+API 1.41; Engine 26.1.5, API 1.45, nested; Engine 28.5.2, API 1.51):
 
-- the oldest API version served: 20.10 serves down to 1.12, 28.5 to 1.24 (below it
-  answers 400); the guard refuses below `max(1.24, MinAPIVersion)`;
-- HostConfig fields at the top level of a create body: 20.10 reads them (when
-  "HostConfig" is absent or null, and merges five of them otherwise), 28.5 ignores
+- the oldest API version served: 20.10 serves down to 1.12, 26.1 and 28.5 to 1.24
+  (below it they answer 400); the guard refuses below `max(1.24, MinAPIVersion)`;
+- HostConfig fields at the top level of a create body: 20.10 and 26.1 read them (when
+  "HostConfig" is absent or null; 20.10 merges five of them otherwise), 28.5 ignores
   them (`reads_legacy_host_config`);
-- data after the JSON body: 20.10 ignores it, 28.5 answers 400 (the guard refuses it
-  on every engine, api/gojson.py);
+- data after the JSON body: 20.10 ignores it, 26.1 and 28.5 answer 400 (the guard
+  refuses it on every engine, api/gojson.py);
 - the reported NetworkMode of a container created without one: `default` on 20.10,
-  `bridge` on 28.5.
+  `bridge` on 26.1 and 28.5.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Final
 
 from dockmoat.api.reference import NEWEST_MODELED, OLDEST_MODELED, Version
 
-#: The newest engine API known to read top-level HostConfig fields (20.10), and the
-#: oldest known to ignore them (28.5). Between them it is not verified: the guard
-#: assumes they are read (policy checks them; tenancy refuses them everywhere).
+#: The oldest engine API known to ignore top-level HostConfig fields (28.5); 26.1 (API
+#: 1.45) still reads them. Between 1.46 and 1.50 it is not verified: the guard assumes
+#: they are read (the policy checks them; tenancy refuses them on every engine).
 LEGACY_HOST_CONFIG_IGNORED_FROM: Final[Version] = (1, 51)
 
 
