@@ -10,7 +10,9 @@ over TLS (`dockmoat dind`) that stdin ended, and the client waited for ever.
 Over TLS the half-close is done on the TCP connection underneath, once every byte
 the TLS layer holds has been handed to it: what the docker CLI itself did for years
 (`tlsClientCon.CloseWrite` shut down the raw connection), and what dockerd (Go's
-`crypto/tls`) reads as a clean EOF, since it falls on a record boundary. (Sending
+`crypto/tls`) reads as a clean EOF, since it falls on a record boundary. (An
+OpenSSL-based TLS terminator in front of dockerd takes it for a truncation unless it
+ignores unexpected EOFs; dockerd itself, the case here, is Go.) (Sending
 close_notify instead would break the read side: Python's `SSLObject.read` raises
 once both sides have sent one, and the TLS transport drops what it read with it.)
 Neither asyncio nor uvloop exposes that TCP transport, so upstream TLS connections
