@@ -444,21 +444,22 @@ class Relay:
         call = Call(self.tunnel, method, metadata)
         verdict = self.decider.admit(call)
         leg = Leg(stream_id, None, call, filtered=False)
-        self.legs[stream_id] = leg
         if isinstance(verdict, Refuse):
-            leg.state = LegState.REFUSED
+            # Not remembered: late DATA on the stream is acknowledged and dropped as for
+            # any unknown stream, so refused calls cost nothing however many there are.
             self._refuse_headers(stream_id, verdict)
             return []
         if isinstance(verdict, Answer):
             leg.state = LegState.ANSWERED
             self._answer(leg, verdict)
             return []
+        self.legs[stream_id] = leg
         leg.filtered = self.decider.filters(call)
         try:
             callee_id = self.callee.get_next_available_stream_id()
             self.callee.send_headers(callee_id, [(k, v) for k, v in headers if k not in _HOP])
         except h2.exceptions.TooManyStreamsError:
-            leg.state = LegState.REFUSED
+            self.legs.pop(stream_id, None)
             self._refuse_headers(
                 stream_id, Refuse("dockmoat: too many concurrent calls", grpc.RESOURCE_EXHAUSTED)
             )

@@ -386,3 +386,14 @@ def test_goaway_ends_both_sides_after_what_is_queued() -> None:
     assert book.client.of(h2.events.ConnectionTerminated)
     assert book.daemon.of(h2.events.ConnectionTerminated)
     assert book.closed
+
+
+def test_refused_and_finished_calls_are_forgotten() -> None:
+    book = playbook()
+    for _ in range(50):
+        call(book, "/moby.buildkit.v1.Control/Session", b"")  # refused at its headers
+    stream = call(book, INFO, b"")
+    daemon_id = book.daemon.of(h2.events.RequestReceived)[-1].stream_id  # type: ignore[attr-defined]
+    answer(book, daemon_id, b"")
+    assert status_of(book.client, stream) == ("0", "")
+    assert book.relay.legs == {} and book.relay.by_callee == {}
