@@ -199,6 +199,12 @@ def unresolved(request: ApiRequest) -> Field | None:
 
 def refusal(request: ApiRequest, item: Field) -> Deny:
     treatment = item.treatment
+    if isinstance(treatment, Closed) and request.route.name == "plugins.inspect":
+        # `docker inspect NAME` asks for a plugin last: for a job none exists, answered
+        # as dockerd answers a missing one (as the policy does), so the CLI says
+        # "No such object".
+        name = request.route.params.get("name", "")
+        return Deny(treatment.rule, f'plugin "{name}" not found', status=404)
     if isinstance(treatment, Closed):
         # The policy's own rule id: it is the rule that closes the endpoint; for jobs it
         # stays closed even where a policy file opens it.

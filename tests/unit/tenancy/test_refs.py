@@ -153,3 +153,11 @@ def test_closed_endpoints_are_refused_for_tenants_even_when_a_policy_opens_them(
     assert deny.rule == "system.swarm" and deny.message.startswith("dockmoat: system.swarm: ")
     # checkpoints: tenancy still resolves their container
     assert refs.unresolved(request("GET", "/v1.41/containers/db/checkpoints")) is None
+
+
+def test_a_plugin_lookup_answers_as_for_a_missing_plugin() -> None:
+    req = request("GET", "/v1.41/plugins/some/thing/json")
+    item = refs.unresolved(req)
+    assert item is not None
+    deny = refs.refusal(req, item)
+    assert (deny.status, deny.message) == (404, 'plugin "some/thing" not found')
