@@ -135,12 +135,11 @@ def check(
     else:
         try:
             request = trial.routed(method, target, listener="cli")
-        except ProtocolError as error:  # what the gateway answers 400: bad input here
-            raise ConfigError(f"--path {target}: {error}") from None
-        try:
             body = trial.with_json_body(request, raw)
         except ProtocolError as error:
-            raise ConfigError(f"--body {body_file}: {error}") from None
+            # The gateway would answer 400: this request is not forwarded either (exit 1).
+            click.echo(f"REFUSED (400, malformed): {error}")
+            sys.exit(1)
         decision = policy.evaluate(body)
     click.echo(f"route: {request.route.name}")
     if isinstance(decision, Deny):
