@@ -56,9 +56,18 @@ def run(gateway: Gateway, *argv: str, stdin: bytes | None = None, cwd: Path | No
     return result.stdout.decode(errors="replace")
 
 
+@pytest.mark.parametrize("buildkit", ["0", "1"], ids=["classic", "buildkit"])
 def test_ordinary_ci_day_has_no_false_denials(
-    gateway: Gateway, busybox_image: str, project: str, tmp_path: Path
+    gateway: Gateway,
+    busybox_image: str,
+    project: str,
+    tmp_path: Path,
+    buildkit: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The same day with `docker build` through BuildKit (buildx over /grpc and /session,
+    # read by the guard); compose v1 builds through /build either way.
+    monkeypatch.setitem(CLASSIC, "DOCKER_BUILDKIT", buildkit)
     ws = gateway.workspace / project
     ws.mkdir()
     (ws / "Dockerfile").write_text(
