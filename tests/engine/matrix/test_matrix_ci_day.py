@@ -26,6 +26,7 @@ CLIS = [name for name in ("docker", "docker-20.10") if client(name) is not None]
 CLASSIC = {"DOCKER_BUILDKIT": "0"}
 #: A piped-stdin command that has not ended by then hangs (they end in about a second).
 STDIN_TIMEOUT = 30
+PIPELINE = Path(__file__).resolve().parents[3] / "examples" / "pipeline"
 
 
 def run(
@@ -148,3 +149,28 @@ def test_doctor_on_the_nested_engine(nested: Nested) -> None:
     assert checks["daemon.transport"]["status"] == "ok"
     assert checks["tls.server-san"]["status"] == "ok"
     assert not [c for c in checks.values() if c["status"] == "fail"]
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_the_seeds_pipeline(
+    cli: str, guarded: Guard, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """examples/pipeline (build, test in the image, tag) through the guard, classic builder."""
+    path = client(cli)
+    assert path is not None
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "docker").symlink_to(path)  # the pipeline calls `docker`
+    image, tagged = unique_name("mxapp") + ":ci", "registry.example.com/" + unique_name("mxapp")
+    env = guarded.env(
+        **CLASSIC, IMAGE=image, REGISTRY_IMAGE=tagged, PATH=f"{tmp_path / 'bin'}:/usr/bin:/bin"
+    )
+    try:
+        out = subprocess.run(
+            ["sh", "pipeline.sh"], cwd=PIPELINE, env=env, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"pipeline ok: {tagged}" in out.stdout
+        run(cli, env, "image", "inspect", image, tagged)
+    finally:
+        run(cli, env, "rmi", "-f", image, tagged, check=False)
