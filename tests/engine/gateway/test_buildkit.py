@@ -225,9 +225,10 @@ def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_
 
 
 def test_a_push_to_a_loopback_registry_is_refused(
-    tenant: Served, docker_host: str, listener: Listener, context: Path
+    tenant: Served, docker_host: str, listener: Listener, context: Path, images: list[str]
 ) -> None:
     target = f"127.0.0.1:{listener.port}/dmtest/pushed:1"
+    images.append(target)  # the raw build stores the image under that name before pushing
     output = f"type=image,name={target},push=true"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env.update(DOCKER_HOST=docker_host, **BUILDKIT)
