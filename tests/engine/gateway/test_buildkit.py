@@ -192,7 +192,12 @@ def test_compose_build_and_up_build(
 
 
 def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_the_guard(
-    tenant: Served, docker_host: str, listener: Listener, tmp_path: Path, busybox_image: str
+    tenant: Served,
+    docker_host: str,
+    listener: Listener,
+    tmp_path: Path,
+    busybox_image: str,
+    images: list[str],
 ) -> None:
     ctx = tmp_path / "hostnet"
     ctx.mkdir()
@@ -200,9 +205,10 @@ def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_
         f"FROM {busybox_image}\n"
         f"ARG NONCE\nRUN --network=host wget -qO- http://127.0.0.1:{listener.port}/$NONCE\n"
     )
-    raw = build(DOCKER, docker_host, "build", "--no-cache", "--allow", "network.host",
+    raw = build(DOCKER, docker_host, "build", "-q", "--no-cache", "--allow", "network.host",
                 "--build-arg", "NONCE=raw", ".", cwd=ctx)  # fmt: skip
     assert raw.returncode == 0, raw.stderr
+    images.append(raw.stdout.strip())  # the untagged image, by id
     assert "/raw" in listener.hits  # the build step reached the host's loopback
     attempts = [
         (DOCKER, ["--allow", "network.host"]),
