@@ -25,6 +25,7 @@ from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
 from dockmoat.gateway.server import Gateway
 from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import CompiledPolicy, load_policy
+from dockmoat.policy.weakening import check_extends, weakenings
 from dockmoat.tenancy.control import (
     DEFAULT_CONTROL,
     control_in_use,
@@ -180,6 +181,16 @@ class TenancyService:
                 policy_file=Path(record.policy),
                 allow_bind=allow_bind,
             )
+            settings = self.serve_settings
+            check_extends(  # ConfigError: `job open` is refused (restore logs it)
+                base.file,
+                record.policy,
+                settings.profile if settings.profile_given else None,
+                override=settings.policy_overrides_profile,
+            )
+            for line in weakenings(base):
+                log.warning("job %s: policy %s weakens %s: %s", record.job, record.policy,
+                            base.profile, line)  # fmt: skip
         else:
             base = self._gateway.policy
         derive = getattr(base, "derive", None)

@@ -291,3 +291,21 @@ def test_inspect_of_a_name_nothing_has_says_no_such_object(
     assert looked.returncode != 0
     assert f"No such object: {name}" in looked.stderr, looked.stderr
     assert "system.plugins" not in looked.stderr
+
+
+def test_a_job_policy_contradicting_serves_explicit_profile_is_refused(
+    tmp_path: Path, docker_host: str, unique_name: Callable[[str], str]
+) -> None:
+    gw = start_serve(tmp_path / "gw", docker_host, "--profile", "restricted")
+    try:
+        control = str(tmp_path / "gw" / "control.sock")
+        policy = tmp_path / "job.yaml"
+        policy.write_text("extends: baseline\ndisable: [containers.privileged]\n")
+        job = unique_name("loose").replace("dmtest-", "dmt")
+        opened = _dockmoat("job", "open", job, "--policy", str(policy), "--control", control)
+        assert opened.returncode == 2, opened.stdout + opened.stderr
+        assert "extends: baseline contradicts --profile restricted" in opened.stderr
+        assert "weakens baseline: disables containers.privileged" in opened.stderr
+        assert job not in _dockmoat("job", "ls", "--control", control).stdout
+    finally:
+        gw.stop()
