@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from dockmoat.api.request import ClientIdentity
 from dockmoat.errors import ConfigError
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
+from dockmoat.gateway.preflight import MAX_SOCKET_PATH
 from dockmoat.gateway.server import Gateway
 from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import CompiledPolicy, load_policy
@@ -206,7 +208,19 @@ class TenancyService:
             raise RuntimeError("tenancy is not started")
         policy = self._job_policy(job)
         path = Path(job.socket)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        size = len(os.fsencode(path))
+        if size > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"job {job.job}: its socket {path} would be {size} bytes, the kernel allows "
+                f"{MAX_SOCKET_PATH}; use a shorter job name (or serve a shorter --jobs-dir)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        except OSError as error:
+            raise ConfigError(
+                f"job {job.job}: cannot make its socket's folder {path.parent} "
+                f"({error.strerror}); serve's --jobs-dir must be a folder it can write"
+            ) from None
         listener = ListenerSettings(
             endpoint=Endpoint(url=_url(job), kind="unix", path=path), tenant=job.job
         )

@@ -309,3 +309,23 @@ def test_a_job_policy_contradicting_serves_explicit_profile_is_refused(
         assert job not in _dockmoat("job", "ls", "--control", control).stdout
     finally:
         gw.stop()
+
+
+def test_job_open_faults_after_start_are_one_line(tmp_path: Path, docker_host: str) -> None:
+    gw = start_serve(tmp_path / "gw", docker_host)
+    try:
+        control = str(tmp_path / "gw" / "control.sock")
+        long_name = "dmt" + "x" * 45  # 48 characters, a valid job name
+        too_long = _dockmoat("job", "open", long_name, "--control", control)
+        assert too_long.returncode == 2, too_long.stderr
+        assert too_long.stderr.count("\n") == 1 and "use a shorter job name" in too_long.stderr
+        jobs = tmp_path / "gw" / "jobs"
+        if jobs.is_dir():
+            jobs.rmdir()
+        jobs.write_text("")  # the folder became a file while serve runs
+        refused = _dockmoat("job", "open", "dmtfile", "--control", control)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "--jobs-dir must be a folder" in refused.stderr
+        assert "Traceback" not in gw.log.read_text()
+    finally:
+        gw.stop()
