@@ -142,7 +142,10 @@ services:
     # serve refuses a non-loopback TCP listener without mutual TLS, and a socket
     # in a volume needs no certificates and is reachable only by the containers
     # that mount the volume, not by everything on the network.
-    command: ["serve", "--listen", "unix://{socket}", "--profile", "baseline"]
+    # The tenant is the compose project: two projects on one host each see and
+    # touch only what they made (Compose v1 does not set the variable: "ci").
+    command: ["serve", "--listen", "unix://{socket}", "--profile", "baseline",
+              "--tenant", "${{COMPOSE_PROJECT_NAME:-ci}}"]
     volumes:
       # The raw socket: only this service sees it, never the job.
       - /var/run/docker.sock:/var/run/docker.sock
