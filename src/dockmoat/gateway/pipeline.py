@@ -24,7 +24,7 @@ from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.api.routing import raw_query, route_path, route_target
-from dockmoat.errors import ProtocolError
+from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway.http import RequestHead
 from dockmoat.gateway.stages import OnRequest, Policy, UpstreamClient
 from dockmoat.policy.decision import WOULD_DENY, Decision, Deny, Rewrite, WouldDeny
@@ -34,6 +34,7 @@ log = logging.getLogger("dockmoat.gateway")
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 _FORM_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 INTERNAL_ERROR: Final = "internal-error"
+UNREACHABLE: Final = "upstream-unreachable"
 UNMODELED: Final = "api.unmodeled"
 API_VERSION: Final = "system.api-version"
 
@@ -191,6 +192,11 @@ async def decide(
                 if type(decision) is not WouldDeny:  # warn mode's record names the rule
                     decision = Rewrite(rule="+".join(rules), notes=tuple(notes))
         return _forwarded(original, request, decision, rules, notes, form=form)
+    except UpstreamError as error:
+        # The stage's look-up could not reach the daemon (it is down or restarting):
+        # answered as a forward that cannot reach it is, 502, not a policy denial.
+        deny = Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
+        return Outcome(deny, request, "", None, (*rules, UNREACHABLE))
     except Exception:  # noqa: BLE001 - fail closed; _failed logs the traceback
         return _failed(request, rules)
 
@@ -291,7 +297,7 @@ def _failed(request: ApiRequest, rules: list[str]) -> Outcome:
 
 def describe(decision: Decision) -> str:
     if isinstance(decision, Deny):
-        return "deny"
+        return "error" if decision.status >= 500 else "deny"
     if isinstance(decision, Rewrite):
         return "rewrite"
     return WOULD_DENY if type(decision) is WouldDeny else "allow"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
-from dockmoat.errors import ProtocolError
+from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import PermissivePolicy, bind_on_request
@@ -268,3 +268,23 @@ def test_fields_the_reference_table_lacks_are_refused_unread() -> None:
     assert not isinstance(
         pipeline.decide_now(request, PermissivePolicy(), form=False).decision, Deny
     )
+
+
+class UnreachableStage:
+    """A stage whose look-up finds the daemon gone (restarting): found by the soak suite,
+    where every request needing a look-up was a 403 internal-error while dockerd restarted."""
+
+    async def on_request(self, request: ApiRequest) -> Decision:
+        raise UpstreamError("the Docker daemon at unix:///d.sock is not reachable")
+
+
+def test_daemon_unreachable_during_the_stage_is_502_not_a_denial() -> None:
+    target = b"DELETE /v1.47/containers/web?force=1 HTTP/1.1\r\nHost: d\r\n\r\n"
+    request = pipeline.plan(head_of(target), CLIENT, PermissivePolicy()).request
+    outcome = decide(request, BodyPolicy(), UnreachableStage())
+    assert isinstance(outcome.decision, Deny)
+    assert outcome.decision.status == 502
+    assert outcome.decision.rule == pipeline.UNREACHABLE
+    assert "not reachable" in outcome.decision.message
+    assert pipeline.describe(outcome.decision) == "error"  # the audit's word for a 5xx
+    assert outcome.target == "" and outcome.body is None  # nothing forwarded
