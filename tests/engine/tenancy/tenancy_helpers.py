@@ -126,7 +126,7 @@ class Job:
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env.update(DOCKER_HOST=self.docker_host, DOCKER_BUILDKIT="0", **self.env)
+        env.update({"DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": "0", **self.env})
         return env
 
     def docker(
