@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from functools import lru_cache
@@ -122,6 +123,25 @@ def _client_fields(client: ClientIdentity) -> str:
     )
 
 
+def append_whole(fd: int, data: bytes) -> None:
+    """Append a batch of lines whole or not at all. A file object's buffer would keep
+    what a full disk refused and write it once there is room again, after it had been
+    counted as dropped (the soak suite saw `audit_dropped_before` count entries that
+    were in the file), and a short write would leave a torn line: so the batch goes
+    with `os.write` (the file is opened for appending), and a failure part way cuts
+    the file back to where the batch began before it is reported."""
+    start = os.fstat(fd).st_size
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, view[done:])
+    except OSError:
+        if done:
+            os.ftruncate(fd, start)
+        raise
+
+
 class AuditLog:
     def __init__(self, target: str | None) -> None:
         self._target = target
@@ -228,9 +248,14 @@ class AuditLog:
             last_write = loop.time()
 
     def _write(self, text: str) -> None:
-        if self._file is not None:
-            self._file.write(text)
-            self._file.flush()
+        file = self._file
+        if file is None:
+            return
+        if file is sys.stdout:
+            file.write(text)
+            file.flush()
+            return
+        append_whole(file.fileno(), text.encode("utf-8"))
 
     async def close(self) -> None:
         """Write what is queued, then stop."""

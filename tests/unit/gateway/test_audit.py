@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,37 @@ def test_entries_recorded_while_closing_are_written(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert [e["conn"] for e in read(tmp_path / "a.log")] == [1, 2]
+
+
+def test_a_full_disk_leaves_no_torn_line_and_no_entry_both_written_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak suite (audit log on a full disk): the file object's buffer kept
+    what the disk refused and wrote it later, so entries counted as dropped were in the
+    file too; a short write left half a line."""
+    real_write = os.write
+    full = [True]
+
+    def disk_write(fd: int, data: bytes | memoryview) -> int:
+        if full[0] and os.readlink(f"/proc/self/fd/{fd}") == str(tmp_path / "a.log"):
+            if len(data) > 10:
+                return real_write(fd, bytes(data[:10]))  # the last free blocks: half a line
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        log.open()
+        log.record(entry(0))
+        await asyncio.sleep(0.2)  # written before the disk fills
+        monkeypatch.setattr(audit.os, "write", disk_write)
+        log.record(entry(1))
+        log.record(entry(2))
+        await asyncio.sleep(0.2)
+        full[0] = False  # room again
+        log.record(entry(3))
+        await log.close()
+
+    asyncio.run(scenario())
+    lines = read(tmp_path / "a.log")  # every line whole JSON
+    assert [(e["conn"], e.get("audit_dropped_before")) for e in lines] == [(0, None), (3, 2)]
