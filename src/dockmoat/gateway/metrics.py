@@ -238,6 +238,7 @@ class MetricsServer:
             raise ConfigError(
                 str(listen_error(endpoint.url, error)).replace("--listen", "--metrics-listen")
             ) from error
+        log.info("metrics on %s: /metrics, /ready, /live", endpoint.url)
 
     def close(self) -> None:
         if self.server is not None:
