@@ -84,6 +84,7 @@ class ClientStream:
         self._deadline: float | None = None  # of the timed wait in progress, if any
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False
+        self._gone: asyncio.Future[None] | None = None  # see `gone`
 
     # --- from the protocol ---
 
@@ -126,14 +127,31 @@ class ClientStream:
 
     def eof_received(self) -> None:
         self.eof = True
+        self._left()
         if self.relay is None:
             self.wake()
 
     def connection_lost(self) -> None:
         self.eof = True
+        self._left()
         if self.relay is not None:
             self.relay.client_gone()
         self.wake()
+
+    def _left(self) -> None:
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+
+    def gone(self) -> asyncio.Future[None]:
+        """Done once the client has closed its side (EOF) or the connection is lost:
+        what a relay that may write nothing for a long time (a tenant's filtered events)
+        waits on beside the daemon, as dockerd (Go's net/http) ends a stream on EOF."""
+        if self._gone is None:
+            self._gone = self._loop.create_future()
+            if self.eof:
+                self._gone.set_result(None)
+        return self._gone
 
     def take_bytes_in(self) -> int:
         """Bytes read since the last request's share: this request's head and body."""

@@ -782,7 +782,10 @@ class Gateway:
         first = True
         while True:
             if not first:
-                data = await conn.reader.read(READ_SIZE)
+                if kind == "events":
+                    data = await self._read_unless_gone(stream, conn)
+                else:
+                    data = await conn.reader.read(READ_SIZE)
             first = False
             events = reader.feed(data) if data else reader.feed_eof()
             for event in events:
@@ -867,6 +870,23 @@ class Gateway:
             await flush()
             if not data and reader.done:
                 return False, False
+
+    @staticmethod
+    async def _read_unless_gone(stream: ClientStream, conn: UpstreamConn) -> bytes:
+        """The daemon's next bytes of a filtered events stream, unless the client leaves
+        first (Abort: the stream ends, its audit entry is written, the daemon's
+        connection is closed). A tenant's stream drops other tenants' events, so it may
+        write nothing for hours: without this an abandoned `docker events` held its
+        daemon connection and never got its audit entry (found by the soak suite)."""
+        gone = stream.gone()
+        if gone.done():
+            raise Abort
+        reading = asyncio.ensure_future(conn.reader.read(READ_SIZE))
+        await asyncio.wait((reading, gone), return_when=asyncio.FIRST_COMPLETED)
+        if reading.done():
+            return reading.result()
+        reading.cancel()
+        raise Abort
 
     def _filter_lines(
         self, stage: Any, kind: ResponseKind, request: ApiRequest, buffer: bytearray
