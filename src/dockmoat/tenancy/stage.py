@@ -571,10 +571,18 @@ class TenancyStage:
             name = (
                 pulled if "@" in pulled or "@" in (tag or "") else rules.effective_tag(pulled, tag)
             )
-            if await self._image(name) is not None:
-                # Pulling a tag that exists already changes nothing the job may claim.
-                return Allow()
-            return await self._claim_tag(tenant, name)
+            owners = self.image_facts(tenant).tag_owners.get(normalize_tag(name))
+            if owners and tenant.name not in owners:
+                # The pull would move another job's tag to the registry's image.
+                return Deny(
+                    TAG_RULE,
+                    f"dockmoat: {TAG_RULE}: the tag {normalize_tag(name)} is in use outside job "
+                    f"{tenant.name} (a pull would move it). Pull it under another name.",
+                )
+            # A pulled image is shared read-only, as base images are: nothing is claimed.
+            # (A claim made before the pull outlived a failed pull, and then hid the image
+            # from every other job once it existed: two jobs pulling one base image broke.)
+            return Allow()
         repo = request.param("repo")
         changes = request.query.get("changes", [])
         if changes:

@@ -147,3 +147,27 @@ def test_docker_cp_through_a_job_socket_never_fails(
     )
     assert result.stdout.strip().endswith("fails=0"), result.stderr[-2000:]
     assert (tmp_path / "out.txt").read_text() == "payload\n"
+
+
+def test_a_failed_pull_claims_nothing_and_pulled_images_are_shared(
+    open_job: Callable[..., Job],
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    unique_name: Callable[[str], str],
+) -> None:
+    """A job whose pull fails (no registry here) leaves no claim behind: once the image
+    exists, every job may use it, and none may remove it (shared, as base images are)."""
+    a, b = open_job("pulla"), open_job("pullb")
+    name = f"{unique_name('base')}:1"
+    failed = a.docker("pull", name, check=False)
+    assert failed.returncode != 0  # nothing answers for Docker Hub on this machine
+    docker_client.images.get(busybox_image).tag(name)  # the image now exists, as a pull makes it
+    try:
+        for job in (a, b):
+            out = job.docker("run", "--rm", "--pull", "never", name, "echo", "ran").stdout
+            assert out.strip() == "ran"
+        refused = b.docker("rmi", name, check=False)
+        assert refused.returncode != 0
+        assert docker_client.images.get(name)
+    finally:
+        docker_client.images.remove(name)
