@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from matrix_support import DOCKMOAT, Guard, Nested
+from matrix_support import DOCKMOAT, Guard, Nested, guard_up
 
 from harness.clients import client
 from harness.images import BUSYBOX_IMAGE
@@ -174,3 +175,34 @@ def test_the_seeds_pipeline(
         run(cli, env, "image", "inspect", image, tagged)
     finally:
         run(cli, env, "rmi", "-f", image, tagged, check=False)
+
+
+def test_event_streams_show_only_the_tenants_own_objects(
+    nested: Nested, guarded: Guard, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """Two tenants on one nested engine: each one's `docker events` (live and replayed
+    with --since) shows its own container's events and none of the other's. Reported
+    on Engine 28.5 as crossing; checked on every engine of the matrix."""
+    other = guard_up(nested, tmp_path / "other", "--tenant", f"mxo{os.urandom(3).hex()}")
+    mine, theirs = unique_name("mxev"), unique_name("mxev")
+    fmt = ("--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}")
+    try:
+        live = subprocess.Popen(
+            [str(client("docker")), "events", "--filter", "type=container", *fmt],
+            env=guarded.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(1)  # the stream is open before anything happens
+            run("docker", other.env(), "run", "--rm", "--name", theirs, BUSYBOX_IMAGE, "true")
+            run("docker", guarded.env(), "run", "--rm", "--name", mine, BUSYBOX_IMAGE, "true")
+            time.sleep(2)
+        finally:
+            live.terminate()
+            seen, _ = live.communicate(timeout=10)
+        replayed = run("docker", guarded.env(), "events", "--since", "2m", "--until", "0s", *fmt)
+        for stream in (seen, replayed.stdout):
+            names = {line.split()[-1] for line in stream.decode().splitlines() if line.strip()}
+            assert mine in names, stream
+            assert theirs not in names and not any(theirs in n for n in names), stream
+    finally:
+        assert other.stop() == 0
