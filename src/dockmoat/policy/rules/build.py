@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Final
 
@@ -92,22 +92,29 @@ def _entitlements(body: object) -> tuple[str, ...]:
 # --- isolation ------------------------------------------------------------------------
 
 
+def _first_exec(body: object, matches: Callable[[Exec], bool], how: str) -> str | None:
+    """`{where} {how}` for the first build step `matches`; None when there is none."""
+    for step, where in _execs(body):
+        if matches(step):
+            return f"{where} {how}"
+    return None
+
+
+def _refuse(rule: str, refused: str | None, fix: str) -> Decision:
+    return ALLOW if refused is None else deny(rule, refused, fix)
+
+
 def check_network_host(subject: Subject) -> Decision:
     """`build.network-host` on BuildKit calls (the rule itself is in `images`)."""
     body = subject.body
-    refused = None
+    refused: str | None
     if "network.host" in _entitlements(body):
         refused = "a build that asks for the network.host entitlement (--allow network.host)"
     elif _attrs(body).get("force-network-mode") == "host":
         refused = "a build on the host network (force-network-mode=host, --network host)"
     else:
-        for step, where in _execs(body):
-            if step.network == NET_HOST:
-                refused = f"{where} on the host network"
-                break
-    if refused is None:
-        return ALLOW
-    return deny(
+        refused = _first_exec(body, lambda step: step.network == NET_HOST, "on the host network")
+    return _refuse(
         "build.network-host",
         refused,
         "Build on the default network (no --network, no RUN --network=host)",
@@ -116,17 +123,16 @@ def check_network_host(subject: Subject) -> Decision:
 
 def check_insecure(subject: Subject) -> Decision:
     body = subject.body
-    refused = None
+    refused: str | None
     if "security.insecure" in _entitlements(body):
         refused = "a build that asks for the security.insecure entitlement"
     else:
-        for step, where in _execs(body):
-            if step.security == SECURITY_INSECURE:
-                refused = f"{where} in insecure (privileged) mode"
-                break
-    if refused is None:
-        return ALLOW
-    return deny(
+        refused = _first_exec(
+            body,
+            lambda step: step.security == SECURITY_INSECURE,
+            "in insecure (privileged) mode",
+        )
+    return _refuse(
         "build.insecure",
         refused,
         "Run build steps in the sandbox (no RUN --security=insecure, no --allow security.insecure)",
