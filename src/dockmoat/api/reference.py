@@ -476,6 +476,16 @@ _LOGS_QUERY: Final[tuple[_Spec, ...]] = (
     ("details", INERT),
 )
 
+#: The query of containers.attach and containers.attach_ws (one API, two transports).
+_ATTACH_QUERY: Final[tuple[_Spec, ...]] = (
+    ("detachKeys", INERT),
+    ("logs", INERT),
+    ("stream", INERT),
+    ("stdin", INERT),
+    ("stdout", INERT),
+    ("stderr", INERT),
+)
+
 ENDPOINT_FIELDS: Final[tuple[Endpoint, ...]] = (
     # checkpoints: experimental daemons only
     _closed("containers.checkpoint_list", _CHECKPOINTS, "path:name", "query:dir"),
@@ -520,14 +530,7 @@ ENDPOINT_FIELDS: Final[tuple[Endpoint, ...]] = (
         "containers.attach_ws",
         (
             *_path("name", CONTAINER_REF),
-            *_q(
-                ("detachKeys", INERT),
-                ("logs", INERT),
-                ("stream", INERT),
-                ("stdin", INERT),
-                ("stdout", INERT),
-                ("stderr", INERT),
-            ),
+            *_q(*_ATTACH_QUERY),
         ),
     ),
     Endpoint("exec.inspect", tuple(_path("id", EXEC_REF))),
@@ -576,14 +579,7 @@ ENDPOINT_FIELDS: Final[tuple[Endpoint, ...]] = (
         "containers.attach",
         (
             *_path("name", CONTAINER_REF),
-            *_q(
-                ("detachKeys", INERT),
-                ("logs", INERT),
-                ("stream", INERT),
-                ("stdin", INERT),
-                ("stdout", INERT),
-                ("stderr", INERT),
-            ),
+            *_q(*_ATTACH_QUERY),
         ),
     ),
     # Removed in 1.24 (refused below it by system.api-version); dockerd answers 404 above.
