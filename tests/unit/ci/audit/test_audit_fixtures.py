@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from audit_expect import expected_from_annotations
 
 from dockmoat.ci.audit import Severity, audit_paths, audit_text
 
@@ -113,20 +114,6 @@ def test_seed_lines_point_at_the_offending_text() -> None:
         f for f in audit_text("\n".join(lines), "Jenkinsfile") if f.rule.id == "socket-mount"
     ]
     assert lines[finding.line - 1].strip().startswith("args")
-
-
-_EXPECT = re.compile(r"(?:#|//)\s*expect(-next)?:\s*([a-z\- ]+)")
-
-
-def expected_from_annotations(path: Path) -> set[tuple[int, str]]:
-    """`# expect: a b` marks findings on its own line; `# expect-next: ...` on the next."""
-    out: set[tuple[int, str]] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        match = _EXPECT.search(line)
-        if match:
-            target = number + 1 if match.group(1) else number
-            out.update((target, rule) for rule in match.group(2).split())
-    return out
 
 
 RULE_FIXTURES = sorted(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
+from audit_expect import expected_from_annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,24 +15,14 @@ from dockmoat.ci.audit.groovy import tokenize
 from dockmoat.ci.audit.yamlsrc import load
 
 READERS = Path(__file__).resolve().parents[1] / "fixtures" / "readers"
-_EXPECT = re.compile(r"(?:#|//)\s*expect(-next)?:\s*([a-z\- ]+)")
-
-
-def annotated(path: Path) -> set[tuple[int, str]]:
-    out: set[tuple[int, str]] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        match = _EXPECT.search(line)
-        if match:
-            target = number + 1 if match.group(1) else number
-            out.update((target, rule) for rule in match.group(2).split())
-    return out
 
 
 @pytest.mark.parametrize("name", ["merge-keys.gitlab-ci.yml", "Jenkinsfile.continuations"])
 def test_valid_files_that_used_to_stop_the_audit(name: str) -> None:
     result = audit_paths([str(READERS / name)])
     assert result.errors == []
-    assert {(f.line, f.rule.id) for f in result.findings} == annotated(READERS / name)
+    expected = expected_from_annotations(READERS / name)
+    assert {(f.line, f.rule.id) for f in result.findings} == expected
     assert result.exit_code == 1
 
 
