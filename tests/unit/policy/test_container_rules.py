@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from create_bodies import CREATE, hc, top
 
 from dockmoat.api.request import ApiRequest
 from dockmoat.policy.decision import Allow, Deny, Rewrite
@@ -15,22 +16,6 @@ from dockmoat.policy.engine import CompiledPolicy, load_policy
 
 Decide = Callable[..., Any]
 MakeRequest = Callable[..., ApiRequest]
-
-CREATE = "/v1.41/containers/create"
-
-
-def hc(**fields: Any) -> dict[str, Any]:
-    """A create body; the fields the policy would otherwise inject are set."""
-    return {
-        "Image": "busybox",
-        "HostConfig": {"PidsLimit": 100, "CgroupnsMode": "private", **fields},
-    }
-
-
-def top(**fields: Any) -> dict[str, Any]:
-    """HostConfig fields at the top level: dockerd reads them there too."""
-    return {"Image": "busybox", "PidsLimit": 100, "CgroupnsMode": "private", **fields}
-
 
 DANGEROUS = [
     ("containers.privileged", hc(Privileged=True)),

@@ -7,23 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from create_bodies import CREATE, hc, top
 
 from dockmoat.policy.decision import Deny
 
 Decide = Callable[..., Any]
-CREATE = "/v1.41/containers/create"
-
-
-def hc(**fields: Any) -> dict[str, Any]:
-    return {
-        "Image": "busybox",
-        "HostConfig": {"PidsLimit": 100, "CgroupnsMode": "private", **fields},
-    }
-
-
-def top(**fields: Any) -> dict[str, Any]:
-    return {"Image": "busybox", "PidsLimit": 100, "CgroupnsMode": "private", **fields}
-
 
 REFUSED = [
     {"OomScoreAdj": -1000},
