@@ -115,11 +115,7 @@ def _located(svc: Any, key: str, line: int) -> Located | None:
 
 def _ports(node: Any, line: int) -> Iterator[Located]:
     """Published ports as `[IP:]HOST:CONTAINER` text (long syntax is rewritten so)."""
-    seq = y.sequence(node)
-    if seq is None:
-        return
-    for i, item in enumerate(seq):
-        item_line = y.item_line(seq, i, line)
+    for item, item_line in y.items(node, line):
         as_map = y.mapping(item)
         if as_map is not None:
             target = y.scalar_str(as_map.get("target"))
@@ -134,11 +130,7 @@ def _ports(node: Any, line: int) -> Iterator[Located]:
 
 
 def _mounts(node: Any, line: int) -> Iterator[Mount]:
-    seq = y.sequence(node)
-    if seq is None:
-        return
-    for i, item in enumerate(seq):
-        item_line = y.item_line(seq, i, line)
+    for item, item_line in y.items(node, line):
         as_map = y.mapping(item)
         if as_map is not None:
             source = y.scalar_str(as_map.get("source"))

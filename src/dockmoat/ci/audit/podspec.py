@@ -69,17 +69,14 @@ def _host_flag(pod: Any, key: str, line: int) -> Located | None:
 def _host_paths(pod: Any, line: int) -> dict[str, tuple[str, int]]:
     """Volume name -> (hostPath path, line of the volume)."""
     out: dict[str, tuple[str, int]] = {}
-    volumes = y.sequence(pod.get("volumes"))
-    if volumes is None:
-        return out
     base = y.key_line(pod, "volumes", line)
-    for i, item in enumerate(volumes):
+    for item, item_line in y.items(pod.get("volumes"), base):
         volume = y.mapping(item)
         host = y.mapping(volume.get("hostPath")) if volume is not None else None
         path = y.scalar_str(host.get("path")) if host is not None else None
         name = y.scalar_str(volume.get("name")) if volume is not None else None
         if name and path:
-            out[name] = (path, y.item_line(volumes, i, base))
+            out[name] = (path, item_line)
     return out
 
 
@@ -124,26 +121,20 @@ def _words(node: Any) -> list[str]:
 
 def _env(node: Any, line: int) -> dict[str, Located]:
     out: dict[str, Located] = {}
-    seq = y.sequence(node)
-    if seq is None:
-        return out
-    for i, item in enumerate(seq):
+    for item, item_line in y.items(node, line):
         entry = y.mapping(item)
         if entry is None:
             continue
         name = y.scalar_str(entry.get("name"))
         value = y.scalar_str(entry.get("value"))
         if name and value is not None:
-            out[name] = Located(value, y.item_line(seq, i, line))
+            out[name] = Located(value, item_line)
     return out
 
 
 def _mounts(spec: Any, line: int, host_paths: dict[str, tuple[str, int]]) -> Iterator[Mount]:
-    seq = y.sequence(spec.get("volumeMounts"))
-    if seq is None:
-        return
     base = y.key_line(spec, "volumeMounts", line)
-    for i, item in enumerate(seq):
+    for item, item_line in y.items(spec.get("volumeMounts"), base):
         mount = y.mapping(item)
         name = y.scalar_str(mount.get("name")) if mount is not None else None
         if mount is None or name not in host_paths:
@@ -153,24 +144,21 @@ def _mounts(spec: Any, line: int, host_paths: dict[str, tuple[str, int]]) -> Ite
             source=path,
             target=y.scalar_str(mount.get("mountPath")) or "",
             read_only=mount.get("readOnly") is True,
-            line=y.item_line(seq, i, base),
+            line=item_line,
         )
 
 
 def _host_ports(spec: Any, line: int) -> list[Located]:
     out: list[Located] = []
-    seq = y.sequence(spec.get("ports"))
-    if seq is None:
-        return out
     base = y.key_line(spec, "ports", line)
-    for i, item in enumerate(seq):
+    for item, item_line in y.items(spec.get("ports"), base):
         port = y.mapping(item)
         if port is None or port.get("hostPort") is None:
             continue
         host_ip = y.scalar_str(port.get("hostIP"))
         container = y.scalar_str(port.get("containerPort")) or ""
         text = f"{y.scalar_str(port.get('hostPort'))}:{container}"
-        out.append(Located(f"{host_ip}:{text}" if host_ip else text, y.item_line(seq, i, base)))
+        out.append(Located(f"{host_ip}:{text}" if host_ip else text, item_line))
     return out
 
 

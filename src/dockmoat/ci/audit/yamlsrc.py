@@ -6,6 +6,7 @@ All lines returned here are 1-based, as editors and SARIF count them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -121,6 +122,15 @@ def mapping(node: Any) -> CommentedMap | None:
 
 def sequence(node: Any) -> CommentedSeq | None:
     return node if isinstance(node, CommentedSeq) else None
+
+
+def items(node: Any, line: int) -> Iterator[tuple[Any, int]]:
+    """Each item of a sequence with its line (`line` where unknown); none for a non-sequence."""
+    seq = sequence(node)
+    if seq is None:
+        return
+    for i, item in enumerate(seq):
+        yield item, item_line(seq, i, line)
 
 
 def scalar_str(value: Any) -> str | None:
