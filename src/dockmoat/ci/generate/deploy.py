@@ -29,6 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from dockmoat import __version__
+from dockmoat.ci.generate.options import image_reference
 
 
 class Target(StrEnum):
@@ -45,7 +46,6 @@ DEFAULT_GITLAB_JOB_IMAGE = "docker:27.3.1-cli"
 GUARD_UID = 10001
 #: The group owning the guarded socket; runner pods add it to their supplementalGroups.
 DEFAULT_CLIENT_GID = 2375
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?[kmgKMG]?$")
 _PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
@@ -76,16 +76,12 @@ class DeployOptions(BaseModel):
     @field_validator("dockmoat_image", "dind_image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not _IMAGE.match(value):
-            raise ValueError(f"not an image reference: {value!r}")
-        return value
+        return image_reference(value)
 
     @field_validator("job_image")
     @classmethod
     def _job_image(cls, value: str) -> str:
-        if value and not _IMAGE.match(value):
-            raise ValueError(f"not an image reference: {value!r}")
-        return value
+        return image_reference(value) if value else value
 
     @field_validator("namespace")
     @classmethod

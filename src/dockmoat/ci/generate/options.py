@@ -34,6 +34,13 @@ DEFAULT_JOB_IMAGE = "docker:27.3.1-cli"
 DEFAULT_DOCKMOAT_IMAGE = f"dockmoat/dockmoat:{__version__}"
 
 
+def image_reference(value: str) -> str:
+    """`value` when it is an image reference safe to paste into YAML and Groovy."""
+    if not _IMAGE.match(value):
+        raise ValueError(f"not an image reference: {value!r}")
+    return value
+
+
 def _printable(ch: str) -> bool:
     """YAML 1.2's printable set, without tab: what every format here carries verbatim."""
     code = ord(ch)
@@ -66,9 +73,7 @@ class Options(BaseModel):
     @field_validator("dind_image", "job_image", "dockmoat_image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not _IMAGE.match(value):
-            raise ValueError(f"not an image reference: {value!r}")
-        return value
+        return image_reference(value)
 
     @field_validator("registry", "image_name")
     @classmethod
