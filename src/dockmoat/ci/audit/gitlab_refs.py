@@ -41,20 +41,20 @@ def _walk(root: Any, node: Any, depth: int) -> None:
     as_map = y.mapping(node)
     if as_map is not None:
         for key in list(as_map):
-            value = as_map[key]
-            if _is_reference(value):
-                found = _target(root, value, 0)
-                if found is not None:
-                    as_map[key] = found
-            else:
-                _walk(root, value, depth + 1)
+            _resolve(root, as_map, key, as_map[key], depth)
         return
     as_seq = y.sequence(node)
     if as_seq is not None:
         for i, value in enumerate(list(as_seq)):
-            if _is_reference(value):
-                found = _target(root, value, 0)
-                if found is not None:
-                    as_seq[i] = found
-            else:
-                _walk(root, value, depth + 1)
+            _resolve(root, as_seq, i, value, depth)
+
+
+def _resolve(root: Any, container: Any, slot: Any, value: Any, depth: int) -> None:
+    """`container[slot]` (a mapping's key or a sequence's index): its reference replaced by
+    what it points at, or else the references inside it."""
+    if _is_reference(value):
+        found = _target(root, value, 0)
+        if found is not None:
+            container[slot] = found
+    else:
+        _walk(root, value, depth + 1)
