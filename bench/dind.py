@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench            # all benchmarks (make bench)
     .venv/bin/python -m bench dind       # only these
+    .venv/bin/python -m bench.dind pool-cache   # only cold/warm/warm+cache `up` vs bare
 
 Needs the local engine and `dockmoat-test/dind:latest` (scripts/test-engine up).
 Everything it creates carries a `dmbench-` name and is removed at the end.
@@ -361,6 +362,128 @@ def bench_builds(manager: DindManager) -> tuple[float, float]:
     return without, with_cache
 
 
+# ------------------------------------------------------------------ warm pools with caches
+
+
+def bench_pool_cache(
+    client: docker.DockerClient, manager: DindManager, tmp: Path, runs: int
+) -> list[tuple[str, str]]:
+    """Whole `dockmoat dind up` processes, interleaved round by round with a bare DinD
+    start (the floor): cold (`--no-pool`), warm (a plain pool daemon) and warm+cache
+    (`--cache KEY` from the pool's daemon on KEY's volume); on each warm+cache daemon
+    after the first, the second build of DOCKERFILE (classic builder) is timed too.
+    """
+    key = f"dmbench-{secrets.token_hex(4)}"
+    sock = tmp / "pool-cache.sock"
+    service = PoolService(manager, DindOptions(image=IMAGE), 1, sock, cache_keys=(key,))
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        "DOCKMOAT_STATE_DIR": str(manager.state.root),
+        "DOCKER_CONFIG": str(manager.docker_config),
+        "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
+    }
+    bare: list[float] = []
+    cold: list[float] = []
+    warm: list[float] = []
+    cached: list[float] = []
+    cached_api: list[float] = []
+    first_build: list[float] = []
+    second_builds: list[float] = []
+
+    def up(*args: str) -> float:
+        name = _name()
+        argv = ["dind", "up", name, "--image", IMAGE, "--pool-socket", str(sock), "-q", *args]
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "dockmoat", *argv], check=True, capture_output=True, env=env
+        )
+        elapsed = time.perf_counter() - start
+        assert b"DOCKER_HOST=" in done.stdout, done.stdout
+        last.append(name)
+        return elapsed
+
+    def take_in_process() -> float:
+        """The hand-out alone, as `up` does it after its imports: take, mTLS ping, context."""
+        name = _name()
+        shape = {**DindOptions(image=IMAGE).shape(), "host": "", "cache": key}
+        start = time.perf_counter()
+        reply = pool_client.take(sock, name, shape)
+        assert reply is not None, "the pool had nothing ready for the key"
+        info = DindInfo.from_json(reply)
+        assert probe.ping(info.host_address, info.port, probe.tls_context(info.cert_path))
+        context.write(
+            manager.docker_config, info.context, info.host_url, info.instance, info.cert_path
+        )
+        elapsed = time.perf_counter() - start
+        last.append(name)
+        return elapsed
+
+    def ready(count: Callable[[], int]) -> None:
+        deadline = time.monotonic() + 180
+        while count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    last: list[str] = []
+    try:
+        ready(lambda: service.ready_for(None))
+        up()  # untimed: fills the bytecode cache of the warm path
+        manager.down(last.pop())
+        for round_ in range(runs + 1):
+            timed = round_ > 0  # round 0 fills the key's cache (and the cold path's .pyc)
+            floor = bench_bare(client, tmp)
+            cold_time = up("--no-pool")
+            manager.down(last.pop())
+            ready(lambda: service.ready_for(None))
+            warm_time = up()
+            manager.down(last.pop())
+            ready(lambda: service.ready_for(key))
+            cached_time = up("--cache", key)
+            info = manager.info(last[-1])
+            if round_ == 0:
+                manager.preload(info, (BUSYBOX,))
+                first_build.append(_build(manager, info))
+            else:
+                second_builds.append(_build(manager, info))
+            manager.down(last.pop())
+            ready(lambda: service.ready_for(key))
+            api_time = take_in_process()
+            manager.down(last.pop())
+            if timed:
+                cached_api.append(api_time)
+                bare.append(floor)
+                cold.append(cold_time)
+                warm.append(warm_time)
+                cached.append(cached_time)
+    finally:
+        service.stop()
+        thread.join(180)
+        for name in last:
+            try:
+                manager.down(name)
+            except Exception as error:
+                print(f"bench: cannot remove {name}: {error}", file=sys.stderr)
+        try:
+            manager.api.remove_volume(f"dockmoat-dind-cache-{key}")
+        except docker.errors.APIError as error:
+            print(f"bench: cannot remove the cache volume: {error}", file=sys.stderr)
+    ratio = statistics.median(cold) / statistics.median(bare)
+    return [
+        ("bare `docker run --privileged` DinD until /_ping (unix socket, no TLS)", _fmt(bare)),
+        ("cold `dockmoat dind up --no-pool`, whole process", _fmt(cold)),
+        ("cold `up` process / bare run (p50 ratio)", f"{ratio:.2f}x"),
+        ("warm `dockmoat dind up` (plain pool daemon), whole process", _fmt(warm)),
+        (
+            "warm+cache `dockmoat dind up --cache KEY` (pool daemon on KEY), whole process",
+            _fmt(cached),
+        ),
+        ("warm+cache hand-out alone, API (take, mTLS ping, context)", _fmt(cached_api)),
+        ("first build of the Dockerfile on the key's first warm daemon", _fmt(first_build)),
+        ("second build on a later warm+cache daemon (layers reused)", _fmt(second_builds)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dmbench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -369,6 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         client = docker.from_env(version="auto", timeout=300)
         manager = DindManager(state_dir=state, docker_config=tmp / "docker-config", client=client)
         print(f"dind benchmarks on: {machine()}", file=sys.stderr)
+        if argv and argv[0] == "pool-cache":
+            try:
+                rows = bench_pool_cache(client, manager, tmp, RUNS)
+            finally:
+                client.close()
+            _print_rows(rows)
+            return 0
         ecdsa, with_ca, rsa = bench_certs()
         bare, cold = [], []
         for _ in range(RUNS):  # interleaved, so drift hits both alike
@@ -402,14 +532,19 @@ def main(argv: list[str] | None = None) -> int:
             ("second build of a 4-step Dockerfile, no --cache", _fmt([without])),
             ("second build of a 4-step Dockerfile, --cache KEY", _fmt([with_cache])),
         ]
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"\nMachine: {machine()}; load average at the end {load} (shared with other work)\n")
-        print("| dind benchmark | p50 |")
-        print("|---|---|")
-        for label, value in rows:
-            print(f"| {label} | {value} |")
+        rows += bench_pool_cache(client, manager, tmp, RUNS)
+        _print_rows(rows)
         client.close()
     return 0
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nMachine: {machine()}; load average at the end {load} (shared with other work)\n")
+    print("| dind benchmark | p50 |")
+    print("|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
 
 
 if __name__ == "__main__":

@@ -191,8 +191,10 @@ def up(
         host, state_dir = kwargs["host"], kwargs["state_dir"]
         with _progress(quiet) as progress:
             info = None
-            if not no_pool and not options.cache:
+            if not no_pool:
                 info = _take_from_pool(name, options, host, state_dir, pool_socket, progress)
+            if info is None and options.cache and not no_pool and kwargs["wait_cache"] > 0:
+                info = _wait_for_key(name, options, host, state_dir, pool_socket, progress, kwargs)
             if info is None:
                 manager = _manager(host, state_dir, progress)
                 try:
@@ -207,6 +209,43 @@ def up(
             click.echo("false  # dockmoat dind up failed: no daemon; see its stderr")
         raise
     _print_info(info, fmt)
+
+
+def _wait_for_key(
+    name: str,
+    options: spec.DindOptions,
+    host: str | None,
+    state_dir: Path | None,
+    socket_path: Path | None,
+    progress: Progress,
+    kwargs: dict[str, Any],
+) -> DindInfo | None:
+    """`up --cache KEY --wait-cache S` while a pool may hold KEY: whoever frees the key
+    (the job's daemon going down), the pool's replacement or this cold start gets it
+    first; so ask the pool again between cold tries instead of waiting on a key the
+    pool's warm daemon may hold for good. None: the key stayed busy (the caller's
+    cold `up` then waits out the rest or says who holds it)."""
+    from dockmoat.dind import cache
+
+    deadline = time.monotonic() + kwargs["wait_cache"]
+    told = False
+    manager = _manager(host, state_dir, progress)
+    try:
+        while time.monotonic() < deadline - 1.0:
+            try:
+                return manager.up(name, options, wait_cache=0.0, pull=kwargs["pull"])
+            except cache.CacheBusy as busy:
+                if not told:
+                    progress(f"cache key {busy.key} is in use by {busy.holder}; waiting")
+                    told = True
+            time.sleep(0.5)
+            info = _take_from_pool(name, options, host, state_dir, socket_path, progress)
+            if info is not None:
+                return info
+    finally:
+        manager.close()
+    kwargs["wait_cache"] = max(0.0, deadline - time.monotonic())
+    return None
 
 
 def _take_from_pool(
@@ -224,7 +263,9 @@ def _take_from_pool(
         naming.validate_name(name)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    shape = {**options.shape(), "host": host or ""}
+    shape: dict[str, Any] = {**options.shape(), "host": host or ""}
+    if options.cache:
+        shape["cache"] = options.cache
     reply = pool_client.take(socket_path or pool_client.default_socket(), name, shape)
     if reply is None:
         return None
@@ -363,18 +404,36 @@ def gc(host: str | None, state_dir: Path | None) -> None:
 
 
 @command.command()
-@click.option("--size", type=int, required=True, help="Warm daemons to keep ready.")
+@click.option(
+    "--size",
+    type=int,
+    default=None,
+    help="Warm daemons without a cache key to keep ready (default 1, or 0 with --cache).",
+)
 @_shape_options
+@click.option(
+    "--cache",
+    "cache_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Also keep one warm daemon on KEY's cache volume (repeatable).",
+)
 @click.option(
     "--socket", "socket_path", type=click.Path(path_type=Path), envvar="DOCKMOAT_DIND_POOL_SOCKET"
 )
 @_common
-def pool(size: int, socket_path: Path | None, **kwargs: Any) -> None:
-    """Keep SIZE warm daemons; `up` takes one over a root-only unix socket (foreground)."""
-    from dockmoat.dind.pool import PoolService
+def pool(
+    size: int | None, cache_keys: tuple[str, ...], socket_path: Path | None, **kwargs: Any
+) -> None:
+    """Keep SIZE warm daemons, and one per cache KEY; `up` takes one over a root-only
+    unix socket (foreground)."""
+    from dockmoat.dind.pool import PoolService, check_settings
     from dockmoat.dind.pool_client import default_socket
 
     options = _options(**kwargs)
+    if size is None:
+        size = 0 if cache_keys else 1
+    check_settings(size, cache_keys)  # bad input fails before the engine is asked
 
     def log(message: str) -> None:
         click.echo(f"dind pool: {message}", err=True)
@@ -382,14 +441,20 @@ def pool(size: int, socket_path: Path | None, **kwargs: Any) -> None:
     manager = _manager(kwargs["host"], kwargs["state_dir"], log)
     try:
         manager.check_images(options)
-        service = PoolService(manager, options, size, socket_path or default_socket())
+        service = PoolService(
+            manager, options, size, socket_path or default_socket(), cache_keys=cache_keys
+        )
 
         def stop(signum: int, frame: FrameType | None) -> None:
             service.stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log(f"serving on {service.socket_path}, keeping {size} warm daemon(s) of {options.image}")
+        keys = f" and one per cache key ({', '.join(service.cache_keys)})" if cache_keys else ""
+        log(
+            f"serving on {service.socket_path}, keeping {size} warm daemon(s){keys} "
+            f"of {options.image}"
+        )
         service.serve()
         log(f"stopped; handed out {service.handed_out}, removed the rest")
     finally:

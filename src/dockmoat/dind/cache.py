@@ -21,6 +21,18 @@ from dockmoat.errors import EngineError
 _RETRY = 0.25
 
 
+class CacheBusy(EngineError):
+    """The key's volume carries a live daemon (and the wait, if any, ran out)."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(
+            f"cache key {key} is in use by {holder}; a data root is never shared: "
+            f"wait for it (--wait-cache SECONDS) or use another key"
+        )
+        self.key = key
+        self.holder = holder
+
+
 def live_holder(containers: list[dict[str, Any]]) -> str | None:
     """The name of a container still owning the key, from `GET /containers/json` items."""
     for item in containers:
@@ -42,7 +54,10 @@ def claim(
     wait: float,
     progress: Callable[[str], None],
 ) -> Iterator[None]:
-    """Hold the key while the block creates the daemon container; wait up to `wait` seconds."""
+    """Hold the key while the block creates the daemon container; wait up to `wait` seconds.
+
+    CacheBusy when a live daemon still holds the key after the wait.
+    """
     deadline = time.monotonic() + max(wait, 0.0)
     told = False
     while True:
@@ -53,10 +68,7 @@ def claim(
                 yield
                 return
         if time.monotonic() >= deadline:
-            raise EngineError(
-                f"cache key {key} is in use by {holder}; a data root is never shared: "
-                f"wait for it (--wait-cache SECONDS) or use another key"
-            )
+            raise CacheBusy(key, holder)
         if not told:
             progress(f"cache key {key} is in use by {holder}; waiting")
             told = True

@@ -557,18 +557,29 @@ class DindManager:
     def launch_warm(
         self, options: spec.DindOptions, who: str, pool_id: str
     ) -> tuple[str, DindInfo]:
-        """Start an unassigned daemon for a pool: (container id, info named after its instance)."""
+        """Start an unassigned daemon for a pool: (container id, info named after its instance).
+
+        With `options.cache` the daemon runs on that key's volume, claimed as `up` claims it.
+        """
         instance = naming.new_instance(None)
         made = _Made(instance)
         try:
-            self._create(
-                options,
-                made,
-                naming.pool_container_name(instance),
-                who,
-                {naming.LABEL_POOL: pool_id},
-                None,
+            # A keyed daemon takes its key's volume only when no live daemon holds it
+            # (cache.CacheBusy at once otherwise: the pool tries again later).
+            claim = (
+                cache.claim(self.state, self.api, options.cache, 0.0, _quiet)
+                if options.cache
+                else contextlib.nullcontext()
             )
+            with claim:
+                self._create(
+                    options,
+                    made,
+                    naming.pool_container_name(instance),
+                    who,
+                    {naming.LABEL_POOL: pool_id},
+                    None,
+                )
             info = self._start_and_wait(options, made, instance, who)
         except BaseException:
             self._undo(made, options)

@@ -4,11 +4,18 @@ A daemon leaves the pool by being renamed to `dockmoat-dind-NAME` (see naming.py
 and is never returned: a job may have changed anything in it. Each hand-out
 starts a replacement at once. On exit the pool removes the daemons it still holds;
 if it is killed, `dockmoat dind gc` removes them (their claimant is this process).
+
+Cache keys: besides N plain daemons, the pool keeps one warm daemon on each cache
+key's data volume (`dockmoat-dind-cache-KEY`). A key's volume carries one daemon at
+a time (cache.py), so the replacement for a handed-out keyed daemon starts only once
+the job's daemon is down; until then `up --cache KEY` finds the key busy, as without
+a pool. The warm keyed daemon holds the key like any live daemon does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import threading
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockmoat.dind import claimant, naming, probe
+from dockmoat.dind import cache, claimant, naming, probe
 from dockmoat.dind.info import DindInfo
 from dockmoat.dind.manager import DindManager
 from dockmoat.dind.pool_client import read_message, send_message
@@ -29,12 +36,35 @@ _HEALTH_EVERY = 10.0
 _CLIENT_TIMEOUT = 5.0
 # Failed starts back off so a broken image does not spin the engine.
 _BACKOFF = 5.0
+# How often a busy cache key (its volume held by a job's daemon) is tried again.
+_KEY_RETRY = 1.0
+# How long a request for a key whose warm daemon is starting waits for it (below the
+# client's timeout, pool_client.take).
+_WAIT_STARTING = 20.0
 
 
 @dataclass(slots=True)
 class _Warm:
     container: str
     info: DindInfo
+    key: str | None = None
+
+
+def check_settings(size: int, cache_keys: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The cache keys, each once; ConfigError when size and keys make no pool."""
+    keys = tuple(dict.fromkeys(cache_keys))
+    if not 0 <= size <= 64:
+        raise ConfigError("--size must lie between 0 and 64")
+    if size == 0 and not keys:
+        raise ConfigError("a pool needs --size 1 or more, or at least one --cache KEY")
+    if len(keys) > 64:
+        raise ConfigError("a pool holds at most 64 cache keys")
+    for key in keys:
+        try:
+            naming.validate_cache_key(key)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    return keys
 
 
 class PoolService:
@@ -47,22 +77,29 @@ class PoolService:
         size: int,
         socket_path: Path,
         *,
+        cache_keys: tuple[str, ...] | list[str] = (),
         starters: int = 2,
     ) -> None:
-        if not 1 <= size <= 64:
-            raise ConfigError("--size must lie between 1 and 64")
+        keys = check_settings(size, cache_keys)
         if options.cache or options.preload:
-            raise ConfigError("a pool cannot hold --cache or --preload daemons; `up` adds those")
+            raise ConfigError(
+                "a pool's options carry no --cache or --preload: pass cache keys as "
+                "cache_keys (`dind pool --cache KEY`); `up --preload` adds images"
+            )
         self.manager = manager
         self.options = options
         self.size = size
+        self.cache_keys = keys
         self.socket_path = socket_path
-        self.starters = max(1, min(starters, size))
+        self.starters = max(1, min(starters, size + len(keys)))
         self.pool_id = naming.new_instance(None)
         self.who = claimant.current()
         self._lock = threading.Condition()
         self._ready: list[_Warm] = []
-        self._starting = 0
+        # Starts under way per slot: None for plain daemons, else the cache key.
+        self._starting: dict[str | None, int] = {}
+        # A key whose volume a job's daemon holds is not tried again before this time.
+        self._key_busy_until: dict[str, float] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.handed_out = 0
@@ -73,34 +110,59 @@ class PoolService:
 
     # ------------------------------------------------------------- filling
 
+    def _wanted(self) -> tuple[bool, str | None]:
+        """The slot a starter should fill next, under the lock: (any, key or None)."""
+        now = time.monotonic()
+        for key in self.cache_keys:
+            if self._key_busy_until.get(key, 0.0) > now:
+                continue
+            held = sum(1 for warm in self._ready if warm.key == key)
+            if held + self._starting.get(key, 0) == 0:
+                return True, key
+        plain = sum(1 for warm in self._ready if warm.key is None)
+        if plain + self._starting.get(None, 0) < self.size:
+            return True, None
+        return False, None
+
     def _starter(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                while (
-                    not self._stopping.is_set() and len(self._ready) + self._starting >= self.size
-                ):
-                    self._lock.wait(1.0)
+                while not self._stopping.is_set():
+                    wanted, key = self._wanted()
+                    if wanted:
+                        break
+                    self._lock.wait(_KEY_RETRY if self.cache_keys else 1.0)
                 if self._stopping.is_set():
                     return
-                self._starting += 1
+                self._starting[key] = self._starting.get(key, 0) + 1
             warm: _Warm | None = None
+            failed = False
             try:
-                container, info = self.manager.launch_warm(self.options, self.who, self.pool_id)
-                warm = _Warm(container, info)
-                self.manager.progress(f"warm daemon ready: {info.instance}")
+                options = dataclasses.replace(self.options, cache=key) if key else self.options
+                container, info = self.manager.launch_warm(options, self.who, self.pool_id)
+                warm = _Warm(container, info, key)
+                self.manager.progress(
+                    f"warm daemon ready: {info.instance}" + (f" (cache {key})" if key else "")
+                )
+            except cache.CacheBusy:
+                # A job's daemon holds the key's volume: try again shortly.
+                with self._lock:
+                    assert key is not None
+                    self._key_busy_until[key] = time.monotonic() + _KEY_RETRY
             except DockmoatError as error:
+                failed = True
                 self.last_error = str(error)
                 self.manager.progress(f"starting a warm daemon failed: {error}")
             finally:
                 with self._lock:
-                    self._starting -= 1
+                    self._starting[key] -= 1
                     if warm and not self._stopping.is_set():
                         self._ready.append(warm)
                         warm = None
                     self._lock.notify_all()
             if warm:  # finished while stopping: do not leave it behind
                 self._discard(warm)
-            elif self.last_error and not self._stopping.is_set():
+            elif failed and not self._stopping.is_set():
                 self._stopping.wait(_BACKOFF)
                 self.last_error = None
 
@@ -136,13 +198,37 @@ class PoolService:
             naming.validate_name(name)
         except ValueError as error:
             return {"ok": False, "reason": "error", "message": str(error)}
-        if shape != self.shape():
+        if not isinstance(shape, dict):
             return {"ok": False, "reason": "shape", "message": "this pool holds other daemons"}
+        wanted = dict(shape)
+        key = wanted.pop("cache", None)
+        if wanted != self.shape():
+            return {"ok": False, "reason": "shape", "message": "this pool holds other daemons"}
+        if key is not None and key not in self.cache_keys:
+            return {
+                "ok": False,
+                "reason": "shape",
+                "message": f"this pool holds no daemon for cache key {key}",
+            }
+        if key is None and self.size == 0:
+            return {"ok": False, "reason": "shape", "message": "this pool holds only cache keys"}
+        deadline = time.monotonic() + _WAIT_STARTING
         while True:
             with self._lock:
-                if not self._ready:
+                warm = self._pop_ready(key)
+                # A keyed daemon being started is worth waiting for: a cold start would
+                # only find its key busy.
+                while (
+                    warm is None
+                    and key is not None
+                    and self._starting.get(key, 0) > 0
+                    and not self._stopping.is_set()
+                    and time.monotonic() < deadline
+                ):
+                    self._lock.wait(0.2)
+                    warm = self._pop_ready(key)
+                if warm is None:
                     return {"ok": False, "reason": "empty", "message": "no warm daemon ready"}
-                warm = self._ready.pop(0)
                 self._lock.notify_all()  # a starter begins the replacement now
             if not self._alive(warm):
                 self._discard(warm)
@@ -159,6 +245,12 @@ class PoolService:
             self.handed_out += 1
             self.manager.progress(f"handed {info.instance} to {name}")
             return {"ok": True, "daemon": info.to_json()}
+
+    def _pop_ready(self, key: str | None) -> _Warm | None:
+        for index, warm in enumerate(self._ready):
+            if warm.key == key:
+                return self._ready.pop(index)
+        return None
 
     def _serve_client(self, conn: socket.socket) -> None:
         with conn:
@@ -246,3 +338,8 @@ class PoolService:
     def ready_count(self) -> int:
         with self._lock:
             return len(self._ready)
+
+    def ready_for(self, key: str | None) -> int:
+        """Warm daemons ready for one cache key (None: the plain ones)."""
+        with self._lock:
+            return sum(1 for warm in self._ready if warm.key == key)
