@@ -213,3 +213,36 @@ def test_a_full_disk_leaves_no_torn_line_and_no_entry_both_written_and_counted(
     asyncio.run(scenario())
     lines = read(tmp_path / "a.log")  # every line whole JSON
     assert [(e["conn"], e.get("audit_dropped_before")) for e in lines] == [(0, None), (3, 2)]
+
+
+def test_a_long_full_disk_counts_the_whole_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak suite: the count of a failed batch rode on the next entry, and
+    when that entry's batch failed too the count went with it, so after a long full
+    disk `audit_dropped_before` said only the last batches (58 of 2,734 lost entries)."""
+
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        original = log._write
+        full = [True]
+
+        def write(text: str) -> None:
+            if full[0]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            original(text)
+
+        monkeypatch.setattr(log, "_write", write)
+        log.open()
+        for batch in range(4):  # four batches fail, each carrying the count before it
+            for n in range(3):
+                log.record(entry(batch * 3 + n))
+            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        full[0] = False
+        log.record(entry(99))
+        await log.close()
+
+    asyncio.run(scenario())
+    assert [(e["conn"], e.get("audit_dropped_before")) for e in read(tmp_path / "a.log")] == [
+        (99, 12)
+    ]
