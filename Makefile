@@ -12,13 +12,16 @@ PYTHON     ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup system-deps run test test-unit lint bench clean engine-up engine-down \
+.PHONY: help setup system-deps run test test-unit test-matrix test-matrix-run lint bench clean \
+	engine-up engine-down \
 	image base-image image-requirements install-systemd
 
 help:
 	@echo "make setup   install what is missing (.venv, a Docker engine when root)"
 	@echo "make run     setup, then serve the guarded socket in the foreground"
 	@echo "make test    setup, start/reuse a real engine, lint, type-check, run the whole suite"
+	@echo "             and the engine matrix (MATRIX=0 leaves the matrix out)"
+	@echo "make test-matrix   the differential, policy and tenancy tests on the nested engines"
 	@echo "make lint    ruff + mypy (strict, src and bench)"
 	@echo "make bench   the benchmarks in bench/"
 	@echo "make image   build the dockmoat image (dockmoat/dockmoat:VERSION) with the local engine"
@@ -53,12 +56,38 @@ lint: setup
 test-unit: setup
 	@$(VENV)/bin/pytest -m "not engine" -q
 
-# The engine is started only if none answered; `down` stops only what `up` started.
+# The engine is started only if none answered; `down` stops only what `up` started
+# (and removes the matrix's nested engines). A failing matrix run fails `make test`.
+MATRIX ?= 1
 test: setup
 	@$(MAKE) --no-print-directory lint
 	@scripts/test-engine up
 	@status=0; $(VENV)/bin/pytest -q $(PYTEST_ARGS) || status=$$?; \
+	  if [ "$(MATRIX)" != 0 ]; then \
+	    $(MAKE) --no-print-directory test-matrix-run || { [ $$status != 0 ] || status=1; }; \
+	  fi; \
 	  scripts/test-engine down; exit $$status
+
+# The engine matrix (docs/testing.md): the host engine runs them in the main pytest
+# run; here they run again against each nested engine (20.10, 26.1), tests that need
+# the host's mount namespace deselected (-m "not host_namespaces").
+MATRIX_TESTS := tests/engine/gateway/test_routing_differential.py tests/engine/policy \
+	tests/engine/tenancy
+test-matrix: setup
+	@scripts/test-engine up --quiet-reuse
+	@status=0; $(MAKE) --no-print-directory test-matrix-run || status=$$?; \
+	  scripts/test-engine matrix-down; exit $$status
+
+test-matrix-run:
+	@scripts/test-engine matrix-up
+	@status=0; hosts=$$(scripts/test-engine matrix-hosts | tr ' ' '=') || exit 1; \
+	  for entry in $$hosts; do \
+	    version=$${entry%%=*}; host=$${entry#*=}; start=$$(date +%s); \
+	    echo "== engine matrix: $$version at $$host"; \
+	    DOCKER_HOST=$$host $(VENV)/bin/pytest -q -p no:cacheprovider -m "not host_namespaces" \
+	      $(MATRIX_TESTS) $(MATRIX_ARGS) </dev/null || status=1; \
+	    echo "== engine matrix: $$version took $$(( $$(date +%s) - start )) s"; \
+	  done; exit $$status
 
 # HAProxy is the gateway benchmark's named baseline; installed only for `make bench`.
 bench: setup

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import daemon, hosts_file, images, runtime_workaround
+from harness import daemon, hosts_file, images, nested, runtime_workaround
 from harness.endpoint import Endpoint
 
 PREFIX = "test-engine: "
@@ -147,7 +147,32 @@ class Up:
             raise HarnessError("the restarted engine does not use the runtime wrapper")
 
 
+def say(message: str) -> None:
+    print(PREFIX + message, flush=True)
+
+
+def matrix_up(paths: daemon.Paths) -> None:
+    """The nested engines of the matrix (20.10, 26.1 beside a 28.5 host), after `up`."""
+    endpoint = Endpoint.from_env()
+    if not endpoint.ping():
+        raise HarnessError(f"no engine answers at {endpoint.url}: run scripts/test-engine up")
+    docker = docker_cli()
+    for spec in images.matrix_dind_specs():
+        if images.inspect_tag(docker, spec.tag) is None:
+            raise HarnessError(f"{spec.tag} is missing: run scripts/test-engine up")
+    for engine in nested.up(docker, paths, say):
+        say(f"nested engine {engine.version} ready at {engine.url}")
+
+
+def matrix_hosts(paths: daemon.Paths) -> None:
+    """`<version> <DOCKER_HOST>` per recorded nested engine, for the Makefile's loop."""
+    for version, engine in sorted(nested.recorded(paths).items()):
+        print(f"{version} {engine.url}", flush=True)
+
+
 def down(paths: daemon.Paths) -> None:
+    if nested.recorded(paths) and Endpoint.from_env().ping():
+        nested.down(docker_cli(), paths, say)
     pid = daemon.started_pid(paths)
     if pid is None:
         daemon.forget(paths)
@@ -170,7 +195,12 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="only reuse or start the engine (what `make run` needs)",
     )
-    sub.add_parser("down", help="stop the engine if the last `up` started it")
+    sub.add_parser(
+        "down", help="remove the nested engines; stop the engine if the last `up` started it"
+    )
+    sub.add_parser("matrix-up", help="start (or reuse) the nested engines of the matrix")
+    sub.add_parser("matrix-hosts", help="print `<version> <DOCKER_HOST>` per nested engine")
+    sub.add_parser("matrix-down", help="remove the nested engines matrix-up started")
     args = parser.parse_args(argv)
     endpoint, paths = Endpoint.from_env(), daemon.Paths()
     # The docker CLI calls below must reach the engine we pinged, whatever docker
@@ -181,6 +211,12 @@ def main(argv: list[str]) -> int:
         with daemon.exclusive(paths):
             if args.command == "up":
                 Up(args.quiet_reuse, endpoint, paths, args.engine_only).run()
+            elif args.command == "matrix-up":
+                matrix_up(paths)
+            elif args.command == "matrix-hosts":
+                matrix_hosts(paths)
+            elif args.command == "matrix-down":
+                nested.down(docker_cli(), paths, say)
             else:
                 down(paths)
     except (
@@ -188,6 +224,7 @@ def main(argv: list[str]) -> int:
         daemon.DaemonError,
         images.ImageBuildError,
         runtime_workaround.WorkaroundError,
+        nested.NestedError,
         subprocess.SubprocessError,  # a docker call that timed out or failed outright
         ValueError,  # e.g. an unsupported DOCKER_HOST scheme
         OSError,

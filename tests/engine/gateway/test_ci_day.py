@@ -23,6 +23,7 @@ from docker.errors import NotFound
 from gwserve import Served
 
 from harness.clients import all_clients, client
+from harness.endpoint import Endpoint
 
 CLIENTS = list(all_clients().values())
 #: Builds here use the classic builder on purpose; BuildKit's path (buildx, /grpc and
@@ -40,9 +41,8 @@ def run(
     cli: str, gw: Served | None, *args: str, input: bytes | None = None, timeout: float = 120,
     cwd: Path | None = None, check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-    env = (
-        gw.env() if gw is not None else {**os.environ, "DOCKER_HOST": "unix:///var/run/docker.sock"}
-    )
+    # The raw side is the engine under test ($DOCKER_HOST, as the docker_host fixture).
+    env = gw.env() if gw is not None else {**os.environ, "DOCKER_HOST": Endpoint.from_env().url}
     env["DOCKER_CLI_HINTS"] = "false"
     result = subprocess.run(
         [cli, *args], input=input, capture_output=True, timeout=timeout, env=env, cwd=cwd,

@@ -169,6 +169,7 @@ def test_symlink_planted_in_the_workspace_is_refused(
         link.unlink()
 
 
+@pytest.mark.host_namespaces  # binds a host folder: the host's mount namespace
 def test_workspace_bind_ports_and_pids_limit_work(
     gateway: Gateway, busybox_image: str, docker_client: docker.DockerClient, label: str
 ) -> None:

@@ -19,7 +19,8 @@ from rawdocker import call, create_container, socket_of
 from dockmoat.gateway.config import DEFAULT_PIN_DIR
 from dockmoat.gateway.pins import mount_sources
 
-pytestmark = pytest.mark.engine
+# pins bind sources: the host's mount namespace
+pytestmark = [pytest.mark.engine, pytest.mark.host_namespaces]
 
 
 def _folders(base: Path, secret: Path) -> None:

@@ -23,6 +23,8 @@ COMPOSE_V1 = client("docker-compose-v1") or "docker-compose-v1"
 #: Builds here use the classic builder (and compose v1, which builds through /build);
 #: BuildKit's path has its own tests.
 CLASSIC = {"DOCKER_BUILDKIT": "0"}
+# Binds the workspace and builds from it: needs the host's mount namespace.
+pytestmark = pytest.mark.host_namespaces
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def _create(socket_path: str, image: str, label: str, host_config: dict[str, Any
     return create_container(socket_path, image, ["true"], {"dmtest.redteam": label}, host_config)
 
 
+@pytest.mark.host_namespaces  # reads where the host's paths lead
 @pytest.mark.parametrize(("kind", "target"), CASES)
 def test_raw_engine_mounts_the_lexically_cleaned_source(
     kind: str,
@@ -151,6 +152,7 @@ def _started(socket_path: str, image: str, label: str, source: str) -> Any:
     return status, answer
 
 
+@pytest.mark.host_namespaces  # reads the host's /etc through the bind
 def test_raw_engine_follows_a_symlink_chain_longer_than_path_max(
     tmp_path: Path,
     docker_host: str,

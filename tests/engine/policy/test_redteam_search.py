@@ -50,6 +50,7 @@ def listener() -> Iterator[Listener]:
     served.server.close()
 
 
+@pytest.mark.host_namespaces  # the listener is on the host's loopback
 def test_raw_engine_connects_to_a_loopback_search_index(
     listener: Listener, docker_host: str
 ) -> None:

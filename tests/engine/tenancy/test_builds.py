@@ -15,6 +15,7 @@ import pytest
 from docker.errors import NotFound
 from tenancy_helpers import Job
 
+from dockmoat.api.engines import parse_api_version
 from harness.clients import client
 
 DOCKER = client("docker") or "docker"
@@ -87,13 +88,21 @@ def test_two_jobs_build_at_once_and_stay_apart(
     for job in (one, two):
         image = docker_client.images.get(tags[job.name])
         assert image.labels["dockmoat.tenant"] == job.name
-    # each job's build history has only its own builds; another's is "not found"
-    mine, theirs = history(one), history(two)
-    assert mine and theirs and not mine & theirs
-    other = sorted(mine)[0]
-    inspected = docker_cli(two, "buildx", "history", "inspect", other, check=False)
-    assert inspected.returncode != 0
-    assert other not in inspected.stdout
+    api = parse_api_version(docker_client.version()["ApiVersion"])
+    assert api is not None
+    if api <= (1, 41):
+        # Engine 20.10's BuildKit keeps no build history: the engine itself says so.
+        for job in (one, two):
+            listed = docker_cli(job, "buildx", "history", "ls", check=False)
+            assert listed.returncode != 0 and "ListenBuildHistory" in listed.stderr
+    else:
+        # each job's build history has only its own builds; another's is "not found"
+        mine, theirs = history(one), history(two)
+        assert mine and theirs and not mine & theirs
+        other = sorted(mine)[0]
+        inspected = docker_cli(two, "buildx", "history", "inspect", other, check=False)
+        assert inspected.returncode != 0
+        assert other not in inspected.stdout
     # the shared build cache: a job sees none of it and prunes nothing of it
     pruned = docker_cli(two, "builder", "prune", "-af")
     assert "Total:\t0B" in pruned.stdout or "Total: 0B" in pruned.stdout.replace("\t", " ")

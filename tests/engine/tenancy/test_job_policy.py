@@ -14,6 +14,7 @@ from tenancy_helpers import Job, Serve, assert_nothing_left
 from dockmoat.policy.hostpaths import missing_mount_flags
 
 
+@pytest.mark.host_namespaces  # binds a host folder: the host's mount namespace
 def test_workspace_is_the_only_bind_folder(
     open_job, serve: Serve, busybox_image: str, tmp_path: Path,
     docker_client: docker.DockerClient,

@@ -179,6 +179,7 @@ def test_sigkill_then_restart_keeps_the_job_and_close_still_finds_everything(
     assert docker_client.api.images(name=busybox_image)
 
 
+@pytest.mark.host_namespaces  # binds the workspace, talks to a port on the host's loopback
 @pytest.mark.parametrize("compose", ["v1", "v2"])
 def test_compose_and_testcontainers_workloads_run_unchanged(
     compose: str,
