@@ -178,10 +178,24 @@ def network_options(mtu: int) -> dict[str, str]:
 # known: no `PUT /archive` round trip after the start), checks that `ready`
 # (the tar's last member) arrived, then execs its arguments: the image's own
 # entrypoint with dockerd's arguments, as `daemon_command` puts them together.
+#
+# With NETWORK_MTU_ENV set (the MTU is not dockerd's default 1500), the networks a job
+# creates in the nested daemon (compose's, `docker network create`) get that MTU
+# too: `--mtu` sets only docker0's, and dockerd >= 24 takes
+# `--default-network-opt=bridge=com.docker.network.driver.mtu=N` for the others. Older
+# dockerd refuses that flag, so the wrapper asks `dockerd --help` first, in the
+# background while the certificates are on their way (off the critical path).
+NETWORK_MTU_ENV = "DOCKMOAT_NETWORK_MTU"
+_HELP = "/tmp/.dockmoat-dockerd-help"
 RECEIVE_CERTS = (
+    f'if [ -n "${NETWORK_MTU_ENV}" ]; then dockerd --help >{_HELP} 2>&1 </dev/null & fi; '
     "tar -x -f - -C / || { echo 'dockmoat: cannot unpack the certificates' >&2; exit 1; }; "
     f"[ -e {naming.SERVER_CERT_DIR}/ready ] || "
     "{ echo 'dockmoat: no certificates arrived on stdin' >&2; exit 1; }; "
+    f'if [ -n "${NETWORK_MTU_ENV}" ]; then wait; '
+    f"if grep -q -e --default-network-opt {_HELP}; then "
+    f'set -- "$@" "--default-network-opt=bridge=com.docker.network.driver.mtu=${NETWORK_MTU_ENV}"; '
+    f"fi; rm -f {_HELP}; fi; "
     'exec "$@" </dev/null'
 )
 
@@ -296,7 +310,7 @@ def container_config(
         "OpenStdin": True,
         "StdinOnce": True,
         "Cmd": daemon_command(image_entrypoint, dockerd_argv(options, mtu)),
-        "Env": container_env(options),
+        "Env": container_env(options) + ([f"{NETWORK_MTU_ENV}={mtu}"] if mtu != 1500 else []),
         "Hostname": instance[:63],
         "Labels": container_labels,
         "ExposedPorts": {f"{naming.TLS_PORT}/tcp": {}},
