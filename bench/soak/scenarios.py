@@ -258,6 +258,20 @@ async def never_read(sock: str, seconds: float, stats: Stats) -> str:
     return f"export of a 256 MiB container left unread for {seconds:.0f} s"
 
 
+async def remove_own_containers(sock: str, stats: Stats) -> None:
+    """What the hostile clients' tenant (the main listener) made: not a job's, so no
+    `job close` removes it."""
+    conn = Conn(sock, stats)
+    try:
+        listed = (await conn.request("GET", f"{API}/containers/json?all=1")).json()
+        for c in listed if isinstance(listed, list) else []:
+            await conn.request("DELETE", f"{API}/containers/{c['Id']}?force=1")
+    except Broken:
+        pass
+    finally:
+        await conn.close()
+
+
 async def fault_hostile(env: Env, duration: float) -> None:
     sock = env.serve.sock
     scale = env.scale
@@ -272,6 +286,7 @@ async def fault_hostile(env: Env, duration: float) -> None:
     failed = await connect_drop(sock, scale["connect_drop"])
     got = await pipelined(sock, scale["pipelined"], env.hostile)
     sizes = await enormous(sock, env.hostile)
+    await remove_own_containers(sock, env.hostile)  # the 3 MiB string's create succeeds
     env.notes.append(await unread)
     await asyncio.gather(*loris)
     env.notes.append(
