@@ -17,6 +17,8 @@ import pytest
 from docker.errors import DockerException, ImageNotFound
 from hypothesis import HealthCheck, settings
 
+from harness import nested
+from harness.daemon import Paths
 from harness.endpoint import Endpoint
 from harness.images import BUSYBOX_IMAGE, DIND_IMAGE
 
@@ -34,6 +36,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if ENGINE_TESTS in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(autouse=True)
+def _host_namespaces_only_on_the_host(request: pytest.FixtureRequest) -> None:
+    """A `host_namespaces` test run against a nested engine of the matrix fails at once:
+    the folders it binds and the loopback it listens on are not that engine's."""
+    if request.node.get_closest_marker("host_namespaces") is None:
+        return
+    path = Endpoint.from_env().unix_path
+    if path is not None and nested.record_path(Paths()).parent / "engines" in Path(path).parents:
+        pytest.fail(
+            f"{request.node.nodeid} needs the host's mount and network namespaces, and "
+            f"{path} is a nested engine: deselect it with -m 'not host_namespaces'"
+        )
 
 
 @pytest.fixture(scope="session")
