@@ -16,7 +16,15 @@ from pathlib import Path
 
 from bench.soak import scenarios as sc
 from bench.soak.client import Stats
-from bench.soak.harness import Dockerd, Serve, SmallDisk, remove_tree, scratch, unmount_under
+from bench.soak.harness import (
+    Dockerd,
+    Serve,
+    SmallDisk,
+    kill_leftovers,
+    remove_tree,
+    scratch,
+    unmount_under,
+)
 from bench.soak.load import Load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,6 +215,9 @@ async def main_async(args: argparse.Namespace) -> int:
         dockerd.stop()
         state.remove()
         audit.remove()
+        leftovers = kill_leftovers(root)
+        if leftovers:
+            print(f"killed {len(leftovers)} processes the private engine left: {leftovers}")
         unmount_under(root)
         if args.keep:
             print(f"kept {root} (logs, audit image)")

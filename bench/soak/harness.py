@@ -251,6 +251,30 @@ class SmallDisk:
         self.image.unlink(missing_ok=True)
 
 
+def kill_leftovers(root: Path) -> list[int]:
+    """Processes of our private engine that outlive it: a SIGKILLed dockerd leaves the
+    containerd shims of its containers (`-address <root>/exec/...`), and a container
+    whose start it cut short leaves its `runc init` under one. Only those, by pid."""
+    shims = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if str(root).encode() + b"/" in cmdline:
+            shims.append(int(entry.name))
+    pids = list(shims)
+    for pid in shims:
+        with contextlib.suppress(OSError):
+            pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
 def unmount_under(root: Path) -> None:
     """Unmount what dockerd left mounted under our scratch folder (deepest first)."""
     mounts = [
