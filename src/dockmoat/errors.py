@@ -46,6 +46,12 @@ class UpstreamError(DockmoatError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class StateError(DockmoatError):
+    """The state database cannot be written (HTTP 503): what would change ownership waits."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 class EngineError(DockmoatError):
     """A Docker engine operation done by dockmoat itself failed (dind, job, run), or the
     running `dockmoat serve` it talks to cannot be reached."""
@@ -80,6 +86,7 @@ _STATUS: dict[type[DockmoatError], int] = {
     NotFoundError: 404,
     BodyTooLarge: 413,
     UpstreamError: 502,
+    StateError: 503,
 }
 
 

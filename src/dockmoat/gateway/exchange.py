@@ -14,6 +14,7 @@ from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.audit import AuditEntry
 from dockmoat.gateway.http import RequestHead, ResponseHead
+from dockmoat.policy.decision import Deny
 
 
 @dataclass(slots=True)
@@ -48,6 +49,14 @@ class Exchange:
 
 class Abort(Exception):
     """Close the client connection now (the reason is already answered or logged)."""
+
+
+class BodyRefused(Exception):
+    """A streamed body was read and refused before its end reached the daemon."""
+
+    def __init__(self, decision: Deny) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
 
 
 def json_error(response: ResponseHead) -> bool:

@@ -8,7 +8,8 @@ prometheus_client library's exposition format.
 
 - `GET /metrics`: the metrics below.
 - `GET /ready`: 200 when the daemon behind the guard answers `GET /_ping` (a real
-  request over the gateway's upstream pool) and serve is not draining; else 503.
+  request over the gateway's upstream pool), serve is not draining and tenancy's
+  state database takes a write; else 503 with the reason.
 - `GET /live`: 200 while the process serves.
 """
 
@@ -184,7 +185,8 @@ def registry_for(gateway: Gateway) -> CollectorRegistry:
 
 
 async def ready(gateway: Gateway) -> tuple[bool, str]:
-    """Whether the guard can serve: not draining, and the daemon answers `/_ping`."""
+    """Whether the guard can serve: not draining, the daemon answers `/_ping`, and the
+    gateway's other checks pass (tenancy's state database can be written)."""
     if gateway.draining:
         return False, "draining"
     try:
@@ -195,6 +197,10 @@ async def ready(gateway: Gateway) -> tuple[bool, str]:
         return False, f"the daemon does not answer: {error or 'timeout'}"
     if status != 200:
         return False, f"the daemon answers /_ping with {status}: {body[:200]!r}"
+    for check in gateway.readiness:
+        ok, why = check()
+        if not ok:
+            return False, why
     return True, "ready"
 
 

@@ -13,21 +13,34 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from dockmoat.api import gojson, reference
+from dockmoat.api.bodies import (
+    BodyUnreadable,
+    BuildContextReader,
+    ImageArchiveReader,
+    build_args,
+)
 from dockmoat.api.endpoints import STREAMED_BODY
 from dockmoat.api.engines import EngineVersion, show, too_old
 from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.api.routing import raw_query, route_path, route_target
-from dockmoat.errors import ProtocolError, UpstreamError
+from dockmoat.errors import ProtocolError, StateError, UpstreamError, http_status
 from dockmoat.gateway.http import RequestHead
-from dockmoat.gateway.stages import OnRequest, Policy, UpstreamClient
-from dockmoat.policy.decision import WOULD_DENY, Decision, Deny, Rewrite, WouldDeny
+from dockmoat.gateway.stages import (
+    BodyChecks,
+    OnRequest,
+    PermissivePolicy,
+    Policy,
+    UpstreamClient,
+)
+from dockmoat.policy.decision import WOULD_DENY, Allow, Decision, Deny, Rewrite, WouldDeny
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -35,10 +48,12 @@ _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 _FORM_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 INTERNAL_ERROR: Final = "internal-error"
 UNREACHABLE: Final = "upstream-unreachable"
+STATE_UNWRITABLE: Final = "state-unwritable"
 UNMODELED: Final = "api.unmodeled"
 API_VERSION: Final = "system.api-version"
 
 BodyPlan = Literal["none", "buffer", "stream"]
+BodyReader = BuildContextReader | ImageArchiveReader
 
 
 class Planned(NamedTuple):
@@ -197,6 +212,16 @@ async def decide(
         # answered as a forward that cannot reach it is, 502, not a policy denial.
         deny = Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
         return Outcome(deny, request, "", None, (*rules, UNREACHABLE))
+    except StateError as error:
+        # Ownership could not be recorded: nothing that would change it goes on.
+        log.error("%s %s refused: %s", request.method, request.raw_target, error)
+        deny = Deny(
+            rule=STATE_UNWRITABLE,
+            message=f"dockmoat: {STATE_UNWRITABLE}: {error}; requests that change what a "
+            "job owns are refused until it can be (reads go on)",
+            status=http_status(error),
+        )
+        return Outcome(deny, request, "", None, (*rules, STATE_UNWRITABLE))
     except Exception:  # noqa: BLE001 - fail closed; _failed logs the traceback
         return _failed(request, rules)
 
@@ -311,3 +336,91 @@ def json_answer(raw: bytes) -> Any:
     """A daemon's JSON answer (trusted, but still bounded by the caller)."""
     # dockerd answers UTF-8; decoding it here skips json's encoding detection.
     return json.loads(raw.decode("utf-8", "surrogatepass")) if raw.strip() else None
+
+
+# --- streamed bodies that carry references (api/bodies.py) ---------------------
+
+BODY_RULE: Final = "api.unreadable-body"
+
+
+def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -> BodyReader | None:
+    """A reader for a streamed body whose content names objects, or None to stream it
+    unread. A classic build's context is read wherever a policy or tenancy applies (its
+    Dockerfile's images are pulled or resolved); a load's tarball where tenancy applies
+    (the tags it sets). Raises BodyUnreadable for parameters that make it unreadable."""
+    route = request.route.name
+    if stage is None and isinstance(policy, PermissivePolicy):
+        return None
+    if route == "build.build":
+        remote = request.param("remote")
+        if request.param("version") == "2":
+            if not remote:
+                # dockerd hands the body to BuildKit's Dockerfile frontend, whose syntax
+                # (mounts from images, `# syntax=` frontends) is not read here.
+                raise BodyUnreadable(
+                    "a BuildKit build (version=2) of a context sent as the request body is "
+                    "not read; build through a session (buildx, DOCKER_BUILDKIT=1)"
+                )
+            return None  # its context comes through the session (or from `remote`)
+        if remote:
+            return None  # fetched by the daemon: policy (build.remote-context) and tenancy
+        return BuildContextReader(
+            request.param("dockerfile"), build_args(request.param("buildargs"))
+        )
+    if route == "images.load" and stage is not None:
+        return ImageArchiveReader()
+    return None
+
+
+async def decide_body(
+    reader: BodyReader,
+    request: ApiRequest,
+    policy: Policy,
+    stage: BodyChecks | None,
+    upstream: UpstreamClient,
+) -> Decision:
+    """The decision on what a streamed body names, once all of it was read. Fail closed."""
+    try:
+        if isinstance(reader, ImageArchiveReader):
+            archive = reader.finish()
+            return await stage.check_archive_tags(request, archive) if stage else Allow()
+        found = reader.finish()
+        for source in found.sources:
+            status, _headers, _body = await upstream.request(
+                "GET", f"/images/{quote(source.ref, safe='')}/json"
+            )
+            if status == 404:
+                # Not in the image store: the builder pulls it, as `docker pull` would.
+                decision = policy.evaluate(_pull_request(request, source.ref))
+                if isinstance(decision, Deny):
+                    return replace(
+                        decision,
+                        message=f"{decision.message} ({source.where} of {found.dockerfile})",
+                    )
+            elif status != 200:
+                raise UpstreamError(f"image look-up answered {status}")
+        if stage is not None and found.sources:
+            return await stage.check_build_sources(request, [s.ref for s in found.sources])
+        return Allow()
+    except BodyUnreadable as error:
+        return body_refusal(error)
+    except UpstreamError as error:
+        return Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
+    except Exception:  # noqa: BLE001 - fail closed; logged with its traceback
+        return _failed(request, []).decision
+
+
+def body_refusal(error: BodyUnreadable) -> Deny:
+    return Deny(
+        BODY_RULE,
+        f"dockmoat: {BODY_RULE}: {error}; the request was not forwarded",
+        status=400,
+    )
+
+
+def _pull_request(request: ApiRequest, ref: str) -> ApiRequest:
+    """`POST /images/create?fromImage=REF`: what the builder does for an image it lacks."""
+    target = _versioned(request.api_version, "/images/create") + "?fromImage=" + quote(ref, safe="")
+    path, version, route, query_text = route_target("POST", target)
+    query = parse_query(query_text) if query_text else {}
+    return ApiRequest("POST", target, path, version, route, query, (), request.client)

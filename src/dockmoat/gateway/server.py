@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dockmoat.api.bodies import BodyUnreadable
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.engines import start_message
 from dockmoat.api.gojson import compact
@@ -41,7 +42,7 @@ from dockmoat.gateway import pipeline, tunnel
 from dockmoat.gateway.audit import AuditLog
 from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identity, linger
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
-from dockmoat.gateway.exchange import Abort, Exchange, json_error, restaged_json
+from dockmoat.gateway.exchange import Abort, BodyRefused, Exchange, json_error, restaged_json
 from dockmoat.gateway.fastlane import Lane
 from dockmoat.gateway.halfclose import close_write
 from dockmoat.gateway.http import (
@@ -63,6 +64,7 @@ from dockmoat.gateway.http import (
 from dockmoat.gateway.metrics import Metrics, MetricsServer
 from dockmoat.gateway.preflight import listen_error
 from dockmoat.gateway.stages import (
+    BodyChecks,
     OnRequest,
     Policy,
     ResponseKind,
@@ -80,7 +82,7 @@ from dockmoat.gateway.upstream import (
     UpstreamPool,
     learn_engine,
 )
-from dockmoat.policy.decision import WOULD_DENY, Deny
+from dockmoat.policy.decision import WOULD_DENY, Decision, Deny
 
 if TYPE_CHECKING:
     from dockmoat.gateway.pins import BindPins
@@ -133,6 +135,9 @@ class Gateway:
         self.builds = buildkit.Builds()  # BuildKit sessions and build ids, per owner
         self.metrics = Metrics()  # counted in close_record; served by --metrics-listen
         self.metrics_server: MetricsServer | None = None
+        # More for `/ready` to check than the daemon: (ready?, why not) each, e.g.
+        # tenancy's state database being writable.
+        self.readiness: list[Callable[[], tuple[bool, str]]] = []
 
     # --- listeners ---
 
@@ -598,6 +603,25 @@ class Gateway:
                 record.decision, record.rule = "refused", refused.rule
                 return await self._answer(writer, record, refused.status, refused.message,
                                           keep_alive=False)  # fmt: skip
+        scan: BodyScan | None = None
+        if streaming:
+            policy = listener.policy or self.policy
+            checks = listener.stage if isinstance(listener.stage, BodyChecks) else None
+            try:
+                reader = pipeline.body_reader(outcome.request, policy, checks)
+            except BodyUnreadable as error:
+                refused = pipeline.body_refusal(error)
+                stream.linger = True
+                record.decision, record.rule = "refused", refused.rule
+                return await self._answer(writer, record, refused.status, refused.message,
+                                          keep_alive=False)  # fmt: skip
+            if reader is not None:
+                scan = BodyScan(
+                    reader,
+                    lambda: pipeline.decide_body(
+                        reader, outcome.request, policy, checks, self.upstream
+                    ),
+                )
         body = outcome.body
         if body is None and planned.body_plan == "buffer":
             body = outcome.request.body_raw or b""
@@ -626,12 +650,32 @@ class Gateway:
                 if streaming:
                     if head.header("expect") is not None:
                         writer.write(_CONTINUE)
-                    pump = asyncio.create_task(self._pump_body(stream, conn.writer, head.chunked))
+                    pump = asyncio.create_task(
+                        self._pump_body(stream, conn.writer, head.chunked, scan)
+                    )
                 else:
                     await conn.writer.drain()
-                keep, reusable = await self._relay_response(
+                relaying = self._relay_response(
                     listener, stream, writer, conn, record, head, outcome.request
                 )
+                if scan is not None and pump is not None:
+                    relay = asyncio.ensure_future(relaying)
+                    await asyncio.wait((relay, pump), return_when=asyncio.FIRST_COMPLETED)
+                    refused = _refusal_of(pump)
+                    if refused is not None and not relay.done():
+                        # The body was refused before its end went upstream: the daemon
+                        # never gets a whole archive; its answer is not the client's.
+                        relay.cancel()
+                        await asyncio.gather(relay, return_exceptions=True)
+                        if record.status != 0:
+                            raise Abort
+                        stream.linger = True
+                        record.decision, record.rule = "refused", refused.rule
+                        return await self._answer(writer, record, refused.status,
+                                                  refused.message, keep_alive=False)  # fmt: skip
+                    keep, reusable = await relay
+                else:
+                    keep, reusable = await relaying
                 if pump is not None:
                     if not pump.done():
                         # The daemon answered before taking the whole body: the framing
@@ -639,6 +683,8 @@ class Gateway:
                         pump.cancel()
                         reusable = False
                         keep = False
+                    elif _refusal_of(pump) is not None:
+                        raise Abort  # refused after the daemon had answered: cut both
                     else:
                         pump.result()
                 return keep
@@ -664,17 +710,53 @@ class Gateway:
         raise Abort
 
     async def _pump_body(
-        self, stream: ClientStream, upstream: asyncio.StreamWriter, chunked: bool
+        self,
+        stream: ClientStream,
+        upstream: asyncio.StreamWriter,
+        chunked: bool,
+        scan: BodyScan | None = None,
     ) -> None:
+        """Relay a streamed body. With a `scan`, its reader sees every byte before the
+        daemon does, and the daemon gets neither the end of the archive nor the end of
+        the body before the scan's decision: the last chunk is always held back, and
+        from the archive's end on everything is (bounded)."""
+        held: list[bytes] = []
+        held_size = 0
+        holding = False
         while True:
             event = await stream.next_event(None)
             if isinstance(event, BodyData):
-                upstream.write(chunk(event.data) if chunked else event.data)
-                await upstream.drain()
+                data = event.data
+                if scan is None:
+                    upstream.write(chunk(data) if chunked else data)
+                    await upstream.drain()
+                    continue
+                if not holding:
+                    try:
+                        holding = scan.reader.feed(data)
+                    except BodyUnreadable as error:
+                        raise BodyRefused(pipeline.body_refusal(error)) from None
+                    for piece in held:  # read, and not the end: it may go
+                        upstream.write(chunk(piece) if chunked else piece)
+                    held.clear()
+                    held_size = 0
+                    await upstream.drain()
+                held.append(data)
+                held_size += len(data)
+                if held_size > MAX_HELD_BODY:
+                    raise BodyRefused(pipeline.body_refusal(BodyUnreadable(
+                        f"more than {MAX_HELD_BODY >> 20} MiB after the end of the archive"
+                    )))  # fmt: skip
             elif isinstance(event, MessageEnd):
+                if scan is not None:
+                    decision = await scan.decide()
+                    if isinstance(decision, Deny):
+                        raise BodyRefused(decision)
+                    for piece in held:
+                        upstream.write(chunk(piece) if chunked else piece)
                 if chunked:
                     upstream.write(LAST_CHUNK)
-                    await upstream.drain()
+                await upstream.drain()
                 return
             else:
                 # Truncated or malformed body: the daemon must not run a partial request.
@@ -1054,6 +1136,26 @@ class Gateway:
 
 
 BUILD_BOUND = frozenset({"session.session", "build.build"})
+
+
+#: What a scanned body may carry after the end of its archive (tar's record padding is
+#: 10 KiB; anything dockerd reads past the end it ignores).
+MAX_HELD_BODY = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BodyScan:
+    """A streamed body read as it passes (api/bodies.py) and the decision on it."""
+
+    reader: pipeline.BodyReader
+    decide: Callable[[], Awaitable[Decision]]
+
+
+def _refusal_of(pump: asyncio.Task[None]) -> Deny | None:
+    if not pump.done() or pump.cancelled():
+        return None
+    error = pump.exception()
+    return error.decision if isinstance(error, BodyRefused) else None
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

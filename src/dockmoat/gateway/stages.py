@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from dockmoat.api.bodies import ArchiveTags
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision
 
@@ -49,6 +50,19 @@ class RequestStage(Protocol):
     def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any: ...
 
     def on_event(self, request: ApiRequest, event: Any) -> Any: ...
+
+
+@runtime_checkable
+class BodyChecks(Protocol):
+    """What a stage decides about references read from a streamed body (api/bodies.py)."""
+
+    async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:
+        """The images a classic build's Dockerfile resolves (FROM, COPY --from)."""
+        ...
+
+    async def check_archive_tags(self, request: ApiRequest, archive: ArchiveTags) -> Decision:
+        """The tags a `docker load` tarball sets."""
+        ...
 
 
 class PermissivePolicy:

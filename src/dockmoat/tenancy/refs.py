@@ -103,7 +103,8 @@ RESOLVED: Final[frozenset[tuple[str, str, str]]] = frozenset(
         ("build.build", "query", "t"),
         ("build.build", "query", "networkmode"),
         ("build.build", "query", "cachefrom"),
-        # The context's Dockerfile (FROM) is read by the builder: docs/tenancy.md, known limits.
+        # A classic build's Dockerfile (FROM, COPY --from) is read as the context passes
+        # (api/bodies.py, gateway/pipeline.decide_body); BuildKit's comes through its session.
         ("build.build", "body", "<stream>"),
         ("networks.list", "query", "filters"),
         ("networks.prune", "query", "filters"),

@@ -200,13 +200,21 @@ def build_network_ref(mode: str) -> bool:
 
 
 def cache_from(raw: str | None) -> list[str]:
-    """The image references of `/build?cachefrom=` (a JSON list; null and [] are none)."""
+    """The image references of `/build?cachefrom=` (a JSON list; null and [] are none).
+
+    BuildKit's builder in dockerd joins the entries with commas and splits them again,
+    so one entry `a,b` is two references: split here the same way. An entry with `=`
+    is a cache-import spec (`type=registry,ref=...`), not a reference: ValueError."""
     if raw is None or raw.strip() in ("", "null"):
         return []
     value = json.loads(raw)
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("cachefrom must be a JSON list of image references")
-    return [item for item in value if item]
+    refs = [part.strip() for item in value for part in item.split(",") if part.strip()]
+    for ref in refs:
+        if "=" in ref:
+            raise ValueError(f"cachefrom {ref!r} is not an image reference")
+    return refs
 
 
 CHANGES_RULE = "tenancy.image-changes"

@@ -130,6 +130,7 @@ class TenancyService:
 
     async def start(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        gateway.readiness.append(self.store.writable)
         if control_in_use(self.settings.control):
             # Jobs belong to the server that answers there; never take them over.
             log.warning(

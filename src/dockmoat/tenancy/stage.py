@@ -13,10 +13,12 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from dockmoat.api.bodies import ArchiveTags
+from dockmoat.api.dockerfile import DockerfileError, image_sources
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
@@ -102,6 +104,7 @@ class LoadSnapshot:
 SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
 BUILD_CACHE_RULE = "tenancy.build-cache"
+LOAD_FORMAT_RULE = "tenancy.load-format"
 NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
@@ -227,6 +230,74 @@ class TenancyStage:
         if isinstance(tenant, Deny):
             return tenant
         return await self._claim_tag(tenant, tag)
+
+    # --- references read from streamed bodies (api/bodies.py) ------------------
+
+    async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:
+        """A classic build's FROM and COPY --from images: the job's own or shared ones
+        (an image the store lacks is pulled, which the policy decided)."""
+        tenant = self.tenant_of(request.client)
+        if tenant is None:
+            return Allow()
+        if isinstance(tenant, Deny):
+            return tenant
+        for ref in refs:
+            visible, image = await self._image_visible(tenant, ref)
+            if not visible:
+                return notfound.no_such_image(ref)
+            # A base image's ONBUILD triggers run in this build: their COPY --from too
+            # (a loaded image's configuration can carry any).
+            triggers = ((image or {}).get("Config") or {}).get("OnBuild") or []
+            if triggers:
+                text = "FROM scratch\n" + "".join(f"ONBUILD {t}\n" for t in triggers)
+                try:
+                    found = image_sources(text, {})
+                except DockerfileError as error:
+                    return Deny(
+                        references.RULE,
+                        f"dockmoat: {references.RULE}: the ONBUILD triggers of {ref} "
+                        f"cannot be read ({error})",
+                        status=400,
+                    )
+                for source in found:
+                    seen, _ = await self._image_visible(tenant, source.ref)
+                    if not seen:
+                        return notfound.no_such_image(source.ref)
+        return Allow()
+
+    async def check_archive_tags(self, request: ApiRequest, archive: ArchiveTags) -> Decision:
+        """The tags a job's `docker load` sets: free, the job's own, or naming the very
+        image they name already (a save/load cache). A legacy tarball is refused: dockerd
+        reports none of the tags it sets, so they could be neither claimed nor undone."""
+        tenant = self.tenant_of(request.client)
+        if tenant is None:
+            return Allow()
+        if isinstance(tenant, Deny):
+            return tenant
+        if archive.legacy:
+            return Deny(
+                LOAD_FORMAT_RULE,
+                f"dockmoat: {LOAD_FORMAT_RULE}: this image tarball has the legacy format "
+                "(a repositories file and no manifest.json), whose tags dockerd sets "
+                "without reporting them, so they cannot be kept to your job. Save the "
+                "image again with a current docker save.",
+            )
+        facts = self.image_facts(tenant)
+        for raw, image_id in archive.tags:
+            tag = normalize_tag(raw)
+            if facts.tag_mine(tag):
+                continue
+            existing = await self._image(tag)
+            if existing is None and not facts.tag_owners.get(tag):
+                continue  # free: the load's report claims it for the job
+            if existing is not None and image_id is not None and existing.get("Id") == image_id:
+                continue  # the same image again: nothing moves
+            return Deny(
+                TAG_RULE,
+                f"dockmoat: {TAG_RULE}: the tag {tag} is in use outside job {tenant.name} "
+                "(the load would move it). Save the image under another name.",
+            )
+        return Allow()
 
     # --- the request stage ------------------------------------------------------
 
@@ -499,6 +570,17 @@ class TenancyStage:
         return Allow()
 
     async def _build(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        remote = request.param("remote")
+        if remote and request.param("version") != "2":
+            # The classic builder reads the Dockerfile from what it fetches: its images
+            # could not be checked (the context of a client's build is, api/bodies.py).
+            return Deny(
+                references.RULE,
+                f"dockmoat: {references.RULE}: a classic build of a context the daemon "
+                "fetches (remote=...), whose Dockerfile dockmoat cannot read. Send the "
+                "context from the client (docker build DIR).",
+                status=400,
+            )
         for tag in request.query.get("t", []):
             verdict = await self._claim_tag(tenant, tag)
             if isinstance(verdict, Deny):
@@ -513,7 +595,11 @@ class TenancyStage:
                 return replace(notfound.no_such_network(mode), status=400)
             query["networkmode"] = [net.id]
             notes.append(f"networkmode {mode} -> {net.id[:12]}")
-        for ref in rules.cache_from(request.param("cachefrom")):
+        try:
+            cache_refs = rules.cache_from(request.param("cachefrom"))
+        except ValueError as error:
+            return Deny(references.RULE, f"dockmoat: {references.RULE}: {error}", status=400)
+        for ref in cache_refs:
             visible, _ = await self._image_visible(tenant, ref)
             if not visible:
                 return notfound.no_such_image(ref)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dockmoat.errors import ConfigError
+from dockmoat.errors import ConfigError, StateError
 
 Kind = Literal["container", "volume", "network", "image", "tag", "exec"]
 KINDS: tuple[Kind, ...] = ("container", "volume", "network", "image", "tag", "exec")
@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS owned (
     PRIMARY KEY (job, kind, key)
 );
 CREATE INDEX IF NOT EXISTS owned_by_key ON owned (kind, key);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL              -- the last write probe (`writable`)
+);
 """
 
 
@@ -88,13 +92,34 @@ class OwnershipStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction. A database that cannot be written (its disk full or
+        read-only, a failing disk) is a StateError, which the gateway answers with 503
+        and `/ready` reports, instead of an internal error per request."""
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            raise  # a constraint, not the disk: the caller's to answer
+        except (sqlite3.DatabaseError, OSError) as error:
+            if self._db.in_transaction:
+                with suppress(sqlite3.Error):  # the transaction may be gone with the failure
+                    self._db.execute("ROLLBACK")
+            message = f"the state database {self.path} cannot be written: {error}"
+            raise StateError(message) from error
+
+    def writable(self) -> tuple[bool, str]:
+        """A write probe for readiness: (writable?, why not)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)", (time.time(),))
+        except StateError as error:
+            return False, str(error)
+        return True, "writable"
 
     # jobs
 

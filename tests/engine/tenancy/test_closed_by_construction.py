@@ -388,3 +388,266 @@ def test_stats_answers_carry_the_jobs_names(pair: Pair, fresh: Callable[[str], s
     stream = client.api.stats(db, decode=True, stream=True)
     assert next(stream)["name"] == f"/{db}"
     stream.close()
+
+
+# --- references inside streamed bodies: a classic build's Dockerfile, a load's tags ---
+
+
+def context_tar(files: dict[str, bytes], *, links: dict[str, str] | None = None,
+                compress: str = "") -> bytes:  # fmt: skip
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compress}") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def post_body(
+    sock_path: str, target: str, body: bytes, *, chunked: bool = False
+) -> tuple[int, str]:
+    connection = _Unix(sock_path)
+    try:
+        headers = {"Content-Type": "application/x-tar"}
+        if chunked:
+            connection.putrequest("POST", target)
+            connection.putheader("Content-Type", "application/x-tar")
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            for start in range(0, len(body), 7000):
+                piece = body[start : start + 7000]
+                connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            connection.send(b"0\r\n\r\n")
+        else:
+            connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def built_id(out: str) -> str | None:
+    for line in out.splitlines():
+        if "Successfully built" in line:
+            return str(json.loads(line)["stream"].split()[-1])
+    return None
+
+
+def build_in(job: Job, dockerfile: bytes, tag: str) -> str:
+    status, out = post_body(job.socket, f"/v1.41/build?{q(t=tag, rm='1')}",
+                            context_tar({"Dockerfile": dockerfile}))  # fmt: skip
+    assert status == 200 and built_id(out) is not None, out
+    return tag
+
+
+def test_a_classic_build_cannot_start_from_another_jobs_image(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+) -> None:
+    secret = build_in(pair.b, f"FROM {pair.image}\nRUN echo b-only > /secret\n".encode(),
+                      fresh("b-secret"))  # fmt: skip
+    b_id = docker_client.images.get(secret).id
+    # The crossing: the engine builds FROM B's image, by tag or id, for anyone.
+    for ref in (secret, b_id, b_id.removeprefix("sha256:")[:12]):
+        status, out = post_body(pair.raw, f"/v1.41/build?{q(rm='1')}",
+                                context_tar({"Dockerfile": f"FROM {ref}\n".encode()}))  # fmt: skip
+        made = built_id(out)
+        assert status == 200 and made is not None, out
+    out_tag = fresh("a-out")
+    dockerfiles = [
+        (f"FROM {secret}\n", {}),
+        (f"FROM {b_id}\n", {}),
+        (f"FROM {b_id.removeprefix('sha256:')[:12]} AS x\nFROM x\n", {}),
+        ("ARG BASE=scratch\nFROM ${BASE}\n", {"BASE": secret}),
+        (f"FROM {pair.image}\nCOPY --from={secret} /secret /secret\n", {}),
+        (f"# escape=`\nFROM {pair.image}\nCOPY `\n  --from={secret} /secret /s\n", {}),
+    ]
+    for text, args in dockerfiles:
+        target = f"/v1.41/build?{q(t=out_tag, rm='1', buildargs=json.dumps(args))}"
+        for compress, chunked in (("", False), ("gz", True)):
+            context = context_tar({"Dockerfile": text.encode()}, compress=compress)
+            status, out = post_body(sock(pair.a), target, context, chunked=chunked)
+            assert status == 404, (text, out)
+            assert json.loads(out)["message"].startswith("No such image: "), out
+    # A shared base image whose ONBUILD trigger copies from B's image: the trigger runs
+    # in A's build, so its COPY --from is checked as A's own.
+    status, out = post_body(pair.raw, f"/v1.41/build?{q(rm='1')}", context_tar(
+        {"Dockerfile": f"FROM {pair.image}\nONBUILD COPY --from={secret} /secret /s\n".encode()}
+    ))  # fmt: skip
+    trigger_base = built_id(out)
+    assert status == 200 and trigger_base is not None, out
+    raw_made.append(("image", trigger_base))
+    context = context_tar({"Dockerfile": f"FROM {trigger_base}\n".encode()})
+    status, out = post_body(sock(pair.a), f"/v1.41/build?{q(t=out_tag)}", context)
+    assert status == 404, out
+    assert json.loads(out)["message"].startswith(f"No such image: {secret}"), out
+    # The effect: nothing was built under A's tag.
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(out_tag)
+    # A's own builds from shared and own images go on, also compressed and chunked.
+    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /a\n".encode(), fresh("a-own"))
+    for text in (f"FROM {own}\nCOPY --from={pair.image} /bin/sh /sh2\n", f"FROM {pair.image}\n"):
+        context = context_tar({"Dockerfile": text.encode(), "x": b"1" * 100_000}, compress="gz")
+        status, out = post_body(sock(pair.a), f"/v1.41/build?{q(t=out_tag)}", context,
+                                chunked=True)  # fmt: skip
+        assert status == 200 and built_id(out) is not None, out
+
+
+def test_a_build_context_whose_dockerfile_is_a_link_is_refused(
+    pair: Pair, docker_client: docker.DockerClient, fresh: Callable[[str], str]
+) -> None:
+    out_tag = fresh("a-link")
+    for context in (
+        context_tar({"real": f"FROM {pair.image}\n".encode()}, links={"Dockerfile": "real"}),
+        context_tar({"d/Dockerfile": f"FROM {pair.image}\n".encode()}, links={"sub": "d"}),
+    ):
+        dockerfile = "Dockerfile" if b"real" in context else "sub/Dockerfile"
+        target = f"/v1.41/build?{q(t=out_tag, dockerfile=dockerfile)}"
+        status, out = post_body(sock(pair.a), target, context)
+        assert status == 400, out
+        assert json.loads(out)["message"].startswith("dockmoat: api.unreadable-body: "), out
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(out_tag)
+
+
+@pytest.mark.host_namespaces
+def test_a_dockerfile_cannot_pull_from_the_hosts_loopback(
+    pair: Pair, fresh: Callable[[str], str]
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    ref = f"127.0.0.1:{port}/{fresh('internal')}:1"
+
+    def connections() -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                return count
+            conn.close()
+            count += 1
+
+    try:
+        context = context_tar({"Dockerfile": f"FROM {ref}\n".encode()})
+        # The crossing: the engine's builder fetches from the host's loopback.
+        post_body(pair.raw, f"/v1.41/build?{q(rm='1')}", context)
+        assert connections() > 0
+        status, out = post_body(sock(pair.a), f"/v1.41/build?{q(rm='1')}", context)
+        assert status == 403, out
+        message = json.loads(out)["message"]
+        assert message.startswith("dockmoat: images.registry-address: "), message
+        assert "FROM on line 1 of Dockerfile" in message
+        assert connections() == 0
+    finally:
+        listener.close()
+
+
+def saved(docker_client: docker.DockerClient, image: str) -> bytes:
+    return b"".join(docker_client.images.get(image).save(named=True))
+
+
+def retagged(tarball: bytes, tags: list[str], *, legacy: bool = False) -> bytes:
+    """A `docker save` tarball whose manifest.json names other tags (or, legacy, whose
+    manifest.json is gone and whose repositories file names them)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(tarball)) as source,
+        tarfile.open(fileobj=out, mode="w") as tar,
+    ):
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                if legacy:
+                    continue
+                manifest = json.loads(data or b"")
+                manifest[0]["RepoTags"] = tags
+                data = json.dumps(manifest).encode()
+            elif member.name == "repositories" and data is not None:
+                layer = next(iter(next(iter(json.loads(data).values())).values()))
+                repositories: dict[str, dict[str, str]] = {}
+                for tag in tags:
+                    repo, _, name = tag.rpartition(":")
+                    repositories.setdefault(repo, {})[name] = layer
+                data = json.dumps(repositories).encode()
+            elif member.name == "index.json":
+                continue  # the OCI index names the tags too (Engine 25+)
+            if data is not None:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+            else:
+                tar.addfile(member)
+    return out.getvalue()
+
+
+def test_a_load_cannot_move_a_shared_tag(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    unique_name: Callable[[str], str],
+    fresh: Callable[[str], str],
+) -> None:
+    shared = f"{unique_name('shared')}:latest"
+    base = docker_client.images.get(pair.image)
+    assert base.tag(shared)
+    raw_made.append(("tag", shared))
+    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /loaded\n".encode(), fresh("a-load"))
+    tarball = retagged(saved(docker_client, own), [shared])
+    own_id = docker_client.images.get(own).id
+    # The crossing: on the engine, the load moves the shared tag to A's image.
+    status, out = post_body(pair.raw, "/v1.41/images/load?quiet=1", tarball)
+    assert status == 200, out
+    assert docker_client.images.get(shared).id == own_id
+    assert base.tag(shared)  # set back
+    # Through A's socket: refused before the load, and the tag never moved.
+    status, out = post_body(sock(pair.a), "/v1.41/images/load?quiet=1", tarball, chunked=True)
+    assert status == 403, out
+    assert json.loads(out)["message"].startswith("dockmoat: tenancy.image-tag: "), out
+    assert docker_client.images.get(shared).id == base.id
+    # A save/load cache of the shared image itself changes nothing and goes on.
+    status, out = post_body(sock(pair.a), "/v1.41/images/load?quiet=1",
+                            retagged(saved(docker_client, shared), [shared]))  # fmt: skip
+    assert status == 200, out
+    assert docker_client.images.get(shared).id == base.id
+    # A's own tag, and a free one, load as before.
+    free = f"{unique_name('free')}:1"
+    tarball = retagged(saved(docker_client, own), [f"{own}:latest", free])
+    status, out = post_body(sock(pair.a), "/v1.41/images/load?quiet=1", tarball)
+    assert status == 200 and "errorDetail" not in out, out
+    assert docker_client.images.get(free).id == own_id
+
+
+def test_a_legacy_load_tarball_is_refused(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    unique_name: Callable[[str], str],
+    fresh: Callable[[str], str],
+) -> None:
+    shared = f"{unique_name('shared')}:latest"
+    base = docker_client.images.get(pair.image)
+    assert base.tag(shared)
+    raw_made.append(("tag", shared))
+    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /legacy\n".encode(), fresh("a-leg"))
+    tarball = retagged(saved(docker_client, own), [shared], legacy=True)
+    status, out = post_body(pair.raw, "/v1.41/images/load", tarball)
+    if status == 200 and "errorDetail" not in out:
+        # The crossing (where the engine still loads the legacy format): the tag moved,
+        # and dockerd printed no "Loaded image" line to undo it by.
+        assert docker_client.images.get(shared).id != base.id
+        assert "Loaded image" not in out
+        assert base.tag(shared)
+    status, out = post_body(sock(pair.a), "/v1.41/images/load", tarball)
+    assert status == 403, out
+    assert json.loads(out)["message"].startswith("dockmoat: tenancy.load-format: "), out
+    assert docker_client.images.get(shared).id == base.id

@@ -60,7 +60,13 @@ def _references(subject: Subject) -> list[tuple[str, str]]:
             raise BodyShape("the cachefrom parameter", "a JSON list of image names") from None
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise BodyShape("the cachefrom parameter", "a JSON list of image names")
-        return [(value, "cachefrom") for value in values]
+        # dockerd's BuildKit joins the entries with commas and splits them again:
+        # `a,localhost:5000/x` is two references, each checked.
+        parts = [part.strip() for value in values for part in value.split(",")]
+        for part in parts:
+            if "=" in part:
+                raise BodyShape("the cachefrom parameter", "image names, not cache specs")
+        return [(part, "cachefrom") for part in parts if part]
     name = request.route.params.get("name")
     return [(name, "the image name")] if name else []
 
