@@ -4,7 +4,8 @@ Two bodies name objects inside content the guard otherwise streams unread:
 
 - a classic `docker build`'s context: its Dockerfile's `FROM` and `COPY --from`
   images, which the builder resolves in the local image store (another job's
-  image, by tag or id) or pulls (from any registry, the host's loopback included);
+  image, by tag or id) or pulls (from any registry, the host's loopback included),
+  and the URLs its `ADD` makes the daemon download;
 - a `docker load` tarball: the tags it sets (`manifest.json`'s `RepoTags`, an OCI
   `index.json`'s image names, a legacy tarball's `repositories`).
 
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dockmoat.api.dockerfile import DockerfileError, ImageSource, image_sources
+from dockmoat.api.dockerfile import DockerfileError, ImageSource, fetched_urls, image_sources
 from dockmoat.api.tarscan import Member, TarScanError, TarScanner
 
 DEFAULT_DOCKERFILE: Final = "Dockerfile"
@@ -58,6 +59,7 @@ class BuildSources:
 
     dockerfile: str
     sources: tuple[ImageSource, ...]
+    urls: tuple[ImageSource, ...] = ()  # what ADD makes the daemon download
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +128,15 @@ class BuildContextReader(_ArchiveReader):
         if any(m.name == name and m.kind == "dir" for m in members):
             return BuildSources(name, ())  # the builder refuses a folder by itself
         sources: list[ImageSource] = []
+        urls: list[ImageSource] = []
         for member in files:  # every copy of it (the last one wins when unpacked)
             text = member.data.decode("utf-8", "surrogateescape")
             try:
                 sources.extend(image_sources(text, self._build_args))
+                urls.extend(fetched_urls(text))
             except DockerfileError as error:
                 raise BodyUnreadable(f"the Dockerfile {name!r}: {error}") from None
-        return BuildSources(name, tuple(sources))
+        return BuildSources(name, tuple(sources), tuple(urls))
 
 
 class ImageArchiveReader(_ArchiveReader):

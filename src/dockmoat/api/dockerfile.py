@@ -26,6 +26,7 @@ the rest. Pure; no I/O.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -584,3 +585,56 @@ def _value(name: str, lookup: _Lookup, what: str) -> str:
     if isinstance(value, _Unreadable):
         raise DockerfileError(f"{what}: ${name} is not read ({value.reason})")
     return value
+
+
+# --- what a classic build downloads ------------------------------------------------------
+#
+# The classic builder's ADD downloads a source that starts with `http://` or `https://`
+# (moby's urlutil.IsURL), from the daemon, wherever it points: the host's loopback
+# included. Sources are expanded with the build's ARG and ENV values first, so a source
+# with `$` could become a URL: not read, refused. JSON form (`ADD ["a", "b"]`) and shell
+# form (blank-separated words) are read; quotes in the shell form are refused.
+
+_URL_PREFIXES: Final = ("http://", "https://")
+
+
+def fetched_urls(text: str) -> list[ImageSource]:
+    """Every URL a classic build of `text` makes the daemon download (ADD and ONBUILD
+    ADD), as (url, where). Raises DockerfileError for a source not read confidently."""
+    instructions, escape = parse(text)
+    out: list[ImageSource] = []
+    for instruction in instructions:
+        keyword, arguments, where = instruction.keyword, instruction.arguments, "ADD"
+        if keyword == "ONBUILD":
+            inner = _instruction(_flags(arguments)[1], instruction.line)
+            keyword, arguments, where = inner.keyword, inner.arguments, "ONBUILD ADD"
+        if keyword != "ADD":
+            continue
+        words = _add_words(_flags(arguments)[1], escape, instruction.line)
+        for source in words[:-1]:
+            if source.startswith(_URL_PREFIXES):
+                out.append(ImageSource(source, f"{where} on line {instruction.line}"))
+    return out
+
+
+def _add_words(rest: str, escape: str, line: int) -> list[str]:
+    stripped = rest.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            value = None  # not JSON: the builder reads it as the shell form
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            words: list[str] = value
+        else:
+            words = stripped.split()
+    else:
+        if any(char in stripped for char in ("'", '"', escape)):
+            raise DockerfileError(f"ADD on line {line}: quotes or escapes in its sources")
+        words = stripped.split()
+    if any("$" in word for word in words[:-1]):
+        raise DockerfileError(
+            f"ADD on line {line}: a source with a variable could be a URL the daemon "
+            "downloads; name it literally (or use COPY for files of the context)"
+        )
+    return words

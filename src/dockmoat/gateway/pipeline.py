@@ -399,6 +399,13 @@ async def decide_body(
                     )
             elif status != 200:
                 raise UpstreamError(f"image look-up answered {status}")
+        for url in found.urls:
+            # The daemon downloads it, as it does an import's `fromSrc`.
+            decision = policy.evaluate(_import_request(request, url.ref))
+            if isinstance(decision, Deny):
+                return replace(
+                    decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
+                )
         if stage is not None and found.sources:
             return await stage.check_build_sources(request, [s.ref for s in found.sources])
         return Allow()
@@ -420,7 +427,17 @@ def body_refusal(error: BodyUnreadable) -> Deny:
 
 def _pull_request(request: ApiRequest, ref: str) -> ApiRequest:
     """`POST /images/create?fromImage=REF`: what the builder does for an image it lacks."""
-    target = _versioned(request.api_version, "/images/create") + "?fromImage=" + quote(ref, safe="")
+    return _images_create(request, "fromImage", ref)
+
+
+def _import_request(request: ApiRequest, url: str) -> ApiRequest:
+    """`POST /images/create?fromSrc=URL`: the daemon downloads a URL, as ADD makes it."""
+    return _images_create(request, "fromSrc", url)
+
+
+def _images_create(request: ApiRequest, key: str, value: str) -> ApiRequest:
+    base = _versioned(request.api_version, "/images/create")
+    target = f"{base}?{key}={quote(value, safe='')}"
     path, version, route, query_text = route_target("POST", target)
     query = parse_query(query_text) if query_text else {}
     return ApiRequest("POST", target, path, version, route, query, (), request.client)

@@ -14,6 +14,7 @@ import json
 import secrets
 import socket
 import tarfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -518,26 +519,34 @@ def test_a_build_context_whose_dockerfile_is_a_link_is_refused(
 
 
 @pytest.mark.host_namespaces
-def test_a_dockerfile_cannot_pull_from_the_hosts_loopback(
+def test_a_dockerfile_cannot_pull_or_fetch_from_the_hosts_loopback(
     pair: Pair, fresh: Callable[[str], str]
 ) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    listener.settimeout(0.2)
+    listener.settimeout(0.1)
     port = listener.getsockname()[1]
     ref = f"127.0.0.1:{port}/{fresh('internal')}:1"
+    accepted: list[int] = []
+    stop = threading.Event()
 
-    def connections() -> int:
-        count = 0
-        while True:
+    def accept() -> None:  # closes every connection at once: the fetch fails fast
+        while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except TimeoutError:
-                return count
+            except (TimeoutError, OSError):
+                continue
             conn.close()
-            count += 1
+            accepted.append(1)
 
+    def connections() -> int:
+        count = len(accepted)
+        accepted.clear()
+        return count
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     try:
         context = context_tar({"Dockerfile": f"FROM {ref}\n".encode()})
         # The crossing: the engine's builder fetches from the host's loopback.
@@ -549,7 +558,20 @@ def test_a_dockerfile_cannot_pull_from_the_hosts_loopback(
         assert message.startswith("dockmoat: images.registry-address: "), message
         assert "FROM on line 1 of Dockerfile" in message
         assert connections() == 0
+        # ADD of a URL: the daemon downloads it, from the host's loopback too.
+        text = f"FROM {pair.image}\nADD http://127.0.0.1:{port}/x /x\n"
+        context = context_tar({"Dockerfile": text.encode()})
+        post_body(pair.raw, f"/v1.41/build?{q(rm='1')}", context)
+        assert connections() > 0
+        status, out = post_body(sock(pair.a), f"/v1.41/build?{q(rm='1')}", context)
+        assert status == 403, out
+        message = json.loads(out)["message"]
+        assert message.startswith("dockmoat: images.remote-fetch: "), message
+        assert "ADD on line 2 of Dockerfile" in message
+        assert connections() == 0
     finally:
+        stop.set()
+        thread.join()
         listener.close()
 
 

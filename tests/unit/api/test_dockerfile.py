@@ -3,6 +3,7 @@ images a classic build resolves)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from dockmoat.api.dockerfile import (
     ImageSource,
     Instruction,
     changes,
+    fetched_urls,
     image_sources,
     needs_expansion,
     parse,
@@ -350,3 +352,47 @@ def test_generated_dockerfiles_give_their_images(
 ) -> None:
     text, build_args, expected = case
     assert [s.ref for s in image_sources(text, build_args)] == expected
+
+
+# --- fetched_urls: what ADD makes the daemon download ---
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "FROM a\nADD http://127.0.0.1:5000/x /x\n",
+            [("http://127.0.0.1:5000/x", "ADD on line 2")],
+        ),
+        (
+            "FROM a\nADD --chown=1:1 https://h/a https://h/b /d/\n",
+            [("https://h/a", "ADD on line 2"), ("https://h/b", "ADD on line 2")],
+        ),
+        ('FROM a\nADD ["https://h/a", "/x"]\n', [("https://h/a", "ADD on line 2")]),
+        ("FROM a\nONBUILD ADD http://h/a /a\n", [("http://h/a", "ONBUILD ADD on line 2")]),
+        ("FROM a\nADD \\\n  http://h/a /a\n", [("http://h/a", "ADD on line 2")]),
+        ("FROM a\nADD file.tar /x\nCOPY http://h/a /a\n", []),
+        ("FROM a\nADD HTTP://h/a /a\n", []),  # not a URL to moby's IsURL: a context path
+    ],
+)
+def test_add_urls_are_listed(text: str, expected: list[tuple[str, str]]) -> None:
+    assert [(u.ref, u.where) for u in fetched_urls(text)] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM a\nARG U=http://h/a\nADD $U /a\n",
+        "FROM a\nADD ${U:-http://h/a} /a\n",
+        'FROM a\nADD "http://h/a" /a\n',
+    ],
+)
+def test_add_sources_that_could_become_urls_are_refused(text: str) -> None:
+    with pytest.raises(DockerfileError):
+        fetched_urls(text)
+
+
+@given(st.text(max_size=300))
+def test_fetched_urls_never_raises_anything_else(text: str) -> None:
+    with contextlib.suppress(DockerfileError):
+        fetched_urls(text)
