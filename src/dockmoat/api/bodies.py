@@ -66,8 +66,11 @@ class BuildSources:
 class ArchiveTags:
     """The tags a `docker load` tarball sets: (tag, image id where the tarball says it)."""
 
-    tags: tuple[tuple[str, str | None], ...]
+    tags: tuple[tuple[str, str | None], ...]  # manifest.json's (or a legacy tarball's)
     legacy: bool  # a `repositories` file and no `manifest.json`: dockerd reports no tags
+    # An OCI index.json's image names, with the manifest digest (the image id on the
+    # containerd image store).
+    index_names: tuple[tuple[str, str | None], ...] = ()
 
 
 class _ArchiveReader:
@@ -160,15 +163,12 @@ class ImageArchiveReader(_ArchiveReader):
                 found[member.name].extend(_repositories_tags(document))
         seen = {member.name for member in members}
         # dockerd reads manifest.json where there is one (`repositories` is the legacy
-        # format's); an OCI index's image names count besides where they name a tag
-        # manifest.json does not (an engine with the containerd image store reads them).
+        # format's); the index's names are the caller's to weigh against it.
         tags = list(found["manifest.json"])
-        named = {tag for tag, _ in tags}
-        tags.extend(item for item in found["index.json"] if item[0] not in named)
         legacy = "repositories" in seen and "manifest.json" not in seen
         if legacy:
             tags.extend(found["repositories"])
-        return ArchiveTags(tuple(tags), legacy)
+        return ArchiveTags(tuple(tags), legacy, tuple(found["index.json"]))
 
 
 def _json(member: Member) -> Any:

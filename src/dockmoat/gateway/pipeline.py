@@ -363,7 +363,14 @@ def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -
                 )
             return None  # its context comes through the session (or from `remote`)
         if remote:
-            return None  # fetched by the daemon: policy (build.remote-context) and tenancy
+            if stage is not None:
+                # Allowed by the policy (fetch_targets), but for a tenant the Dockerfile
+                # it holds could name another tenant's images, unread.
+                raise BodyUnreadable(
+                    "a classic build of a context the daemon fetches (remote=...): its "
+                    "Dockerfile is not read; send the context from the client (docker build DIR)"
+                )
+            return None  # fetched by the daemon: the policy decided (build.remote-context)
         return BuildContextReader(
             request.param("dockerfile"), build_args(request.param("buildargs"))
         )

@@ -604,7 +604,8 @@ class Gateway:
                 return await self._answer(writer, record, refused.status, refused.message,
                                           keep_alive=False)  # fmt: skip
         scan: BodyScan | None = None
-        if streaming:
+        if streaming or outcome.request.route.name == "build.build":
+            # (A build without a body may still be refused: a remote context.)
             policy = listener.policy or self.policy
             checks = listener.stage if isinstance(listener.stage, BodyChecks) else None
             try:
@@ -615,7 +616,7 @@ class Gateway:
                 record.decision, record.rule = "refused", refused.rule
                 return await self._answer(writer, record, refused.status, refused.message,
                                           keep_alive=False)  # fmt: skip
-            if reader is not None:
+            if reader is not None and streaming:
                 scan = BodyScan(
                     reader,
                     lambda: pipeline.decide_body(

@@ -283,7 +283,12 @@ class TenancyStage:
                 "image again with a current docker save.",
             )
         facts = self.image_facts(tenant)
-        for raw, image_id in archive.tags:
+        named = {normalize_tag(tag) for tag, _ in archive.tags}
+        # An OCI index's names count where manifest.json does not name the same tag
+        # (the tag is then set from the manifest; an engine with the containerd image
+        # store reads the index's).
+        extra = [(t, i) for t, i in archive.index_names if normalize_tag(t) not in named]
+        for raw, image_id in (*archive.tags, *extra):
             tag = normalize_tag(raw)
             if facts.tag_mine(tag):
                 continue
@@ -570,17 +575,6 @@ class TenancyStage:
         return Allow()
 
     async def _build(self, request: ApiRequest, tenant: Tenant) -> Decision:
-        remote = request.param("remote")
-        if remote and request.param("version") != "2":
-            # The classic builder reads the Dockerfile from what it fetches: its images
-            # could not be checked (the context of a client's build is, api/bodies.py).
-            return Deny(
-                references.RULE,
-                f"dockmoat: {references.RULE}: a classic build of a context the daemon "
-                "fetches (remote=...), whose Dockerfile dockmoat cannot read. Send the "
-                "context from the client (docker build DIR).",
-                status=400,
-            )
         for tag in request.query.get("t", []):
             verdict = await self._claim_tag(tenant, tag)
             if isinstance(verdict, Deny):
