@@ -40,7 +40,7 @@ from dockmoat.buildkit.relay import PASS, Answer, Call, Refuse, Replace, Verdict
 from dockmoat.buildkit.services import BRIDGE, CONTROL
 from dockmoat.buildkit.wire import WireError, string_map_field
 from dockmoat.policy.decision import Decision, Deny, Rewrite
-from dockmoat.policy.rules.build import image_names
+from dockmoat.policy.rules.build import image_names, tenancy_source_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class BuildTenancy(Protocol):
     def build_owner(self, client: ClientIdentity) -> str | Deny | None: ...
 
     def claim_build_tag(self, client: ClientIdentity, tag: str) -> Awaitable[Decision]: ...
+
+    def foreign_images(
+        self, client: ClientIdentity
+    ) -> Awaitable[tuple[frozenset[str], frozenset[str]]]: ...
 
 
 @dataclass(slots=True)
@@ -294,6 +298,10 @@ class BuildDecider:
                 verdict = await self.tenancy.claim_build_tag(self.client, name)
                 if isinstance(verdict, Deny):
                     return Refuse(verdict.message)
+        # The Dockerfile's FROM and COPY --from are resolved inside the daemon, in its
+        # image store: other tenants' images are denied by the build's source policy.
+        tags, image_ids = await self.tenancy.foreign_images(self.client)
+        payload += tenancy_source_policy(tags, image_ids)
         return Replace(payload + string_map_field(7, f"label:{TENANT_LABEL}", self.owner))
 
     def _local_sessions(self, message: ControlSolve | BridgeSolve) -> Refuse | None:

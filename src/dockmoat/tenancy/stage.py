@@ -105,6 +105,7 @@ SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
 BUILD_CACHE_RULE = "tenancy.build-cache"
 LOAD_FORMAT_RULE = "tenancy.load-format"
+BUILD_V2_RULE = "tenancy.build-v2"
 NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
@@ -304,7 +305,30 @@ class TenancyStage:
             )
         return Allow()
 
-    # --- the request stage ------------------------------------------------------
+    async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
+        """(tags, image ids) this client's builds must not resolve: other tenants' images
+        and the tags only other tenants made (BuildKit resolves a build's images in the
+        daemon's store, where no request of ours sees them)."""
+        tenant = self.tenant_of(client)
+        if tenant is None or isinstance(tenant, Deny):
+            return frozenset(), frozenset()
+        status, answer = await self.engine.call("GET", "/images/json")
+        if status != 200 or not isinstance(answer, list):
+            raise RuntimeError(f"cannot list images for a build: {status}")
+        facts = self.image_facts(tenant)
+        tags: set[str] = set()
+        ids: set[str] = set()
+        for image in answer:
+            if not isinstance(image, dict):
+                continue
+            names = [normalize_tag(str(t)) for t in image.get("RepoTags") or []]
+            if facts.image_owner(image) is Owner.FOREIGN:
+                ids.add(str(image.get("Id")))
+                tags.update(names)
+            else:
+                tags.update(t for t in names if not facts.tag_visible(t))
+        tags.update(t for t, owners in facts.tag_owners.items() if tenant.name not in owners)
+        return frozenset(tags), frozenset(ids)
 
     def body_needed(self, route: Route) -> bool:
         """Whether the stage reads the JSON body of this route (buffered by the gateway)."""
@@ -575,6 +599,17 @@ class TenancyStage:
         return Allow()
 
     async def _build(self, request: ApiRequest, tenant: Tenant) -> Decision:
+        if request.param("version") == "2":
+            # dockerd's BuildKit reads the Dockerfile through the client's session and
+            # resolves its images in the daemon's store: unread here, and no source
+            # policy can be given to this endpoint (buildx's /grpc builds get one).
+            return Deny(
+                BUILD_V2_RULE,
+                f"dockmoat: {BUILD_V2_RULE}: a BuildKit build through /build?version=2 "
+                "(the BuildKit mode of CLIs before 23.0) resolves the Dockerfile's images "
+                "inside the daemon, where dockmoat cannot keep other jobs' images out. "
+                "Build with a current docker CLI (buildx), or with DOCKER_BUILDKIT=0.",
+            )
         for tag in request.query.get("t", []):
             verdict = await self._claim_tag(tenant, tag)
             if isinstance(verdict, Deny):

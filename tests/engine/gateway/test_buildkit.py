@@ -128,6 +128,7 @@ def listener() -> Iterator[Listener]:
 def test_a_full_dockerfile_builds_through_the_guard(
     cli: str | None,
     tenant: Served,
+    serve: Callable[..., Served],
     context: Path,
     images: list[str],
     unique_name: Callable[[str], str],
@@ -135,14 +136,22 @@ def test_a_full_dockerfile_builds_through_the_guard(
 ) -> None:
     tag = unique_name("bk") + ":1"
     images.append(tag)
-    result = build(
-        cli, tenant.host, "build", "--secret", "id=tok,src=tok", "--build-arg",
-        "GREETING=hi", "--target", "final", "-t", tag, ".", cwd=context,
-    )  # fmt: skip
+    args = ("build", "--secret", "id=tok,src=tok", "--build-arg", "GREETING=hi",
+            "--target", "final", "-t", tag, ".")  # fmt: skip
+    served = tenant
+    if cli == DOCKER_20:
+        # /build?version=2 reads its Dockerfile in the daemon, unread by the guard:
+        # refused for tenants (tenancy.build-v2); served where there is no tenancy.
+        refused = build(cli, tenant.host, *args, cwd=context)
+        assert refused.returncode != 0
+        assert "tenancy.build-v2" in refused.stderr, refused.stderr[-2000:]
+        served = serve("--no-tenancy")
+    result = build(cli, served.host, *args, cwd=context)
     assert result.returncode == 0, result.stderr
     image = docker_client.images.get(tag)
     labels = image.labels
-    assert labels["dockmoat.tenant"] == tenant.tenant  # the tenant's image, like build -t
+    if served.tenant is not None:
+        assert labels["dockmoat.tenant"] == tenant.tenant  # the tenant's image, like build -t
     assert labels["stage"] == "final"
     out = docker_client.containers.run(
         tag, ["sh", "-c", "cat /greeting /heredoc /secret-size; ls /extra || true"], remove=True
@@ -221,7 +230,8 @@ def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_
         result = build(cli, tenant.host, "build", "--no-cache", *extra, "--build-arg",
                        f"NONCE={nonce}", ".", cwd=ctx)  # fmt: skip
         assert result.returncode != 0
-        assert "build.network-host" in result.stderr, (cli, extra, result.stderr)
+        expected = "tenancy.build-v2" if cli == DOCKER_20 else "build.network-host"
+        assert expected in result.stderr, (cli, extra, result.stderr)
         assert f"/{nonce}" not in listener.hits
     # without the entitlement the daemon refuses the step itself, on both sockets
     plain = build(DOCKER, tenant.host, "build", "--no-cache", "--build-arg", "NONCE=plain", ".",
@@ -345,3 +355,40 @@ def test_where_buildkit_is_off_every_client_prints_why(
         assert "dockmoat: system.session: " in result.stderr, (cli, result.stderr)
         assert "docker-container" not in result.stderr
         assert "moby/buildkit" not in result.stderr
+
+
+@pytest.mark.parametrize("cli", BUILDERS)
+def test_a_build_cannot_start_from_another_tenants_image(
+    cli: str | None,
+    tenant: Served,
+    busybox_image: str,
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    images: list[str],
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+) -> None:
+    # Another tenant's image: made on the engine with that tenant's owner label.
+    foreign = f"{unique_name('foreign')}:1"
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo theirs > /theirs\n")
+    docker_client.images.build(path=str(made), tag=foreign, network_mode="none",
+                               labels={"dockmoat.tenant": "someone-else"})  # fmt: skip
+    images.append(foreign)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    out = unique_name("out")
+    for text in (f"FROM {foreign}\nRUN cat /theirs\n",
+                 f"FROM {busybox_image}\nCOPY --from={foreign} /theirs /t\n"):  # fmt: skip
+        (ctx / "Dockerfile").write_text(text)
+        # The crossing: on the raw socket, BuildKit resolves the tag in the image store.
+        raw = build(cli, docker_host, "build", "-t", f"{out}:raw", str(ctx), cwd=tmp_path)
+        assert raw.returncode == 0, raw.stderr[-2000:]
+        images.append(f"{out}:raw")
+        guarded = build(cli, tenant.host, "build", "-t", f"{out}:1", str(ctx), cwd=tmp_path)
+        assert guarded.returncode != 0, guarded.stderr[-2000:]
+        refusal = "tenancy.build-v2" if cli == DOCKER_20 else "denied by policy"
+        assert refusal in guarded.stderr, guarded.stderr[-2000:]
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(f"{out}:1")

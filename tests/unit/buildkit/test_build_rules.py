@@ -15,7 +15,12 @@ from dockmoat.buildkit.relay import Answer, Call, Pass, Refuse, Replace, Verdict
 from dockmoat.buildkit.wire import as_bytes, fields, len_field, string_map_field, varint
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.policy.engine import load_policy
-from dockmoat.policy.rules.build import INTERNAL_SOURCE, source_policy
+from dockmoat.policy.rules.build import (
+    INTERNAL_SOURCE,
+    qualified,
+    source_policy,
+    tenancy_source_policy,
+)
 
 CLIENT = ClientIdentity(listener="test")
 
@@ -76,6 +81,9 @@ class Tags:
         self.claimed.append(tag)
         return Allow()
 
+    async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset({"theirs:1"}), frozenset()
+
 
 def decide(payload: bytes, *, call: Call = SOLVE, decider: BuildDecider | None = None) -> Verdict:
     decider = decider or BuildDecider(load_policy(env={}), CLIENT, Builds(), "", None)
@@ -134,6 +142,44 @@ def test_a_plain_dockerfile_build_passes_with_the_guards_source_policy() -> None
 def test_the_source_policy_denies_internal_hosts(identifier: str, denied: bool) -> None:
     # Python's re and Go's RE2 agree on this pattern (no look-around, no back-references)
     assert bool(re.match(INTERNAL_SOURCE, identifier)) is denied
+
+
+@pytest.mark.parametrize(
+    ("tag", "full"),
+    [
+        ("app:1", "docker.io/library/app:1"),
+        ("me/app:1", "docker.io/me/app:1"),
+        ("localhost/app:1", "localhost/app:1"),
+        ("reg.io/a/b:2", "reg.io/a/b:2"),
+        ("reg:5000/b:2", "reg:5000/b:2"),
+    ],
+)
+def test_familiar_names_are_qualified_as_buildkit_spells_sources(tag: str, full: str) -> None:
+    assert qualified(tag) == full
+
+
+def test_the_tenancy_source_policy_denies_other_tenants_tags_and_ids() -> None:
+    image_id = "sha256:" + "c" * 64
+    added = tenancy_source_policy({"their/app:1", "db:2"}, {image_id})
+    (policy,) = list(fields(added))
+    assert policy.number == 12
+    rules = [as_bytes(f) for f in fields(as_bytes(policy)) if f.number == 2]
+    selectors = [as_bytes(f) for r in rules for f in fields(r) if f.number == 2]
+    patterns = [as_bytes(f).decode() for s in selectors for f in fields(s) if f.number == 1]
+    assert len(patterns) == 3
+    compiled = [re.compile(p) for p in patterns]  # RE2 and Python agree on these
+    denied = [
+        "docker-image://docker.io/their/app:1",
+        "docker-image://docker.io/their/app:1@sha256:" + "a" * 64,
+        "docker-image://docker.io/library/db:2",
+        "docker-image://docker.io/library/busybox:1@" + image_id,
+    ]
+    allowed = ["docker-image://docker.io/their/app:10", "docker-image://docker.io/library/db:2x"]
+    for identifier in denied:
+        assert any(r.match(identifier) for r in compiled), identifier
+    for identifier in allowed:
+        assert not any(r.match(identifier) for r in compiled), identifier
+    assert tenancy_source_policy((), ()) == b""
 
 
 def test_allowlisted_registries_and_urls_are_allowed_again(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Final
 
@@ -293,6 +293,32 @@ def source_policy(settings: Settings) -> bytes:
     for prefix in settings.fetch_targets:
         rules += _policy_rule(ALLOW_ACTION, "^" + re.escape(prefix))
     return len_field(12, varint(1 << 3) + varint(1) + rules)
+
+
+def qualified(tag: str) -> str:
+    """A familiar image name (`RepoTags`' spelling) as BuildKit's source identifiers
+    spell it: `docker.io/library/` added for official images, `docker.io/` for others
+    without a registry."""
+    first, slash, _rest = tag.partition("/")
+    if not slash:
+        return f"docker.io/library/{tag}"
+    if "." in first or ":" in first or first == "localhost":
+        return tag
+    return f"docker.io/{tag}"
+
+
+def tenancy_source_policy(tags: Iterable[str], image_ids: Iterable[str]) -> bytes:
+    """SolveRequest.SourcePolicy (field 12) denying images a tenant must not build from:
+    other tenants' tags (with or without a digest), and any reference pinned to another
+    tenant's image id by digest (moby's BuildKit resolves such a digest in the local
+    image store). Appended after every other rule: the last match wins."""
+    rules = b""
+    for tag in sorted(set(tags)):
+        pattern = "^docker-image://" + re.escape(qualified(tag)) + "(@.*)?$"
+        rules += _policy_rule(DENY, pattern)
+    for image_id in sorted(set(image_ids)):
+        rules += _policy_rule(DENY, "^docker-image://.*@" + re.escape(image_id) + "$")
+    return len_field(12, varint(1 << 3) + varint(1) + rules) if rules else b""
 
 
 def check_sources(subject: Subject) -> Decision:
