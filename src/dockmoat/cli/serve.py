@@ -15,6 +15,7 @@ from dockmoat.gateway.config import DEFAULT_PIN_DIR, ServeSettings, build_settin
 from dockmoat.gateway.stages import PermissivePolicy, Policy
 from dockmoat.policy.hostpaths import mount_flags_warning
 from dockmoat.tenancy.control import DEFAULT_CONTROL
+from dockmoat.tenancy.jobopen import JobOpenSettings
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR
 from dockmoat.tenancy.service import TenancySettings
 from dockmoat.tenancy.store import DEFAULT_STATE_DB
@@ -207,6 +208,28 @@ def _private_listen(port: int | None) -> list[str]:
     help="Tenancy: where job sockets are created.",
 )
 @click.option(
+    "--job-open-socket",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tenancy: a socket where runner pods open their own job with their CI job's "
+    "identity token (POST /jobs, Authorization: Bearer JWT; docs/scale-out.md). Job "
+    "sockets are made in its folder under random names. Needs --job-identity.",
+)
+@click.option(
+    "--job-identity",
+    "job_identities",
+    multiple=True,
+    metavar="ISSUER=JWKS_FILE",
+    help="An issuer whose job tokens open jobs (GitLab's URL, "
+    "https://token.actions.githubusercontent.com) and its key set; repeatable.",
+)
+@click.option(
+    "--job-identity-audience",
+    metavar="AUD",
+    default=None,
+    help="The audience (aud) job tokens must carry, e.g. dockmoat://NODE-POOL.",
+)
+@click.option(
     "--idle-timeout",
     type=float,
     default=None,
@@ -269,6 +292,9 @@ def command(
     state_db: Path,
     control_socket: Path,
     jobs_dir: Path,
+    job_open_socket: Path | None,
+    job_identities: tuple[str, ...],
+    job_identity_audience: str | None,
     idle_timeout: float | None,
     private_network_port: int | None,
     mode: str | None,
@@ -310,4 +336,10 @@ def command(
         warning = mount_flags_warning(folder)
         if warning:
             logging.getLogger("dockmoat.serve").warning("--allow-bind %s is %s", folder, warning)
-    run(settings, TenancySettings(state_db=state_db, control=control_socket, jobs_dir=jobs_dir))
+    job_open = JobOpenSettings.parse(job_open_socket, job_identities, job_identity_audience)
+    run(
+        settings,
+        TenancySettings(
+            state_db=state_db, control=control_socket, jobs_dir=jobs_dir, job_open=job_open
+        ),
+    )

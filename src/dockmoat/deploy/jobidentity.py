@@ -2,9 +2,7 @@
 verified against the issuer's key set, and the job name it entitles to
 (docs/scale-out.md, "Job identity").
 
-This is the verifying half of the job-open design; serve does not call it yet (no
-job-open listener exists): it is here, tested offline, so the listener only has to
-wire it in.
+serve's job-open socket (dockmoat.tenancy.jobopen) calls it for each `POST /jobs`.
 
 - `KeySet.from_jwks(text)`: the issuer's public keys (RSA and EC P-256), by `kid`.
 - `verify(token, keys, issuer=..., audience=..., now=...)`: the claims of a token

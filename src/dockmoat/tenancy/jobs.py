@@ -91,7 +91,10 @@ class JobManager:
         ttl: int | None = None,
         quotas: Quotas | None = None,
         warn: bool = False,
+        socket: Path | None = None,
     ) -> JobRecord:
+        """Open a job; its socket is `jobs_dir/JOB.sock` unless given (the job-open
+        socket's capability names, tenancy/jobopen.py)."""
         validate_job_name(job)
         if job in self.reserved:
             raise ConfigError(
@@ -116,7 +119,7 @@ class JobManager:
             ttl=float(ttl) if ttl else None,
             workspace=workspace,
             policy=policy,
-            socket=str(self.jobs_dir / f"{job}.sock"),
+            socket=str(socket or self.jobs_dir / f"{job}.sock"),
             quotas=json.dumps(
                 {
                     "running_containers": q.running_containers,

@@ -35,6 +35,7 @@ from dockmoat.tenancy.control import (
     serve_control,
 )
 from dockmoat.tenancy.engine import PooledEngine
+from dockmoat.tenancy.jobopen import JobOpenSettings, serve_job_open
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR, JobManager
 from dockmoat.tenancy.model import Quotas, Tenant
 from dockmoat.tenancy.names import validate_job_name
@@ -65,6 +66,7 @@ class TenancySettings:
     jobs_dir: Path = DEFAULT_JOBS_DIR
     default_quotas: Quotas = field(default_factory=Quotas)
     reap_interval: float = 5.0
+    job_open: JobOpenSettings | None = None  # runner pods open their own jobs by token
 
 
 class TenancyService:
@@ -92,6 +94,7 @@ class TenancyService:
         self._gateway: Gateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._control: asyncio.Server | None = None
+        self._job_open: asyncio.Server | None = None
 
     def tenant_for(self, name: str) -> Tenant | None:
         tenant = self.jobs.tenant_for(name) if self.jobs is not None else None
@@ -149,6 +152,8 @@ class TenancyService:
         )
         await self.jobs.restore()
         self._control = await serve_control(self.settings.control, self.jobs, denials=self._closed)
+        if self.settings.job_open is not None:
+            self._job_open = await serve_job_open(self.settings.job_open, self.jobs)
         self._tasks.append(asyncio.create_task(self.jobs.reap_forever(self.settings.reap_interval)))
         log.info(
             "tenancy: control socket %s, %d job(s) open, state %s",
@@ -171,6 +176,10 @@ class TenancyService:
         self._control.close()
         self._control = None
         remove_socket(self.settings.control)
+        if self._job_open is not None and self.settings.job_open is not None:
+            self._job_open.close()
+            self._job_open = None
+            remove_socket(self.settings.job_open.socket)
 
     # --- ListenerHost ---
 
