@@ -169,6 +169,7 @@ class CompiledPolicy:
         allow_bind: Sequence[Path] | None = None,
         disable: Iterable[str] = (),
         enable: Iterable[str] = (),
+        own_socket: Path | None = None,
     ) -> CompiledPolicy:
         """A variant of this policy (e.g. one job's own workspace and rules)."""
         enabled = set(self.enabled)
@@ -179,6 +180,8 @@ class CompiledPolicy:
         settings = self.settings
         if allow_bind is not None:
             settings = replace(settings, allow_bind=_folders(allow_bind))
+        if own_socket is not None:
+            settings = replace(settings, own_socket=str(own_socket))
         return replace(self, settings=settings, enabled=frozenset(enabled))
 
 

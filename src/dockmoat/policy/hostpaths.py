@@ -87,12 +87,17 @@ def protected_paths(extra: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def bind_problem(source: str, allow_bind: Iterable[str], protected: Iterable[str]) -> str | None:
-    """Why a bind from host path `source` is refused, or None when it is allowed."""
+def bind_problem(
+    source: str, allow_bind: Iterable[str], protected: Iterable[str], own_socket: str | None = None
+) -> str | None:
+    """Why a bind from host path `source` is refused, or None when it is allowed.
+    `own_socket`: a job's own guarded socket, allowed exactly (nothing under it)."""
     try:
         resolved = resolve(source)
     except OSError as error:  # fail closed: what we cannot follow, dockerd might
         return f"a bind mount of {source}, whose path cannot be resolved ({error})"
+    if own_socket is not None and resolved == resolve(own_socket):
+        return None
     shown = source if resolved == source else f"{source} (resolved: {resolved})"
     for path in protected:
         if within(resolved, path) or within(path, resolved):

@@ -39,7 +39,7 @@ from dockmoat.tenancy.jobopen import JobOpenSettings, serve_job_open
 from dockmoat.tenancy.jobs import DEFAULT_JOBS_DIR, JobManager
 from dockmoat.tenancy.model import Quotas, Tenant
 from dockmoat.tenancy.names import validate_job_name
-from dockmoat.tenancy.stage import TenancyStage
+from dockmoat.tenancy.stage import TenancyStage, daemon_sockets
 from dockmoat.tenancy.store import DEFAULT_STATE_DB, JobRecord, OwnershipStore
 
 log = logging.getLogger("dockmoat.tenancy")
@@ -89,7 +89,14 @@ class TenancyService:
             listener.endpoint.url for listener in serve_settings.listeners
             if listener.tenant_from_cn
         )  # fmt: skip
-        self.stage = TenancyStage(self.store, self.tenant_of, untenanted=self.untenanted)
+        upstream = serve_settings.upstream
+        self.stage = TenancyStage(
+            self.store,
+            self.tenant_of,
+            untenanted=self.untenanted,
+            socket_of=self.job_socket,
+            daemon_sockets=daemon_sockets(upstream.path if upstream.kind == "unix" else None),
+        )
         self.jobs: JobManager | None = None
         self._gateway: Gateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,6 +106,11 @@ class TenancyService:
     def tenant_for(self, name: str) -> Tenant | None:
         tenant = self.jobs.tenant_for(name) if self.jobs is not None else None
         return tenant or self._static.get(name)
+
+    def job_socket(self, name: str) -> str | None:
+        """An open job's own socket (None for listener tenants, which have none)."""
+        record = self.store.get_job(name) if self.jobs is not None else None
+        return record.socket if record is not None else None
 
     def untenanted(self, client: ClientIdentity) -> bool:
         """Whether `tenant_of` is None for this client, now and for as long as its
@@ -208,7 +220,9 @@ class TenancyService:
         derive = getattr(base, "derive", None)
         if derive is None:
             return base  # a policy without rules to vary (permissive)
-        policy = derive(allow_bind=allow_bind, disable=JOIN_RULES)
+        policy = derive(
+            allow_bind=allow_bind, disable=JOIN_RULES, own_socket=Path(record.socket)
+        )
         if record.mode == "warn" and isinstance(policy, CompiledPolicy):
             policy = dataclasses.replace(policy, mode="warn")  # job open --warn
         return policy

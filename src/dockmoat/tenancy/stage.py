@@ -15,13 +15,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from dockmoat.api.bodies import ArchiveTags
 from dockmoat.api.dockerfile import DockerfileError, image_sources
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.policy import hostpaths
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from dockmoat.policy.rules.containers import create_bind_sources, rebind
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy import refs as references
 from dockmoat.tenancy.engine import EngineApi, PooledEngine, Upstream
@@ -109,6 +112,21 @@ BUILD_V2_RULE = "tenancy.build-v2"
 NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
+def daemon_sockets(upstream: Path | None) -> frozenset[str]:
+    """The daemon's socket in every spelling a bind source resolves to."""
+    paths = ["/var/run/docker.sock", "/run/docker.sock"]
+    if upstream is not None:
+        paths.append(str(upstream))
+    return frozenset(_resolved(path) for path in paths) - {""}
+
+
+def _resolved(path: str) -> str:
+    try:
+        return hostpaths.resolve(path)
+    except OSError:
+        return ""
+
+
 class TenancyStage:
     """Decides every request of a tenant's listener.
 
@@ -123,10 +141,15 @@ class TenancyStage:
         engine: EngineApi | None = None,
         *,
         untenanted: Callable[[ClientIdentity], bool] | None = None,
+        socket_of: Callable[[str], str | None] | None = None,
+        daemon_sockets: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.tenant_of = tenant_of
         self._untenanted = untenanted
+        # A job container that binds the Docker socket gets its job's socket instead.
+        self._socket_of = socket_of
+        self._daemon_sockets = daemon_sockets
         # Inside the gateway, look-ups use its pooled upstream (known at the first request).
         self._engine = engine
         # Tags (-> image id) and image ids present before each `docker load` (keyed
@@ -422,11 +445,35 @@ class TenancyStage:
             return decision
         for ref in _volume_names(body):
             self.store.add(tenant.name, "volume", tenant.namespace.engine_name(ref))
-        return rules.rewrite_create(
+        decision = rules.rewrite_create(
             body,
             request.query,
             tenant,
             rules.Resolved(resolved_ids, resolved_names, resolved_nets, network_ids),
+        )
+        return self._scoped_docker_socket(decision, tenant)
+
+    def _scoped_docker_socket(self, decision: Decision, tenant: Tenant) -> Decision:
+        """A bind of the daemon's socket becomes a bind of the job's own socket: tools
+        that drive Docker from a container (testcontainers' Ryuk, CI helpers) then work
+        under the job's policy and tenancy, seeing only the job's things. Listener
+        tenants have no socket of their own: the policy refuses the bind as before."""
+        if not isinstance(decision, Rewrite) or not isinstance(decision.body_json, dict):
+            return decision
+        own = self._socket_of(tenant.name) if self._socket_of is not None else None
+        if own is None or not self._daemon_sockets:
+            return decision
+        sources = {
+            source: own
+            for source, _where in create_bind_sources(decision.body_json)
+            if _resolved(source) in self._daemon_sockets
+        }
+        if not sources:
+            return decision
+        return replace(
+            decision,
+            body_json=rebind(decision.body_json, sources),
+            notes=(*decision.notes, f"docker socket -> the job's socket {own}"),
         )
 
     async def _container_list(self, request: ApiRequest, tenant: Tenant) -> Decision:

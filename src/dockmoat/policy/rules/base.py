@@ -38,6 +38,9 @@ class Settings:
     allow_bind: tuple[str, ...] = ()
     """Allowed bind source folders, already resolved with realpath."""
     protected_paths: tuple[str, ...] = ()
+    # A job's own guarded socket: bindable although it lies among the protected paths
+    # (tenancy puts it where a job container binds the Docker socket).
+    own_socket: str | None = None
     """Host paths no bind may expose, itself or through a parent (daemon sockets)."""
     runtimes: frozenset[str] = frozenset({"runc"})
     """Runtimes allowed besides the daemon's default (an empty Runtime)."""

@@ -499,7 +499,9 @@ def rebind(body: Any, sources: Mapping[str, str]) -> Any:
 def check_bind_mounts(subject: Subject) -> Decision:
     settings = subject.settings
     for source, where in bind_sources(subject):
-        problem = hostpaths.bind_problem(source, settings.allow_bind, settings.protected_paths)
+        problem = hostpaths.bind_problem(
+            source, settings.allow_bind, settings.protected_paths, settings.own_socket
+        )
         if problem is not None:
             allowed = ", ".join(settings.allow_bind) or "none configured"
             return deny(
