@@ -59,14 +59,6 @@ class EngineError(DockmoatError):
     exit_code = EXIT_UNAVAILABLE
 
 
-class DeniedError(DockmoatError):
-    """A request refused by policy (HTTP 403); `rule` is the stable rule id."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-
-
 class NotFoundError(DockmoatError):
     """A resource that does not exist for this tenant (HTTP 404, Docker's wording)."""
 
@@ -82,7 +74,6 @@ def error_for_exit(exit_code: int, message: str) -> DockmoatError:
 
 _STATUS: dict[type[DockmoatError], int] = {
     ProtocolError: 400,
-    DeniedError: 403,
     NotFoundError: 404,
     BodyTooLarge: 413,
     UpstreamError: 502,

@@ -49,10 +49,6 @@ class Endpoint(_Frozen):
     tls: TlsFiles | None = None
 
     @property
-    def label(self) -> str:
-        return self.url
-
-    @property
     def elsewhere(self) -> bool:
         """A TCP address that is not this machine's loopback: maybe another machine."""
         return self.kind == "tcp" and not _is_loopback(self.host or "")

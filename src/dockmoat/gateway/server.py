@@ -28,7 +28,6 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockmoat.api.bodies import BodyUnreadable
@@ -1226,10 +1225,6 @@ def _server_tls(endpoint: Endpoint) -> ssl.SSLContext | None:
         # and so as dockerd treats --tlscacert).
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
-
-
-def socket_path_of(url: str) -> Path | None:
-    return Path(url[len("unix://") :]) if url.startswith("unix://") else None
 
 
 # --- running it -----------------------------------------------------------------------

@@ -220,9 +220,7 @@ class TenancyService:
         derive = getattr(base, "derive", None)
         if derive is None:
             return base  # a policy without rules to vary (permissive)
-        policy = derive(
-            allow_bind=allow_bind, disable=JOIN_RULES, own_socket=Path(record.socket)
-        )
+        policy = derive(allow_bind=allow_bind, disable=JOIN_RULES, own_socket=Path(record.socket))
         if record.mode == "warn" and isinstance(policy, CompiledPolicy):
             policy = dataclasses.replace(policy, mode="warn")  # job open --warn
         return policy

@@ -37,7 +37,6 @@ from dockmoat.tenancy.model import (
     NetworkFact,
     Owner,
     Tenant,
-    label_owner,
     looks_like_image_id,
     normalize_tag,
     resolve_container,
@@ -993,7 +992,3 @@ def _volume_names(body: Any) -> list[str]:
             if isinstance(source, str) and source:
                 names.append(source)
     return names
-
-
-def label_of(answer: Any) -> str | None:
-    return label_owner(answer.get("Labels")) if isinstance(answer, dict) else None
