@@ -20,6 +20,7 @@ use one owns it). `BuildDecider` decides the calls of one upgraded connection:
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -175,6 +176,28 @@ def call_request(call: Call, message: Message, client: ClientIdentity) -> ApiReq
         return None
     path = call.method.path
     return ApiRequest("POST", path, path, None, route, {}, (), client, message)
+
+
+_RULE_OF = re.compile(r"dockmoat: ([a-z0-9_.-]+):")
+
+
+def audited(verdict: Verdict) -> tuple[str, str | None, int, tuple[str, ...]]:
+    """A call's verdict as the audit log records a request: (decision, rule, an HTTP-like
+    status, notes with the gRPC status of a refusal)."""
+    if isinstance(verdict, Refuse):
+        match = _RULE_OF.match(verdict.message)
+        return "deny", match.group(1) if match else None, 403, (f"grpc-status {verdict.status}",)
+    if isinstance(verdict, Replace | Answer):
+        return "rewrite", None, 200, ()
+    return "allow", None, 200, ()
+
+
+def audit_request(call: Call, client: ClientIdentity) -> ApiRequest:
+    """The call as the audit log names it: route `buildkit.<Service.Method>`."""
+    path = call.method.path
+    return ApiRequest(
+        "POST", path, path, None, Route("buildkit", call.method.short), {}, (), client
+    )
 
 
 class BuildDecider:

@@ -36,6 +36,7 @@ from dockmoat.api.engines import start_message
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
+from dockmoat.buildkit.relay import Call, Verdict
 from dockmoat.errors import BodyTooLarge, ConfigError, ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline, tunnel
 from dockmoat.gateway.audit import AuditLog
@@ -349,11 +350,15 @@ class Gateway:
         self.metrics.record(record, time.monotonic() - record.started)
         if record.status >= 500 or record.decision in ("deny", WOULD_DENY):
             client = record.client
+            # A BuildKit call has no HTTP head of its own: its request names it.
+            head, request = record.head, record.request
+            method = head.method if head else request.method if request else "-"
+            target = head.target if head else request.path if request else "-"
             log.info(
                 "%s: %s %s -> %d %s %s",
                 f"tenant {client.tenant} ({client.listener})" if client.tenant else client.listener,
-                record.head.method if record.head else "-",
-                record.head.target if record.head else "-",
+                method,
+                target,
                 record.status,
                 record.decision,
                 record.rule or "",
@@ -1124,12 +1129,22 @@ class Gateway:
         def count_out(size: int) -> None:
             record.bytes_out += size
 
+        def audit_call(call: Call, _message: object, verdict: Verdict) -> None:
+            # Each decided BuildKit call is a request of its own in the audit log.
+            decision, rule, status, notes = buildkit.audited(verdict)
+            routed = buildkit.audit_request(call, request.client)
+            self.close_record(Exchange(
+                record.conn_id, request.client, request=routed,
+                decision=decision, rule=rule, notes=notes, status=status,
+            ))  # fmt: skip
+
         self.metrics.hijacked += 1
         try:
             await tunnel.run(
                 tunnel.TUNNELS[request.route.name], decider, stream.read_raw, writer,
                 conn.reader, conn.writer, client_leftover=client_leftover,
                 upstream_leftover=upstream_leftover, count_in=count_in, count_out=count_out,
+                on_verdict=audit_call,
             )  # fmt: skip
         finally:
             self.metrics.hijacked -= 1

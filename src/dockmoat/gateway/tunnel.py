@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from dockmoat.buildkit.decide import BuildDecider, RefuseAll
+from dockmoat.buildkit.messages import Message
 from dockmoat.buildkit.relay import (
+    Call,
     Close,
     Command,
     Decide,
@@ -48,8 +50,10 @@ async def run(
     upstream_leftover: bytes = b"",
     count_in: Callable[[int], None] | None = None,
     count_out: Callable[[int], None] | None = None,
+    on_verdict: Callable[[Call, Message, Verdict], None] | None = None,
 ) -> None:
-    """Relay one upgraded connection until either side ends it or the relay closes it."""
+    """Relay one upgraded connection until either side ends it or the relay closes it.
+    `on_verdict` hears every decided call (the gateway audits each)."""
     relay = Relay(tunnel, decider)
 
     async def execute(commands: list[Command]) -> None:
@@ -80,6 +84,8 @@ async def run(
             except Exception:  # fail closed (decide already does; belt and braces)
                 log.exception("BuildKit decision failed")
                 verdict = Refuse("dockmoat: policy.error: the call could not be decided")
+            if on_verdict is not None:
+                on_verdict(decide.call, decide.message, verdict)
             await execute(relay.decided(decide.token, verdict))
 
     async def from_client() -> None:

@@ -157,6 +157,9 @@ def test_a_full_dockerfile_builds_through_the_guard(
         tag, ["sh", "-c", "cat /greeting /heredoc /secret-size; ls /extra || true"], remove=True
     )
     assert out.decode().split()[:3] == ["hi", "heredoc", "7"]
+    if cli != DOCKER_20:  # buildx's Solve, decided and rewritten (source policy, label)
+        solves = served.audit_where(route="buildkit.Control.Solve", decision="rewrite")
+        assert solves, served.audit_entries()[-5:]
     assert b"extra" not in out.split(b"\n")[-2:]  # --target stopped before the extra stage
 
 
@@ -233,6 +236,10 @@ def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_
         expected = "tenancy.build-v2" if cli == DOCKER_20 else "build.network-host"
         assert expected in result.stderr, (cli, extra, result.stderr)
         assert f"/{nonce}" not in listener.hits
+    # Each decided BuildKit call is in the audit log, the refused ones with their rule.
+    calls = tenant.audit_where(route="buildkit.Control.Solve", decision="deny")
+    assert any(e["rule"] == "build.network-host" for e in calls), calls
+    assert all(e["tenant"] == tenant.tenant for e in calls)
     # without the entitlement the daemon refuses the step itself, on both sockets
     plain = build(DOCKER, tenant.host, "build", "--no-cache", "--build-arg", "NONCE=plain", ".",
                   cwd=ctx)  # fmt: skip
