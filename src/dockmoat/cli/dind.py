@@ -256,16 +256,14 @@ def _take_from_pool(
     socket_path: Path | None,
     progress: Progress,
 ) -> DindInfo | None:
-    from dockmoat.dind import context, naming, pool_client, probe
+    from dockmoat.dind import context, naming, pool_client, probe, spec
     from dockmoat.dind.info import DindInfo
 
     try:
         naming.validate_name(name)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    shape: dict[str, Any] = {**options.shape(), "host": host or ""}
-    if options.cache:
-        shape["cache"] = options.cache
+    shape = spec.pool_shape(options, host)
     reply = pool_client.take(socket_path or pool_client.default_socket(), name, shape)
     if reply is None:
         return None

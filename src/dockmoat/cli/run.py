@@ -37,6 +37,12 @@ from dockmoat.ci.runner.options import DEFAULT_DIND_IMAGE, DEFAULT_IMAGE, make_o
     help="dind: copy this host image into the nested daemon first (repeatable).",
 )
 @click.option(
+    "--cache",
+    metavar="KEY",
+    help="dind: keep the nested daemon's data root (layers, build cache) per KEY for the "
+    "next run with the same KEY; one run at a time per KEY.",
+)
+@click.option(
     "--env",
     "-e",
     "env",
@@ -81,6 +87,7 @@ def command(
     image: str,
     workspace: Path | None,
     preload: tuple[str, ...],
+    cache: str | None,
     env: tuple[str, ...],
     dind_image: str,
     docker_host: str | None,
@@ -106,6 +113,7 @@ def command(
         image=image,
         workspace=(workspace or Path.cwd()).resolve(),
         preload=preload,
+        cache=cache,
         env=parse_env(env, dict(os.environ)),
         dind_image=dind_image,
         docker_host=docker_host,

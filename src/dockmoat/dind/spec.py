@@ -124,6 +124,15 @@ class DindOptions:
         }
 
 
+def pool_shape(options: DindOptions, host: str | None) -> dict[str, Any]:
+    """What `take` asks a warm pool for: the shape, the engine, and the cache key (a pool
+    holds warm daemons per key, their data roots on the key's volume)."""
+    shape: dict[str, Any] = {**options.shape(), "host": host or ""}
+    if options.cache:
+        shape["cache"] = options.cache
+    return shape
+
+
 def data_root(options: DindOptions) -> str:
     return ROOTLESS_DATA_ROOT if options.rootless else DATA_ROOT
 

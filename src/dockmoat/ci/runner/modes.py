@@ -57,7 +57,9 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     from dockmoat.dind.manager import DindManager
 
     try:
-        dind_options = spec.DindOptions(image=options.dind_image, preload=options.preload)
+        dind_options = spec.DindOptions(
+            image=options.dind_image, preload=options.preload, cache=options.cache
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
     name = f"run-{run_id}"
@@ -65,7 +67,7 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     info: DindInfo | None = None
     try:
         with _engine_errors("starting the nested daemon"):
-            shape = {**dind_options.shape(), "host": options.docker_host or ""}
+            shape = spec.pool_shape(dind_options, options.docker_host)
             reply = pool_client.take(pool_client.default_socket(), name, shape)
             if reply is not None:
                 try:

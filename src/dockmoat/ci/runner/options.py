@@ -33,6 +33,8 @@ class RunOptions(BaseModel):
     # None: the image's ENTRYPOINT runs with COMMAND as its arguments (GitLab's Docker
     # executor); "": no entrypoint, COMMAND runs itself; else that program replaces it.
     entrypoint: str | None = None
+    # dind: the nested daemon's data root is kept per KEY (its layer and build cache).
+    cache: str | None = None
 
     @field_validator("command")
     @classmethod
@@ -55,6 +57,11 @@ class RunOptions(BaseModel):
             raise ValueError(
                 "--preload copies host images into a nested daemon: only with --mode dind "
                 "(guarded and socket jobs use the host's images directly)"
+            )
+        if self.cache is not None and self.mode != "dind":
+            raise ValueError(
+                "--cache keeps a nested daemon's data root: only with --mode dind "
+                "(guarded and socket jobs share the host's cache already)"
             )
         return self
 

@@ -92,3 +92,29 @@ def test_dind_mode_takes_a_warm_daemon_from_a_running_pool(
         pool.wait(timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
     assert_nothing_left(docker_client, before)
+
+
+def test_dind_mode_keeps_its_cache_per_key_between_runs(
+    docker_client: docker.DockerClient, dind_image: str, busybox_image: str
+) -> None:
+    key = f"dmtest-run-{int(time.time() * 1000) % 10**9}"
+    before = snapshot(docker_client)
+    common = ("--mode", "dind", "--image", JOB_IMAGE, "--dind-image", dind_image, "--cache", key)
+    try:
+        first = dockmoat_run(*common, "--preload", busybox_image, "--", "sh", "-c",
+                             f"docker tag {busybox_image} dmtest-cached:1")  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        second = dockmoat_run(*common, "--", "sh", "-c",
+                              "docker image inspect -f '{{.Id}}' dmtest-cached:1")  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip().startswith("sha256:")  # the first run's layers, kept
+        without = dockmoat_run("--mode", "dind", "--image", JOB_IMAGE, "--dind-image",
+                               dind_image, "--", "sh", "-c",
+                               "docker image inspect dmtest-cached:1")  # fmt: skip
+        assert without.returncode != 0  # a run without the key starts empty
+        refused = dockmoat_run("--mode", "socket", "--cache", key, "--", "true")
+        assert refused.returncode == 2 and "--cache" in refused.stderr
+    finally:
+        for volume in docker_client.volumes.list(filters={"label": f"dockmoat.dind.cache={key}"}):
+            volume.remove(force=True)
+    assert_nothing_left(docker_client, before)
