@@ -12,7 +12,7 @@ PYTHON     ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup system-deps run test test-unit test-matrix test-matrix-run lint bench clean \
+.PHONY: help setup system-deps run test test-unit test-matrix test-matrix-run lint bench soak clean \
 	engine-up engine-down \
 	image base-image image-requirements install-systemd
 
@@ -96,6 +96,14 @@ bench: setup
 	  echo "make bench: haproxy is missing; its column is left out"
 	@scripts/test-engine up
 	@$(VENV)/bin/python -m bench
+
+# The soak suite (docs/soak.md): load and faults, bounded in time; not part of `make
+# test` or `make bench`. SOAK_ARGS for its options, e.g. the full size:
+#   make soak SOAK_ARGS="--jobs 100 --duration 600 --idle 1000 --streams 50 --connect-drop 10000"
+SOAK_ARGS ?=
+soak: setup
+	@scripts/test-engine up --quiet-reuse
+	@$(VENV)/bin/python -m bench.soak $(SOAK_ARGS)
 
 # The image (docs/deploy.md): the base image is made by debootstrap when missing, the
 # locked wheels are fetched here, the build itself is offline. Cached by input digest.
