@@ -24,6 +24,7 @@ help:
 	@echo "make test-matrix   the differential, policy and tenancy tests on the nested engines"
 	@echo "make lint    ruff + mypy (strict, src and bench)"
 	@echo "make bench   the benchmarks in bench/"
+	@echo "make soak    the soak suite: load and faults (SOAK_ARGS for its scale; docs/soak.md)"
 	@echo "make image   build the dockmoat image (dockmoat/dockmoat:VERSION) with the local engine"
 	@echo "make install-systemd   install dockmoat in /opt/dockmoat and its systemd units (root)"
 
