@@ -380,7 +380,7 @@ def test_a_build_cannot_start_from_another_tenants_image(
     made = tmp_path / "made"
     made.mkdir()
     (made / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo theirs > /theirs\n")
-    docker_client.images.build(path=str(made), tag=foreign, network_mode="none",
+    docker_client.images.build(path=str(made), tag=foreign, network_mode="none", rm=True,
                                labels={"dockmoat.tenant": "someone-else"})  # fmt: skip
     images.append(foreign)
     ctx = tmp_path / "ctx"

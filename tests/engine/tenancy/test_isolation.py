@@ -262,7 +262,9 @@ def test_a_load_that_would_move_a_shared_tag_is_refused(
     shared = f"dmtest-shared-{secrets.token_hex(4)}:1"
     context = Path(tmp_path_factory.mktemp("evil"))
     (context / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo evil > /evil\n")
-    evil, _ = docker_client.images.build(path=str(context), tag=shared, network_mode="none")
+    evil, _ = docker_client.images.build(
+        path=str(context), tag=shared, network_mode="none", rm=True
+    )
     tar = context / "evil.tar"
     with tar.open("wb") as out:
         for chunk in evil.save(named=True):
