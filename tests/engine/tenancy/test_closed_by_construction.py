@@ -612,18 +612,36 @@ def retagged(tarball: bytes, tags: list[str], *, legacy: bool = False) -> bytes:
     return out.getvalue()
 
 
-def test_a_load_cannot_move_a_shared_tag(
+@dataclass
+class LoadCase:
+    shared: str  # a host tag on the shared base image: no job's
+    base: Any  # that image
+    own: str  # an image job A built
+
+
+@pytest.fixture
+def load_case(
     pair: Pair,
     docker_client: docker.DockerClient,
     raw_made: list[tuple[str, str]],
     unique_name: Callable[[str], str],
     fresh: Callable[[str], str],
-) -> None:
+) -> LoadCase:
     shared = f"{unique_name('shared')}:latest"
     base = docker_client.images.get(pair.image)
     assert base.tag(shared)
     raw_made.append(("tag", shared))
-    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /loaded\n".encode(), fresh("a-load"))
+    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /own\n".encode(), fresh("a-own"))
+    return LoadCase(shared, base, own)
+
+
+def test_a_load_cannot_move_a_shared_tag(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    load_case: LoadCase,
+    unique_name: Callable[[str], str],
+) -> None:
+    shared, base, own = load_case.shared, load_case.base, load_case.own
     tarball = retagged(saved(docker_client, own), [shared])
     own_id = docker_client.images.get(own).id
     # The crossing: on the engine, the load moves the shared tag to A's image.
@@ -650,18 +668,10 @@ def test_a_load_cannot_move_a_shared_tag(
 
 
 def test_a_legacy_load_tarball_is_refused(
-    pair: Pair,
-    docker_client: docker.DockerClient,
-    raw_made: list[tuple[str, str]],
-    unique_name: Callable[[str], str],
-    fresh: Callable[[str], str],
+    pair: Pair, docker_client: docker.DockerClient, load_case: LoadCase
 ) -> None:
-    shared = f"{unique_name('shared')}:latest"
-    base = docker_client.images.get(pair.image)
-    assert base.tag(shared)
-    raw_made.append(("tag", shared))
-    own = build_in(pair.a, f"FROM {pair.image}\nRUN echo a > /legacy\n".encode(), fresh("a-leg"))
-    tarball = retagged(saved(docker_client, own), [shared], legacy=True)
+    shared, base = load_case.shared, load_case.base
+    tarball = retagged(saved(docker_client, load_case.own), [shared], legacy=True)
     status, out = post_body(pair.raw, "/v1.41/images/load", tarball)
     if status == 200 and "errorDetail" not in out:
         # The crossing (where the engine still loads the legacy format): the tag moved,
