@@ -117,6 +117,20 @@ from dockmoat.errors import ConfigError
     help="systemd: serve as the dockmoat user, fully sandboxed (no bind pins).",
 )
 @click.option(
+    "--job-identity",
+    "job_identity",
+    multiple=True,
+    metavar="ISSUER=JWKS_FILE",
+    help="kubernetes: runner pods open their own job with this issuer's job tokens "
+    "(serve --job-open-socket); the key set is put in a ConfigMap. Repeatable.",
+)
+@click.option(
+    "--job-identity-audience",
+    default=None,
+    metavar="AUD",
+    help="kubernetes: the audience the job tokens carry (with --job-identity).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -125,9 +139,14 @@ from dockmoat.errors import ConfigError
 def command(system: str, mode: str, output: Path | None, **knobs: object) -> None:
     """Print a complete, commented CI configuration with Docker wired in safely, or a
     deployment of dockmoat itself (kubernetes, arc, gitlab-k8s, systemd)."""
+    identities = knobs.pop("job_identity", ())
+    assert isinstance(identities, tuple)
     given = {key: value for key, value in knobs.items() if value is not None}
+    if identities:
+        given["job_identities"] = tuple(_key_set(str(item)) for item in identities)
     deploy_only = ("namespace", "profile", "docker_gid", "client_gid", "socket_dir", "ci_url",
-                   "prefix", "pool_size", "unprivileged")  # fmt: skip
+                   "prefix", "pool_size", "unprivileged", "job_identities",
+                   "job_identity_audience")  # fmt: skip
     ci_only = ("registry", "image_name", "test_command", "socket")
     try:
         if system in {t.value for t in Target}:
@@ -149,3 +168,20 @@ def command(system: str, mode: str, output: Path | None, **knobs: object) -> Non
     except OSError as error:
         raise ConfigError(f"cannot write {output}: {error.strerror or error}") from error
     click.echo(f"wrote {output}", err=True)
+
+
+def _key_set(item: str) -> tuple[str, str]:
+    """`ISSUER=JWKS_FILE` -> (issuer, the JWKS document), checked as serve will read it."""
+    from dockmoat.deploy.jobidentity import IdentityError, KeySet
+
+    issuer, sep, path = item.rpartition("=")
+    if not sep or not issuer or not path:
+        raise ConfigError(f"--job-identity {item!r}: expected ISSUER=JWKS_FILE")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        KeySet.from_jwks(text)
+    except OSError as error:
+        raise ConfigError(f"--job-identity {issuer}: cannot read {path}: {error}") from None
+    except (IdentityError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--job-identity {issuer}: {path} is not a JWKS: {error}") from None
+    return issuer, text
