@@ -252,3 +252,24 @@ def test_job_identity_on_the_command_line(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, ["generate", "kubernetes", *args])
         assert result.exit_code == 2 and says in result.output, result.output
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("job_identity", [False, True])
+def test_audit_reads_the_generated_manifests_back_without_a_finding(
+    tmp_path: Path, job_identity: bool
+) -> None:
+    jwks = tmp_path / "gitlab.jwks"
+    jwks.write_text(JWKS)
+    out = tmp_path / "guard.yaml"
+    extra = ["--job-identity", f"https://gl.example={jwks}",
+             "--job-identity-audience", "dockmoat://a"] if job_identity else []  # fmt: skip
+    assert (
+        CliRunner().invoke(main, ["generate", "kubernetes", *extra, "-o", str(out)]).exit_code == 0
+    )
+    result = CliRunner().invoke(main, ["audit", str(out)])
+    assert "0 finding(s)" in result.output, result.output
+    # The control plane itself stays a finding: a pod mounting all of /run/dockmoat.
+    text = out.read_text().replace("path: /run/dockmoat/guarded", "path: /run/dockmoat", 1)
+    out.write_text(text)
+    result = CliRunner().invoke(main, ["audit", str(out)])
+    assert "dockmoat's control plane" in result.output, result.output

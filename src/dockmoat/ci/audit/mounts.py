@@ -14,6 +14,15 @@ _SOCKET_PARENTS = frozenset({"/", "/var", "/run", "/var/run", "/run/containerd",
 # the whole jobs directory) is dockmoat's own control plane.
 _GUARDED_SOCKETS = ("/run/dockmoat/docker.sock", "/var/run/dockmoat/docker.sock")
 _JOB_SOCKET_DIRS = ("/run/dockmoat/jobs", "/var/run/dockmoat/jobs")
+# Folders `dockmoat generate kubernetes` hands to runner pods: the guarded socket's
+# (a folder, so that a restarted guard's new socket is seen) and the job-open socket's
+# (a token opens a job there; the job sockets have unguessable names).
+_HANDED_DIRS = (
+    "/run/dockmoat/guarded",
+    "/var/run/dockmoat/guarded",
+    "/run/dockmoat/open",
+    "/var/run/dockmoat/open",
+)
 _DOCKMOAT_DIRS = ("/run/dockmoat", "/var/run/dockmoat")
 
 
@@ -88,7 +97,7 @@ def socket_exposure(mount: Mount) -> str | None:
         return None
     source = _strip_default(mount.source)
     path = posixpath.normpath(source) if source.startswith("/") else source
-    if path in _GUARDED_SOCKETS:
+    if path in _GUARDED_SOCKETS or path in _HANDED_DIRS:
         return None
     parent, _, base = path.rpartition("/")
     if parent in _JOB_SOCKET_DIRS and base.endswith(".sock"):
