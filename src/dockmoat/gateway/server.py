@@ -891,7 +891,7 @@ class Gateway:
                         kind = response_kind(stage, request)
                     elif stage is not None and json_error(event) and error_kind(stage, request):
                         kind = "json"  # the stage rewrites error messages (tenancy's names)
-                    if kind in ("events", "load") and not event.chunked:
+                    if kind in ("events", "load", "build") and not event.chunked:
                         kind = "lines_at_end" if event.content_length is not None else kind
                     if kind not in ("json", "lines_at_end"):
                         pending.append(serialise_response_head(event))
@@ -901,7 +901,7 @@ class Gateway:
                         buffered += event.data
                         if len(buffered) > self.limits.max_json_response:
                             raise UpstreamError("daemon answer too large to filter")
-                    elif kind in ("events", "load"):
+                    elif kind in ("events", "load", "build"):
                         lines += event.data
                         out = self._filter_lines(stage, kind, request, lines)
                         if out:
@@ -922,7 +922,7 @@ class Gateway:
                         payload = self._filter_lines(stage, line_kind, request, buffered)
                         out_head = serialise_response_head(response, content_length=len(payload))
                         pending.append(out_head + payload)
-                    elif kind in ("events", "load") and lines:
+                    elif kind in ("events", "load", "build") and lines:
                         lines += b"\n"
                         out = self._filter_lines(stage, kind, request, lines)
                         if out:

@@ -4,8 +4,8 @@
 - `RequestStage`: an optional per-listener stage (tenancy) run after routing
   and body decoding and BEFORE the policy; it may Allow, Rewrite (path, query,
   body) or Deny (404/403), and may rewrite answers: a buffered JSON answer
-  (`response_kind` "json") or a line-delimited JSON stream ("events", "load"),
-  line by line.
+  (`response_kind` "json") or a line-delimited JSON stream ("events", "load",
+  "build"), line by line.
 - `UpstreamClient`: lets a stage make its own small request to the daemon over
   the gateway's pooled upstream connections.
 """
@@ -20,7 +20,7 @@ from dockmoat.api.bodies import ArchiveTags
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.policy.decision import Allow, Decision
 
-ResponseKind = Literal["json", "events", "load", "none"]
+ResponseKind = Literal["json", "events", "load", "build", "none"]
 
 
 class Policy(Protocol):
@@ -146,4 +146,6 @@ def line_handler(stage: Any, kind: ResponseKind) -> Callable[[ApiRequest, Any], 
         return getattr(stage, "on_event", None)
     if kind == "load":
         return getattr(stage, "on_load_message", None)
+    if kind == "build":
+        return getattr(stage, "on_build_message", None)
     return None

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from dockmoat.tenancy.model import (
 )
 from dockmoat.tenancy.store import OwnershipStore
 
-ResponseKind = Literal["json", "events", "load", "none"]
+ResponseKind = Literal["json", "events", "load", "build", "none"]
 
 _JSON_RESPONSES = frozenset(
     {
@@ -815,6 +815,36 @@ class TenancyStage:
         self._restores.add(task)
         task.add_done_callback(self._restores.discard)
 
+    def on_build_message(self, request: ApiRequest, message: Any) -> Any:
+        """A classic build's progress: when it fails, the tags its `t` claimed before it
+        went upstream are released where no image carries them (a claim becomes real
+        only with the image; a stale one would make the job's close untag whatever
+        later took the name, and refuse other jobs the name meanwhile)."""
+        tenant = self._tenant(request)
+        failed = isinstance(message, dict) and ("errorDetail" in message or "error" in message)
+        if tenant is not None and failed and request.query.get("t"):
+            tags = [normalize_tag(tag) for tag in request.query["t"]]
+            self._spawn_tracked(self._release_unbuilt(tenant, tags), f"tags of job {tenant.name}")
+        return message
+
+    async def _release_unbuilt(self, tenant: Tenant, tags: list[str]) -> None:
+        for tag in tags:
+            if await self._image(tag) is None:
+                self.store.discard(tenant.name, "tag", tag)
+                log.info("tenancy: job %s's build failed; released its claim on %s",
+                         tenant.name, tag)  # fmt: skip
+
+    def _spawn_tracked(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("tenancy: updating %s failed", what)
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._restores.add(task)
+        task.add_done_callback(self._restores.discard)
+
     _handlers: Mapping[str, Callable[[TenancyStage, ApiRequest, Tenant], Awaitable[Decision]]] = {
         "containers.create": _create,
         "containers.list": _container_list,
@@ -903,6 +933,8 @@ class TenancyStage:
             return "events"  # line-delimited JSON, each line through on_event
         if route == "images.load":
             return "load"
+        if route == "build.build" and request.query.get("t"):
+            return "build"  # each progress line through on_build_message
         return "none"
 
     def rewrites_errors(self, request: ApiRequest) -> bool:

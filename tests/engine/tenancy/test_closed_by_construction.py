@@ -15,6 +15,7 @@ import secrets
 import socket
 import tarfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -683,3 +684,32 @@ def test_a_legacy_load_tarball_is_refused(
     assert status == 403, out
     assert json.loads(out)["message"].startswith("dockmoat: tenancy.load-format: "), out
     assert docker_client.images.get(shared).id == base.id
+
+
+def test_a_failed_build_releases_the_tag_it_claimed(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    unique_name: Callable[[str], str],
+) -> None:
+    name = f"{unique_name('failed')}:1"
+    failing = context_tar({"Dockerfile": f"FROM {pair.image}\nRUN false\n".encode()})
+    status, out = post_body(sock(pair.a), f"/v1.41/build?{q(t=name, rm='1')}", failing)
+    assert status == 200 and "errorDetail" in out, out  # the build failed
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(name)
+    # The claim went with the failure: job B may take the name (it was refused with
+    # tenancy.image-tag, "in use outside job A", while no image carried it) ...
+    deadline = time.monotonic() + 5
+    plain = context_tar({"Dockerfile": f"FROM {pair.image}\n".encode()})
+    while True:
+        status, out = post_body(sock(pair.b), f"/v1.41/build?{q(t=name, rm='1')}", plain)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the release follows the failure line by a look-up
+    assert status == 200 and built_id(out) is not None, out
+    b_image = docker_client.images.get(name).id
+    # ... and job A, which never had it, cannot write over it now.
+    status, out = post_body(sock(pair.a), f"/v1.41/build?{q(t=name, rm='1')}", failing)
+    assert status == 403 and "tenancy.image-tag" in out, out
+    assert docker_client.images.get(name).id == b_image
