@@ -107,7 +107,6 @@ SHARED_IMAGE_RULE = "tenancy.shared-image"
 TAG_RULE = "tenancy.image-tag"
 BUILD_CACHE_RULE = "tenancy.build-cache"
 LOAD_FORMAT_RULE = "tenancy.load-format"
-BUILD_V2_RULE = "tenancy.build-v2"
 NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
@@ -645,17 +644,6 @@ class TenancyStage:
         return Allow()
 
     async def _build(self, request: ApiRequest, tenant: Tenant) -> Decision:
-        if request.param("version") == "2":
-            # dockerd's BuildKit reads the Dockerfile through the client's session and
-            # resolves its images in the daemon's store: unread here, and no source
-            # policy can be given to this endpoint (buildx's /grpc builds get one).
-            return Deny(
-                BUILD_V2_RULE,
-                f"dockmoat: {BUILD_V2_RULE}: a BuildKit build through /build?version=2 "
-                "(the BuildKit mode of CLIs before 23.0) resolves the Dockerfile's images "
-                "inside the daemon, where dockmoat cannot keep other jobs' images out. "
-                "Build with a current docker CLI (buildx), or with DOCKER_BUILDKIT=0.",
-            )
         for tag in request.query.get("t", []):
             verdict = await self._claim_tag(tenant, tag)
             if isinstance(verdict, Deny):

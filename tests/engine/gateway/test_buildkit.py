@@ -128,7 +128,6 @@ def listener() -> Iterator[Listener]:
 def test_a_full_dockerfile_builds_through_the_guard(
     cli: str | None,
     tenant: Served,
-    serve: Callable[..., Served],
     context: Path,
     images: list[str],
     unique_name: Callable[[str], str],
@@ -138,28 +137,19 @@ def test_a_full_dockerfile_builds_through_the_guard(
     images.append(tag)
     args = ("build", "--secret", "id=tok,src=tok", "--build-arg", "GREETING=hi",
             "--target", "final", "-t", tag, ".")  # fmt: skip
-    served = tenant
-    if cli == DOCKER_20:
-        # /build?version=2 reads its Dockerfile in the daemon, unread by the guard:
-        # refused for tenants (tenancy.build-v2); served where there is no tenancy.
-        refused = build(cli, tenant.host, *args, cwd=context)
-        assert refused.returncode != 0
-        assert "tenancy.build-v2" in refused.stderr, refused.stderr[-2000:]
-        served = serve("--no-tenancy")
-    result = build(cli, served.host, *args, cwd=context)
+    result = build(cli, tenant.host, *args, cwd=context)
     assert result.returncode == 0, result.stderr
     image = docker_client.images.get(tag)
     labels = image.labels
-    if served.tenant is not None:
-        assert labels["dockmoat.tenant"] == tenant.tenant  # the tenant's image, like build -t
+    assert labels["dockmoat.tenant"] == tenant.tenant  # the tenant's image, like build -t
     assert labels["stage"] == "final"
     out = docker_client.containers.run(
         tag, ["sh", "-c", "cat /greeting /heredoc /secret-size; ls /extra || true"], remove=True
     )
     assert out.decode().split()[:3] == ["hi", "heredoc", "7"]
     if cli != DOCKER_20:  # buildx's Solve, decided and rewritten (source policy, label)
-        solves = served.audit_where(route="buildkit.Control.Solve", decision="rewrite")
-        assert solves, served.audit_entries()[-5:]
+        solves = tenant.audit_where(route="buildkit.Control.Solve", decision="rewrite")
+        assert solves, tenant.audit_entries()[-5:]
     assert b"extra" not in out.split(b"\n")[-2:]  # --target stopped before the extra stage
 
 
@@ -233,8 +223,7 @@ def test_network_host_reaches_the_host_on_the_raw_socket_and_is_refused_through_
         result = build(cli, tenant.host, "build", "--no-cache", *extra, "--build-arg",
                        f"NONCE={nonce}", ".", cwd=ctx)  # fmt: skip
         assert result.returncode != 0
-        expected = "tenancy.build-v2" if cli == DOCKER_20 else "build.network-host"
-        assert expected in result.stderr, (cli, extra, result.stderr)
+        assert "build.network-host" in result.stderr, (cli, extra, result.stderr)
         assert f"/{nonce}" not in listener.hits
     # Each decided BuildKit call is in the audit log, the refused ones with their rule.
     calls = tenant.audit_where(route="buildkit.Control.Solve", decision="deny")
@@ -364,7 +353,18 @@ def test_where_buildkit_is_off_every_client_prints_why(
         assert "moby/buildkit" not in result.stderr
 
 
-@pytest.mark.parametrize("cli", BUILDERS)
+@pytest.mark.parametrize(
+    "cli",
+    [
+        pytest.param(DOCKER, id="buildx-0.29"),
+        pytest.param(DOCKER_26, id="buildx-0.13"),
+        # Known limit (docs/tenancy.md): /build?version=2 carries no Solve to add a source
+        # policy to, and its Dockerfile comes through the session unread. Strict: this
+        # fails the day the hole closes.
+        pytest.param(DOCKER_20, id="cli-20.10-buildkit", marks=pytest.mark.xfail(
+            strict=True, reason="/build?version=2: the Dockerfile's images are unread")),
+    ],
+)  # fmt: skip
 def test_a_build_cannot_start_from_another_tenants_image(
     cli: str | None,
     tenant: Served,
@@ -395,7 +395,6 @@ def test_a_build_cannot_start_from_another_tenants_image(
         images.append(f"{out}:raw")
         guarded = build(cli, tenant.host, "build", "-t", f"{out}:1", str(ctx), cwd=tmp_path)
         assert guarded.returncode != 0, guarded.stderr[-2000:]
-        refusal = "tenancy.build-v2" if cli == DOCKER_20 else "denied by policy"
-        assert refusal in guarded.stderr, guarded.stderr[-2000:]
+        assert "denied by policy" in guarded.stderr, guarded.stderr[-2000:]
         with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(f"{out}:1")
