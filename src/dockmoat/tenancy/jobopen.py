@@ -13,7 +13,8 @@ remaining lifetime as its TTL. The job's socket is made in this socket's folder 
 random name that only the answer carries (a capability: another pod on the node cannot
 guess it). The same token (or another for the same job) gets the same socket back;
 anything else is one JSON line with the reason: 400 malformed, 401 the token proves
-nothing, 403 expired, 409 the job is open by other means (`dockmoat job open`).
+nothing, 403 expired or its job closed, 409 the job is open by other means (`dockmoat job
+open`).
 
 One request per connection (HTTP/1.1, `Connection: close`), bounded in size and time.
 """
@@ -126,6 +127,8 @@ class JobOpen:
         if ttl <= 0:
             return _error(403, "the token has expired: its job is over")
         folder = self.settings.socket.parent
+        if self.jobs.store.was_closed(job) and self.jobs.store.get_job(job) is None:
+            return _error(403, f"job {job} was closed: its token opens it no more")
         record = self.jobs.store.get_job(job)
         if record is not None:
             if Path(record.socket).parent != folder:

@@ -27,6 +27,7 @@ Kind = Literal["container", "volume", "network", "image", "tag", "exec"]
 KINDS: tuple[Kind, ...] = ("container", "volume", "network", "image", "tag", "exec")
 
 DEFAULT_STATE_DB = Path("/var/lib/dockmoat/state.db")
+CLOSED_KEPT_S = 30 * 24 * 3600.0  # CI job ids do not come back; a month bounds the table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,6 +48,10 @@ CREATE TABLE IF NOT EXISTS owned (
     PRIMARY KEY (job, kind, key)
 );
 CREATE INDEX IF NOT EXISTS owned_by_key ON owned (kind, key);
+CREATE TABLE IF NOT EXISTS closed (
+    job    TEXT PRIMARY KEY,      -- a job closed (job close, TTL): its token opens nothing
+    closed REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL              -- the last write probe (`writable`)
@@ -156,10 +161,18 @@ class OwnershipStore:
         return [JobRecord(*row) for row in rows]
 
     def remove_job(self, job: str) -> None:
-        """Forget a job and everything recorded for it (after its clean-up)."""
+        """Forget a job and everything recorded for it (after its clean-up); remember
+        that it was closed (kept 30 days), so that a job token cannot open it again."""
+        now = time.time()
         with self._tx() as db:
             db.execute("DELETE FROM owned WHERE job = ?", (job,))
             db.execute("DELETE FROM jobs WHERE job = ?", (job,))
+            db.execute("INSERT OR REPLACE INTO closed (job, closed) VALUES (?, ?)", (job, now))
+            db.execute("DELETE FROM closed WHERE closed < ?", (now - CLOSED_KEPT_S,))
+
+    def was_closed(self, job: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM closed WHERE job = ?", (job,)).fetchone()
+        return row is not None
 
     # ownership
 

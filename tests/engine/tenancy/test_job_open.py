@@ -122,6 +122,10 @@ def test_a_token_opens_its_own_job_and_only_that(
         theirs.close()
     listed = {job["job"]: job for job in json.loads(server.job("ls", "--format", "json").stdout)}
     assert {"gl-4242", "gl-4243"} <= set(listed)
+    # A closed job stays closed: its still valid token opens nothing again.
+    server.job("close", "gl-4243")
+    status, answer = open_call(open_socket, token("4243"))
+    assert status == 403 and "was closed" in answer["message"], answer
 
 
 def test_tokens_that_prove_nothing_open_nothing(served: tuple[Serve, Path]) -> None:
