@@ -136,7 +136,7 @@ class JobManager:
             try:
                 await self.host.add_job_listener(record)
             except BaseException:
-                self.store.remove_job(job)
+                self.store.remove_job(job, closed=False)
                 raise
             self._tenants[job] = self._tenant(record)
         log.info("job %s opened on %s%s", job, record.socket, " (warn mode)" if warn else "")

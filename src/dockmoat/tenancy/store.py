@@ -160,15 +160,17 @@ class OwnershipStore:
         ).fetchall()
         return [JobRecord(*row) for row in rows]
 
-    def remove_job(self, job: str) -> None:
+    def remove_job(self, job: str, *, closed: bool = True) -> None:
         """Forget a job and everything recorded for it (after its clean-up); remember
-        that it was closed (kept 30 days), so that a job token cannot open it again."""
+        that it was closed (kept 30 days), so that a job token cannot open it again.
+        `closed=False`: an open that failed half-way is undone, nothing was closed."""
         now = time.time()
         with self._tx() as db:
             db.execute("DELETE FROM owned WHERE job = ?", (job,))
             db.execute("DELETE FROM jobs WHERE job = ?", (job,))
-            db.execute("INSERT OR REPLACE INTO closed (job, closed) VALUES (?, ?)", (job, now))
-            db.execute("DELETE FROM closed WHERE closed < ?", (now - CLOSED_KEPT_S,))
+            if closed:
+                db.execute("INSERT OR REPLACE INTO closed (job, closed) VALUES (?, ?)", (job, now))
+                db.execute("DELETE FROM closed WHERE closed < ?", (now - CLOSED_KEPT_S,))
 
     def was_closed(self, job: str) -> bool:
         row = self._db.execute("SELECT 1 FROM closed WHERE job = ?", (job,)).fetchone()

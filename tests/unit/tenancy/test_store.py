@@ -62,3 +62,13 @@ def test_a_database_from_before_job_modes_gets_the_column(tmp_path: Path) -> Non
     assert old is not None and old.mode == "enforce"
     store.add_job(JobRecord("new", 2.0, None, None, None, "/run/new.sock", "{}", "warn"))
     assert [(job.job, job.mode) for job in store.jobs()] == [("old", "enforce"), ("new", "warn")]
+
+
+def test_closed_jobs_are_remembered_and_failed_opens_are_not(tmp_path: Path) -> None:
+    store = OwnershipStore(tmp_path / "state.db")
+    store.add_job(_record("a"))
+    store.remove_job("a")
+    assert store.was_closed("a")
+    store.add_job(_record("b"))
+    store.remove_job("b", closed=False)  # an open undone half-way
+    assert not store.was_closed("b")
