@@ -662,9 +662,14 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
 _REASONS: Final = {
+    200: "OK",
+    201: "Created",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
     413: "Request Entity Too Large",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -676,7 +681,14 @@ def error_response(
     status: int, message: str, *, keep_alive: bool, head_only: bool = False
 ) -> bytes:
     """A Docker-shaped error: `{"message": ...}` as JSON, like dockerd writes it."""
-    body = json.dumps({"message": message}).encode() + b"\n"
+    return json_response(status, {"message": message}, keep_alive=keep_alive, head_only=head_only)
+
+
+def json_response(
+    status: int, document: object, *, keep_alive: bool, head_only: bool = False
+) -> bytes:
+    """A whole answer with a JSON body (dockmoat's own answers, errors and others)."""
+    body = json.dumps(document).encode() + b"\n"
     reason = _REASONS.get(status, "Error")
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"

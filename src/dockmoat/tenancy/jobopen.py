@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING
 
 from dockmoat.deploy.jobidentity import IdentityError, KeySet, job_name, verify
 from dockmoat.errors import ConfigError, DockmoatError
-from dockmoat.gateway.http import BodyData, Invalid, MessageEnd, RequestHead, RequestReader
+from dockmoat.gateway.http import (
+    BodyData,
+    Invalid,
+    MessageEnd,
+    RequestHead,
+    RequestReader,
+    json_response,
+)
 
 if TYPE_CHECKING:
     from dockmoat.tenancy.jobs import JobManager
@@ -166,18 +173,8 @@ def _error(status: int, message: str) -> Answer:
     return Answer(status, {"message": f"dockmoat: job-open: {message}"})
 
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-            413: "Payload Too Large", 503: "Service Unavailable"}  # fmt: skip
-
-
 def _response(answer: Answer) -> bytes:
-    body = json.dumps(answer.body).encode() + b"\n"
-    reason = _REASONS.get(answer.status, "Error")
-    return (
-        f"HTTP/1.1 {answer.status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    return json_response(answer.status, answer.body, keep_alive=False)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> RequestHead | Answer:

@@ -153,8 +153,8 @@ class TenancyStage:
         # Tags (-> image id) and image ids present before each `docker load` (keyed
         # by request), bounded.
         self._load_snapshots: OrderedDict[int, LoadSnapshot] = OrderedDict()
-        # Restores of tags a load moved (see `on_load_message`), kept referenced; a
-        # few at a time, however many tags a tarball carries.
+        # Restores of tags a load moved (see `on_load_message`) and releases of a failed
+        # build's claims, kept referenced; restores a few at a time.
         self._restores: set[asyncio.Task[None]] = set()
         self._restoring: asyncio.Semaphore | None = None  # made in the serving loop
 
@@ -792,16 +792,10 @@ class TenancyStage:
         restoring = self._restoring
 
         async def restore() -> None:
-            try:
-                async with restoring:
-                    await self._restore_tag(tenant, tag, before)
-            except Exception:
-                log.exception("tenancy: restoring %s after a load by job %s failed",
-                              tag, tenant.name)  # fmt: skip
+            async with restoring:
+                await self._restore_tag(tenant, tag, before)
 
-        task = asyncio.get_running_loop().create_task(restore())
-        self._restores.add(task)
-        task.add_done_callback(self._restores.discard)
+        self._spawn_tracked(restore(), f"restoring {tag} after a load by job {tenant.name}")
 
     def on_build_message(self, request: ApiRequest, message: Any) -> Any:
         """A classic build's progress: when it fails, the tags its `t` claimed before it
@@ -812,7 +806,9 @@ class TenancyStage:
         failed = isinstance(message, dict) and ("errorDetail" in message or "error" in message)
         if tenant is not None and failed and request.query.get("t"):
             tags = [normalize_tag(tag) for tag in request.query["t"]]
-            self._spawn_tracked(self._release_unbuilt(tenant, tags), f"tags of job {tenant.name}")
+            self._spawn_tracked(
+                self._release_unbuilt(tenant, tags), f"releasing the tags of job {tenant.name}"
+            )
         return message
 
     async def _release_unbuilt(self, tenant: Tenant, tags: list[str]) -> None:
@@ -827,7 +823,7 @@ class TenancyStage:
             try:
                 await work
             except Exception:
-                log.exception("tenancy: updating %s failed", what)
+                log.exception("tenancy: %s failed", what)
 
         task = asyncio.get_running_loop().create_task(guarded())
         self._restores.add(task)
