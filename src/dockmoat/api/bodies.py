@@ -27,7 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dockmoat.api.dockerfile import DockerfileError, ImageSource, fetched_urls, image_sources
+from dockmoat.api.dockerfile import (
+    SYNTAX_ARG,
+    DockerfileError,
+    ImageSource,
+    fetched_urls,
+    image_sources,
+)
 from dockmoat.api.tarscan import Member, TarScanError, TarScanner
 
 DEFAULT_DOCKERFILE: Final = "Dockerfile"
@@ -140,6 +146,41 @@ class BuildContextReader(_ArchiveReader):
             except DockerfileError as error:
                 raise BodyUnreadable(f"the Dockerfile {name!r}: {error}") from None
         return BuildSources(name, tuple(sources), tuple(urls))
+
+
+def session_build(dockerfile: str | None, args: Mapping[str, str | None]) -> str:
+    """A `/build?version=2` build whose Dockerfile comes through its BuildKit session:
+    the Dockerfile's name (as the session's file listing shows it), or BodyUnreadable
+    for a build that can be refused before it starts."""
+    name = dockerfile or DEFAULT_DOCKERFILE
+    if clean(name) != name or name in (".", ""):
+        raise BodyUnreadable(
+            f"the Dockerfile name {name[:80]!r} is not a plain relative path; name the file "
+            "as it is in its folder"
+        )
+    if args.get(SYNTAX_ARG) is not None:
+        raise BodyUnreadable(
+            f"the build argument {SYNTAX_ARG} names a custom frontend, whose reading of the "
+            "Dockerfile is not checked; build with buildx (docker buildx build)"
+        )
+    return name
+
+
+def session_dockerfile(name: str, text: bytes, args: Mapping[str, str | None]) -> BuildSources:
+    """What a `/build?version=2` build's Dockerfile names, read as dockerd's built-in
+    BuildKit frontend reads it (custom frontends and what is not modelled refused)."""
+    decoded = text.decode("utf-8", "surrogateescape")
+    try:
+        return BuildSources(
+            name,
+            tuple(image_sources(decoded, args, buildkit=True)),
+            tuple(fetched_urls(decoded, buildkit=True)),
+        )
+    except DockerfileError as error:
+        raise BodyUnreadable(
+            f"the Dockerfile {name!r}: {error}; build with buildx (docker buildx build), "
+            "whose builds are read call by call"
+        ) from None
 
 
 class ImageArchiveReader(_ArchiveReader):

@@ -145,11 +145,13 @@ def _directives(lines: list[str], new_style: bool, names: frozenset[str]) -> str
     return escape
 
 
-def parse(text: str) -> tuple[list[Instruction], str]:
+def parse(text: str, *, heredocs: bool = False) -> tuple[list[Instruction], str]:
     """(instructions, escape character) of Dockerfile text.
 
-    Heredocs (`RUN <<EOF`) are not consumed here: their lines come out as instructions
-    (`image_sources` refuses heredocs)."""
+    Heredocs (`RUN <<EOF`) are consumed only with `heredocs` (BuildKit >= 0.10, whose
+    RUN, COPY and ADD take them), in the plain forms `<<NAME`, `<<-NAME`, `<<'NAME'`,
+    `<<"NAME"` (an optional file descriptor before): any other `<<` in those
+    instructions is refused. Without, their lines come out as instructions."""
     lines = _lines(text)
     escape = _escape(lines)
     token = re.escape(escape)
@@ -180,8 +182,39 @@ def parse(text: str) -> tuple[list[Instruction], str]:
                 continue  # blank or comment inside a continuation
             piece, more = trim(raw)
             pieces.append(piece)
-        out.append(_instruction("".join(pieces), start))
+        instruction = _instruction("".join(pieces), start)
+        out.append(instruction)
+        if heredocs and instruction.keyword in _HEREDOC_TAKERS:
+            for name, chomp in _heredoc_markers(instruction):
+                while True:
+                    if index == len(lines):
+                        raise DockerfileError(f"an unterminated heredoc ({name}) on line {start}")
+                    body = lines[index].lstrip("\t") if chomp else lines[index]
+                    index += 1
+                    if body == name:
+                        break
     return out, escape
+
+
+_HEREDOC_TAKERS: Final = frozenset({"RUN", "COPY", "ADD"})
+_HEREDOC_MARKER: Final = re.compile(
+    r"(?<![^\t ])[0-9]*<<(-?)(?:([A-Za-z0-9_]+)|'([A-Za-z0-9_]+)'|\"([A-Za-z0-9_]+)\")(?![^\t ])"
+)
+
+
+def _heredoc_markers(instruction: Instruction) -> list[tuple[str, bool]]:
+    """(name, chomp) of each heredoc an instruction opens, in order."""
+    arguments = instruction.arguments
+    found = [
+        (next(g for g in match.groups()[1:] if g), match.group(1) == "-")
+        for match in _HEREDOC_MARKER.finditer(arguments)
+    ]
+    if len(found) != arguments.count("<<"):
+        raise DockerfileError(
+            f"a `<<` on line {instruction.line} that is not a plain heredoc (<<NAME, <<-NAME, "
+            "quoted NAME) is not read"
+        )
+    return found
 
 
 def _instruction(joined: str, line: int) -> Instruction:
@@ -227,6 +260,15 @@ _PROXY_ARGS: Final = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 })  # fmt: skip
+#: Set by BuildKit itself (the daemon's platform) wherever FROM is expanded; their values
+#: are not known here, so a BuildKit reading refuses an image name that uses them.
+_PLATFORM_ARGS: Final = frozenset({
+    "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+    "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+})  # fmt: skip
+#: A build argument BuildKit's Dockerfile frontend reads as a `# syntax=` line.
+SYNTAX_ARG: Final = "BUILDKIT_SYNTAX"
+_SYNTAX_LINE: Final = re.compile(r"syntax[\t\n\v\f\r ]*=", re.IGNORECASE)
 _STAGE_NAME: Final = re.compile(r"[a-z][a-z0-9_.\-]*\Z")
 _VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX: Final = re.compile(r"[+-]?[0-9]+\Z")
@@ -244,18 +286,49 @@ _Value = str | _Unreadable
 _Lookup = Callable[[str], tuple[bool, _Value]]  # name -> (set, value)
 
 
-def image_sources(text: str, build_args: Mapping[str, str | None]) -> list[ImageSource]:
+def image_sources(
+    text: str, build_args: Mapping[str, str | None], *, buildkit: bool = False
+) -> list[ImageSource]:
     """Every image a classic build of `text` resolves from the local image store or
-    pulls (FROM, COPY --from, ONBUILD COPY --from), with the `buildargs` of the request
-    (name -> value, None: given without a value).
+    pulls (FROM, COPY --from, RUN --mount from=, ONBUILD COPY --from and RUN --mount),
+    with the `buildargs` of the request (name -> value, None: given without a value).
+
+    `buildkit`: read for the Dockerfile frontend built into dockerd (`/build?version=2`)
+    as well: a custom frontend (`# syntax=`, the BUILDKIT_SYNTAX build argument) is
+    refused, and so is an image name using the platform arguments BuildKit sets.
 
     Raises DockerfileError for anything not read confidently (fail closed: the caller
     refuses the build). Images named by the ONBUILD triggers of a base image are not in
     the text and not listed."""
-    instructions, escape = parse(text)
+    if not buildkit:
+        return _image_sources(*parse(text), build_args, buildkit=False, lenient=False)
+    _no_frontend(text, build_args)
+    # Engines whose BuildKit reads heredocs (23.0 on) and engines whose BuildKit reads
+    # their lines as instructions (20.10): both readings, every image either names.
+    found: list[ImageSource] = []
+    for heredocs in (True, False):
+        reading = parse(text, heredocs=heredocs)
+        for source in _image_sources(*reading, build_args, buildkit=True, lenient=not heredocs):
+            if source not in found:
+                found.append(source)
+    return found
+
+
+def _image_sources(
+    instructions: list[Instruction],
+    escape: str,
+    build_args: Mapping[str, str | None],
+    *,
+    buildkit: bool,
+    lenient: bool,
+) -> list[ImageSource]:
+    """`lenient`: an unknown instruction is skipped (the heredoc lines of a reading
+    without heredocs; BuildKit refuses them where it reads them so)."""
     meta: dict[str, _Value | None] = {}
 
     def lookup(name: str) -> tuple[bool, _Value]:
+        if buildkit and name in _PLATFORM_ARGS:
+            return True, _Unreadable("BuildKit sets it to the daemon's platform")
         given = build_args.get(name)
         if name in meta:
             if given is not None:
@@ -272,8 +345,14 @@ def image_sources(text: str, build_args: Mapping[str, str | None]) -> list[Image
     for instruction in instructions:
         keyword, line = instruction.keyword, instruction.line
         if keyword not in _KEYWORDS:
+            if lenient:
+                continue
             raise DockerfileError(f"unknown instruction {keyword[:40]!r} on line {line}")
-        if keyword in _HEREDOC_KEYWORDS and "<<" in instruction.arguments:
+        if (
+            keyword in _HEREDOC_KEYWORDS
+            and "<<" in instruction.arguments
+            and not (buildkit and (lenient or keyword in _HEREDOC_TAKERS))
+        ):
             raise DockerfileError(
                 f"heredocs are not read (a {keyword} with `<<` on line {line}): "
                 "their lines would be read as instructions by some engines and not others"
@@ -294,12 +373,12 @@ def image_sources(text: str, build_args: Mapping[str, str | None]) -> list[Image
             source = _copy_from(_flags(instruction.arguments)[0], line, done, "COPY --from")
             if source is not None:
                 sources.append(source)
+        elif keyword == "RUN":
+            sources.extend(_mount_froms(_flags(instruction.arguments)[0], line, done, "RUN"))
         elif keyword == "ADD":
             _no_from(_flags(instruction.arguments)[0], line)
         elif keyword == "ONBUILD":
-            source = _onbuild(instruction)
-            if source is not None:
-                sources.append(source)
+            sources.extend(_onbuild(instruction))
     if current is None:
         raise DockerfileError("no FROM instruction")
     return sources
@@ -368,10 +447,37 @@ def _copy_from(flags: list[str], line: int, done: list[str], what: str) -> Image
     value = _from_flag(flags, line)
     if not value:
         return None  # no --from (or an empty one): the build context
-    where = f"{what} on line {line}"
+    return _stage_or_image(value, f"{what} on line {line}", done)
+
+
+def _mount_froms(flags: list[str], line: int, done: list[str], what: str) -> list[ImageSource]:
+    """The images of a RUN's `--mount=...,from=NAME` flags (BuildKit's parseMount: the
+    value is CSV, keys folded to lower case, the last `from` wins). The classic builder
+    refuses `--mount` by itself; listing them costs it nothing."""
+    found: list[ImageSource] = []
+    for flag in flags:
+        name, _, value = flag[2:].partition("=")
+        if _go_lower(name) != "mount":
+            continue
+        froms = [
+            field.partition("=")[2]
+            for field in value.split(",")
+            if _go_lower(field.partition("=")[0]) == "from"
+        ]
+        if len(froms) > 1:
+            raise DockerfileError(f"{what} --mount on line {line}: `from` given twice")
+        if froms and froms[0]:
+            source = _stage_or_image(froms[0], f"{what} --mount from= on line {line}", done)
+            if source is not None:
+                found.append(source)
+    return found
+
+
+def _stage_or_image(value: str, where: str, done: list[str]) -> ImageSource | None:
     if "$" in value:
         raise DockerfileError(
-            f"{where}: the classic builder does not expand {value[:80]!r} (no image has that name)"
+            f"{where}: {value[:80]!r} is not read (the classic builder does not expand it, "
+            "BuildKit does)"
         )
     _check_ref(value, where)
     index = _stage_index(value)
@@ -389,7 +495,7 @@ def _no_from(flags: list[str], line: int) -> None:
         raise DockerfileError(f"ADD --from on line {line}: the classic builder has none")
 
 
-def _onbuild(instruction: Instruction) -> ImageSource | None:
+def _onbuild(instruction: Instruction) -> list[ImageSource]:
     line = instruction.line
     flags, trigger = _flags(instruction.arguments)
     if flags:
@@ -402,13 +508,17 @@ def _onbuild(instruction: Instruction) -> ImageSource | None:
         raise DockerfileError(f"ONBUILD {inner.keyword[:40]} on line {line} is not allowed")
     if inner.keyword == "ADD":
         _no_from(_flags(inner.arguments)[0], line)
+    if inner.keyword == "RUN":
+        # Stage names are those of the build it runs in: listed as images.
+        return _mount_froms(_flags(inner.arguments)[0], line, [], "ONBUILD RUN")
     if inner.keyword != "COPY":
-        return None
+        return []
     value = _from_flag(_flags(inner.arguments)[0], line)
     if value and _stage_index(value) is not None:
-        return None  # a stage index wherever it runs (or an error), never an image
+        return []  # a stage index wherever it runs (or an error), never an image
     # Stage names are those of the build it runs in: listed as an image.
-    return _copy_from(_flags(inner.arguments)[0], line, [], "ONBUILD COPY --from")
+    source = _copy_from(_flags(inner.arguments)[0], line, [], "ONBUILD COPY --from")
+    return [] if source is None else [source]
 
 
 def _from(
@@ -432,6 +542,29 @@ def _from(
     if _go_lower(ref) in done or ref.lower() == "scratch":
         return name, None  # an earlier stage, or no image
     return name, ImageSource(ref, where)
+
+
+def _no_frontend(text: str, build_args: Mapping[str, str | None]) -> None:
+    """Refuses a custom frontend: an image the daemon pulls and runs as the Dockerfile's
+    reader, which then resolves whatever images it likes, unread here. Any comment line
+    before the first instruction that looks like a `syntax` directive counts (BuildKit
+    versions detect it differently; reading too many is the safe side)."""
+    if build_args.get(SYNTAX_ARG) is not None:
+        raise DockerfileError(
+            f"the build argument {SYNTAX_ARG} names a custom frontend, whose reading of "
+            "the Dockerfile is not checked"
+        )
+    for raw in _lines(text):
+        line = _go_lstrip(raw)
+        if not line:
+            continue
+        if not line.startswith("#"):
+            return
+        if _SYNTAX_LINE.match(_go_lstrip(line[1:])):
+            raise DockerfileError(
+                "a `# syntax=` line names a custom frontend, whose reading of the "
+                "Dockerfile is not checked"
+            )
 
 
 def _is_as(word: str) -> bool:
@@ -596,12 +729,27 @@ def _value(name: str, lookup: _Lookup, what: str) -> str:
 # form (blank-separated words) are read; quotes in the shell form are refused.
 
 _URL_PREFIXES: Final = ("http://", "https://")
+_GIT_PREFIXES: Final = ("git@", "git://", "ssh://")
 
 
-def fetched_urls(text: str) -> list[ImageSource]:
+def fetched_urls(text: str, *, buildkit: bool = False) -> list[ImageSource]:
     """Every URL a classic build of `text` makes the daemon download (ADD and ONBUILD
-    ADD), as (url, where). Raises DockerfileError for a source not read confidently."""
-    instructions, escape = parse(text)
+    ADD), as (url, where). Raises DockerfileError for a source not read confidently.
+
+    `buildkit`: BuildKit's ADD also clones git remotes (`git@host:repo`, `git://`,
+    `ssh://`), from the daemon, over SSH: refused, not modelled. As for images, both
+    readings (heredocs read, and not)."""
+    out: list[ImageSource] = []
+    for heredocs in (True, False) if buildkit else (False,):
+        for url in _fetched_urls(*parse(text, heredocs=heredocs), buildkit=buildkit):
+            if url not in out:
+                out.append(url)
+    return out
+
+
+def _fetched_urls(
+    instructions: list[Instruction], escape: str, *, buildkit: bool
+) -> list[ImageSource]:
     out: list[ImageSource] = []
     for instruction in instructions:
         keyword, arguments, where = instruction.keyword, instruction.arguments, "ADD"
@@ -614,6 +762,11 @@ def fetched_urls(text: str) -> list[ImageSource]:
         for source in words[:-1]:
             if source.startswith(_URL_PREFIXES):
                 out.append(ImageSource(source, f"{where} on line {instruction.line}"))
+            elif buildkit and source.startswith(_GIT_PREFIXES):
+                raise DockerfileError(
+                    f"{where} on line {instruction.line}: {source[:80]!r} is a git remote "
+                    "the daemon would clone; not read"
+                )
     return out
 
 

@@ -21,23 +21,48 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
 
+from dockmoat.api.bodies import (
+    DEFAULT_DOCKERFILE,
+    BodyUnreadable,
+    BuildSources,
+    build_args,
+    session_dockerfile,
+)
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.buildkit import grpc, messages
+from dockmoat.buildkit.filesync import (
+    DIR_NAME,
+    DOCKERFILE_DIR,
+    FILESYNC_DIFFCOPY,
+    FILESYNC_TARSTREAM,
+    DockerfileWatch,
+)
 from dockmoat.buildkit.messages import (
     BridgeSolve,
     ContainerStart,
     ContentRead,
     ControlSolve,
+    DockerfileRead,
     ImageResolve,
     Message,
     RefOnly,
 )
-from dockmoat.buildkit.relay import PASS, Answer, Call, Refuse, Replace, Verdict
+from dockmoat.buildkit.relay import (
+    BODY_RULE,
+    PASS,
+    Answer,
+    AnswerWatch,
+    Call,
+    Refuse,
+    Replace,
+    Verdict,
+)
 from dockmoat.buildkit.services import BRIDGE, CONTROL
 from dockmoat.buildkit.wire import WireError, string_map_field
 from dockmoat.policy.decision import Decision, Deny, Rewrite
@@ -53,6 +78,13 @@ BUILD_RULE: Final = "tenancy.build"
 #: Exporters whose `name` tags images in the daemon's store.
 IMAGE_EXPORTERS: Final = frozenset({"moby", "image", "docker"})
 MAX_REMEMBERED: Final = 65536
+#: /build?version=2 requests remembered until their session ends (each is a whole
+#: request: fewer than ids).
+MAX_CLASSIC: Final = 4096
+
+
+SourceCheck = Callable[[ApiRequest, BuildSources], Awaitable[Decision]]
+"""Decides what a build's Dockerfile names (gateway.pipeline.decide_build_sources)."""
 
 
 @runtime_checkable
@@ -79,6 +111,8 @@ class BuildTenancy(Protocol):
 
     def claim_build_tag(self, client: ClientIdentity, tag: str) -> Awaitable[Decision]: ...
 
+    def release_build_tags(self, client: ClientIdentity, tags: list[str]) -> Awaitable[None]: ...
+
     def foreign_images(
         self, client: ClientIdentity
     ) -> Awaitable[tuple[frozenset[str], frozenset[str]]]: ...
@@ -95,6 +129,9 @@ class Builds:
 
     sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     refs: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    classic: OrderedDict[str, ApiRequest] = field(default_factory=OrderedDict)
+    """The `/build?version=2` request each session serves (one build per session: the
+    daemon's fetch of the Dockerfile does not say which build it is for)."""
     blobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """Digests of blobs of an owner's build records (as shown in its build history)."""
 
@@ -108,6 +145,11 @@ class Builds:
         if len(table) > MAX_REMEMBERED:
             table.popitem(last=False)
         return True
+
+    def session_ended(self, session: str) -> None:
+        """A session's connection closed: its build's Dockerfile was fetched or never
+        will be (the session id stays bound to its owner)."""
+        self.classic.pop(session, None)
 
     def claim_session(self, session: str, owner: str) -> bool:
         return self._claim(self.sessions, session, owner)
@@ -139,6 +181,14 @@ class Builds:
                 return _session_deny(
                     f"a build with the session {named[:80]}, which you did not open"
                 )
+            if named and request.param("version") == "2":
+                if named in self.classic:
+                    return _session_deny(
+                        f"a second build with the session {named[:80]} (one build a session)"
+                    )
+                self.classic[named] = request
+                if len(self.classic) > MAX_CLASSIC:
+                    self.classic.popitem(last=False)
         return None
 
 
@@ -210,18 +260,32 @@ class BuildDecider:
         builds: Builds,
         owner: str,
         tenancy: BuildTenancy | None,
+        *,
+        session: str = "",
+        sources: SourceCheck | None = None,
     ) -> None:
         self.policy = policy
         self.client = client
         self.builds = builds
         self.owner = owner
         self.tenancy = tenancy
+        self.session = session  # on /session: the session this connection serves
+        self.sources = sources  # None: Dockerfiles are not read (nothing would check them)
+        # The tags each Solve of this connection claimed (by its stream), until it ends.
+        self.claims: dict[int, list[str]] = {}
 
     # --- at the call's headers -------------------------------------------------------
 
     def admit(self, call: Call) -> Refuse | Answer | None:
         if call.tunnel == "session":
-            return None  # the daemon calling the client's own session (bound at /session)
+            # The daemon calling the client's own session (bound at /session); only the
+            # Dockerfile of a /build?version=2 build is read (see `watch`).
+            if call.method.path == FILESYNC_TARSTREAM and self._classic_build(call):
+                return Refuse(
+                    f"dockmoat: {BODY_RULE}: the Dockerfile of a /build?version=2 build is "
+                    "read from FileSync.DiffCopy only"
+                )
+            return None
         service = call.method.service
         if self.tenancy is not None and service == CONTROL:
             if call.method.name == "DiskUsage":
@@ -243,6 +307,33 @@ class BuildDecider:
 
     def filters(self, call: Call) -> bool:
         return self.tenancy is not None and call.method.path == (f"/{CONTROL}/ListenBuildHistory")
+
+    def follows(self, call: Call) -> bool:
+        return self.tenancy is not None and call.method.path == f"/{CONTROL}/Solve"
+
+    async def ended(self, call: Call, ok: bool) -> None:
+        """A Solve ended: if it failed, the tags its exporters claimed are released
+        where no image carries them (a claim becomes real only with the image, as for
+        a classic build's `-t`)."""
+        tags = self.claims.pop(call.stream, [])
+        if not ok and tags and self.tenancy is not None:
+            await self.tenancy.release_build_tags(self.client, tags)
+
+    def watch(self, call: Call) -> AnswerWatch | None:
+        request = self._classic_build(call)
+        if request is None or call.method.path != FILESYNC_DIFFCOPY:
+            return None
+        name = request.param("dockerfile") or DEFAULT_DOCKERFILE
+        # The guard's own modification time: never the one of a copy the daemon keeps.
+        return DockerfileWatch(self.session, name, secrets.randbits(62))
+
+    def _classic_build(self, call: Call) -> ApiRequest | None:
+        """The /build?version=2 request whose Dockerfile this call fetches, if any."""
+        if self.sources is None or not self.session:
+            return None
+        if [v for k, v in call.metadata if k == DIR_NAME] != [DOCKERFILE_DIR]:
+            return None
+        return self.builds.classic.get(self.session)
 
     def answer(self, call: Call, payload: bytes) -> bytes | None:
         try:
@@ -267,6 +358,8 @@ class BuildDecider:
             )
 
     async def _decide(self, call: Call, message: Message, payload: bytes) -> Verdict:
+        if isinstance(message, DockerfileRead):
+            return await self._dockerfile(message)
         if isinstance(message, ContentRead):
             if self.tenancy is not None and self.builds.blobs.get(message.digest) != self.owner:
                 return Refuse(f"content digest {message.digest[:80]}: not found", grpc.NOT_FOUND)
@@ -285,7 +378,7 @@ class BuildDecider:
             original = payload
             if isinstance(decision, Rewrite) and isinstance(decision.body_json, ControlSolve):
                 payload = payload + decision.body_json.appended  # the guard's source policy
-            return await self._control_solve(message, payload, original)
+            return await self._control_solve(call, message, payload, original)
         if isinstance(message, BridgeSolve):
             refused = self._local_sessions(message)
             if refused is not None:
@@ -302,7 +395,7 @@ class BuildDecider:
         return PASS
 
     async def _control_solve(
-        self, message: ControlSolve, payload: bytes, original: bytes = b""
+        self, call: Call, message: ControlSolve, payload: bytes, original: bytes = b""
     ) -> Verdict:
         if not message.ref or not self.builds.claim_ref(message.ref, self.owner):
             return Refuse(f"dockmoat: {BUILD_RULE}: the build id {message.ref[:80]!r} is taken")
@@ -321,11 +414,29 @@ class BuildDecider:
                 verdict = await self.tenancy.claim_build_tag(self.client, name)
                 if isinstance(verdict, Deny):
                     return Refuse(verdict.message)
+                self.claims.setdefault(call.stream, []).append(name)
         # The Dockerfile's FROM and COPY --from are resolved inside the daemon, in its
         # image store: other tenants' images are denied by the build's source policy.
         tags, image_ids = await self.tenancy.foreign_images(self.client)
         payload += tenancy_source_policy(tags, image_ids)
         return Replace(payload + string_map_field(7, f"label:{TENANT_LABEL}", self.owner))
+
+    async def _dockerfile(self, message: DockerfileRead) -> Verdict:
+        """A /build?version=2 build's Dockerfile, as its session sent it to the daemon:
+        what it names is decided as a classic build's Dockerfile is."""
+        request = self.builds.classic.get(message.session)
+        if request is None or self.sources is None:
+            return Refuse(f"dockmoat: {BODY_RULE}: a Dockerfile for no build of yours")
+        try:
+            found = session_dockerfile(
+                message.name, message.text, build_args(request.param("buildargs"))
+            )
+        except BodyUnreadable as error:
+            return Refuse(f"dockmoat: {BODY_RULE}: {error}")
+        decision = await self.sources(request, found)
+        if isinstance(decision, Deny):
+            return Refuse(decision.message)
+        return PASS
 
     def _local_sessions(self, message: ControlSolve | BridgeSolve) -> Refuse | None:
         for definition in message.definitions:
@@ -357,6 +468,15 @@ class RefuseAll:
         return False
 
     def answer(self, call: Call, payload: bytes) -> bytes | None:
+        return None
+
+    def watch(self, call: Call) -> None:
+        return None
+
+    def follows(self, call: Call) -> bool:
+        return False
+
+    async def ended(self, call: Call, ok: bool) -> None:
         return None
 
 

@@ -132,8 +132,25 @@ class Opaque:
     """A message the guard passes on without reading fields (still well-formed)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DockerfileRead:
+    """The Dockerfile a session sent the daemon for a `/build?version=2` build
+    (read by `filesync.DockerfileWatch` from the client's answers)."""
+
+    session: str
+    name: str
+    text: bytes
+
+
 Message = (
-    ControlSolve | BridgeSolve | RefOnly | ImageResolve | ContainerStart | ContentRead | Opaque
+    ControlSolve
+    | BridgeSolve
+    | RefOnly
+    | ImageResolve
+    | ContainerStart
+    | ContentRead
+    | DockerfileRead
+    | Opaque
 )
 
 

@@ -59,6 +59,9 @@ WINDOW: Final = 4 * 1024 * 1024
 #: Headers that belong to one HTTP/2 hop and are never relayed.
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HOP: Final = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
+MAX_HELD: Final = 2 * 1024 * 1024
+"""The most of a call's answers held while a watch's reading is decided."""
+BODY_RULE: Final = "api.unreadable-body"
 
 
 # --- what the relay asks of its decider ----------------------------------------------
@@ -71,6 +74,7 @@ class Call:
     tunnel: Tunnel
     method: Method
     metadata: tuple[tuple[str, str], ...]
+    stream: int = 0  # the caller's stream: which call of the connection this is
 
     def header(self, name: str) -> str | None:
         for key, value in self.metadata:
@@ -123,6 +127,29 @@ class Decider(Protocol):
         """An answer message as the caller gets it; None drops it."""
         ...
 
+    def follows(self, call: Call) -> bool:
+        """At the call's headers: whether the relay says how it ended (`Ended`)."""
+        ...
+
+    def watch(self, call: Call) -> AnswerWatch | None:
+        """At the call's headers: a watch that reads its answers as they pass (they are
+        held from where it says until the decider admits what it read), or None."""
+        ...
+
+
+class AnswerWatch(Protocol):
+    def feed(self, payload: bytes) -> Watched:
+        """One answer message: how to forward it, and whether to hold or decide now.
+        Raises ValueError (the call is refused with its message)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    payload: bytes  # as forwarded
+    hold: bool  # held (with everything after it) until the decision
+    decide: Message | None = None  # decide this now; what is held waits for it
+
 
 # --- commands -------------------------------------------------------------------------
 
@@ -148,11 +175,21 @@ class Decide:
 
 
 @dataclass(frozen=True, slots=True)
+class Ended:
+    """A followed call ended: `ok` when the callee finished it with grpc-status 0;
+    a refusal, a reset or a connection lost is not ok. Answered by awaiting
+    `decider.ended(call, ok)` (the relay expects nothing back)."""
+
+    call: Call
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     reason: str
 
 
-Command = SendClient | SendUpstream | Decide | Close
+Command = SendClient | SendUpstream | Decide | Ended | Close
 
 
 # --- state ------------------------------------------------------------------------------
@@ -179,6 +216,7 @@ class Outbound:
     end: bool = False
     trailers: list[tuple[str, str]] | None = None
     sent_end: bool = False
+    held: bool = False  # nothing goes out until the decider admitted what was read
 
 
 @dataclass(slots=True)
@@ -201,6 +239,10 @@ class Leg:
     to_caller: Outbound = field(default_factory=Outbound)
     unacked_caller: int = 0
     unacked_callee: int = 0
+    watch: AnswerWatch | None = None
+    answer_deciding: int | None = None
+    follow: bool = False  # say how it ended (Ended), once
+    ok: bool = False  # the callee's trailers said grpc-status 0
 
 
 class FrameGate:
@@ -284,6 +326,8 @@ class Relay:
         self.by_callee: dict[int, Leg] = {}
         self._tokens = 0
         self._pending: dict[int, Leg] = {}
+        self._answer_pending: dict[int, Leg] = {}
+        self._ended: list[Ended] = []
         self.callee.local_settings = h2.settings.Settings(client=True, initial_values=_settings())
         self.caller.local_settings = h2.settings.Settings(client=False, initial_values=_settings())
 
@@ -334,12 +378,27 @@ class Relay:
         except Exception as error:  # fail closed: nothing more is relayed
             log.warning("BuildKit %s tunnel closed: %s", self.tunnel, error, exc_info=True)
             self.state = RelayState.CLOSED
-            return [*self._flush_bytes(), Close(f"{type(error).__name__}: {error}")]
+            return [
+                *self._flush_bytes(),
+                *self._flush_ended(),
+                Close(f"{type(error).__name__}: {error}"),
+            ]
         out.extend(self._flush_bytes())
         if self.state is RelayState.CLOSING and not self._backlog():
             self.state = RelayState.CLOSED
+            out.extend(self._flush_ended())
             out.append(Close("connection ended (GOAWAY)"))
+        else:
+            out.extend(self._flush_ended())
         return out
+
+    def _flush_ended(self) -> list[Command]:
+        """The followed calls that ended; all the rest too once the connection is closed."""
+        if self.state is RelayState.CLOSED:
+            for leg in list(self.legs.values()):
+                self._drop(leg)
+        ended, self._ended = self._ended, []
+        return list(ended)
 
     def _flush_bytes(self) -> list[Command]:
         out: list[Command] = []
@@ -358,7 +417,7 @@ class Relay:
         if self.state is RelayState.CLOSED:
             return []
         self.state = RelayState.CLOSED
-        return [Close(reason)]
+        return [*self._flush_ended(), Close(reason)]
 
     def _backlog(self) -> bool:
         return any(
@@ -441,7 +500,7 @@ class Relay:
             )
             return []
         metadata = tuple((k, v) for k, v in headers if not k.startswith(":") and k not in _HOP)
-        call = Call(self.tunnel, method, metadata)
+        call = Call(self.tunnel, method, metadata, stream_id)
         verdict = self.decider.admit(call)
         leg = Leg(stream_id, None, call, filtered=False)
         if isinstance(verdict, Refuse):
@@ -455,6 +514,8 @@ class Relay:
             return []
         self.legs[stream_id] = leg
         leg.filtered = self.decider.filters(call)
+        leg.watch = self.decider.watch(call)
+        leg.follow = self.decider.follows(call)
         try:
             callee_id = self.callee.get_next_available_stream_id()
             self.callee.send_headers(callee_id, [(k, v) for k, v in headers if k not in _HOP])
@@ -527,6 +588,8 @@ class Relay:
         return out
 
     def _decided(self, token: int, verdict: Verdict) -> list[Command]:
+        if token in self._answer_pending:
+            return self._answer_decided(self._answer_pending.pop(token), token, verdict)
         leg = self._pending.pop(token, None)
         if leg is None or leg.deciding != token:
             return []
@@ -564,6 +627,7 @@ class Relay:
             leg = self.by_callee.get(event.stream_id or 0)
             if leg is not None and leg.state is LegState.OPEN:
                 trailers = [(k, v) for k, v in _text(event.headers) if k not in _HOP]
+                leg.ok = [v for k, v in trailers if k == "grpc-status"] == ["0"]
                 if leg.headers_sent:
                     leg.to_caller.trailers = trailers
                 else:  # trailers-only answer: it is the answer's only HEADERS
@@ -609,15 +673,51 @@ class Relay:
         except grpc.FramingError as error:
             self._ack(self.callee, callee_id, size)
             return self._refuse(leg, Refuse(f"dockmoat: an answer the guard cannot read: {error}"))
+        out: list[Command] = []
         for payload in payloads:
+            if leg.watch is not None:
+                try:
+                    watched = leg.watch.feed(payload)
+                except ValueError as error:
+                    self._ack(self.callee, callee_id, size)
+                    return self._refuse(leg, Refuse(f"dockmoat: {BODY_RULE}: {error}"))
+                payload = watched.payload
+                if watched.hold or watched.decide is not None:
+                    leg.to_caller.held = True
+                if watched.decide is not None:
+                    self._tokens += 1
+                    leg.answer_deciding = self._tokens
+                    self._answer_pending[self._tokens] = leg
+                    out.append(Decide(self._tokens, leg.call, watched.decide, b""))
+                if leg.to_caller.held and len(leg.to_caller.data) > MAX_HELD:
+                    self._ack(self.callee, callee_id, size)
+                    return self._refuse(
+                        leg, Refuse(f"dockmoat: {BODY_RULE}: more than {MAX_HELD} bytes held")
+                    )
             shown = self.decider.answer(leg.call, payload) if leg.filtered else payload
             if shown is not None:
                 leg.to_caller.data += grpc.frame(shown)
-        if len(leg.to_caller.data) > HIGH:
+        if len(leg.to_caller.data) > HIGH and not leg.to_caller.held:
             leg.unacked_callee += size
         else:
             self._ack(self.callee, callee_id, size)
         self._send(self.caller, leg.caller_id, leg.to_caller)
+        self._release_ack(leg, towards_caller=True)
+        return out
+
+    def _answer_decided(self, leg: Leg, token: int, verdict: Verdict) -> list[Command]:
+        """What a watch read was decided: what was held goes on, or the call ends."""
+        if leg.answer_deciding != token or leg.state is not LegState.OPEN:
+            return []
+        leg.answer_deciding = None
+        if not isinstance(verdict, Pass):
+            refusal = verdict if isinstance(verdict, Refuse) else Refuse(
+                "dockmoat: policy.error: a watched answer can only be passed or refused"
+            )  # fmt: skip
+            return self._refuse(leg, refusal)
+        leg.to_caller.held = False
+        self._send(self.caller, leg.caller_id, leg.to_caller)
+        self._finish(leg)
         self._release_ack(leg, towards_caller=True)
         return []
 
@@ -652,6 +752,8 @@ class Relay:
         if out.sent_end:
             out.data.clear()
             return
+        if out.held:
+            return
         while out.data:
             window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
             if window <= 0:
@@ -672,11 +774,16 @@ class Relay:
             self._drop(leg)
 
     def _drop(self, leg: Leg) -> None:
+        if leg.follow:
+            leg.follow = False
+            self._ended.append(Ended(leg.call, leg.ok and leg.state is LegState.DONE))
         self.legs.pop(leg.caller_id, None)
         if leg.callee_id is not None:
             self.by_callee.pop(leg.callee_id, None)
         if leg.deciding is not None:
             self._pending.pop(leg.deciding, None)
+        if leg.answer_deciding is not None:
+            self._answer_pending.pop(leg.answer_deciding, None)
         leg.held.clear()
 
     def _ack(self, conn: h2.connection.H2Connection, stream_id: int, size: int) -> None:

@@ -22,8 +22,10 @@ from dockmoat.api import gojson, reference
 from dockmoat.api.bodies import (
     BodyUnreadable,
     BuildContextReader,
+    BuildSources,
     ImageArchiveReader,
     build_args,
+    session_build,
 )
 from dockmoat.api.endpoints import STREAMED_BODY
 from dockmoat.api.engines import EngineVersion, show, too_old
@@ -361,7 +363,11 @@ def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -
                     "a BuildKit build (version=2) of a context sent as the request body is "
                     "not read; build through a session (buildx, DOCKER_BUILDKIT=1)"
                 )
-            return None  # its context comes through the session (or from `remote`)
+            if not remote:
+                # Its Dockerfile comes through the session and is read there
+                # (dockmoat.buildkit.filesync); what can be refused is refused now.
+                session_build(request.param("dockerfile"), build_args(request.param("buildargs")))
+            return None
         if remote:
             if stage is not None:
                 # Allowed by the policy (fetch_targets), but for a tenant the Dockerfile
@@ -387,41 +393,73 @@ async def decide_body(
     upstream: UpstreamClient,
 ) -> Decision:
     """The decision on what a streamed body names, once all of it was read. Fail closed."""
-    try:
+
+    async def decide() -> Decision:
         if isinstance(reader, ImageArchiveReader):
             archive = reader.finish()
             return await stage.check_archive_tags(request, archive) if stage else Allow()
-        found = reader.finish()
-        for source in found.sources:
-            status, _headers, _body = await upstream.request(
-                "GET", f"/images/{quote(source.ref, safe='')}/json"
-            )
-            if status == 404:
-                # Not in the image store: the builder pulls it, as `docker pull` would.
-                decision = policy.evaluate(_pull_request(request, source.ref))
-                if isinstance(decision, Deny):
-                    return replace(
-                        decision,
-                        message=f"{decision.message} ({source.where} of {found.dockerfile})",
-                    )
-            elif status != 200:
-                raise UpstreamError(f"image look-up answered {status}")
-        for url in found.urls:
-            # The daemon downloads it, as it does an import's `fromSrc`.
-            decision = policy.evaluate(_import_request(request, url.ref))
-            if isinstance(decision, Deny):
-                return replace(
-                    decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
-                )
-        if stage is not None and found.sources:
-            return await stage.check_build_sources(request, [s.ref for s in found.sources])
-        return Allow()
+        return await _build_sources(reader.finish(), request, policy, stage, upstream)
+
+    return await _fail_closed(request, decide)
+
+
+async def decide_build_sources(
+    found: BuildSources,
+    request: ApiRequest,
+    policy: Policy,
+    stage: BodyChecks | None,
+    upstream: UpstreamClient,
+) -> Decision:
+    """The images and URLs a build's Dockerfile names, decided as what the builder does
+    with them: an image the store lacks is pulled, a URL downloaded (the policy), every
+    image must be the tenant's own or shared (tenancy). The Dockerfile came in a classic
+    build's context, or from a BuildKit session (`dockmoat.buildkit.filesync`)."""
+    return await _fail_closed(
+        request, lambda: _build_sources(found, request, policy, stage, upstream)
+    )
+
+
+async def _fail_closed(request: ApiRequest, decide: Callable[[], Awaitable[Decision]]) -> Decision:
+    try:
+        return await decide()
     except BodyUnreadable as error:
         return body_refusal(error)
     except UpstreamError as error:
         return Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
     except Exception:  # noqa: BLE001 - fail closed; logged with its traceback
         return _failed(request, []).decision
+
+
+async def _build_sources(
+    found: BuildSources,
+    request: ApiRequest,
+    policy: Policy,
+    stage: BodyChecks | None,
+    upstream: UpstreamClient,
+) -> Decision:
+    for source in found.sources:
+        status, _headers, _body = await upstream.request(
+            "GET", f"/images/{quote(source.ref, safe='')}/json"
+        )
+        if status == 404:
+            # Not in the image store: the builder pulls it, as `docker pull` would.
+            decision = policy.evaluate(_pull_request(request, source.ref))
+            if isinstance(decision, Deny):
+                return replace(
+                    decision, message=f"{decision.message} ({source.where} of {found.dockerfile})"
+                )
+        elif status != 200:
+            raise UpstreamError(f"image look-up answered {status}")
+    for url in found.urls:
+        # The daemon downloads it, as it does an import's `fromSrc`.
+        decision = policy.evaluate(_import_request(request, url.ref))
+        if isinstance(decision, Deny):
+            return replace(
+                decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
+            )
+    if stage is not None and found.sources:
+        return await stage.check_build_sources(request, [s.ref for s in found.sources])
+    return Allow()
 
 
 def body_refusal(error: BodyUnreadable) -> Deny:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from dockmoat.api.bodies import BodyUnreadable
+from dockmoat.api.bodies import BodyUnreadable, BuildSources
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.engines import start_message
 from dockmoat.api.gojson import compact
@@ -66,6 +66,7 @@ from dockmoat.gateway.preflight import listen_error
 from dockmoat.gateway.stages import (
     BodyChecks,
     OnRequest,
+    PermissivePolicy,
     Policy,
     ResponseKind,
     bind_on_request,
@@ -433,12 +434,6 @@ class Gateway:
         if isinstance(decision, Deny):
             return await self._answer(writer, record, decision.status, decision.message,
                                       keep_alive=head.keep_alive)  # fmt: skip
-        if request.route.name in BUILD_BOUND:  # a bodiless /build: its context is a session
-            refused = self._bind_build(listener, request)
-            if refused is not None:
-                record.decision, record.rule = "refused", refused.rule
-                return await self._answer(writer, record, refused.status, refused.message,
-                                          keep_alive=head.keep_alive)  # fmt: skip
         stage = listener.stage
         if (
             outcome.body is not None
@@ -446,6 +441,12 @@ class Gateway:
             or (stage is not None and response_kind(stage, request) != "none")
         ):
             return await self._forward(listener, stream, writer, record, head, planned, outcome)
+        if request.route.name in BUILD_BOUND:  # (_forward binds the builds it forwards)
+            refused = self._bind_build(listener, request)
+            if refused is not None:
+                record.decision, record.rule = "refused", refused.rule
+                return await self._answer(writer, record, refused.status, refused.message,
+                                          keep_alive=head.keep_alive)  # fmt: skip
         errors_rewritten = stage is not None and error_kind(stage, request)
         upstream_head = serialise_request_head(
             head, outcome.target, content_length=head.content_length, chunked=False
@@ -1116,11 +1117,23 @@ class Gateway:
         if isinstance(owner, Deny):
             raise Abort
         policy = listener.policy or self.policy
+        checks = listener.stage if isinstance(listener.stage, BodyChecks) else None
+        sources: buildkit.SourceCheck | None = None
+        if checks is not None or not isinstance(policy, PermissivePolicy):
+
+            async def sources(build: ApiRequest, found: BuildSources) -> Decision:
+                # A /build?version=2 build's Dockerfile, read from its session.
+                return await pipeline.decide_build_sources(
+                    found, build, policy, checks, self.upstream
+                )
+
         decider = buildkit.BuildDecider(
             policy if isinstance(policy, buildkit.Policy) else buildkit.NoBuilds(),
             request.client,
             self.builds,
             *owner,
+            session=request.header(buildkit.SESSION_HEADER) or "",
+            sources=sources,
         )
 
         def count_in(size: int) -> None:
@@ -1148,6 +1161,8 @@ class Gateway:
             )  # fmt: skip
         finally:
             self.metrics.hijacked -= 1
+            if decider.session:
+                self.builds.session_ended(decider.session)
 
 
 BUILD_BOUND = frozenset({"session.session", "build.build"})

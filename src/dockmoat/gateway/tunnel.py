@@ -20,6 +20,7 @@ from dockmoat.buildkit.relay import (
     Close,
     Command,
     Decide,
+    Ended,
     Refuse,
     Relay,
     SendClient,
@@ -57,8 +58,16 @@ async def run(
     relay = Relay(tunnel, decider)
 
     async def execute(commands: list[Command]) -> None:
-        # Bytes first, in the order the relay made them (before any await), then drains,
-        # then decisions: a decision awaited never lets later bytes overtake earlier ones.
+        # Ends first: a failed build's claims are released before its client hears of
+        # the failure (and even on a closing connection). Then bytes, in the order the
+        # relay made them (before any await), then drains, then decisions: a decision
+        # awaited never lets later bytes overtake earlier ones.
+        for end in commands:
+            if isinstance(end, Ended):
+                try:
+                    await decider.ended(end.call, end.ok)
+                except Exception:  # logged; the relay goes on
+                    log.exception("BuildKit: the end of %s failed", end.call.method.short)
         decisions: list[Decide] = []
         closing: Close | None = None
         for command in commands:
@@ -70,7 +79,7 @@ async def run(
                 upstream.write(command.data)
             elif isinstance(command, Decide):
                 decisions.append(command)
-            else:
+            elif isinstance(command, Close):
                 closing = command
         if closing is not None:
             log.debug("BuildKit %s tunnel ends: %s", tunnel, closing.reason)

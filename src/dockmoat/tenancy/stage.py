@@ -253,6 +253,12 @@ class TenancyStage:
             return tenant
         return await self._claim_tag(tenant, tag)
 
+    async def release_build_tags(self, client: ClientIdentity, tags: list[str]) -> None:
+        """A BuildKit build failed: the tags it claimed go where no image carries them."""
+        tenant = self.tenant_of(client)
+        if tenant is not None and not isinstance(tenant, Deny):
+            await self._release_unbuilt(tenant, [normalize_tag(tag) for tag in tags])
+
     # --- references read from streamed bodies (api/bodies.py) ------------------
 
     async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:

@@ -396,3 +396,77 @@ def test_add_sources_that_could_become_urls_are_refused(text: str) -> None:
 def test_fetched_urls_never_raises_anything_else(text: str) -> None:
     with contextlib.suppress(DockerfileError):
         fetched_urls(text)
+
+
+# --- the reading of dockerd's built-in BuildKit frontend (/build?version=2) ---------------
+
+
+def bk(text: str, build_args: dict[str, str | None] | None = None) -> list[str]:
+    return [s.ref for s in image_sources(text, build_args or {}, buildkit=True)]
+
+
+def test_run_mounts_from_images_are_sources_and_from_stages_are_not() -> None:
+    text = (
+        "FROM a AS build\n"
+        "FROM a\n"
+        "RUN --mount=type=bind,from=build,target=/b --mount=type=cache,target=/c true\n"
+        "RUN --mount=type=bind,FROM=other:1,target=/o true\n"
+        "ONBUILD RUN --mount=from=trig,target=/t true\n"
+    )
+    assert bk(text) == ["a", "a", "other:1", "trig"]
+    assert [s.ref for s in image_sources(text, {})] == ["a", "a", "other:1", "trig"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM a\nRUN --mount=from=$IMG,target=/x true\n",
+        "FROM a\nRUN --mount=from=b,from=c,target=/x true\n",
+    ],
+)
+def test_mounts_not_read_confidently_are_refused(text: str) -> None:
+    with pytest.raises(DockerfileError):
+        bk(text)
+
+
+def test_heredoc_lines_are_read_both_ways() -> None:
+    # 23.0 on: the heredoc's lines are a script; 20.10: they are instructions.
+    text = "FROM a\nRUN <<EOT\nFROM hidden\nEOT\nCOPY <<-'EOF' /x\n\tFROM tabbed\n\tEOF\n"
+    assert bk(text) == ["a", "hidden", "tabbed"]
+    with pytest.raises(DockerfileError, match="heredocs are not read"):
+        image_sources(text, {})  # the classic builder's reading refuses them
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "reason"),
+    [
+        ("# syntax=docker/dockerfile:1\nFROM a\n", {}, "custom frontend"),
+        ("#   SYNTAX = x\nFROM a\n", {}, "custom frontend"),
+        ("FROM a\n", {"BUILDKIT_SYNTAX": "x"}, "custom frontend"),
+        ("FROM a:$TARGETARCH\n", {}, "daemon's platform"),
+        ("ARG TARGETOS=linux\nFROM a-$TARGETOS\n", {}, "daemon's platform"),
+        ("FROM a\nRUN <<EOT\nnever ends\n", {}, "unterminated"),
+        ("FROM a\nRUN cat <<< x\n", {}, "not a plain heredoc"),
+        ("FROM a\nRUN echo $((1<<2))\n", {}, "not a plain heredoc"),
+    ],
+)
+def test_what_the_buildkit_reading_cannot_confirm_is_refused(
+    text: str, args: dict[str, str | None], reason: str
+) -> None:
+    with pytest.raises(DockerfileError, match=reason):
+        bk(text, args)
+
+
+def test_buildkit_add_of_a_git_remote_is_refused() -> None:
+    with pytest.raises(DockerfileError, match="git remote"):
+        fetched_urls("FROM a\nADD git@127.0.0.1:repo /src\n", buildkit=True)
+    assert fetched_urls("FROM a\nADD git@127.0.0.1:repo /src\n") == []  # a local path there
+
+
+@given(st.text(alphabet=st.sampled_from(list("FROMRUNCPY <-'\"EOT\n\t$abc=,/")), max_size=80))
+def test_the_buildkit_reading_reads_or_refuses(text: str) -> None:
+    try:
+        bk(text)
+        fetched_urls(text, buildkit=True)
+    except DockerfileError:
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class Tags:
     def __init__(self, owner: str = "t1") -> None:
         self.owner = owner
         self.claimed: list[str] = []
+        self.released: list[str] = []
 
     def build_owner(self, client: ClientIdentity) -> str | Deny | None:
         return self.owner
@@ -80,6 +82,9 @@ class Tags:
             return Deny("tenancy.image-tag", "dockmoat: tenancy.image-tag: the tag shared:1 ...")
         self.claimed.append(tag)
         return Allow()
+
+    async def release_build_tags(self, client: ClientIdentity, tags: list[str]) -> None:
+        self.released.extend(tags)
 
     async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset({"theirs:1"}), frozenset()
@@ -295,6 +300,19 @@ def test_a_tenant_solve_claims_tags_labels_the_image_and_binds_ids() -> None:
     assert messages.control_solve(verdict.payload).frontend_attrs == {f"label:{TENANT_LABEL}": "t1"}
     assert builds.refs["ref1"] == "t1"
     assert builds.sessions["sess1"] == "t1"
+
+
+def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_keeps_them() -> None:
+    one, tags = tenant(Builds(), "t1")
+    first = dataclasses.replace(SOLVE, stream=1)
+    second = dataclasses.replace(SOLVE, stream=3)
+    decide(solve(exporter("moby", name="app:1")), call=first, decider=one)
+    decide(solve(exporter("moby", name="app:2"), ref="ref2"), call=second, decider=one)
+    asyncio.run(one.ended(second, ok=False))
+    asyncio.run(one.ended(first, ok=True))
+    assert tags.claimed == ["app:1", "app:2"]
+    assert tags.released == ["app:2"]
+    assert one.follows(SOLVE) and not one.follows(grpc_call("/moby.buildkit.v1.Control/Status"))
 
 
 def test_a_shared_tag_is_refused_as_docker_build_t_is() -> None:
