@@ -46,6 +46,9 @@ from dockmoat.tenancy.store import OwnershipStore
 
 ResponseKind = Literal["json", "events", "load", "build", "none"]
 
+#: Routes that claim the tag `repo` (and `tag`) name before they go upstream.
+_TAG_CLAIMING = frozenset({"images.tag", "images.commit"})
+
 _JSON_RESPONSES = frozenset(
     {
         "containers.list",
@@ -821,7 +824,7 @@ class TenancyStage:
         for tag in tags:
             if await self._image(tag) is None:
                 self.store.discard(tenant.name, "tag", tag)
-                log.info("tenancy: job %s's build failed; released its claim on %s",
+                log.info("tenancy: job %s's request failed; released its claim on %s",
                          tenant.name, tag)  # fmt: skip
 
     def _spawn_tracked(self, work: Coroutine[Any, Any, None], what: str) -> None:
@@ -938,6 +941,14 @@ class TenancyStage:
             return answer
         route = request.route.name
         if status >= 400:
+            if route in _TAG_CLAIMING and request.param("repo"):
+                # The claim made for this request becomes real only with the image.
+                tag = normalize_tag(
+                    rules.effective_tag(request.param("repo") or "", request.param("tag"))
+                )
+                self._spawn_tracked(
+                    self._release_unbuilt(tenant, [tag]), f"releasing {tag} of job {tenant.name}"
+                )
             return present.present_error(answer, tenant)
         if not 200 <= status < 300:
             return answer

@@ -713,3 +713,31 @@ def test_a_failed_build_releases_the_tag_it_claimed(
     status, out = post_body(sock(pair.a), f"/v1.41/build?{q(t=name, rm='1')}", failing)
     assert status == 403 and "tenancy.image-tag" in out, out
     assert docker_client.images.get(name).id == b_image
+
+
+def test_a_failed_commit_releases_the_tag_it_claimed(
+    pair: Pair,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    fresh: Callable[[str], str],
+    unique_name: Callable[[str], str],
+) -> None:
+    """A claim becomes real only with the image: a commit dockerd refuses (a config it
+    cannot read) leaves the name free for others."""
+    box = fresh("box")
+    status, answer = call(sock(pair.a), "POST", f"/v1.41/containers/create?name={box}",
+                          {"Image": pair.image, "Cmd": ["true"]})  # fmt: skip
+    assert status == 201, answer
+    name = unique_name("claimed")
+    commit = f"/v1.41/commit?{q(container=box, repo=name, tag='1')}"
+    status, answer = call(sock(pair.a), "POST", commit, {"Cmd": 5})
+    assert status == 400, answer  # dockerd cannot read the config: nothing committed
+    deadline = time.monotonic() + 5
+    target = f"/v1.41/images/{pair.image}/tag?{q(repo=name, tag='1')}"
+    while True:  # the release follows the failed answer by a look-up
+        status, answer = call(sock(pair.b), "POST", target)
+        if status == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 201, answer  # job B may take the name: job A never had it
+    raw_made.append(("tag", f"{name}:1"))
