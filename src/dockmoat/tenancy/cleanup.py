@@ -93,15 +93,32 @@ async def clean_up(store: OwnershipStore, engine: EngineApi, tenant: Tenant) -> 
             removed.volumes.append(ns.client_name(vol_name))
 
     # Tags first (untag, or delete when it was the last), then the images the job built.
+    # A tag goes only while it names what the job made or tagged: the host (or any
+    # untenanted client) may have moved it to an image of its own since.
+    image_ids = set(store.owned(name, "image"))
+    for entry in await _list(engine, "/images/json", {"filters": _label_filter(tenant)}):
+        image_ids.add(str(entry.get("Id")))
+    tagged = {
+        tag: image for tag, _, image in (t.partition("=") for t in store.owned(name, "tagged"))
+    }
     for tag in store.owned(name, "tag"):
+        status, image = await engine.call("GET", f"/images/{tag}/json")
+        if status != 200 or not isinstance(image, dict):
+            continue  # gone already (or never made)
+        current = str(image.get("Id"))
+        labels = (image.get("Config") or {}).get("Labels") or {}
+        if (
+            current not in image_ids
+            and tagged.get(tag) != current
+            and (not isinstance(labels, dict) or labels.get(TENANT_LABEL) != name)
+        ):
+            removed.kept.append(f"{tag} (now names an image job {name} did not make)")
+            continue
         status, _ = await engine.call("DELETE", f"/images/{tag}")
         if status == 200:
             removed.images.append(tag)
         elif status == 409:
             removed.kept.append(f"{tag} (in use)")
-    image_ids = set(store.owned(name, "image"))
-    for entry in await _list(engine, "/images/json", {"filters": _label_filter(tenant)}):
-        image_ids.add(str(entry.get("Id")))
     for image_id in sorted(image_ids):
         status, _ = await engine.call("DELETE", f"/images/{image_id}")
         if status == 200:

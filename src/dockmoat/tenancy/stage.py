@@ -49,6 +49,12 @@ ResponseKind = Literal["json", "events", "load", "build", "none"]
 #: Routes that claim the tag `repo` (and `tag`) name before they go upstream.
 _TAG_CLAIMING = frozenset({"images.tag", "images.commit"})
 
+
+def _claimed_tag(request: ApiRequest) -> str:
+    """The tag `repo` and `tag` set (tag, commit, import), as claims record it."""
+    return normalize_tag(rules.effective_tag(request.param("repo") or "", request.param("tag")))
+
+
 _JSON_RESPONSES = frozenset(
     {
         "containers.list",
@@ -65,6 +71,7 @@ _JSON_RESPONSES = frozenset(
         "images.list",
         "images.inspect",
         "images.delete",
+        "images.tag",
         "system.df",
     }
 )
@@ -807,18 +814,43 @@ class TenancyStage:
         self._spawn_tracked(restore(), f"restoring {tag} after a load by job {tenant.name}")
 
     def on_build_message(self, request: ApiRequest, message: Any) -> Any:
-        """A classic build's progress: when it fails, the tags its `t` claimed before it
-        went upstream are released where no image carries them (a claim becomes real
-        only with the image; a stale one would make the job's close untag whatever
-        later took the name, and refuse other jobs the name meanwhile)."""
+        """A classic build's (or an import's) progress: when it fails, the tags it
+        claimed before it went upstream are released where no image carries them (a
+        claim becomes real only with the image; a stale one would make the job's close
+        untag whatever later took the name, and refuse other jobs the name meanwhile).
+        An import's image, reported by its last line, is recorded as the job's."""
         tenant = self._tenant(request)
-        failed = isinstance(message, dict) and ("errorDetail" in message or "error" in message)
-        if tenant is not None and failed and request.query.get("t"):
+        if tenant is None or not isinstance(message, dict):
+            return message
+        failed = "errorDetail" in message or "error" in message
+        if request.route.name == "images.create":
+            status = message.get("status")
+            if failed:
+                tags = [_claimed_tag(request)]
+            elif isinstance(status, str) and status.startswith("sha256:"):
+                self.store.add(tenant.name, "image", status.strip())
+                return message
+            else:
+                return message
+        elif failed and request.query.get("t"):
             tags = [normalize_tag(tag) for tag in request.query["t"]]
-            self._spawn_tracked(
-                self._release_unbuilt(tenant, tags), f"releasing the tags of job {tenant.name}"
-            )
+        else:
+            return message
+        self._spawn_tracked(
+            self._release_unbuilt(tenant, tags), f"releasing the tags of job {tenant.name}"
+        )
         return message
+
+    def _record_tagged(self, tenant: Tenant, tag: str) -> None:
+        """Remember which image a job's tag was made on (its close untags it only while
+        it still names that image, or one the job made)."""
+
+        async def record() -> None:
+            image = await self._image(tag)
+            if image is not None and self.image_facts(tenant).tag_mine(tag):
+                self.store.add(tenant.name, "tagged", f"{tag}={image.get('Id')}")
+
+        self._spawn_tracked(record(), f"recording {tag} of job {tenant.name}")
 
     async def _release_unbuilt(self, tenant: Tenant, tags: list[str]) -> None:
         for tag in tags:
@@ -928,6 +960,8 @@ class TenancyStage:
             return "load"
         if route == "build.build" and request.query.get("t"):
             return "build"  # each progress line through on_build_message
+        if route == "images.create" and request.param("fromSrc") and request.param("repo"):
+            return "build"  # an import: its progress lines too
         return "none"
 
     def rewrites_errors(self, request: ApiRequest) -> bool:
@@ -943,9 +977,7 @@ class TenancyStage:
         if status >= 400:
             if route in _TAG_CLAIMING and request.param("repo"):
                 # The claim made for this request becomes real only with the image.
-                tag = normalize_tag(
-                    rules.effective_tag(request.param("repo") or "", request.param("tag"))
-                )
+                tag = _claimed_tag(request)
                 self._spawn_tracked(
                     self._release_unbuilt(tenant, [tag]), f"releasing {tag} of job {tenant.name}"
                 )
@@ -961,6 +993,8 @@ class TenancyStage:
         elif route == "images.delete":
             ref = request.route.params.get("name", "")
             self.store.discard(tenant.name, "tag", normalize_tag(ref))
+        elif route in _TAG_CLAIMING and request.param("repo"):
+            self._record_tagged(tenant, _claimed_tag(request))
         elif route == "containers.list":
             return present.present_container_list(answer, tenant)
         elif route == "containers.inspect" and isinstance(answer, dict):
@@ -1003,6 +1037,7 @@ class TenancyStage:
                 # Unknown snapshot (should not happen): claim nothing rather than a shared tag.
                 if before is not None and tag not in before.tags:
                     self.store.add(tenant.name, "tag", tag)
+                    self._record_tagged(tenant, tag)
                 elif before is not None and not self.image_facts(tenant).tag_mine(tag):
                     self._spawn_restore(tenant, tag, before)
             elif isinstance(stream, str) and stream.startswith("Loaded image ID: "):

@@ -23,8 +23,10 @@ from typing import Literal
 
 from dockmoat.errors import ConfigError, StateError
 
-Kind = Literal["container", "volume", "network", "image", "tag", "exec"]
-KINDS: tuple[Kind, ...] = ("container", "volume", "network", "image", "tag", "exec")
+Kind = Literal["container", "volume", "network", "image", "tag", "exec", "tagged"]
+# "tagged": `TAG=IMAGE-ID`, the image a job's `docker tag` pointed TAG at (proof that a
+# tag still names what the job tagged when the job closes).
+KINDS: tuple[Kind, ...] = ("container", "volume", "network", "image", "tag", "exec", "tagged")
 
 DEFAULT_STATE_DB = Path("/var/lib/dockmoat/state.db")
 CLOSED_KEPT_S = 30 * 24 * 3600.0  # CI job ids do not come back; a month bounds the table

@@ -741,3 +741,35 @@ def test_a_failed_commit_releases_the_tag_it_claimed(
         time.sleep(0.1)
     assert status == 201, answer  # job B may take the name: job A never had it
     raw_made.append(("tag", f"{name}:1"))
+
+
+def test_a_close_untags_only_what_still_names_the_jobs_image(
+    serve: Serve,
+    raw_socket: str,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    raw_made: list[tuple[str, str]],
+    unique_name: Callable[[str], str],
+) -> None:
+    """Clean-up by ownership, not by name: the job's tag that the host moved to an image
+    of its own since stays the host's; the job's tag that still names what the job
+    tagged goes."""
+    job = serve.open_job(job_name("close"))
+    moved, kept = unique_name("moved"), unique_name("kept")
+    for name in (moved, kept):
+        target = f"/v1.41/images/{busybox_image}/tag?{q(repo=name, tag='1')}"
+        status, answer = call(sock(job), "POST", target)
+        assert status == 201, answer
+    # The host moves one of them to an image of its own (a raw `docker build -t`).
+    host_image = docker_client.images.build(
+        fileobj=io.BytesIO(f"FROM {busybox_image}\nLABEL host=1\n".encode()),
+        tag=f"{moved}:1", rm=True,
+    )[0]  # fmt: skip
+    raw_made.append(("image", host_image.id))
+    time.sleep(0.5)  # the job's tags were recorded by a look-up after their answers
+    removed = job.close()
+    assert f"{kept}:1" in removed["images"], removed
+    assert any(entry.startswith(f"{moved}:1 ") for entry in removed["kept"]), removed
+    assert docker_client.images.get(f"{moved}:1").id == host_image.id
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"{kept}:1")
