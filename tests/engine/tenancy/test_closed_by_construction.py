@@ -773,3 +773,20 @@ def test_a_close_untags_only_what_still_names_the_jobs_image(
     assert docker_client.images.get(f"{moved}:1").id == host_image.id
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"{kept}:1")
+
+
+def test_an_import_is_the_jobs_and_goes_with_its_close(
+    serve: Serve, docker_client: docker.DockerClient, unique_name: Callable[[str], str]
+) -> None:
+    """An import's image is recorded as the job's from its progress (it carries no
+    owner label): the close untags it and removes it."""
+    job = serve.open_job(job_name("import"))
+    name = unique_name("imported")
+    target = f"/v1.41/images/create?{q(fromSrc='-', repo=name, tag='1')}"
+    status, out = post_body(sock(job), target, context_tar({"hello": b"x"}))
+    assert status == 200 and "error" not in out, out
+    image = docker_client.images.get(f"{name}:1")
+    removed = job.close()
+    assert f"{name}:1" in removed["images"], removed
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image.id)
