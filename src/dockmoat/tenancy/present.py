@@ -221,7 +221,28 @@ def present_df(answer: Any, tenant: Tenant, facts: ImageFacts) -> dict[str, Any]
         if isinstance(v, dict) and volume_mine(v, tenant, frozenset())
     ]
     out["BuildCache"] = []
+    # The daemon's LayersSize counts every image on it: the job's figure is the images it
+    # sees (their layers counted once each where dockerd says what they share).
+    out["LayersSize"] = _layers_size(out["Images"])
     return out
+
+
+def _layers_size(images: list[dict[str, Any]]) -> int:
+    """The disk the listed images take: each one's own part, plus the largest part any
+    of them shares (dockerd's SharedSize, -1 when not computed, counts every image)."""
+    unique = 0
+    shared = 0
+    for image in images:
+        size = image.get("Size")
+        part = image.get("SharedSize")
+        if not isinstance(size, int) or isinstance(size, bool):
+            continue
+        if isinstance(part, int) and not isinstance(part, bool) and 0 <= part <= size:
+            unique += size - part
+            shared = max(shared, part)
+        else:
+            unique += size
+    return unique + shared
 
 
 def present_stats(stats: Mapping[str, Any], tenant: Tenant) -> dict[str, Any]:

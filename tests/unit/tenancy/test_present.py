@@ -156,6 +156,21 @@ def test_system_df_counts_only_the_job() -> None:
     assert shown["Images"][0]["Containers"] == 1
     assert [v["Name"] for v in shown["Volumes"]] == ["v"]
     assert shown["BuildCache"] == []
+    assert shown["LayersSize"] == 0  # busybox's Size was not given: the daemon's 1 is gone
+
+
+def test_system_df_layers_size_is_the_images_the_job_sees() -> None:
+    facts = _facts()
+    images = [
+        {"Id": "sha256:s", "RepoTags": ["busybox:latest"], "Size": 100, "SharedSize": 100},
+        {"Id": "sha256:m", "RepoTags": ["mine:latest"], "Size": 130, "SharedSize": 100},
+        {"Id": "sha256:t", "RepoTags": ["theirs:latest"], "Size": 5000, "SharedSize": 100},
+        {"Id": "sha256:u", "RepoTags": ["mine:2"], "Size": 7, "SharedSize": -1},
+    ]
+    answer = {"LayersSize": 5137, "Images": images, "Containers": [], "Volumes": []}
+    shown = present.present_df(answer, A, facts)
+    assert [i["Id"] for i in shown["Images"]] == ["sha256:s", "sha256:m", "sha256:u"]
+    assert shown["LayersSize"] == 0 + 30 + 7 + 100  # each one's own part, the shared once
 
 
 def test_own_network_shows_all_its_containers() -> None:
