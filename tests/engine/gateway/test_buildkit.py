@@ -438,3 +438,44 @@ def test_a_failed_build_releases_the_tag_it_claimed(
     removed = build(DOCKER, tenant.host, "rmi", tag, cwd=tmp_path)
     assert removed.returncode != 0, removed.stdout
     docker_client.images.get(tag)  # still the host's
+
+
+@pytest.mark.parametrize("cli", BUILDERS)
+def test_an_ssh_mount_forwards_the_clients_agent(
+    cli: str | None,
+    tenant: Served,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    images: list[str],
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`RUN --mount=type=ssh` with `--ssh default`: the daemon asks the client's session
+    for the agent (SSH.CheckAgent, then ForwardAgent when the step connects), through
+    the guard, and the step sees the forwarded socket."""
+    sock = tmp_path / "agent.sock"
+    started = subprocess.run(["ssh-agent", "-a", str(sock), "-s"], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+    pid = int(started.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        key = tmp_path / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)  # fmt: skip
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", str(key)], check=True, capture_output=True)
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            f"FROM {busybox_image}\n"
+            'RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo forwarded > /ssh\n'
+        )
+        tag = unique_name("ssh") + ":1"
+        images.append(tag)
+        result = build(cli, tenant.host, "build", "--no-cache", "--ssh", "default", "-t", tag, ".",
+                       cwd=ctx)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        out = docker_client.containers.run(tag, ["cat", "/ssh"], remove=True)
+        assert out == b"forwarded\n"
+    finally:
+        os.kill(pid, 15)
