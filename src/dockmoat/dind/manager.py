@@ -30,6 +30,7 @@ from dockmoat.dind.info import DindInfo
 from dockmoat.dind.state import StateDir, default_state_dir
 from dockmoat.errors import ConfigError, DockmoatError, EngineError, NotFoundError
 from dockmoat.netinfo import host_uplink
+from dockmoat.sdkerrors import engine_errors, explain
 
 Progress = Callable[[str], None]
 
@@ -78,14 +79,10 @@ class _Made:
 
 def engine_client(host: str | None) -> docker.DockerClient:
     """A client for `host` (default: DOCKER_HOST or the local socket), API version negotiated."""
-    try:
+    with engine_errors(f"cannot reach the Docker engine{f' at {host}' if host else ''}"):
         if host:
             return docker.DockerClient(base_url=host, version="auto", timeout=120)
         return docker.from_env(version="auto", timeout=120)
-    except docker.errors.DockerException as error:
-        raise EngineError(
-            f"cannot reach the Docker engine{f' at {host}' if host else ''}: {error}"
-        ) from None
 
 
 def telling_lines(logs: str, limit: int = _LOG_LINES) -> list[str]:
@@ -208,11 +205,10 @@ class DindManager:
 
     def _check_free(self, name: str) -> None:
         try:
-            self.api.inspect_container(naming.container_name(name))
+            with engine_errors("cannot inspect containers", leave=(docker.errors.NotFound,)):
+                self.api.inspect_container(naming.container_name(name))
         except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot inspect containers: {error.explanation}") from None
+            return  # the name is free
         raise ConfigError(
             f"a dind daemon named {name} already exists; `dockmoat dind down {name}` first"
         )
@@ -223,7 +219,10 @@ class DindManager:
         Returns the DinD image's entrypoint (run after the certificate wait).
         """
         try:
-            image = self.api.inspect_image(options.image)  # type: ignore[no-untyped-call]
+            with engine_errors(
+                f"cannot inspect image {options.image}", leave=(docker.errors.ImageNotFound,)
+            ):
+                image = self.api.inspect_image(options.image)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
             if not pull:
                 raise EngineError(
@@ -231,15 +230,9 @@ class DindManager:
                     "unless asked: load it (docker load), pass another --image, or pass --pull"
                 ) from None
             self.progress(f"pulling {options.image}")
-            try:
+            with engine_errors(f"cannot pull {options.image}"):
                 self.api.pull(options.image)
                 image = self.api.inspect_image(options.image)  # type: ignore[no-untyped-call]
-            except docker.errors.APIError as error:
-                raise EngineError(f"cannot pull {options.image}: {error.explanation}") from None
-        except docker.errors.APIError as error:
-            raise EngineError(
-                f"cannot inspect image {options.image}: {error.explanation}"
-            ) from None
         if options.rootless:
             user = str((image.get("Config") or {}).get("User") or "")
             if user in ("", "0", "root", "0:0", "root:root"):
@@ -249,7 +242,10 @@ class DindManager:
                 )
         for preload in options.preload:
             try:
-                self.api.inspect_image(preload)  # type: ignore[no-untyped-call]
+                with engine_errors(
+                    f"cannot inspect image {preload}", leave=(docker.errors.ImageNotFound,)
+                ):
+                    self.api.inspect_image(preload)  # type: ignore[no-untyped-call]
             except docker.errors.ImageNotFound:
                 raise EngineError(
                     f"--preload {preload}: no such image on the host engine"
@@ -308,19 +304,15 @@ class DindManager:
             except docker.errors.NotFound:
                 # An engine that wants the network to exist first: create afterwards.
                 network_made.result()
-                try:
+                with engine_errors("cannot create the daemon container"):
                     self._create_container(
                         options, made, container_name, who, extra_labels, name, entrypoint, mtu
                     )
-                except docker.errors.NotFound as error:
-                    raise EngineError(
-                        f"cannot create the daemon container: {error.explanation}"
-                    ) from None
             made.stdin = self._attach_stdin(made.container or "")
             network_made.result()
 
     def _create_network(self, network: str, mtu: int, instance: str, who: str) -> None:
-        try:
+        with engine_errors(f"cannot create network {network}"):
             self.api.create_network(
                 network,
                 driver="bridge",
@@ -328,8 +320,6 @@ class DindManager:
                 labels=spec.labels(instance, naming.ROLE_NETWORK, who),
                 check_duplicate=True,
             )
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot create network {network}: {error.explanation}") from None
 
     def _create_container(
         self,
@@ -374,19 +364,14 @@ class DindManager:
             )
         except ValueError as error:
             raise ConfigError(f"{options.image}: {error}") from None
-        try:
+        # NotFound is left to _create: maybe only the network is not there yet.
+        with engine_errors("cannot create the daemon container", leave=(docker.errors.NotFound,)):
             created = self.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]
-        except docker.errors.NotFound:
-            raise  # _create decides: maybe only the network is not there yet
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot create the daemon container: {error.explanation}") from None
         made.container = str(created["Id"])
 
     def _entrypoint(self, image: str) -> list[str]:
-        try:
+        with engine_errors(f"cannot inspect image {image}"):
             details = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot inspect image {image}: {error.explanation}") from None
         return _entrypoint_of(details)
 
     def _start_and_wait(
@@ -399,13 +384,9 @@ class DindManager:
         assert stdin is not None
         try:
             self.progress("starting the nested daemon")
-            try:
+            with engine_errors("cannot start the daemon container"):
                 self.api.start(made.container)
                 details = self.api.inspect_container(made.container)
-            except docker.errors.APIError as error:
-                raise EngineError(
-                    f"cannot start the daemon container: {error.explanation}"
-                ) from None
             info = self._info_from(details, name)
             # Issued now because only now the container's IP is known; dockerd waits for them.
             self.progress("issuing certificates")
@@ -434,12 +415,8 @@ class DindManager:
         return info
 
     def _attach_stdin(self, container: str) -> socket.socket:
-        try:
+        with engine_errors("cannot attach to the daemon container"):
             attached = self.api.attach_socket(container, params={"stdin": 1, "stream": 1})
-        except docker.errors.APIError as error:
-            raise EngineError(
-                f"cannot attach to the daemon container: {error.explanation}"
-            ) from None
         # The SDK hands out a SocketIO wrapper on unix sockets, the socket itself on TCP.
         raw = getattr(attached, "_sock", attached)
         if not isinstance(raw, socket.socket):
@@ -528,7 +505,7 @@ class DindManager:
                 raise ConfigError(
                     f"a dind daemon named {name} already exists (created meanwhile)"
                 ) from None
-            raise EngineError(f"cannot rename the daemon container: {error.explanation}") from None
+            raise EngineError(f"cannot rename the daemon container: {explain(error)}") from None
 
     def _undo(self, made: _Made, options: spec.DindOptions | None = None) -> None:
         """Remove what a failed launch made; best effort, never masks the original error."""
@@ -598,7 +575,7 @@ class DindManager:
         except docker.errors.APIError as error:
             if error.status_code == 409:
                 raise ConfigError(f"a dind daemon named {name} already exists") from None
-            raise EngineError(f"cannot rename the daemon container: {error.explanation}") from None
+            raise EngineError(f"cannot rename the daemon container: {explain(error)}") from None
         if warm is not None:
             return dataclasses.replace(warm, name=name)
         return self._info_from(self.api.inspect_container(container), name)
@@ -619,7 +596,7 @@ class DindManager:
             ca_cert=str(info.cert_path / "ca.pem"),
             verify=True,
         )
-        try:
+        with engine_errors("cannot reach the nested daemon"):
             # The nested daemon's API is at least the host engine's era; a fixed
             # version spares a round trip (the SDK would ask /version first).
             nested = docker.APIClient(
@@ -628,8 +605,6 @@ class DindManager:
                 version="1.41",
                 timeout=300,
             )
-        except docker.errors.DockerException as error:
-            raise EngineError(f"cannot reach the nested daemon: {error}") from None
         # requests lets REQUESTS_CA_BUNDLE override the per-session CA: that would
         # verify the daemon against the system's CAs instead of ours.
         nested.trust_env = False
@@ -639,16 +614,13 @@ class DindManager:
         """Stream `docker save` on the host engine into `docker load` nested (no temp file)."""
         nested = self.nested_client(info)
         try:
-            for image in images:
-                self.progress(f"preloading {image}")
-                stream = self.api.get_image(image, chunk_size=1 << 20)
-                for message in nested.load_image(stream):  # type: ignore[no-untyped-call]
-                    if isinstance(message, dict) and message.get("error"):
-                        raise EngineError(f"--preload {image}: {message['error']}")
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot preload: {error.explanation}") from None
-        except docker.errors.DockerException as error:
-            raise EngineError(f"cannot preload: {error}") from None
+            with engine_errors("cannot preload"):
+                for image in images:
+                    self.progress(f"preloading {image}")
+                    stream = self.api.get_image(image, chunk_size=1 << 20)
+                    for message in nested.load_image(stream):  # type: ignore[no-untyped-call]
+                        if isinstance(message, dict) and message.get("error"):
+                            raise EngineError(f"--preload {image}: {message['error']}")
         finally:
             nested.close()
 
@@ -659,12 +631,8 @@ class DindManager:
             naming.validate_name(name)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        try:
+        with engine_errors(f"cannot inspect {name}", not_found=f"no dind daemon named {name}"):
             details = self.api.inspect_container(naming.container_name(name))
-        except docker.errors.NotFound:
-            raise NotFoundError(f"no dind daemon named {name}") from None
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot inspect {name}: {error.explanation}") from None
         labels = details["Config"]["Labels"] or {}
         if labels.get(naming.LABEL_ROLE) != naming.ROLE_DAEMON:
             raise NotFoundError(f"no dind daemon named {name} (the container is not dockmoat's)")
@@ -735,16 +703,15 @@ class DindManager:
         removed = []
         name = str(details["Name"]).lstrip("/")
         try:
-            if labels.get(naming.LABEL_CACHE) and details["State"]["Status"] == "running":
-                # A cache outlives this daemon: let dockerd shut down cleanly so the
-                # next daemon with the key finds a consistent data root.
-                self.api.stop(details["Id"], timeout=15)
-            self.api.remove_container(details["Id"], force=True, v=True)
+            with engine_errors(f"cannot remove {name}", leave=(docker.errors.NotFound,)):
+                if labels.get(naming.LABEL_CACHE) and details["State"]["Status"] == "running":
+                    # A cache outlives this daemon: let dockerd shut down cleanly so the
+                    # next daemon with the key finds a consistent data root.
+                    self.api.stop(details["Id"], timeout=15)
+                self.api.remove_container(details["Id"], force=True, v=True)
             removed.append(f"container {name}")
         except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot remove {name}: {error.explanation}") from None
+            pass  # already gone
         removed += self._remove_resources(instance)
         return removed
 
@@ -752,20 +719,18 @@ class DindManager:
         removed = []
         network = naming.network_name(instance)
         try:
-            self.api.remove_network(network)
+            with engine_errors(f"cannot remove network {network}", leave=(docker.errors.NotFound,)):
+                self.api.remove_network(network)
             removed.append(f"network {network}")
         except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot remove network {network}: {error.explanation}") from None
+            pass  # already gone
         volume = naming.data_volume_name(instance)
         try:
-            self.api.remove_volume(volume)
+            with engine_errors(f"cannot remove volume {volume}", leave=(docker.errors.NotFound,)):
+                self.api.remove_volume(volume)
             removed.append(f"volume {volume}")
         except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as error:
-            raise EngineError(f"cannot remove volume {volume}: {error.explanation}") from None
+            pass  # already gone
         if self.state.remove_daemon(instance):
             removed.append(f"certificates {self.state.daemon_dir(instance)}")
         return removed

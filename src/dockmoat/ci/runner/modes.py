@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from dockmoat.ci.runner.options import RunOptions
 from dockmoat.ci.runner.plan import Wiring, dind_wiring, guarded_wiring, socket_wiring
 from dockmoat.errors import ConfigError, EngineError
+from dockmoat.sdkerrors import engine_errors
 
 Progress = Callable[[str], None]
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -30,17 +31,6 @@ def host_socket_path(url: str) -> str:
             f"--mode socket mounts the engine's unix socket into the job; {url} is not one"
         )
     return parts.path
-
-
-@contextmanager
-def _engine_errors(doing: str) -> Iterator[None]:
-    """The SDK also raises bare requests errors (e.g. the engine restarted): one error type."""
-    from dockmoat.ci.runner.job import ENGINE_ERRORS
-
-    try:
-        yield
-    except ENGINE_ERRORS as error:
-        raise EngineError(f"{doing} failed: {error}") from None
 
 
 @contextmanager
@@ -66,7 +56,7 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     manager = DindManager(host=options.docker_host, progress=progress)
     info: DindInfo | None = None
     try:
-        with _engine_errors("starting the nested daemon"):
+        with engine_errors("starting the nested daemon failed"):
             shape = spec.pool_shape(dind_options, options.docker_host)
             reply = pool_client.take(pool_client.default_socket(), name, shape)
             if reply is not None:
@@ -85,7 +75,7 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
         try:
             if info is not None:
                 progress(f"removing nested daemon {name}")
-                with _engine_errors(f"removing the nested daemon {name}"):
+                with engine_errors(f"removing the nested daemon {name} failed"):
                     manager.down(name)
         finally:
             manager.close()
