@@ -19,6 +19,7 @@ use one owns it). `BuildDecider` decides the calls of one upgraded connection:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -130,6 +131,13 @@ class Builds:
     sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     refs: OrderedDict[str, str] = field(default_factory=OrderedDict)
     classic: OrderedDict[str, ApiRequest] = field(default_factory=OrderedDict)
+    build_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    """The session of each build id (its Control.Solve's), for the frontend's LLBBridge
+    calls, which name only the build."""
+    solves: OrderedDict[str, ApiRequest | None] = field(default_factory=OrderedDict)
+    """A buildx Solve's Dockerfile build per session, as the `/build?version=2` request it
+    amounts to; None where a session serves several (which one a fetch is for is not
+    known). Read for readable refusals only: its Solve carries the source policy."""
     """The `/build?version=2` request each session serves (one build per session: the
     daemon's fetch of the Dockerfile does not say which build it is for)."""
     blobs: OrderedDict[str, str] = field(default_factory=OrderedDict)
@@ -150,6 +158,17 @@ class Builds:
         """A session's connection closed: its build's Dockerfile was fetched or never
         will be (the session id stays bound to its owner)."""
         self.classic.pop(session, None)
+        self.solves.pop(session, None)
+
+    def saw_solve(self, session: str, request: ApiRequest) -> None:
+        self.solves[session] = None if session in self.solves else request
+        if len(self.solves) > MAX_CLASSIC:
+            self.solves.popitem(last=False)
+
+    def build_session(self, ref: str, session: str) -> None:
+        self.build_sessions[ref] = session
+        if len(self.build_sessions) > MAX_CLASSIC:
+            self.build_sessions.popitem(last=False)
 
     def claim_session(self, session: str, owner: str) -> bool:
         return self._claim(self.sessions, session, owner)
@@ -226,6 +245,16 @@ def call_request(call: Call, message: Message, client: ClientIdentity) -> ApiReq
         return None
     path = call.method.path
     return ApiRequest("POST", path, path, None, route, {}, (), client, message)
+
+
+def solve_request(session: str, attrs: dict[str, str], client: ClientIdentity) -> ApiRequest:
+    """A Solve of the Dockerfile frontend as the `/build?version=2` request it amounts to
+    (the Dockerfile's name and the build arguments), to decide its Dockerfile with."""
+    args = {k.removeprefix("build-arg:"): v for k, v in attrs.items() if k.startswith("build-arg:")}
+    query = {"version": ["2"], "session": [session], "buildargs": [json.dumps(args)]}
+    if attrs.get("filename"):
+        query["dockerfile"] = [attrs["filename"]]
+    return ApiRequest("POST", "/build", "/build", None, Route("build", "build"), query, (), client)
 
 
 _RULE_OF = re.compile(r"dockmoat: ([a-z0-9_.-]+):")
@@ -320,20 +349,32 @@ class BuildDecider:
             await self.tenancy.release_build_tags(self.client, tags)
 
     def watch(self, call: Call) -> AnswerWatch | None:
+        if call.method.path != FILESYNC_DIFFCOPY:
+            return None
         request = self._classic_build(call)
-        if request is None or call.method.path != FILESYNC_DIFFCOPY:
+        advisory = request is None
+        if request is None:
+            request = self._solve_build(call)
+        if request is None:
             return None
         name = request.param("dockerfile") or DEFAULT_DOCKERFILE
         # The guard's own modification time: never the one of a copy the daemon keeps.
-        return DockerfileWatch(self.session, name, secrets.randbits(62))
+        return DockerfileWatch(self.session, name, secrets.randbits(62), advisory=advisory)
+
+    def _fetches_dockerfile(self, call: Call) -> bool:
+        return (
+            self.sources is not None
+            and bool(self.session)
+            and [v for k, v in call.metadata if k == DIR_NAME] == [DOCKERFILE_DIR]
+        )
 
     def _classic_build(self, call: Call) -> ApiRequest | None:
         """The /build?version=2 request whose Dockerfile this call fetches, if any."""
-        if self.sources is None or not self.session:
-            return None
-        if [v for k, v in call.metadata if k == DIR_NAME] != [DOCKERFILE_DIR]:
-            return None
-        return self.builds.classic.get(self.session)
+        return self.builds.classic.get(self.session) if self._fetches_dockerfile(call) else None
+
+    def _solve_build(self, call: Call) -> ApiRequest | None:
+        """The buildx Solve whose Dockerfile this call fetches, if it is the only one."""
+        return self.builds.solves.get(self.session) if self._fetches_dockerfile(call) else None
 
     def answer(self, call: Call, payload: bytes) -> bytes | None:
         try:
@@ -383,6 +424,9 @@ class BuildDecider:
             refused = self._local_sessions(message)
             if refused is not None:
                 return refused
+            session = self.builds.build_sessions.get(call.header(BUILD_ID_METADATA) or "")
+            if session:  # buildx runs the Dockerfile frontend through the bridge
+                self._saw_dockerfile_build(session, message.frontend, message.frontend_opt)
             if self.tenancy is not None and message.frontend:
                 return Replace(payload + string_map_field(3, f"label:{TENANT_LABEL}", self.owner))
             return PASS
@@ -406,6 +450,7 @@ class BuildDecider:
         if refused is not None:
             return refused
         if self.tenancy is None:
+            self._saw_solve(message)
             return PASS if payload == original else Replace(payload)
         for exporter in message.exporters:
             if exporter.type not in IMAGE_EXPORTERS:
@@ -415,6 +460,7 @@ class BuildDecider:
                 if isinstance(verdict, Deny):
                     return Refuse(verdict.message)
                 self.claims.setdefault(call.stream, []).append(name)
+        self._saw_solve(message)
         # The Dockerfile's FROM and COPY --from are resolved inside the daemon, in its
         # image store: other tenants' images are denied by the build's source policy.
         tags, image_ids = await self.tenancy.foreign_images(self.client)
@@ -425,6 +471,12 @@ class BuildDecider:
         """A /build?version=2 build's Dockerfile, as its session sent it to the daemon:
         what it names is decided as a classic build's Dockerfile is."""
         request = self.builds.classic.get(message.session)
+        if message.advisory:
+            # A buildx build: its Solve's source policy holds whatever is read here; a
+            # refusal here only says it first, with the rule.
+            request = self.builds.solves.get(message.session)
+            if request is None or self.sources is None or message.unreadable:
+                return PASS
         if request is None or self.sources is None:
             return Refuse(f"dockmoat: {BODY_RULE}: a Dockerfile for no build of yours")
         try:
@@ -432,11 +484,22 @@ class BuildDecider:
                 message.name, message.text, build_args(request.param("buildargs"))
             )
         except BodyUnreadable as error:
-            return Refuse(f"dockmoat: {BODY_RULE}: {error}")
+            return PASS if message.advisory else Refuse(f"dockmoat: {BODY_RULE}: {error}")
         decision = await self.sources(request, found)
         if isinstance(decision, Deny):
             return Refuse(decision.message)
         return PASS
+
+    def _saw_solve(self, message: ControlSolve) -> None:
+        if message.session and message.ref:
+            self.builds.build_session(message.ref, message.session)
+        self._saw_dockerfile_build(message.session, message.frontend, message.frontend_attrs)
+
+    def _saw_dockerfile_build(self, session: str, frontend: str, attrs: dict[str, str]) -> None:
+        """A build of the Dockerfile frontend: its session's fetch of the Dockerfile is
+        read too (for readable refusals)."""
+        if self.sources is not None and session and frontend == "dockerfile.v0":
+            self.builds.saw_solve(session, solve_request(session, attrs, self.client))
 
     def _local_sessions(self, message: ControlSolve | BridgeSolve) -> Refuse | None:
         for definition in message.definitions:

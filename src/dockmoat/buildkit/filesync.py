@@ -43,6 +43,8 @@ DOCKERFILE_DIR: Final = "dockerfile"
 MAX_DOCKERFILE: Final = 1 << 20
 """The most of a Dockerfile (and of what comes with it while it is held) read."""
 
+DEFAULT_NAME: Final = "Dockerfile"
+DEFAULT_LOWER: Final = "dockerfile"
 # fsutil's packet types.
 STAT: Final = 0
 DATA: Final = 2
@@ -111,10 +113,16 @@ def with_mod_time(raw: bytes, stamp: int) -> bytes:
 class DockerfileWatch:
     """The client's packets of one `dir-name: dockerfile` DiffCopy (see the module)."""
 
-    def __init__(self, session: str, name: str, stamp: int) -> None:
+    def __init__(self, session: str, name: str, stamp: int, *, advisory: bool = False) -> None:
+        # advisory (a buildx Solve's Dockerfile, whose source policy holds anyway): what
+        # cannot be followed stops the watch instead of ending the call.
+        self.advisory = advisory
+        self.off = False
         cleaned = posixpath.normpath(name)
         if not name or cleaned != name or name.startswith(("/", "../")) or name == "..":
-            raise FileSyncRefused(f"the Dockerfile name {name[:80]!r} is not a plain path")
+            if not advisory:
+                raise FileSyncRefused(f"the Dockerfile name {name[:80]!r} is not a plain path")
+            self.off = True
         self.session = session
         self.name = name
         parts = name.split("/")
@@ -122,12 +130,35 @@ class DockerfileWatch:
         self.stamp = stamp
         self.index = 0
         self.target: int | None = None
+        # Newer BuildKit frontends read `dockerfile` where the default `Dockerfile` is
+        # missing: both are followed; the daemon must not have a choice between two.
+        self.candidates = (name, DEFAULT_LOWER) if name == DEFAULT_NAME else (name,)
+        self.found: dict[str, int] = {}
         self.listed = False
         self.holding = False
         self.done = False
         self.text = bytearray()
 
     def feed(self, raw: bytes) -> Watched:
+        if self.off:
+            return Watched(raw, hold=False)
+        try:
+            return self._feed(raw)
+        except FileSyncRefused:
+            if not self.advisory:
+                raise
+            self.off = True
+            if not self.holding:
+                return Watched(raw, hold=False)
+            self.holding = False  # what is held goes on once this is "decided"
+            return Watched(raw, hold=True, decide=self._read(unreadable=True))
+
+    def _read(self, *, unreadable: bool = False) -> DockerfileRead:
+        return DockerfileRead(
+            self.session, self.name, bytes(self.text), self.advisory, unreadable=unreadable
+        )
+
+    def _feed(self, raw: bytes) -> Watched:
         try:
             item = packet(raw)
         except WireError as error:
@@ -141,10 +172,16 @@ class DockerfileWatch:
     def _stat(self, raw: bytes, item: Packet) -> Watched:
         if item.stat is None:
             self.listed = True
-            if self.target is None:
+            if len(self.found) > 1:
+                raise FileSyncRefused(
+                    f"the session sent both {' and '.join(self.found)}: which one the daemon "
+                    "reads depends on its version"
+                )
+            if not self.found:
                 raise FileSyncRefused(
                     f"the session did not send the Dockerfile {self.name!r} (a plain file)"
                 )
+            ((self.name, self.target),) = self.found.items()
             return Watched(raw, hold=False)
         try:
             found = stat(item.stat)
@@ -152,15 +189,15 @@ class DockerfileWatch:
             raise FileSyncRefused(f"a file stat the guard cannot read ({error})") from None
         index = self.index
         self.index += 1
-        if found.path == self.name:
-            if self.target is not None:
-                raise FileSyncRefused(f"the Dockerfile {self.name!r} is listed twice")
+        if found.path in self.candidates:
+            if found.path in self.found:
+                raise FileSyncRefused(f"the Dockerfile {found.path!r} is listed twice")
             if found.mode & MODE_TYPE or found.linkname:
                 raise FileSyncRefused(
-                    f"the Dockerfile {self.name!r} is a link or not a file: dockmoat reads a "
+                    f"the Dockerfile {found.path!r} is a link or not a file: dockmoat reads a "
                     "Dockerfile that is a plain file reached through plain folders"
                 )
-            self.target = index
+            self.found[found.path] = index
             return Watched(with_mod_time(raw, self.stamp), hold=False)
         if found.path in self.ancestors and (found.mode & MODE_TYPE != MODE_DIR or found.linkname):
             raise FileSyncRefused(
@@ -176,9 +213,7 @@ class DockerfileWatch:
         if not item.data:
             self.done = True
             self.holding = False
-            return Watched(
-                raw, hold=True, decide=DockerfileRead(self.session, self.name, bytes(self.text))
-            )
+            return Watched(raw, hold=True, decide=self._read())
         self.text += item.data
         if len(self.text) > MAX_DOCKERFILE:
             raise FileSyncRefused(

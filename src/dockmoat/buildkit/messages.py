@@ -140,6 +140,8 @@ class DockerfileRead:
     session: str
     name: str
     text: bytes
+    advisory: bool = False  # a buildx Solve's: refused only for what the policy refuses
+    unreadable: bool = False  # (advisory) the packets could not be followed: pass it
 
 
 Message = (

@@ -111,7 +111,38 @@ def test_folders_on_the_dockerfiles_path_must_be_folders() -> None:
     fine = DockerfileWatch("s1", "sub/Dockerfile", 1)
     fine.feed(stat_packet("sub", MODE_DIR | 0o755))
     fine.feed(stat_packet("sub/Dockerfile"))
+    fine.feed(END_OF_LISTING)
     assert fine.target == 1
+
+
+def test_the_lower_case_fallback_is_followed_and_never_a_choice() -> None:
+    # Newer frontends read `dockerfile` where `Dockerfile` is missing.
+    watch = DockerfileWatch("s1", "Dockerfile", 1)
+    watch.feed(stat_packet("a"))
+    assert packet(watch.feed(stat_packet("dockerfile")).payload).stat != stat_packet("dockerfile")
+    watch.feed(END_OF_LISTING)
+    assert (watch.name, watch.target) == ("dockerfile", 1)
+    both = DockerfileWatch("s1", "Dockerfile", 1)
+    both.feed(stat_packet("Dockerfile"))
+    both.feed(stat_packet("dockerfile"))
+    with pytest.raises(FileSyncRefused, match="both"):
+        both.feed(END_OF_LISTING)
+
+
+def test_an_advisory_watch_stops_where_a_strict_one_refuses() -> None:
+    """A buildx Solve's Dockerfile (its source policy holds anyway): what cannot be
+    followed lets everything go on, what is held included."""
+    quiet = DockerfileWatch("s1", "Dockerfile", 1, advisory=True)
+    assert not quiet.feed(stat_packet("Dockerfile", SYMLINK, "x")).hold
+    assert not quiet.feed(data_packet(0, b"FROM a\n")).hold  # off for good
+    held = DockerfileWatch("s1", "Dockerfile", 1, advisory=True)
+    held.feed(stat_packet("Dockerfile"))
+    held.feed(END_OF_LISTING)
+    assert held.feed(data_packet(0, b"FROM a\n")).hold
+    released = held.feed(b"\xff")  # unreadable while holding: decided as unreadable
+    assert released.decide is not None and released.decide.unreadable
+    assert released.decide.advisory
+    assert not held.feed(data_packet(0, b"")).hold
 
 
 @pytest.mark.parametrize("name", ["", "./Dockerfile", "../Dockerfile", "/Dockerfile", "a//b"])
