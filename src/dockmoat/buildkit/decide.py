@@ -82,6 +82,7 @@ MAX_REMEMBERED: Final = 65536
 #: /build?version=2 requests remembered until their session ends (each is a whole
 #: request: fewer than ids).
 MAX_CLASSIC: Final = 4096
+MAX_CLASSIC_PER_OWNER: Final = 64
 
 
 SourceCheck = Callable[[ApiRequest, BuildSources], Awaitable[Decision]]
@@ -131,6 +132,8 @@ class Builds:
     sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     refs: OrderedDict[str, str] = field(default_factory=OrderedDict)
     classic: OrderedDict[str, ApiRequest] = field(default_factory=OrderedDict)
+    connections: dict[str, int] = field(default_factory=dict)
+    """Open `/session` connections per session id."""
     build_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """The session of each build id (its Control.Solve's), for the frontend's LLBBridge
     calls, which name only the build."""
@@ -154,9 +157,18 @@ class Builds:
             table.popitem(last=False)
         return True
 
+    def session_opened(self, session: str) -> None:
+        self.connections[session] = self.connections.get(session, 0) + 1
+
     def session_ended(self, session: str) -> None:
-        """A session's connection closed: its build's Dockerfile was fetched or never
-        will be (the session id stays bound to its owner)."""
+        """One of a session's connections closed. With its last, its build's Dockerfile
+        was fetched or never will be: the build is forgotten (the id stays bound to its
+        owner). Never earlier: the daemon may fetch over another of its connections."""
+        left = self.connections.get(session, 0) - 1
+        if left > 0:
+            self.connections[session] = left
+            return
+        self.connections.pop(session, None)
         self.classic.pop(session, None)
         self.solves.pop(session, None)
 
@@ -205,9 +217,18 @@ class Builds:
                     return _session_deny(
                         f"a second build with the session {named[:80]} (one build a session)"
                     )
+                # Never evicted (a build whose record was dropped would fetch its
+                # Dockerfile unread): bounded per owner and in all, refused beyond.
+                mine = sum(1 for r in self.classic.values() if self.sessions.get(
+                    r.param("session") or "") == owner)  # fmt: skip
+                if mine >= MAX_CLASSIC_PER_OWNER or len(self.classic) >= MAX_CLASSIC:
+                    return Deny(
+                        SESSION_RULE,
+                        f"dockmoat: {SESSION_RULE}: too many BuildKit builds (version=2) in "
+                        "flight; wait for one to end",
+                        status=429,
+                    )
                 self.classic[named] = request
-                if len(self.classic) > MAX_CLASSIC:
-                    self.classic.popitem(last=False)
         return None
 
 

@@ -1152,6 +1152,8 @@ class Gateway:
             ))  # fmt: skip
 
         self.metrics.hijacked += 1
+        if decider.session:
+            self.builds.session_opened(decider.session)
         try:
             await tunnel.run(
                 tunnel.TUNNELS[request.route.name], decider, stream.read_raw, writer,

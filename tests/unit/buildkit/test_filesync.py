@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from dockmoat.api.bodies import BuildSources
 from dockmoat.api.request import ApiRequest
 from dockmoat.buildkit import grpc, wire
-from dockmoat.buildkit.decide import BuildDecider, Builds
+from dockmoat.buildkit.decide import MAX_CLASSIC_PER_OWNER, BuildDecider, Builds
 from dockmoat.buildkit.filesync import (
     MAX_DOCKERFILE,
     MODE_DIR,
@@ -298,3 +298,26 @@ def test_tarstream_is_refused_for_a_classic_builds_dockerfile() -> None:
     book.flush_daemon()
     assert status_of(book.daemon, stream)[0] == str(grpc.PERMISSION_DENIED)
     assert not book.client.of(h2.events.RequestReceived)  # never reached the client
+
+
+def test_a_classic_build_is_forgotten_only_with_its_sessions_last_connection() -> None:
+    builds = Builds()
+    assert builds.bind(routed("POST", "/build?version=2&session=s1", "test"), "t1") is None
+    builds.session_opened("s1")
+    builds.session_opened("s1")
+    builds.session_ended("s1")
+    assert "s1" in builds.classic  # the daemon may still fetch over the other one
+    builds.session_ended("s1")
+    assert "s1" not in builds.classic
+
+
+def test_classic_builds_in_flight_are_bounded_never_evicted() -> None:
+    builds = Builds()
+    for n in range(MAX_CLASSIC_PER_OWNER):
+        request = routed("POST", f"/build?version=2&session=s{n}", "test")
+        assert builds.bind(request, "t1") is None
+    refused = builds.bind(routed("POST", "/build?version=2&session=more", "test"), "t1")
+    assert refused is not None and refused.status == 429
+    assert "s0" in builds.classic
+    # another owner is not held up by this one
+    assert builds.bind(routed("POST", "/build?version=2&session=x", "test"), "t2") is None
