@@ -88,3 +88,10 @@ def http_status(error: DockmoatError) -> int:
         if status is not None:
             return status
     return 500
+
+
+def answer_message(error: DockmoatError) -> str:
+    """What a client reads when an error of ours answers its request."""
+    if isinstance(error, ProtocolError):
+        return f"dockmoat: bad request: {error}"
+    return f"dockmoat: {error}"

@@ -33,7 +33,13 @@ from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.api.routing import raw_query, route_path, route_target
-from dockmoat.errors import ProtocolError, StateError, UpstreamError, http_status
+from dockmoat.errors import (
+    ProtocolError,
+    StateError,
+    UpstreamError,
+    answer_message,
+    http_status,
+)
 from dockmoat.gateway.http import RequestHead
 from dockmoat.gateway.stages import (
     BodyChecks,
@@ -212,7 +218,7 @@ async def decide(
     except UpstreamError as error:
         # The stage's look-up could not reach the daemon (it is down or restarting):
         # answered as a forward that cannot reach it is, 502, not a policy denial.
-        deny = Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
+        deny = Deny(UNREACHABLE, answer_message(error), status=http_status(error))
         return Outcome(deny, request, "", None, (*rules, UNREACHABLE))
     except StateError as error:
         # Ownership could not be recorded: nothing that would change it goes on.
@@ -425,7 +431,7 @@ async def _fail_closed(request: ApiRequest, decide: Callable[[], Awaitable[Decis
     except BodyUnreadable as error:
         return body_refusal(error)
     except UpstreamError as error:
-        return Deny(rule=UNREACHABLE, message=f"dockmoat: {error}", status=502)
+        return Deny(UNREACHABLE, answer_message(error), status=http_status(error))
     except Exception:  # noqa: BLE001 - fail closed; logged with its traceback
         return _failed(request, []).decision
 

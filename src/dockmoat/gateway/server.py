@@ -37,7 +37,15 @@ from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
 from dockmoat.buildkit.relay import Call, Verdict
-from dockmoat.errors import BodyTooLarge, ConfigError, ProtocolError, UpstreamError
+from dockmoat.errors import (
+    BodyTooLarge,
+    ConfigError,
+    DockmoatError,
+    ProtocolError,
+    UpstreamError,
+    answer_message,
+    http_status,
+)
 from dockmoat.gateway import pipeline, tunnel
 from dockmoat.gateway.audit import AuditLog
 from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identity, linger
@@ -390,6 +398,23 @@ class Gateway:
         await writer.drain()
         return keep_alive
 
+    async def _answer_error(
+        self,
+        writer: asyncio.StreamWriter,
+        record: Exchange,
+        error: DockmoatError,
+        *,
+        keep_alive: bool,
+    ) -> bool:
+        """The one place an error of ours (raised where the input was checked) becomes
+        the client's answer: the status from `errors.http_status`; a request we could not
+        read or take is recorded as refused."""
+        if isinstance(error, ProtocolError | BodyTooLarge):
+            record.decision = "refused"
+        return await self._answer(
+            writer, record, http_status(error), answer_message(error), keep_alive=keep_alive
+        )
+
     async def _plain(
         self,
         listener: Listener,
@@ -412,9 +437,7 @@ class Gateway:
             if planned is None or planned.request.raw_target is not head.target:
                 planned = pipeline.plan(head, record.client, policy)
         except ProtocolError as error:
-            record.decision = "refused"
-            return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
-                                      keep_alive=False)  # fmt: skip
+            return await self._answer_error(writer, record, error, keep_alive=False)
         stream.events.popleft()  # the request's end (no body)
         record.request = planned.request
         outcome = await pipeline.decide(
@@ -455,8 +478,7 @@ class Gateway:
             try:
                 conn = self.pool.take_idle() or await self.pool.acquire()
             except UpstreamError as error:
-                return await self._answer(writer, record, 502, f"dockmoat: {error}",
-                                          keep_alive=head.keep_alive)  # fmt: skip
+                return await self._answer_error(writer, record, error, keep_alive=head.keep_alive)
             reusable = False
             try:
                 conn.writer.write(upstream_head)
@@ -469,9 +491,8 @@ class Gateway:
                     self.pool.close()
                     continue
                 if record.status == 0:
-                    return await self._answer(writer, record, 502,
-                                              f"dockmoat: upstream failed: {error}",
-                                              keep_alive=False)  # fmt: skip
+                    failed = UpstreamError(f"upstream failed: {error}")
+                    return await self._answer_error(writer, record, failed, keep_alive=False)
                 raise Abort from error
             finally:
                 self.pool.release(conn, reusable)
@@ -486,9 +507,7 @@ class Gateway:
         record: Exchange,
     ) -> bool:
         if isinstance(event, Invalid):
-            record.decision = "refused"
-            await self._answer(writer, record, 400, f"dockmoat: bad request: {event.reason}",
-                               keep_alive=False)  # fmt: skip
+            await self._answer_error(writer, record, ProtocolError(event.reason), keep_alive=False)
             return False
         if not isinstance(event, RequestHead):
             raise Abort
@@ -500,9 +519,7 @@ class Gateway:
         try:
             planned = pipeline.plan(head, record.client, policy, stage_body_needed)
         except ProtocolError as error:
-            record.decision = "refused"
-            return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
-                                      keep_alive=False)  # fmt: skip
+            return await self._answer_error(writer, record, error, keep_alive=False)
         record.request = planned.request
         request = planned.request
         body_consumed = planned.body_plan == "none"
@@ -522,13 +539,9 @@ class Gateway:
                 request = pipeline.with_body(planned, body)
             except BodyTooLarge as error:
                 stream.linger = True
-                record.decision = "refused"
-                return await self._answer(writer, record, 413, f"dockmoat: {error}",
-                                          keep_alive=False)  # fmt: skip
+                return await self._answer_error(writer, record, error, keep_alive=False)
             except ProtocolError as error:
-                record.decision = "refused"
-                return await self._answer(writer, record, 400, f"dockmoat: bad request: {error}",
-                                          keep_alive=False)  # fmt: skip
+                return await self._answer_error(writer, record, error, keep_alive=False)
             body_consumed = True
             record.request = request
         elif planned.body_plan == "none":
@@ -647,8 +660,9 @@ class Gateway:
             try:
                 conn = await self.pool.acquire()
             except UpstreamError as error:
-                return await self._answer(writer, record, 502, f"dockmoat: {error}",
-                                          keep_alive=not streaming and head.keep_alive)  # fmt: skip
+                return await self._answer_error(
+                    writer, record, error, keep_alive=not streaming and head.keep_alive
+                )
             reusable = False
             pump: asyncio.Task[None] | None = None
             try:
