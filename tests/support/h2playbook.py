@@ -100,8 +100,10 @@ class Playbook:
         return any(isinstance(c, Close) for c in self.commands)
 
 
-def playbook(tunnel: Tunnel = "grpc", profile: str = "baseline") -> Playbook:
-    decider = BuildDecider(load_policy(profile, env={}), CLIENT, Builds(), "t1", None)
+def playbook(
+    tunnel: Tunnel = "grpc", profile: str = "baseline", decider: BuildDecider | None = None
+) -> Playbook:
+    decider = decider or BuildDecider(load_policy(profile, env={}), CLIENT, Builds(), "t1", None)
     relay = Relay(tunnel, decider)
     # On /grpc the client is the h2 client; on /session it serves (the daemon calls it).
     client = Peer(h2.connection.H2Connection(h2.config.H2Configuration(

@@ -404,7 +404,7 @@ async def decide_body(
         if isinstance(reader, ImageArchiveReader):
             archive = reader.finish()
             return await stage.check_archive_tags(request, archive) if stage else Allow()
-        return await _build_sources(reader.finish(), request, policy, stage, upstream)
+        return await decide_build_sources(reader.finish(), request, policy, stage, upstream)
 
     return await _fail_closed(request, decide)
 
@@ -420,9 +420,34 @@ async def decide_build_sources(
     with them: an image the store lacks is pulled, a URL downloaded (the policy), every
     image must be the tenant's own or shared (tenancy). The Dockerfile came in a classic
     build's context, or from a BuildKit session (`dockmoat.buildkit.filesync`)."""
-    return await _fail_closed(
-        request, lambda: _build_sources(found, request, policy, stage, upstream)
-    )
+
+    async def decide() -> Decision:
+        for source in found.sources:
+            status, _headers, _body = await upstream.request(
+                "GET", f"/images/{quote(source.ref, safe='')}/json"
+            )
+            if status == 404:
+                # Not in the image store: the builder pulls it, as `docker pull` would.
+                decision = policy.evaluate(_pull_request(request, source.ref))
+                if isinstance(decision, Deny):
+                    return replace(
+                        decision,
+                        message=f"{decision.message} ({source.where} of {found.dockerfile})",
+                    )
+            elif status != 200:
+                raise UpstreamError(f"image look-up answered {status}")
+        for url in found.urls:
+            # The daemon downloads it, as it does an import's `fromSrc`.
+            decision = policy.evaluate(_import_request(request, url.ref))
+            if isinstance(decision, Deny):
+                return replace(
+                    decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
+                )
+        if stage is not None and found.sources:
+            return await stage.check_build_sources(request, [s.ref for s in found.sources])
+        return Allow()
+
+    return await _fail_closed(request, decide)
 
 
 async def _fail_closed(request: ApiRequest, decide: Callable[[], Awaitable[Decision]]) -> Decision:
@@ -434,38 +459,6 @@ async def _fail_closed(request: ApiRequest, decide: Callable[[], Awaitable[Decis
         return Deny(UNREACHABLE, answer_message(error), status=http_status(error))
     except Exception:  # noqa: BLE001 - fail closed; logged with its traceback
         return _failed(request, []).decision
-
-
-async def _build_sources(
-    found: BuildSources,
-    request: ApiRequest,
-    policy: Policy,
-    stage: BodyChecks | None,
-    upstream: UpstreamClient,
-) -> Decision:
-    for source in found.sources:
-        status, _headers, _body = await upstream.request(
-            "GET", f"/images/{quote(source.ref, safe='')}/json"
-        )
-        if status == 404:
-            # Not in the image store: the builder pulls it, as `docker pull` would.
-            decision = policy.evaluate(_pull_request(request, source.ref))
-            if isinstance(decision, Deny):
-                return replace(
-                    decision, message=f"{decision.message} ({source.where} of {found.dockerfile})"
-                )
-        elif status != 200:
-            raise UpstreamError(f"image look-up answered {status}")
-    for url in found.urls:
-        # The daemon downloads it, as it does an import's `fromSrc`.
-        decision = policy.evaluate(_import_request(request, url.ref))
-        if isinstance(decision, Deny):
-            return replace(
-                decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
-            )
-    if stage is not None and found.sources:
-        return await stage.check_build_sources(request, [s.ref for s in found.sources])
-    return Allow()
 
 
 def body_refusal(error: BodyUnreadable) -> Deny:

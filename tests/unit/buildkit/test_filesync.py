@@ -23,16 +23,15 @@ from dockmoat.buildkit.filesync import (
     stat,
 )
 from dockmoat.buildkit.messages import DockerfileRead
-from dockmoat.buildkit.relay import Relay
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.policy.engine import load_policy
 from dockmoat.policy.trial import routed
 from support.h2playbook import (
     CLIENT,
-    Peer,
     Playbook,
     data_of,
     grpc_headers,
+    playbook,
     status_of,
 )
 
@@ -193,18 +192,7 @@ def session_book(sources: Sources, *, build: bool = True) -> Playbook:
     decider = BuildDecider(
         load_policy("baseline", env={}), CLIENT, builds, "t1", None, session="s1", sources=sources
     )
-    relay = Relay("session", decider)
-    client = Peer(h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=False, header_encoding="utf-8")))  # fmt: skip
-    daemon = Peer(h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, header_encoding="utf-8")))  # fmt: skip
-    book = Playbook(relay, client, daemon, decider)
-    client.conn.initiate_connection()
-    daemon.conn.initiate_connection()
-    book.run(relay.start())
-    book.flush_client()
-    book.flush_daemon()
-    return book
+    return playbook("session", decider=decider)
 
 
 def fetch_dockerfile(book: Playbook) -> tuple[int, int]:
