@@ -80,7 +80,10 @@ def packet(raw: bytes) -> Packet:
     data = b""
     for item in wire.fields(raw):
         if item.number == 1:
-            kind = wire.as_int(item)
+            # An enum is an int32 to Go: the varint's low 32 bits (a type with high bits
+            # set is DATA to the daemon when its low bits say so).
+            kind = wire.as_int(item) & 0xFFFFFFFF
+            kind = kind - (1 << 32) if kind >= 1 << 31 else kind
         elif item.number == 2:
             stats.append(wire.as_bytes(item))
         elif item.number == 3:

@@ -309,3 +309,18 @@ def test_classic_builds_in_flight_are_bounded_never_evicted() -> None:
     assert "s0" in builds.classic
     # another owner is not held up by this one
     assert builds.bind(routed("POST", "/build?version=2&session=x", "test"), "t2") is None
+
+
+def test_packet_fields_are_truncated_as_go_reads_them() -> None:
+    """Enum and uint32 fields keep their low 32 bits in Go: a DATA type or an id with
+    high bits set is still DATA for that file to the daemon, so it is held here too."""
+    watch = DockerfileWatch("s1", "Dockerfile", 1)
+    watch.feed(stat_packet("Dockerfile"))
+    watch.feed(END_OF_LISTING)
+    sneaky = (
+        wire.varint(1 << 3) + wire.varint(2 | 1 << 32)
+        + wire.varint(3 << 3) + wire.varint(1 << 32)
+        + wire.len_field(4, b"FROM theirs\n")
+    )  # fmt: skip
+    assert packet(sneaky).type == 2 and packet(sneaky).id == 0
+    assert watch.feed(sneaky).hold
