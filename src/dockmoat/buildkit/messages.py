@@ -18,7 +18,9 @@ from dockmoat.buildkit.wire import (
     MAX_DEPTH,
     WireError,
     as_bytes,
+    as_enum,
     as_int,
+    as_int64,
     as_text,
     bytes_map_entry,
     fields,
@@ -184,9 +186,9 @@ def ulimit(raw: bytes) -> tuple[str, int, int]:
         if item.number == 1:
             name = as_text(item)
         elif item.number == 2:
-            soft = as_int(item)
+            soft = as_int64(item)
         elif item.number == 3:
-            hard = as_int(item)
+            hard = as_int64(item)
     return name, soft, hard
 
 
@@ -222,9 +224,9 @@ def exec_op(raw: bytes) -> Exec:
             for _ in fields(as_bytes(item)):
                 pass  # mounts: well-formed; their kinds are the daemon's (cache, secret)
         elif item.number == 3:
-            network = as_int(item)
+            network = as_enum(item)
         elif item.number == 4:
-            security = as_int(item)
+            security = as_enum(item)
         elif item.number == 6:
             name = ""
             for sub in fields(as_bytes(item)):
@@ -418,7 +420,7 @@ def new_container(raw: bytes) -> ContainerStart:
     hosts: list[str] = []
     for item in fields(raw):
         if item.number == 3:
-            network = as_int(item)
+            network = as_enum(item)
         elif item.number == 6:
             hosts.append(host_ip(as_bytes(item)))
     return ContainerStart(Exec(network=network, extra_hosts=tuple(hosts)))
@@ -434,7 +436,7 @@ def exec_message(raw: bytes) -> ContainerStart | Opaque:
                 if sub.number == 2:
                     found = meta(as_bytes(sub))
                 elif sub.number == 5:
-                    security = as_int(sub)
+                    security = as_enum(sub)
             return ContainerStart(
                 Exec(
                     security=security,

@@ -100,6 +100,19 @@ def as_int(item: Field) -> int:
     return item.value
 
 
+def as_enum(item: Field) -> int:
+    """An enum (an int32 to Go): the varint's low 32 bits, signed. `1 | 1 << 32` is 1
+    to the daemon, and must be 1 here too."""
+    value = as_int(item) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def as_int64(item: Field) -> int:
+    """An int64: the varint as two's complement (-1 is ten bytes on the wire)."""
+    value = as_int(item)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def as_bool(item: Field) -> bool:
     return as_int(item) != 0
 

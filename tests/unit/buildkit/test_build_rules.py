@@ -35,8 +35,20 @@ def grpc_call(path: str, metadata: tuple[tuple[str, str], ...] = ()) -> Call:
 SOLVE = grpc_call("/moby.buildkit.v1.Control/Solve")
 
 
-def exec_op(network: int = 0, security: int = 0, cgroup: str = "") -> bytes:
+def exec_op(
+    network: int = 0,
+    security: int = 0,
+    cgroup: str = "",
+    ulimit: tuple[str, int, int] | None = None,
+) -> bytes:
     meta = len_field(1, b"sh") + (len_field(10, cgroup.encode()) if cgroup else b"")
+    if ulimit is not None:
+        name, soft, hard = ulimit  # pb.Ulimit: Name 1, Soft 2, Hard 3 (int64)
+        entry = len_field(1, name.encode())
+        entry += (
+            varint(2 << 3) + varint(soft % (1 << 64)) + varint(3 << 3) + varint(hard % (1 << 64))
+        )
+        meta += len_field(9, entry)
     body = len_field(1, meta)
     if network:
         body += varint(3 << 3) + varint(network)
@@ -236,6 +248,18 @@ def test_allowlisted_registries_and_urls_are_allowed_again(tmp_path: Path) -> No
         ),
         (exporter("image", name="127.0.0.1:5000/x", push="true"), "build.exporters"),
         (exporter("containerd"), "build.exporters"),
+        # An enum is its low 32 bits to Go: `1 | 1 << 32` is the host network there.
+        (len_field(2, definition(exec_op(network=1 | 1 << 32))), "build.network-host"),
+        (len_field(2, definition(exec_op(security=1 | 1 << 32))), "build.insecure"),
+        (
+            len_field(2, definition(exec_op(ulimit=("nofile", 1 << 21, 1 << 21)))),
+            "build.cgroup-parent",
+        ),
+        (len_field(2, definition(exec_op(ulimit=("rtprio", 1, 1)))), "build.cgroup-parent"),
+        (len_field(2, definition(exec_op(ulimit=("nofile", -1, -1)))), "build.cgroup-parent"),
+        (string_map_field(7, "ulimit", "nofile=4096:2000000"), "build.cgroup-parent"),
+        (string_map_field(7, "ulimit", "nice=1"), "build.cgroup-parent"),
+        (string_map_field(7, "ulimit", "nofile"), "build.cgroup-parent"),
     ],
 )
 def test_refusals_name_their_rule(extra: bytes, rule: str) -> None:
@@ -248,6 +272,8 @@ def test_refusals_name_their_rule(extra: bytes, rule: str) -> None:
         len_field(2, definition(source_op("docker-image://docker.io/library/alpine:3"))),
         len_field(2, definition(source_op("https://github.com/moby/buildkit.git"))),
         len_field(2, definition(exec_op(network=2))),  # network none
+        len_field(2, definition(exec_op(ulimit=("nofile", 1024, 4096)))),
+        string_map_field(7, "ulimit", "nofile=1024:4096,nproc=512"),
         exporter("moby", name="app:1"),
         exporter("local"),
         exporter("tar"),

@@ -38,6 +38,7 @@ from dockmoat.buildkit.wire import len_field, varint
 from dockmoat.policy import addresses
 from dockmoat.policy.decision import Decision
 from dockmoat.policy.rules.base import ALLOW, BodyShape, Rule, Settings, Subject, deny, rewrite
+from dockmoat.policy.rules.containers import ulimit_problem
 
 SOLVE: Final = "buildkit.control_solve"
 BRIDGE: Final = "buildkit.bridge_solve"
@@ -172,6 +173,24 @@ def _size(raw: str) -> int | None:
         return None
 
 
+def frontend_ulimits(attrs: Mapping[str, str]) -> list[tuple[str, int, int]]:
+    """The Dockerfile frontend's `ulimit` attribute (buildx --ulimit): comma-separated
+    `name=soft[:hard]` (hard defaults to soft). ValueError for what does not read so."""
+    out: list[tuple[str, int, int]] = []
+    for entry in filter(None, (attrs.get("ulimit") or "").split(",")):
+        name, equals, values = entry.partition("=")
+        soft, colon, hard = values.partition(":")
+        try:
+            low = int(soft)
+            high = int(hard) if colon else low
+        except ValueError:
+            raise ValueError(f"{entry[:80]!r} is not name=soft:hard") from None
+        if not equals or not name:
+            raise ValueError(f"{entry[:80]!r} is not name=soft:hard")
+        out.append((name.strip().lower(), low, high))
+    return out
+
+
 def check_cgroup_and_limits(subject: Subject) -> Decision:
     attrs = _attrs(subject.body)
     if attrs.get("cgroup-parent"):
@@ -186,6 +205,22 @@ def check_cgroup_and_limits(subject: Subject) -> Decision:
                 "build.cgroup-parent",
                 f"{where} in the cgroup {step.cgroup_parent[:200]!r}",
                 "Leave the cgroup parent unset",
+            )
+    limits = [(f"{where}'s ulimit", *limit) for step, where in _execs(subject.body)
+              for limit in step.ulimits]  # fmt: skip
+    try:
+        limits += [("the build's --ulimit", *limit) for limit in frontend_ulimits(attrs)]
+    except ValueError as error:
+        return deny(
+            "build.cgroup-parent", f"a build with ulimit {error}", "Name ulimits as name=soft:hard"
+        )
+    for where, name, soft, hard in limits:
+        problem = ulimit_problem(name, soft, hard)
+        if problem is not None:
+            return deny(
+                "build.cgroup-parent",
+                f"{where} {problem}",
+                "Leave the ulimits at the daemon's defaults, or within the container bounds",
             )
     maximum = subject.settings.memory.maximum
     shm = attrs.get("shm-size")

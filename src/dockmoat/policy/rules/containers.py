@@ -806,6 +806,19 @@ def _bound(field: str, value: int, bound: str) -> Decision:
     )
 
 
+def ulimit_problem(name: str, soft: int, hard: int) -> str | None:
+    """What is wrong with one ulimit under the container bounds (None: fine); also the
+    ulimits of BuildKit build steps."""
+    name = name.lower()
+    if name in ULIMITS_REFUSED:
+        return f"{name}: the {name} limit is not allowed"
+    ceiling = ULIMIT_CEILINGS.get(name)
+    for label, value in (("soft", soft), ("hard", hard)):
+        if ceiling is not None and (value < 0 or value > ceiling):
+            return f"{name} {label} {value}: at most {ceiling}"
+    return None
+
+
 def _ulimit_problem(entry: Mapping[str, Any], where: str) -> Decision:
     name = (text(entry, "Name", where) or "").lower()
     soft = integer(entry, "Soft", where)
