@@ -351,6 +351,10 @@ def json_answer(raw: bytes) -> Any:
 BODY_RULE: Final = "api.unreadable-body"
 
 
+#: `remote=` of a BuildKit build whose context (and Dockerfile) come through its session.
+CLIENT_SESSION: Final = "client-session"
+
+
 def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -> BodyReader | None:
     """A reader for a streamed body whose content names objects, or None to stream it
     unread. A classic build's context is read wherever a policy or tenancy applies (its
@@ -369,18 +373,18 @@ def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -
                     "a BuildKit build (version=2) of a context sent as the request body is "
                     "not read; build through a session (buildx, DOCKER_BUILDKIT=1)"
                 )
-            if not remote:
+            if remote == CLIENT_SESSION:
                 # Its Dockerfile comes through the session and is read there
                 # (dockmoat.buildkit.filesync); what can be refused is refused now.
                 session_build(request.param("dockerfile"), build_args(request.param("buildargs")))
-            return None
+                return None
         if remote:
             if stage is not None:
                 # Allowed by the policy (fetch_targets), but for a tenant the Dockerfile
                 # it holds could name another tenant's images, unread.
                 raise BodyUnreadable(
-                    "a classic build of a context the daemon fetches (remote=...): its "
-                    "Dockerfile is not read; send the context from the client (docker build DIR)"
+                    "a build of a context the daemon fetches (remote=...): its Dockerfile "
+                    "is not read; send the context from the client (docker build DIR)"
                 )
             return None  # fetched by the daemon: the policy decided (build.remote-context)
         return BuildContextReader(
