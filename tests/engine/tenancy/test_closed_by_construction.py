@@ -731,7 +731,8 @@ def test_a_failed_commit_releases_the_tag_it_claimed(
     name = unique_name("claimed")
     commit = f"/v1.41/commit?{q(container=box, repo=name, tag='1')}"
     status, answer = call(sock(pair.a), "POST", commit, {"Cmd": 5})
-    assert status == 400, answer  # dockerd cannot read the config: nothing committed
+    # dockerd cannot read the config: nothing committed (400 on 28.5, 500 on 20.10)
+    assert status in (400, 500), answer
     deadline = time.monotonic() + 5
     target = f"/v1.41/images/{pair.image}/tag?{q(repo=name, tag='1')}"
     while True:  # the release follows the failed answer by a look-up
