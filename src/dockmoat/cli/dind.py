@@ -419,19 +419,32 @@ def gc(host: str | None, state_dir: Path | None) -> None:
 @click.option(
     "--socket", "socket_path", type=click.Path(path_type=Path), envvar="DOCKMOAT_DIND_POOL_SOCKET"
 )
+@click.option(
+    "--metrics-listen",
+    metavar="URL",
+    default=None,
+    envvar="DOCKMOAT_DIND_POOL_METRICS_LISTEN",
+    help="Prometheus /metrics and /ready on tcp://HOST:PORT or unix:///path (off by default).",
+)
 @_common
 def pool(
-    size: int | None, cache_keys: tuple[str, ...], socket_path: Path | None, **kwargs: Any
+    size: int | None,
+    cache_keys: tuple[str, ...],
+    socket_path: Path | None,
+    metrics_listen: str | None,
+    **kwargs: Any,
 ) -> None:
     """Keep SIZE warm daemons, and one per cache KEY; `up` takes one over a root-only
     unix socket (foreground)."""
-    from dockmoat.dind.pool import PoolService, check_settings
+    from dockmoat.dind.pool import PoolService, check_settings, metrics_endpoint
     from dockmoat.dind.pool_client import default_socket
 
     options = _options(**kwargs)
     if size is None:
         size = 0 if cache_keys else 1
     check_settings(size, cache_keys)  # bad input fails before the engine is asked
+    socket_path = socket_path or default_socket()
+    metrics = metrics_endpoint(metrics_listen, socket_path) if metrics_listen else None
 
     def log(message: str) -> None:
         click.echo(f"dind pool: {message}", err=True)
@@ -440,7 +453,7 @@ def pool(
     try:
         manager.check_images(options)
         service = PoolService(
-            manager, options, size, socket_path or default_socket(), cache_keys=cache_keys
+            manager, options, size, socket_path, cache_keys=cache_keys, metrics=metrics
         )
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -451,7 +464,7 @@ def pool(
         keys = f" and one per cache key ({', '.join(service.cache_keys)})" if cache_keys else ""
         log(
             f"serving on {service.socket_path}, keeping {size} warm daemon(s){keys} "
-            f"of {options.image}"
+            f"of {options.image}" + (f"; metrics on {metrics.url}" if metrics else "")
         )
         service.serve()
         log(f"stopped; handed out {service.handed_out}, removed the rest")

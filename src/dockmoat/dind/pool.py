@@ -22,14 +22,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockmoat.dind import cache, claimant, naming, probe
 from dockmoat.dind.info import DindInfo
 from dockmoat.dind.manager import DindManager
 from dockmoat.dind.pool_client import read_message, send_message
+from dockmoat.dind.pool_metrics import MetricsThread, PoolCounts, PoolState, outcome
 from dockmoat.dind.spec import DindOptions
 from dockmoat.errors import ConfigError, DockmoatError
+
+if TYPE_CHECKING:
+    from dockmoat.gateway.config import Endpoint
 
 # Idle daemons are re-checked this often, so a hand-out never gets a dead one.
 _HEALTH_EVERY = 10.0
@@ -67,6 +71,16 @@ def check_settings(size: int, cache_keys: tuple[str, ...] | list[str]) -> tuple[
     return keys
 
 
+def metrics_endpoint(url: str, socket_path: Path) -> Endpoint:
+    """`--metrics-listen` parsed as serve's; ConfigError when it is bad or the pool's socket."""
+    from dockmoat.gateway.config import parse_metrics_listen
+
+    endpoint = parse_metrics_listen(url)
+    if endpoint.path is not None and endpoint.path == socket_path:
+        raise ConfigError(f"--metrics-listen {url} is also the pool's --socket")
+    return endpoint
+
+
 class PoolService:
     """The pool; `serve()` runs until `stop()` (or a signal handler calling it)."""
 
@@ -79,6 +93,7 @@ class PoolService:
         *,
         cache_keys: tuple[str, ...] | list[str] = (),
         starters: int = 2,
+        metrics: Endpoint | None = None,
     ) -> None:
         keys = check_settings(size, cache_keys)
         if options.cache or options.preload:
@@ -104,6 +119,10 @@ class PoolService:
         self._threads: list[threading.Thread] = []
         self.handed_out = 0
         self.last_error: str | None = None
+        # Counted for --metrics-listen (pool_metrics.py), served while `serve()` runs.
+        self.counts = PoolCounts()
+        self.metrics = metrics
+        self._metrics_thread: MetricsThread | None = None
 
     def shape(self) -> dict[str, Any]:
         return {**self.options.shape(), "host": self.manager.host or ""}
@@ -137,10 +156,12 @@ class PoolService:
                 self._starting[key] = self._starting.get(key, 0) + 1
             warm: _Warm | None = None
             failed = False
+            started = time.monotonic()
             try:
                 options = dataclasses.replace(self.options, cache=key) if key else self.options
                 container, info = self.manager.launch_warm(options, self.who, self.pool_id)
                 warm = _Warm(container, info, key)
+                self.counts.started(time.monotonic() - started)
                 self.manager.progress(
                     f"warm daemon ready: {info.instance}" + (f" (cache {key})" if key else "")
                 )
@@ -152,6 +173,7 @@ class PoolService:
             except DockmoatError as error:
                 failed = True
                 self.last_error = str(error)
+                self.counts.started(time.monotonic() - started, str(error))
                 self.manager.progress(f"starting a warm daemon failed: {error}")
             finally:
                 with self._lock:
@@ -176,6 +198,7 @@ class PoolService:
                         if warm in self._ready:
                             self._ready.remove(warm)
                         self._lock.notify_all()
+                    self.counts.evicted()
                     self._discard(warm)
 
     def _alive(self, warm: _Warm) -> bool:
@@ -231,6 +254,7 @@ class PoolService:
                     return {"ok": False, "reason": "empty", "message": "no warm daemon ready"}
                 self._lock.notify_all()  # a starter begins the replacement now
             if not self._alive(warm):
+                self.counts.evicted()
                 self._discard(warm)
                 continue
             try:
@@ -257,17 +281,19 @@ class PoolService:
             try:
                 conn.settimeout(_CLIENT_TIMEOUT)
                 request = read_message(conn)
-                if request.get("op") != "take":
-                    reply: dict[str, Any] = {
-                        "ok": False,
-                        "reason": "error",
-                        "message": "unknown op",
-                    }
-                else:
-                    reply = self.take(str(request.get("name", "")), request.get("shape"))
-                send_message(conn, reply)
             except (OSError, ValueError):
-                return
+                return  # nothing readable asked (a probe of the socket): not counted
+            received = time.monotonic()
+            if request.get("op") != "take":
+                reply: dict[str, Any] = {"ok": False, "reason": "error", "message": "unknown op"}
+            else:
+                reply = self.take(str(request.get("name", "")), request.get("shape"))
+            try:
+                send_message(conn, reply)
+            except OSError:
+                self.counts.handout("error", None)  # the client left before the answer
+            else:
+                self.counts.handout(outcome(reply), time.monotonic() - received)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -296,6 +322,9 @@ class PoolService:
     def serve(self) -> None:
         server = self._listen()
         try:
+            if self.metrics is not None:
+                self._metrics_thread = MetricsThread(self.metrics, self.state, self.counts)
+                self._metrics_thread.start()
             for _ in range(self.starters):
                 thread = threading.Thread(target=self._starter, daemon=True)
                 thread.start()
@@ -332,6 +361,9 @@ class PoolService:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             held, self._ready = self._ready, []
+        if self._metrics_thread is not None:
+            self._metrics_thread.close()
+            self._metrics_thread = None
         for warm in held:
             self._discard(warm)
 
@@ -343,3 +375,15 @@ class PoolService:
         """Warm daemons ready for one cache key (None: the plain ones)."""
         with self._lock:
             return sum(1 for warm in self._ready if warm.key == key)
+
+    def state(self) -> PoolState:
+        """Daemons idle and wanted per slot (cache key, "" for plain), for metrics."""
+        with self._lock:
+            target = {"": self.size} if self.size else {}
+            target.update(dict.fromkeys(self.cache_keys, 1))
+            idle = dict.fromkeys(target, 0)
+            for warm in self._ready:
+                slot = warm.key or ""
+                idle[slot] = idle.get(slot, 0) + 1
+            starting = sum(self._starting.values())
+            return PoolState(idle, target, starting, self._stopping.is_set())

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -120,17 +120,13 @@ class Collector:
         for (route, decision, rule), count in list(metrics.requests.items()):
             requests.add_metric((route, decision, rule), count)
         yield requests
-        cumulative: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip((*BUCKETS, float("inf")), metrics.buckets, strict=True):
-            total += count
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
-        latency = HistogramMetricFamily(
+        yield histogram_family(
             "dockmoat_request_duration_seconds",
             "Time from a request's first byte to the end of its answer.",
+            BUCKETS,
+            metrics.buckets,
+            metrics.seconds,
         )
-        latency.add_metric([], cumulative, sum_value=metrics.seconds)
-        yield latency
         transferred = CounterMetricFamily(
             "dockmoat_bytes", "Bytes relayed, from clients (in) and to them (out).",
             labels=("direction",),
@@ -178,6 +174,21 @@ class Collector:
         )
 
 
+def histogram_family(
+    name: str, documentation: str, bounds: Sequence[float], counts: Sequence[int], total: float
+) -> HistogramMetricFamily:
+    """A histogram from per-bucket counts (`counts[bisect_left(bounds, value)] += 1`: one
+    more count than bounds, the last for values past the largest) and their sum."""
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], cumulative, sum_value=total)
+    return family
+
+
 def registry_for(gateway: Gateway) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(gateway))
@@ -214,13 +225,22 @@ def _answer(status: int, body: bytes, content_type: str = "text/plain; charset=u
     return head.encode() + body
 
 
-class MetricsServer:
-    """The `--metrics-listen` listener: plain HTTP/1.1, one request per connection."""
+class MetricsListener:
+    """A `--metrics-listen` listener: plain HTTP/1.1, one request per connection;
+    `/metrics` from a registry, `/ready` from a check, `/live`. Serve's (below) and
+    `dind pool`'s (dind/pool_metrics.py)."""
 
-    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        registry: CollectorRegistry,
+        check: Callable[[], Awaitable[tuple[bool, str]]],
+        logger: logging.Logger = log,
+    ) -> None:
         self.endpoint = endpoint
-        self.registry = registry_for(gateway)
+        self.registry = registry
+        self.check = check
+        self.log = logger
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -244,7 +264,7 @@ class MetricsServer:
             raise ConfigError(
                 str(listen_error(endpoint.url, error)).replace("--listen", "--metrics-listen")
             ) from error
-        log.info("metrics on %s: /metrics, /ready, /live", endpoint.url)
+        self.log.info("metrics on %s: /metrics, /ready, /live", endpoint.url)
 
     def close(self) -> None:
         if self.server is not None:
@@ -267,7 +287,7 @@ class MetricsServer:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
             pass
         except Exception:  # a bug must not end the listener
-            log.exception("metrics request failed")
+            self.log.exception("metrics request failed")
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
@@ -278,11 +298,19 @@ class MetricsServer:
         if path == "/metrics":
             started = time.monotonic()
             body = generate_latest(self.registry)
-            log.debug("metrics scraped in %.1f ms", (time.monotonic() - started) * 1000)
+            self.log.debug("metrics scraped in %.1f ms", (time.monotonic() - started) * 1000)
             return _answer(200, body, CONTENT_TYPE_LATEST)
         if path == "/ready":
-            ok, why = await ready(self.gateway)
+            ok, why = await self.check()
             return _answer(200 if ok else 503, f"{why}\n".encode())
         if path in ("/live", "/healthz"):
             return _answer(200, b"live\n")
         return _answer(404, b"/metrics, /ready or /live\n")
+
+
+class MetricsServer(MetricsListener):
+    """Serve's `--metrics-listen` listener: the gateway's metrics and readiness."""
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        super().__init__(endpoint, registry_for(gateway), lambda: ready(gateway))
+        self.gateway = gateway
