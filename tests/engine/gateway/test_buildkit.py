@@ -408,8 +408,14 @@ def test_a_build_cannot_start_from_another_tenants_image(
         guarded = build(cli, tenant.host, "build", "-t", f"{out}:1", str(ctx), cwd=tmp_path)
         assert guarded.returncode != 0, guarded.stderr[-2000:]
         # The Dockerfile read from the session: the foreign image "not found" as for any
-        # other request (buildx's source policy would refuse it too).
-        assert f"No such image: {foreign}" in guarded.stderr, guarded.stderr[-2000:]
+        # other request (buildx's source policy would refuse it too). Once in a loaded run
+        # the 20.10 CLI printed dockerd's "failed to read dockerfile: context canceled"
+        # instead (the refusal raced a cancel inside the daemon); what is checked always
+        # is that nothing was built.
+        said = f"No such image: {foreign}" in guarded.stderr
+        assert said or (cli == DOCKER_20 and "context canceled" in guarded.stderr), guarded.stderr[
+            -2000:
+        ]
         with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(f"{out}:1")
 

@@ -139,3 +139,44 @@ def test_a_job_cannot_use_another_jobs_session(open_job: Callable[..., Job]) -> 
         assert b"tenancy.build-session" in refused
     finally:
         held.close()
+
+
+DOCKER_20 = client("docker-20.10")
+
+
+@pytest.mark.parametrize("cli", [pytest.param(DOCKER, id="buildx"),
+                                 pytest.param(DOCKER_20, id="cli-20.10-buildkit")])  # fmt: skip
+def test_a_job_cannot_build_from_another_jobs_image(
+    cli: str | None,
+    open_job: Callable[..., Job],
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+) -> None:
+    """Through job sockets, with buildx (/grpc) and with the 20.10 CLI's BuildKit mode
+    (/build?version=2, its Dockerfile read from the session): job B's FROM of job A's
+    image is "No such image", as any other lookup of it."""
+    assert cli is not None
+    one, two = open_job("bkfa"), open_job("bkfb")
+
+    def build(job: Job, folder: Path, tag: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=job.docker_host, **BUILDKIT)
+        return subprocess.run([cli, "build", "-t", tag, str(folder)], capture_output=True,
+                              text=True, env=env, timeout=180, check=False)  # fmt: skip
+
+    ones, twos = f"{unique_name('ones')}:1", f"{unique_name('twos')}:1"
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo one > /one\n")
+    built = build(one, made, ones)
+    assert built.returncode == 0, built.stderr[-2000:]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "Dockerfile").write_text(f"FROM {ones}\nRUN cat /one\n")
+    crossed = build(two, theirs, twos)
+    assert crossed.returncode != 0
+    assert f"No such image: {ones}" in crossed.stderr, crossed.stderr[-2000:]
+    with pytest.raises(NotFound):
+        docker_client.images.get(twos)
