@@ -192,6 +192,11 @@ class DockerfileWatch:
             raise FileSyncRefused(f"a file stat the guard cannot read ({error})") from None
         index = self.index
         self.index += 1
+        fallback = found.path != self.name and found.path in self.candidates
+        if fallback and (found.mode & MODE_TYPE or found.linkname):
+            # A `dockerfile` folder (or link) beside a Dockerfile is no Dockerfile; alone
+            # it leaves the listing without one, refused at its end.
+            return Watched(raw, hold=False)
         if found.path in self.candidates:
             if found.path in self.found:
                 raise FileSyncRefused(f"the Dockerfile {found.path!r} is listed twice")

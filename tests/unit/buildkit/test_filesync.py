@@ -128,6 +128,18 @@ def test_the_lower_case_fallback_is_followed_and_never_a_choice() -> None:
         both.feed(END_OF_LISTING)
 
 
+def test_a_dockerfile_folder_beside_the_dockerfile_is_no_choice() -> None:
+    watch = DockerfileWatch("s1", "Dockerfile", 1)
+    watch.feed(stat_packet("Dockerfile"))
+    watch.feed(stat_packet("dockerfile", MODE_DIR | 0o755))
+    watch.feed(END_OF_LISTING)
+    assert (watch.name, watch.target) == ("Dockerfile", 0)
+    alone = DockerfileWatch("s1", "Dockerfile", 1)
+    alone.feed(stat_packet("dockerfile", SYMLINK, "elsewhere"))
+    with pytest.raises(FileSyncRefused, match="did not send"):
+        alone.feed(END_OF_LISTING)
+
+
 def test_an_advisory_watch_stops_where_a_strict_one_refuses() -> None:
     """A buildx Solve's Dockerfile (its source policy holds anyway): what cannot be
     followed lets everything go on, what is held included."""
