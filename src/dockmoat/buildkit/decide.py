@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ MAX_REMEMBERED: Final = 65536
 #: request: fewer than ids).
 MAX_CLASSIC: Final = 4096
 MAX_CLASSIC_PER_OWNER: Final = 64
+#: A version=2 build whose session has not connected this long is forgotten.
+UNCONNECTED_TTL: Final = 600.0
 
 
 SourceCheck = Callable[[ApiRequest, BuildSources], Awaitable[Decision]]
@@ -134,6 +137,8 @@ class Builds:
     classic: OrderedDict[str, ApiRequest] = field(default_factory=OrderedDict)
     connections: dict[str, int] = field(default_factory=dict)
     """Open `/session` connections per session id."""
+    classic_at: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
     build_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """The session of each build id (its Control.Solve's), for the frontend's LLBBridge
     calls, which name only the build."""
@@ -157,6 +162,15 @@ class Builds:
             table.popitem(last=False)
         return True
 
+    def _forget_unconnected(self) -> None:
+        """Builds whose session never connected, long after dockerd gave up waiting for
+        it (it waits seconds for a session before its fetch fails): their slots go."""
+        cutoff = self.clock() - UNCONNECTED_TTL
+        for session in [s for s, at in self.classic_at.items() if at < cutoff]:
+            if not self.connections.get(session):
+                self.classic.pop(session, None)
+                self.classic_at.pop(session, None)
+
     def session_opened(self, session: str) -> None:
         self.connections[session] = self.connections.get(session, 0) + 1
 
@@ -170,6 +184,7 @@ class Builds:
             return
         self.connections.pop(session, None)
         self.classic.pop(session, None)
+        self.classic_at.pop(session, None)
         self.solves.pop(session, None)
 
     def saw_solve(self, session: str, request: ApiRequest) -> None:
@@ -219,6 +234,7 @@ class Builds:
                     )
                 # Never evicted (a build whose record was dropped would fetch its
                 # Dockerfile unread): bounded per owner and in all, refused beyond.
+                self._forget_unconnected()
                 mine = sum(1 for r in self.classic.values() if self.sessions.get(
                     r.param("session") or "") == owner)  # fmt: skip
                 if mine >= MAX_CLASSIC_PER_OWNER or len(self.classic) >= MAX_CLASSIC:
@@ -229,6 +245,7 @@ class Builds:
                         status=429,
                     )
                 self.classic[named] = request
+                self.classic_at[named] = self.clock()
         return None
 
 

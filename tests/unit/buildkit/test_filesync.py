@@ -336,3 +336,16 @@ def test_packet_fields_are_truncated_as_go_reads_them() -> None:
     )  # fmt: skip
     assert packet(sneaky).type == 2 and packet(sneaky).id == 0
     assert watch.feed(sneaky).hold
+
+
+def test_a_build_whose_session_never_connected_frees_its_slot_late() -> None:
+    now = [0.0]
+    builds = Builds(clock=lambda: now[0])
+    for n in range(MAX_CLASSIC_PER_OWNER):
+        assert builds.bind(routed("POST", f"/build?version=2&session=s{n}", "test"), "t1") is None
+    builds.session_opened("s0")  # connected: kept whatever its age
+    now[0] = 599.0
+    assert builds.bind(routed("POST", "/build?version=2&session=x", "t"), "t1") is not None
+    now[0] = 601.0
+    assert builds.bind(routed("POST", "/build?version=2&session=x", "t"), "t1") is None
+    assert "s0" in builds.classic and "s1" not in builds.classic
