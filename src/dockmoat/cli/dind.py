@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import signal
 import sys
@@ -185,24 +186,30 @@ def up(
     name: str, fmt: str, pool_socket: Path | None, no_pool: bool, quiet: bool, **kwargs: Any
 ) -> None:
     """Start a nested daemon NAME; print its environment once it answers /_ping over mTLS."""
+    from dockmoat.dind.acquire import acquire
+
     signal.signal(signal.SIGTERM, _terminate)
     try:
         options = _options(**kwargs)
         host, state_dir = kwargs["host"], kwargs["state_dir"]
-        with _progress(quiet) as progress:
-            info = None
-            if not no_pool:
-                info = _take_from_pool(name, options, host, state_dir, pool_socket, progress)
-            if info is None and options.cache and not no_pool and kwargs["wait_cache"] > 0:
-                info = _wait_for_key(name, options, host, state_dir, pool_socket, progress, kwargs)
-            if info is None:
-                manager = _manager(host, state_dir, progress)
-                try:
-                    info = manager.up(
-                        name, options, wait_cache=kwargs["wait_cache"], pull=kwargs["pull"]
-                    )
-                finally:
-                    manager.close()
+        with _progress(quiet) as progress, contextlib.ExitStack() as opened:
+            # One manager, opened only when needed: a warm hand-over does without.
+            manager = functools.cache(
+                lambda: opened.enter_context(_manager(host, state_dir, progress))
+            )
+            info, warm = acquire(
+                name,
+                options,
+                manager,
+                progress,
+                host=host,
+                socket_path=pool_socket,
+                use_pool=not no_pool,
+                wait_cache=kwargs["wait_cache"],
+                pull=kwargs["pull"],
+            )
+            if warm:
+                _finish_warm(name, options, info, manager)
     except BaseException as error:
         if fmt == "env" and not (isinstance(error, SystemExit) and not error.code):
             # `eval "$(dockmoat dind up ...)"` fails too, not only `up` (issue 21).
@@ -211,81 +218,22 @@ def up(
     _print_info(info, fmt)
 
 
-def _wait_for_key(
-    name: str,
-    options: spec.DindOptions,
-    host: str | None,
-    state_dir: Path | None,
-    socket_path: Path | None,
-    progress: Progress,
-    kwargs: dict[str, Any],
-) -> DindInfo | None:
-    """`up --cache KEY --wait-cache S` while a pool may hold KEY: whoever frees the key
-    (the job's daemon going down), the pool's replacement or this cold start gets it
-    first; so ask the pool again between cold tries instead of waiting on a key the
-    pool's warm daemon may hold for good. None: the key stayed busy (the caller's
-    cold `up` then waits out the rest or says who holds it)."""
-    from dockmoat.dind import cache
+def _finish_warm(
+    name: str, options: spec.DindOptions, info: DindInfo, manager: Callable[[], DindManager]
+) -> None:
+    """What `up` does to a warm daemon itself (a cold start did its preload and docker
+    context already): check it answers, preload, write the docker context."""
+    from dockmoat.dind import context, probe
 
-    deadline = time.monotonic() + kwargs["wait_cache"]
-    told = False
-    manager = _manager(host, state_dir, progress)
-    try:
-        while time.monotonic() < deadline - 1.0:
-            try:
-                return manager.up(name, options, wait_cache=0.0, pull=kwargs["pull"])
-            except cache.CacheBusy as busy:
-                if not told:
-                    progress(f"cache key {busy.key} is in use by {busy.holder}; waiting")
-                    told = True
-            time.sleep(0.5)
-            info = _take_from_pool(name, options, host, state_dir, socket_path, progress)
-            if info is not None:
-                return info
-    finally:
-        manager.close()
-    kwargs["wait_cache"] = max(0.0, deadline - time.monotonic())
-    return None
-
-
-def _take_from_pool(
-    name: str,
-    options: spec.DindOptions,
-    host: str | None,
-    state_dir: Path | None,
-    socket_path: Path | None,
-    progress: Progress,
-) -> DindInfo | None:
-    from dockmoat.dind import context, naming, pool_client, probe, spec
-    from dockmoat.dind.info import DindInfo
-
-    try:
-        naming.validate_name(name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    shape = spec.pool_shape(options, host)
-    reply = pool_client.take(socket_path or pool_client.default_socket(), name, shape)
-    if reply is None:
-        return None
-    try:
-        info = DindInfo.from_json(reply)
-    except (KeyError, TypeError, ValueError) as error:
-        raise EngineError(f"the pool answered garbage: {error}") from None
-    progress(f"took warm daemon {info.instance} from the pool")
     if not probe.ping(info.host_address, info.port, probe.tls_context(info.cert_path), 5.0):
         raise EngineError(
             f"the warm daemon for {name} does not answer /_ping; `dockmoat dind down {name}`"
         )
     if options.preload:
-        manager = _manager(host, state_dir, progress)
-        try:
-            manager.preload(info, options.preload)
-        finally:
-            manager.close()
+        manager().preload(info, options.preload)
     context.write(
         context.docker_config_dir(), info.context, info.host_url, info.instance, info.cert_path
     )
-    return info
 
 
 @command.command()
@@ -296,11 +244,8 @@ def _take_from_pool(
 @_common
 def env(name: str, fmt: str, host: str | None, state_dir: Path | None) -> None:
     """Print NAME's environment again."""
-    manager = _manager(host, state_dir)
-    try:
+    with _manager(host, state_dir) as manager:
         _print_info(manager.info(name), fmt)
-    finally:
-        manager.close()
 
 
 def _age(created: float) -> str:
@@ -327,11 +272,8 @@ def _size(value: int | None) -> str:
 @_common
 def ls(fmt: str, host: str | None, state_dir: Path | None) -> None:
     """List nested daemons: name, age, state, limits, cache key."""
-    manager = _manager(host, state_dir)
-    try:
+    with _manager(host, state_dir) as manager:
         rows = manager.list_daemons()
-    finally:
-        manager.close()
     if fmt == "json":
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows]))
         return
@@ -365,15 +307,10 @@ def logs(
     name: str, follow: bool, tail: int | None, host: str | None, state_dir: Path | None
 ) -> None:
     """The nested daemon's log."""
-    manager = _manager(host, state_dir)
-    try:
+    with _manager(host, state_dir) as manager, contextlib.suppress(KeyboardInterrupt):
         for chunk in manager.logs(name, follow=follow, tail=tail):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        manager.close()
 
 
 @command.command()
@@ -381,24 +318,18 @@ def logs(
 @_common
 def down(name: str, host: str | None, state_dir: Path | None) -> None:
     """Remove NAME: container, network, non-cache volumes, certificates, context."""
-    manager = _manager(host, state_dir)
-    try:
+    with _manager(host, state_dir) as manager:
         for item in manager.down(name):
             click.echo(f"removed {item}")
-    finally:
-        manager.close()
 
 
 @command.command()
 @_common
 def gc(host: str | None, state_dir: Path | None) -> None:
     """Remove what crashed runs left behind (only resources whose daemon is gone)."""
-    manager = _manager(host, state_dir)
-    try:
+    with _manager(host, state_dir) as manager:
         for item in manager.gc():
             click.echo(f"removed {item}")
-    finally:
-        manager.close()
 
 
 @command.command()
@@ -449,8 +380,7 @@ def pool(
     def log(message: str) -> None:
         click.echo(f"dind pool: {message}", err=True)
 
-    manager = _manager(kwargs["host"], kwargs["state_dir"], log)
-    try:
+    with _manager(kwargs["host"], kwargs["state_dir"], log) as manager:
         manager.check_images(options)
         service = PoolService(
             manager, options, size, socket_path, cache_keys=cache_keys, metrics=metrics
@@ -468,5 +398,3 @@ def pool(
         )
         service.serve()
         log(f"stopped; handed out {service.handed_out}, removed the rest")
-    finally:
-        manager.close()

@@ -14,8 +14,9 @@ import docker.errors
 import pytest
 import requests
 
-from dockmoat.dind import naming
-from dockmoat.dind.manager import DindManager, _Made
+from dockmoat.dind import launch, naming, resources
+from dockmoat.dind.manager import DindManager
+from dockmoat.dind.resources import Made
 from dockmoat.dind.spec import DindOptions
 from dockmoat.errors import ConfigError, EngineError, NotFoundError
 
@@ -134,18 +135,18 @@ def test_down_of_a_container_it_cannot_remove(tmp_path: Path) -> None:
 
 def test_a_free_name(tmp_path: Path) -> None:
     api = FakeAPI(inspect_container=missing("No such container"))
-    manager(tmp_path, api)._check_free("x")
+    launch.check_free(manager(tmp_path, api), "x")
 
 
 def test_a_taken_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="already exists"):
-        manager(tmp_path, FakeAPI())._check_free("x")
+        launch.check_free(manager(tmp_path, FakeAPI()), "x")
 
 
 def test_a_name_that_cannot_be_checked(tmp_path: Path) -> None:
     api = FakeAPI(inspect_container=api_error(500, "boom"))
     with pytest.raises(EngineError, match=r"^cannot inspect containers: boom$"):
-        manager(tmp_path, api)._check_free("x")
+        launch.check_free(manager(tmp_path, api), "x")
 
 
 def test_a_missing_image_is_not_pulled_unasked(tmp_path: Path) -> None:
@@ -182,11 +183,18 @@ def test_a_missing_preload(tmp_path: Path) -> None:
 
 
 def test_not_found_at_create_is_retried_once_then_an_engine_error(tmp_path: Path) -> None:
-    """_create_container leaves NotFound to _create (the network may not be there yet)."""
+    """create_container leaves NotFound to create (the network may not be there yet)."""
     api = FakeAPI(create_container_from_config=missing("network dockmoat-x not found"))
     with pytest.raises(EngineError, match=r"^cannot create the daemon container: network"):
-        manager(tmp_path, api)._create(
-            DindOptions(mtu=1500), _Made("i1"), "dockmoat-dind-tmp", "me", {}, None, ["x"]
+        resources.create(
+            manager(tmp_path, api),
+            DindOptions(mtu=1500),
+            Made("i1"),
+            "dockmoat-dind-tmp",
+            "me",
+            {},
+            None,
+            ["x"],
         )
     assert api.calls.count("create_container_from_config") == 2
     assert "create_network" in api.calls

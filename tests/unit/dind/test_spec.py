@@ -142,7 +142,7 @@ def test_shape_ignores_per_job_parts() -> None:
 
 
 def test_failure_report_keeps_the_telling_lines() -> None:
-    from dockmoat.dind.manager import hint_for, telling_lines
+    from dockmoat.dind.diagnose import hint_for, telling_lines
 
     chatter = [
         f'time="t" level=info msg="[core] Channel change {i}" module=grpc' for i in range(40)

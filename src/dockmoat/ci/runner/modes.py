@@ -42,7 +42,8 @@ def socket_mode(socket_path: str) -> Iterator[Wiring]:
 @contextmanager
 def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[Wiring]:
     # Imported here: the DinD manager is only needed in this mode.
-    from dockmoat.dind import pool_client, spec
+    from dockmoat.dind import spec
+    from dockmoat.dind.acquire import acquire
     from dockmoat.dind.info import DindInfo
     from dockmoat.dind.manager import DindManager
 
@@ -53,32 +54,23 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     except ValueError as error:
         raise ConfigError(str(error)) from None
     name = f"run-{run_id}"
-    manager = DindManager(host=options.docker_host, progress=progress)
-    info: DindInfo | None = None
-    try:
-        with engine_errors("starting the nested daemon failed"):
-            shape = spec.pool_shape(dind_options, options.docker_host)
-            reply = pool_client.take(pool_client.default_socket(), name, shape)
-            if reply is not None:
-                try:
-                    info = DindInfo.from_json(reply)
-                except (KeyError, TypeError, ValueError) as error:
-                    raise EngineError(f"the DinD pool answered garbage: {error}") from None
-                progress(f"took warm daemon {info.instance} from the pool")
-                if dind_options.preload:
-                    manager.preload(info, dind_options.preload)
-            else:
-                # `up` removes what it made itself when it fails or is interrupted.
-                info = manager.up(name, dind_options)
-        yield dind_wiring(info.network, str(info.cert_path), info.network_env("/certs/client"))
-    finally:
+    with DindManager(host=options.docker_host, progress=progress) as manager:
+        info: DindInfo | None = None
         try:
+            with engine_errors("starting the nested daemon failed"):
+                # A failed cold start removes what it made itself, also when interrupted.
+                info, warm = acquire(
+                    name, dind_options, lambda: manager, progress, host=options.docker_host
+                )
+                if warm and dind_options.preload:
+                    # The run's own step for a warm daemon (a cold start preloaded).
+                    manager.preload(info, dind_options.preload)
+            yield dind_wiring(info.network, str(info.cert_path), info.network_env("/certs/client"))
+        finally:
             if info is not None:
                 progress(f"removing nested daemon {name}")
                 with engine_errors(f"removing the nested daemon {name} failed"):
                     manager.down(name)
-        finally:
-            manager.close()
 
 
 @contextmanager

@@ -1,0 +1,197 @@
+"""What a nested daemon is made of on the engine: its network, its data volume
+(or its cache key's), its container with stdin attached; `undo` removes what a
+failed launch made."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker.errors
+
+from dockmoat.dind import naming, spec
+from dockmoat.dind.engine import Engine
+from dockmoat.errors import ConfigError, EngineError
+from dockmoat.netinfo import host_uplink
+from dockmoat.sdkerrors import engine_errors
+
+
+@dataclass(slots=True)
+class Made:
+    """What a launch created so far, for clean-up on failure."""
+
+    instance: str
+    network: str | None = None
+    container: str | None = None
+    volume: str | None = None
+    cert_dir: bool = False
+    dns: list[str] = field(default_factory=list)
+    # Attached to the container's stdin before its start: the certificates go in there.
+    stdin: socket.socket | None = None
+
+
+def host_mtu(engine: Engine) -> int:
+    """The nested daemon's MTU: the engine bridge's (1500 when it sets none), or this
+    host's uplink when that is smaller and the engine runs here (a unix socket).
+
+    A nested bridge wider than the way out drops large packets without a word
+    (pulls hang, TLS stalls): cloud VMs often have 1460 or less while docker0
+    keeps 1500.
+    """
+    try:
+        bridge = engine.api.inspect_network("bridge")
+        mtu = int((bridge.get("Options") or {}).get("com.docker.network.driver.mtu", 1500))
+    except (docker.errors.APIError, ValueError):
+        mtu = 1500
+    if engine.engine.startswith("unix://"):
+        uplink = host_uplink()
+        if uplink is not None and 576 <= uplink[1] < mtu:
+            return uplink[1]
+    return mtu
+
+
+def create(
+    engine: Engine,
+    options: spec.DindOptions,
+    made: Made,
+    container_name: str,
+    who: str,
+    extra_labels: dict[str, str],
+    name: str | None,
+    entrypoint: list[str] | None = None,
+) -> None:
+    instance = made.instance
+    mtu = options.mtu or host_mtu(engine)
+    network = naming.network_name(instance)
+    made.network = network  # before it exists: a failure half-way still removes it
+    engine.progress(f"creating network {network}")
+    engine.progress(f"creating container {container_name}")
+    # The engine resolves a container's network at start, not at create, so
+    # the network (the slowest step here) is made while the container is
+    # created and attached; leaving the `with` waits for it in every case.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        network_made = pool.submit(create_network, engine, network, mtu, instance, who)
+        try:
+            create_container(
+                engine, options, made, mtu, container_name, who, extra_labels, name, entrypoint
+            )
+        except docker.errors.NotFound:
+            # An engine that wants the network to exist first: create afterwards.
+            network_made.result()
+            with engine_errors("cannot create the daemon container"):
+                create_container(
+                    engine, options, made, mtu, container_name, who, extra_labels, name, entrypoint
+                )
+        made.stdin = attach_stdin(engine, made.container or "")
+        network_made.result()
+
+
+def create_network(engine: Engine, network: str, mtu: int, instance: str, who: str) -> None:
+    with engine_errors(f"cannot create network {network}"):
+        engine.api.create_network(
+            network,
+            driver="bridge",
+            options=spec.network_options(mtu),
+            labels=spec.labels(instance, naming.ROLE_NETWORK, who),
+            check_duplicate=True,
+        )
+
+
+def create_container(
+    engine: Engine,
+    options: spec.DindOptions,
+    made: Made,
+    mtu: int,
+    container_name: str,
+    who: str,
+    extra_labels: dict[str, str],
+    name: str | None,
+    entrypoint: list[str] | None,
+) -> None:
+    instance = made.instance
+    assert made.network
+    if options.cache:
+        volume = naming.cache_volume_name(options.cache)
+        volume_labels = spec.labels(
+            instance, naming.ROLE_CACHE, who, {naming.LABEL_CACHE: options.cache}
+        )
+    else:
+        volume = naming.data_volume_name(instance)
+        volume_labels = spec.labels(instance, naming.ROLE_DATA, who)
+        made.volume = volume
+    container_labels = spec.labels(instance, naming.ROLE_DAEMON, who, extra_labels)
+    if options.cache:
+        container_labels[naming.LABEL_CACHE] = options.cache
+    made.dns = [naming.ALIAS, instance, container_name]
+    if name:
+        made.dns += [name, naming.container_name(name)]
+    try:
+        config = spec.container_config(
+            options,
+            instance=instance,
+            network=made.network,
+            image_entrypoint=image_entrypoint(engine, options.image)
+            if entrypoint is None
+            else entrypoint,
+            volume=volume,
+            mtu=mtu,
+            container_labels=container_labels,
+            volume_labels=volume_labels,
+        )
+    except ValueError as error:
+        raise ConfigError(f"{options.image}: {error}") from None
+    # NotFound is left to _create: maybe only the network is not there yet.
+    with engine_errors("cannot create the daemon container", leave=(docker.errors.NotFound,)):
+        created = engine.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]
+    made.container = str(created["Id"])
+
+
+def image_entrypoint(engine: Engine, image: str) -> list[str]:
+    with engine_errors(f"cannot inspect image {image}"):
+        details = engine.api.inspect_image(image)  # type: ignore[no-untyped-call]
+    return entrypoint_of(details)
+
+
+def attach_stdin(engine: Engine, container: str) -> socket.socket:
+    with engine_errors("cannot attach to the daemon container"):
+        attached = engine.api.attach_socket(container, params={"stdin": 1, "stream": 1})
+    # The SDK hands out a SocketIO wrapper on unix sockets, the socket itself on TCP.
+    raw = getattr(attached, "_sock", attached)
+    if not isinstance(raw, socket.socket):
+        raise EngineError(f"cannot write to the daemon container's stdin over {type(raw)}")
+    return raw
+
+
+def undo(engine: Engine, made: Made, options: spec.DindOptions | None = None) -> None:
+    """Remove what a failed launch made; best effort, never masks the original error."""
+    if made.stdin is not None:
+        close_stdin(made.stdin)
+    with contextlib.suppress(Exception):
+        if made.container:
+            engine.api.remove_container(made.container, force=True, v=True)
+    with contextlib.suppress(Exception):
+        if made.network:
+            engine.api.remove_network(made.network)
+    with contextlib.suppress(Exception):
+        if made.volume:
+            engine.api.remove_volume(made.volume)
+    with contextlib.suppress(Exception):
+        if made.cert_dir:
+            engine.state.remove_daemon(made.instance)
+
+
+def close_stdin(stdin: socket.socket) -> None:
+    """Close a container's attached stdin (the end of input for it)."""
+    # shutdown first: close() alone waits for the SDK's file wrappers to let go of
+    # the socket, and until then the wrapper in the container would not see EOF.
+    with contextlib.suppress(OSError):
+        stdin.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        stdin.close()
+
+
+def entrypoint_of(image: dict[str, Any]) -> list[str]:
+    return [str(part) for part in ((image.get("Config") or {}).get("Entrypoint") or [])]
