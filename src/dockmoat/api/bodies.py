@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from dockmoat.api.dockerfile import (
-    SYNTAX_ARG,
     DockerfileError,
     ImageSource,
+    check_frontend_args,
     fetched_urls,
     image_sources,
 )
@@ -44,6 +44,11 @@ MAX_INDEX: Final = 4 << 20
 _INDEX_FILES: Final = frozenset({"manifest.json", "index.json", "repositories"})
 
 
+#: The rule of a body (or a session's Dockerfile) refused because it cannot be read as
+#: dockerd will read it.
+UNREADABLE_RULE: Final = "api.unreadable-body"
+
+
 class BodyUnreadable(ValueError):
     """A streamed body the guard cannot read as dockerd will (the request is refused)."""
 
@@ -51,6 +56,12 @@ class BodyUnreadable(ValueError):
 def clean(path: str) -> str:
     """A path inside an archive as moby's untar resolves it under its root."""
     return posixpath.normpath("/" + path).lstrip("/")
+
+
+def plain_path(path: str) -> bool:
+    """A relative path already in its cleanest form (no `.`, `..`, `//`, leading `/`):
+    the name a file has in a listing or an archive, read one way only."""
+    return path not in ("", ".") and clean(path) == path
 
 
 def _ancestors(path: str) -> set[str]:
@@ -153,16 +164,15 @@ def session_build(dockerfile: str | None, args: Mapping[str, str | None]) -> str
     the Dockerfile's name (as the session's file listing shows it), or BodyUnreadable
     for a build that can be refused before it starts."""
     name = dockerfile or DEFAULT_DOCKERFILE
-    if clean(name) != name or name in (".", ""):
+    if not plain_path(name):
         raise BodyUnreadable(
             f"the Dockerfile name {name[:80]!r} is not a plain relative path; name the file "
             "as it is in its folder"
         )
-    if args.get(SYNTAX_ARG) is not None:
-        raise BodyUnreadable(
-            f"the build argument {SYNTAX_ARG} names a custom frontend, whose reading of the "
-            "Dockerfile is not checked; build with buildx (docker buildx build)"
-        )
+    try:
+        check_frontend_args(args)
+    except DockerfileError as error:
+        raise BodyUnreadable(f"{error}; build with buildx (docker buildx build)") from None
     return name
 
 

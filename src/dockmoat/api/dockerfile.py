@@ -544,16 +544,22 @@ def _from(
     return name, ImageSource(ref, where)
 
 
-def _no_frontend(text: str, build_args: Mapping[str, str | None]) -> None:
-    """Refuses a custom frontend: an image the daemon pulls and runs as the Dockerfile's
-    reader, which then resolves whatever images it likes, unread here. Any comment line
-    before the first instruction that looks like a `syntax` directive counts (BuildKit
-    versions detect it differently; reading too many is the safe side)."""
+def check_frontend_args(build_args: Mapping[str, str | None]) -> None:
+    """Refuses the build argument that makes BuildKit's Dockerfile frontend hand the
+    build to another frontend (read before the Dockerfile is: the build request)."""
     if build_args.get(SYNTAX_ARG) is not None:
         raise DockerfileError(
             f"the build argument {SYNTAX_ARG} names a custom frontend, whose reading of "
             "the Dockerfile is not checked"
         )
+
+
+def _no_frontend(text: str, build_args: Mapping[str, str | None]) -> None:
+    """Refuses a custom frontend: an image the daemon pulls and runs as the Dockerfile's
+    reader, which then resolves whatever images it likes, unread here. Any comment line
+    before the first instruction that looks like a `syntax` directive counts (BuildKit
+    versions detect it differently; reading too many is the safe side)."""
+    check_frontend_args(build_args)
     for raw in _lines(text):
         line = _go_lstrip(raw)
         if not line:

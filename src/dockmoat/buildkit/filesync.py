@@ -26,10 +26,10 @@ packets say that could be read two ways.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from typing import Final
 
+from dockmoat.api.bodies import plain_path
 from dockmoat.buildkit import wire
 from dockmoat.buildkit.messages import DockerfileRead
 from dockmoat.buildkit.relay import Watched
@@ -121,8 +121,7 @@ class DockerfileWatch:
         # cannot be followed stops the watch instead of ending the call.
         self.advisory = advisory
         self.off = False
-        cleaned = posixpath.normpath(name)
-        if not name or cleaned != name or name.startswith(("/", "../")) or name == "..":
+        if not plain_path(name):
             if not advisory:
                 raise FileSyncRefused(f"the Dockerfile name {name[:80]!r} is not a plain path")
             self.off = True

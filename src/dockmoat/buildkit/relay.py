@@ -44,6 +44,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from dockmoat.api.bodies import UNREADABLE_RULE
 from dockmoat.buildkit import grpc, services
 from dockmoat.buildkit.messages import Message, Opaque
 from dockmoat.buildkit.services import Method, Tunnel
@@ -61,7 +62,7 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HOP: Final = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 MAX_HELD: Final = 2 * 1024 * 1024
 """The most of a call's answers held while a watch's reading is decided."""
-BODY_RULE: Final = "api.unreadable-body"
+BODY_RULE: Final = UNREADABLE_RULE
 
 
 # --- what the relay asks of its decider ----------------------------------------------

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from dockmoat.api import gojson, reference
 from dockmoat.api.bodies import (
+    UNREADABLE_RULE,
     BodyUnreadable,
     BuildContextReader,
     BuildSources,
@@ -348,7 +349,7 @@ def json_answer(raw: bytes) -> Any:
 
 # --- streamed bodies that carry references (api/bodies.py) ---------------------
 
-BODY_RULE: Final = "api.unreadable-body"
+BODY_RULE: Final = UNREADABLE_RULE
 
 
 #: `remote=` of a BuildKit build whose context (and Dockerfile) come through its session.
