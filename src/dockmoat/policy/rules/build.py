@@ -217,9 +217,10 @@ def check_cgroup_and_limits(subject: Subject) -> Decision:
     for where, name, soft, hard in limits:
         problem = ulimit_problem(name, soft, hard)
         if problem is not None:
+            part, value, bound = problem
             return deny(
                 "build.cgroup-parent",
-                f"{where} {problem}",
+                f"{where} {name} {part.lower()} {value}: {bound}",
                 "Leave the ulimits at the daemon's defaults, or within the container bounds",
             )
     maximum = subject.settings.memory.maximum

@@ -806,32 +806,29 @@ def _bound(field: str, value: int, bound: str) -> Decision:
     )
 
 
-def ulimit_problem(name: str, soft: int, hard: int) -> str | None:
-    """What is wrong with one ulimit under the container bounds (None: fine); also the
-    ulimits of BuildKit build steps."""
+def ulimit_problem(name: str, soft: int | None, hard: int | None) -> tuple[str, int, str] | None:
+    """What is wrong with one ulimit under the container bounds, as (the part: "Name",
+    "Soft" or "Hard", its value, the bound), or None; containers' ulimits and those of
+    BuildKit build steps alike."""
     name = name.lower()
     if name in ULIMITS_REFUSED:
-        return f"{name}: the {name} limit is not allowed"
-    ceiling = ULIMIT_CEILINGS.get(name)
-    for label, value in (("soft", soft), ("hard", hard)):
-        if ceiling is not None and (value < 0 or value > ceiling):
-            return f"{name} {label} {value}: at most {ceiling}"
-    return None
-
-
-def _ulimit_problem(entry: Mapping[str, Any], where: str) -> Decision:
-    name = (text(entry, "Name", where) or "").lower()
-    soft = integer(entry, "Soft", where)
-    hard = integer(entry, "Hard", where)
-    if name in ULIMITS_REFUSED:
-        return _bound(f"{where}Name", 0, f"the {name} limit is not allowed")
+        return "Name", 0, f"the {name} limit is not allowed"
     ceiling = ULIMIT_CEILINGS.get(name)
     for label, value in (("Soft", soft), ("Hard", hard)):
         if value is None or ceiling is None:
             continue
         if value < 0 or value > ceiling:
-            return _bound(f"{where}{label} of {name}", value, f"at most {ceiling}")
-    return ALLOW
+            return label, value, f"at most {ceiling}"
+    return None
+
+
+def _ulimit_problem(entry: Mapping[str, Any], where: str) -> Decision:
+    name = (text(entry, "Name", where) or "").lower()
+    problem = ulimit_problem(name, integer(entry, "Soft", where), integer(entry, "Hard", where))
+    if problem is None:
+        return ALLOW
+    part, value, bound = problem
+    return _bound(f"{where}Name" if part == "Name" else f"{where}{part} of {name}", value, bound)
 
 
 def check_resource_bounds(subject: Subject) -> Decision:
