@@ -644,12 +644,8 @@ class TenancyStage:
                     f"dockmoat: {SHARED_IMAGE_RULE}: {ref} carries tags your job did not make; "
                     "remove it by your own tag instead.",
                 )
-        if route == "images.tag":
-            repo = request.param("repo") or ""
-            if repo:
-                return await self._claim_tag(
-                    tenant, rules.effective_tag(repo, request.param("tag"))
-                )
+        if route == "images.tag" and request.param("repo"):
+            return await self._claim_tag(tenant, _claimed_tag(request))
         return Allow()
 
     async def _images_get_all(self, request: ApiRequest, tenant: Tenant) -> Decision:
@@ -707,7 +703,7 @@ class TenancyStage:
             return notfound.no_such_container(ref)
         repo = request.param("repo")
         if repo:
-            verdict = await self._claim_tag(tenant, rules.effective_tag(repo, request.param("tag")))
+            verdict = await self._claim_tag(tenant, _claimed_tag(request))
             if isinstance(verdict, Deny):
                 return verdict
         query = {k: list(v) for k, v in request.query.items()}
@@ -758,7 +754,7 @@ class TenancyStage:
             if problem is not None:
                 return problem
         if request.param("fromSrc") and repo:
-            return await self._claim_tag(tenant, rules.effective_tag(repo, tag))
+            return await self._claim_tag(tenant, _claimed_tag(request))
         return Allow()
 
     async def _image_load(self, request: ApiRequest, tenant: Tenant) -> Decision:
@@ -822,24 +818,27 @@ class TenancyStage:
         tenant = self._tenant(request)
         if tenant is None or not isinstance(message, dict):
             return message
-        failed = "errorDetail" in message or "error" in message
-        if request.route.name == "images.create":
-            status = message.get("status")
-            if failed:
-                tags = [_claimed_tag(request)]
-            elif isinstance(status, str) and status.startswith("sha256:"):
-                self.store.add(tenant.name, "image", status.strip())
-                return message
+        status = message.get("status")
+        if "errorDetail" in message or "error" in message:
+            if request.route.name == "images.create":
+                self._release_later(tenant, [_claimed_tag(request)])
             else:
-                return message
-        elif failed and request.query.get("t"):
-            tags = [normalize_tag(tag) for tag in request.query["t"]]
-        else:
-            return message
-        self._spawn_tracked(
-            self._release_unbuilt(tenant, tags), f"releasing the tags of job {tenant.name}"
-        )
+                self._release_later(tenant, [normalize_tag(t) for t in request.query.get("t", [])])
+        elif (
+            request.route.name == "images.create"
+            and isinstance(status, str)
+            and status.startswith("sha256:")
+        ):  # the import's last line: its image
+            self.store.add(tenant.name, "image", status.strip())
         return message
+
+    def _release_later(self, tenant: Tenant, tags: list[str]) -> None:
+        """A failed request's claims go (where no image carries them) once looked up."""
+        if tags:
+            self._spawn_tracked(
+                self._release_unbuilt(tenant, tags),
+                f"releasing {', '.join(tags)[:200]} of job {tenant.name}",
+            )
 
     def _record_tagged(self, tenant: Tenant, tag: str) -> None:
         """Remember which image a job's tag was made on (its close untags it only while
@@ -977,10 +976,7 @@ class TenancyStage:
         if status >= 400:
             if route in _TAG_CLAIMING and request.param("repo"):
                 # The claim made for this request becomes real only with the image.
-                tag = _claimed_tag(request)
-                self._spawn_tracked(
-                    self._release_unbuilt(tenant, [tag]), f"releasing {tag} of job {tenant.name}"
-                )
+                self._release_later(tenant, [_claimed_tag(request)])
             return present.present_error(answer, tenant)
         if not 200 <= status < 300:
             return answer
