@@ -19,22 +19,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.errors import ProtocolError, UpstreamError
+from dockmoat.errors import ProtocolError
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.exchange import Abort, Exchange, json_error, restaged_json
+from dockmoat.gateway.answer import Answer
+from dockmoat.gateway.exchange import Exchange
 from dockmoat.gateway.http import (
-    HeldAnswer,
     MessageEnd,
-    RawAnswer,
     RequestEvent,
     RequestHead,
     error_response,
     serialise_request_head,
-    serialise_response_head,
 )
 from dockmoat.gateway.stages import (
     OnRequest,
     Policy,
+    ResponseKind,
     decides_inline,
     error_kind,
     inline_state,
@@ -103,7 +102,7 @@ class Remembered(NamedTuple):
     decision: str
     rule: str
     notes: tuple[str, ...]
-    json: bool
+    kind: ResponseKind
     errors_rewritten: bool
     policy: Policy
     state: object
@@ -120,47 +119,35 @@ REMEMBER_SPARSELY = 64
 
 
 class FastRelay:
-    """A fast-lane answer: the daemon's bytes relayed as read, from its read callback.
+    """A fast-lane answer, relayed from the daemon connection's read callback: the
+    same `answer.Answer` as the task path drives, executed without a task.
 
     Ends by `Gateway` bookkeeping as `_exchange` does (pool, audit, busy set). If
     the daemon's connection fails before any byte of the answer arrived (a pooled
     connection it had closed), the request goes back to the connection's task,
-    which sends it again on a fresh connection or answers 502. An error answer the
-    stage rewrites is handed, from its first byte, to `Gateway.relay_events` in a task.
+    which sends it again on a fresh connection or answers 502.
     """
 
-    __slots__ = (
-        "answer", "conn", "done", "errors_rewritten", "events", "gateway", "held", "json",
-        "listener", "paused", "record", "stream", "writer",
-    )  # fmt: skip
+    __slots__ = ("answer", "conn", "done", "events", "gateway", "paused", "record", "stream",
+                 "writer")  # fmt: skip
 
     def __init__(
         self,
         gateway: Gateway,
-        listener: Listener,
         stream: ClientStream,
         writer: asyncio.StreamWriter,
         conn: UpstreamConn,
         record: Exchange,
         events: Sequence[RequestEvent],
-        errors_rewritten: bool,
-        json_answer: bool,
+        answer: Answer,
     ) -> None:
         self.gateway = gateway
-        self.listener = listener
         self.stream = stream
         self.writer = writer
         self.conn = conn
         self.record = record
         self.events = events
-        self.errors_rewritten = errors_rewritten
-        self.json = json_answer  # the stage rewrites the answer: held whole, then rewritten
-        self.answer = (
-            None
-            if json_answer
-            else RawAnswer(max_head=gateway.limits.max_head, rewrite_errors=errors_rewritten)
-        )
-        self.held = HeldAnswer() if json_answer else None
+        self.answer = answer
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
 
@@ -172,79 +159,28 @@ class FastRelay:
             self._relay(b"")
 
     def _relay(self, data: bytes) -> None:
-        if self.json:
-            self._buffer_json(data)
-            return
-        assert self.answer is not None
-        step = self.answer.feed(data)
+        answer = self.answer
+        step = answer.feed(data)
         record = self.record
-        if step.broken is not None:
+        record.status = step.status
+        if step.broken is not None or step.switch is not None:
+            # (The fast lane takes no request whose answer may switch protocols.)
+            if answer.error is not None:
+                log.error("rewriting the answer to connection %d failed", record.conn_id,
+                          exc_info=answer.error)  # fmt: skip
             self._fail()
             return
-        if step.hand_over:
-            self._hand_over(step.send)
-            return
-        record.status = step.status
         if step.send:
             record.bytes_out += len(step.send)
             self.writer.write(step.send)
         if step.end:
-            head = record.head
-            keep = head is not None and head.keep_alive and step.keep_alive
-            self._finish(keep=keep, reusable=step.keep_alive)
-
-    def _buffer_json(self, data: bytes) -> None:
-        """An answer the stage rewrites (tenancy's lists): whole, then rewritten, then sent."""
-        held = self.held
-        assert held is not None
-        record = self.record
-        if data:
-            held.feed(data)
-        else:
-            held.feed_eof()
-        if held.invalid is not None:
-            self._fail()
-            return
-        if record.status == 0 and held.head_done:
-            record.status = held.status  # from here a failure closes, never retries
-        limits = self.gateway.limits
-        if held.size > limits.max_json_response:
-            self._finish(keep=False, reusable=False)  # nothing unfiltered was sent
-            return
-        if not held.done:
-            return
-        status = held.status
-        response = held.head(limits.max_head) if status >= 400 else None
-        rewrite = 200 <= status < 300 or (
-            self.errors_rewritten and response is not None and json_error(response)
-        )
-        out: bytes | None = None
-        if rewrite:
-            request = record.request
-            assert request is not None  # set by take() before the relay starts
-            try:
-                body = restaged_json(self.listener.stage, request, status, b"".join(held.body))
-                if body is not None:
-                    response = response or held.head(limits.max_head)
-                    if response is None:
-                        raise ProtocolError("daemon answer head does not parse")
-                    out = serialise_response_head(response, content_length=len(body)) + body
-            except Exception:  # fail closed: the unfiltered answer is never sent
-                log.exception("rewriting the answer to connection %d failed", record.conn_id)
-                self._finish(keep=False, reusable=False)
-                return
-        if out is None:
-            out = b"".join(held.raw)  # what the stage does not change: relayed as read
-        record.bytes_out += len(out)
-        self.writer.write(out)
-        keep = held.keep_alive
-        head = record.head
-        self._finish(keep=head is not None and head.keep_alive and keep, reusable=keep)
+            self._finish(keep=step.keep_client, reusable=step.reusable)
 
     def _fail(self) -> None:
         if self.record.status == 0:
             # Nothing of the answer was relayed: the task sends the request again.
             self.done = True
+            self.conn.protocol.sink = None
             self.gateway.pool.release(self.conn, False)
             self._unbusy()
             stream = self.stream
@@ -254,31 +190,6 @@ class FastRelay:
             stream.wake()
             return
         self._finish(keep=False, reusable=False)
-
-    def _hand_over(self, data: bytes) -> None:
-        """An error answer the stage rewrites: the event path takes it in a task."""
-        self.done = True
-        self.conn.protocol.sink = None
-        request = self.record.request
-        head = self.record.head
-        assert request is not None and head is not None
-
-        async def relay() -> None:
-            keep = reusable = False
-            try:
-                keep, reusable = await self.gateway.relay_events(
-                    self.listener, self.stream, self.writer, self.conn, self.record, head,
-                    request, data,
-                )  # fmt: skip
-            except (Abort, ConnectionError, OSError, UpstreamError):
-                pass
-            except Exception:
-                log.exception("relaying an answer to connection %d failed", self.record.conn_id)
-            finally:
-                self.done = False
-                self._finish(keep=keep, reusable=reusable)
-
-        self.gateway.spawn(relay())
 
     def client_paused(self, paused: bool) -> None:
         """The client reads slower than the daemon sends: stop reading the daemon."""
@@ -425,9 +336,9 @@ def take(
                 remembered = stream.remembered = {}
             remembered[whole] = Remembered(
                 (head, events[1]), head, outcome.request, upstream_head, record.decision,
-                decision.rule, record.notes, kind == "json", errors_rewritten, policy, state,
+                decision.rule, record.notes, kind, errors_rewritten, policy, state,
             )  # fmt: skip
-    _send(lane, stream, conn, record, events, upstream_head, errors_rewritten, kind == "json")
+    _send(lane, stream, conn, record, events, upstream_head, kind, errors_rewritten)
     return True
 
 
@@ -454,8 +365,8 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request,
                       decision=known.decision, rule=known.rule, notes=known.notes,
                       bytes_in=stream.take_bytes_in())  # fmt: skip
-    _send(lane, stream, conn, record, known.events, known.upstream_head,
-          known.errors_rewritten, known.json)  # fmt: skip
+    _send(lane, stream, conn, record, known.events, known.upstream_head, known.kind,
+          known.errors_rewritten)  # fmt: skip
     return True
 
 
@@ -466,13 +377,18 @@ def _send(
     record: Exchange,
     events: Sequence[RequestEvent],
     upstream_head: bytes,
+    kind: ResponseKind,
     errors_rewritten: bool,
-    json_answer: bool,
 ) -> None:
     gateway = lane.gateway
     try:
-        relay = FastRelay(gateway, lane.listener, stream, lane.writer, conn, record, events,
-                          errors_rewritten, json_answer)  # fmt: skip
+        request = record.request
+        head = record.head
+        assert request is not None and head is not None
+        limits = gateway.limits
+        answer = Answer(head, request, lane.stage, kind, errors_rewritten,
+                        max_head=limits.max_head, max_held=limits.max_json_response)  # fmt: skip
+        relay = FastRelay(gateway, stream, lane.writer, conn, record, events, answer)
     except Exception:
         # Nothing was sent: the connection goes back, the bytes are counted again with
         # the request wherever it is handled next (the caller logs and falls back).

@@ -450,63 +450,6 @@ class HeldAnswer(ResponseFramer):
         return next((e for e in events if isinstance(e, ResponseHead)), None)
 
 
-class RelayStep(NamedTuple):
-    """What to do with one read of an answer relayed as is (see `RawAnswer.feed`).
-
-    `send`: bytes for the client now. `status`: the answer's status once its head
-    is complete (0 before). `end`: the answer is over (`keep_alive` says whether the
-    daemon keeps the connection). `hand_over`: the stage rewrites this error answer;
-    `send` holds every byte so far, for the event path. `broken`: a reason, when
-    the answer cannot be relayed further (nothing was sent yet if `status` is 0).
-    One per read of every answer, hence a NamedTuple (see `RequestHead`).
-    """
-
-    send: bytes = b""
-    status: int = 0
-    end: bool = False
-    keep_alive: bool = False
-    hand_over: bool = False
-    broken: str | None = None
-
-
-class RawAnswer:
-    """Sans-IO: one daemon answer relayed byte for byte, with the bytes held back until
-    its head is complete, so that an error answer the stage rewrites can still go to
-    the event path from its first byte. Used by both the task path and the fast lane.
-    """
-
-    __slots__ = ("framer", "held", "max_head", "rewrite_errors", "status")
-
-    def __init__(self, *, max_head: int, rewrite_errors: bool) -> None:
-        self.framer = ResponseFramer()
-        self.held = b""
-        self.max_head = max_head
-        self.rewrite_errors = rewrite_errors
-        self.status = 0
-
-    def feed(self, data: bytes) -> RelayStep:
-        """One read from the daemon (b"": it closed)."""
-        framer = self.framer
-        if data:
-            framer.feed(data)
-        else:
-            framer.feed_eof()
-        if framer.invalid is not None:
-            return RelayStep(status=self.status, broken=framer.invalid)
-        if self.status == 0:
-            if not framer.head_done:
-                self.held += data
-                if len(self.held) > self.max_head:
-                    return RelayStep(broken="daemon answer head too large")
-                return RelayStep()
-            if self.held:
-                data, self.held = self.held + data, b""
-            if self.rewrite_errors and framer.status >= 400:
-                return RelayStep(send=data, hand_over=True)
-            self.status = framer.status
-        return RelayStep(data, self.status, framer.done, framer.keep_alive)
-
-
 def _persistent(version: str, connection: str | None) -> bool:
     """Whether a message of this version with this Connection header keeps the connection."""
     tokens = {t.strip().lower() for t in (connection or "").split(",")}

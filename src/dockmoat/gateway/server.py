@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import grp
 import itertools
-import json
 import logging
 import os
 import socket
@@ -28,12 +27,11 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dockmoat.api.bodies import BodyUnreadable, BuildSources
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.engines import start_message
-from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
 from dockmoat.buildkit.relay import Call, Verdict
@@ -47,10 +45,11 @@ from dockmoat.errors import (
     http_status,
 )
 from dockmoat.gateway import pipeline, tunnel
+from dockmoat.gateway.answer import Answer
 from dockmoat.gateway.audit import AuditLog
 from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identity, linger
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
-from dockmoat.gateway.exchange import Abort, BodyRefused, Exchange, json_error, restaged_json
+from dockmoat.gateway.exchange import Abort, BodyRefused, Exchange
 from dockmoat.gateway.fastlane import Lane
 from dockmoat.gateway.halfclose import close_write
 from dockmoat.gateway.http import (
@@ -58,16 +57,12 @@ from dockmoat.gateway.http import (
     BodyData,
     Invalid,
     MessageEnd,
-    RawAnswer,
     RequestEvent,
     RequestHead,
-    ResponseHead,
-    ResponseReader,
     UpgradeStart,
     chunk,
     error_response,
     serialise_request_head,
-    serialise_response_head,
 )
 from dockmoat.gateway.metrics import Metrics, MetricsServer
 from dockmoat.gateway.preflight import listen_error
@@ -80,7 +75,6 @@ from dockmoat.gateway.stages import (
     bind_on_request,
     error_kind,
     exempts,
-    line_handler,
     response_kind,
 )
 from dockmoat.gateway.tlslisten import HalfCloseTls
@@ -376,7 +370,7 @@ class Gateway:
     # --- the fast lane ---
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a fast-lane continuation as a task (kept referenced until it ends)."""
+        """Run background work as a task (kept referenced until it ends, cancelled at close)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
@@ -470,7 +464,6 @@ class Gateway:
                 record.decision, record.rule = "refused", refused.rule
                 return await self._answer(writer, record, refused.status, refused.message,
                                           keep_alive=head.keep_alive)  # fmt: skip
-        errors_rewritten = stage is not None and error_kind(stage, request)
         upstream_head = serialise_request_head(
             head, outcome.target, content_length=head.content_length, chunked=False
         )
@@ -482,8 +475,9 @@ class Gateway:
             reusable = False
             try:
                 conn.writer.write(upstream_head)
-                keep, reusable = await self._relay_raw(
-                    listener, stream, writer, conn, record, head, request, errors_rewritten
+                answer = self._answer_to(listener, head, request)
+                keep, reusable = await self._relay_answer(
+                    listener, stream, writer, conn, record, request, answer
                 )
                 return keep
             except (ConnectionError, OSError, UpstreamError) as error:
@@ -675,8 +669,14 @@ class Gateway:
                     )
                 else:
                     await conn.writer.drain()
-                relaying = self._relay_response(
-                    listener, stream, writer, conn, record, head, outcome.request
+                relaying = self._relay_answer(
+                    listener,
+                    stream,
+                    writer,
+                    conn,
+                    record,
+                    outcome.request,
+                    self._answer_to(listener, head, outcome.request),
                 )
                 if scan is not None and pump is not None:
                     relay = asyncio.ensure_future(relaying)
@@ -783,61 +783,42 @@ class Gateway:
                 upstream.close()
                 raise Abort
 
-    async def _relay_response(
-        self,
-        listener: Listener,
-        stream: ClientStream,
-        writer: asyncio.StreamWriter,
-        conn: UpstreamConn,
-        record: Exchange,
-        head: RequestHead,
-        request: ApiRequest,
-    ) -> tuple[bool, bool]:
-        """Relay one answer; (client connection stays open, upstream reusable)."""
+    def _answer_to(self, listener: Listener, head: RequestHead, request: ApiRequest) -> Answer:
         stage = listener.stage
-        # Answers nobody rewrites are relayed byte for byte with the daemon's own framing
-        # (no re-chunking, no copies); the parser only finds where the answer ends.
-        # Hijacks keep the event path: their raw part starts exactly after the 101.
-        if (
-            head.method != "HEAD"
-            and not head.upgrade
-            and request.route.name not in HIJACKING
-            and (stage is None or response_kind(stage, request) == "none")
-        ):
-            errors_rewritten = stage is not None and error_kind(stage, request)
-            return await self._relay_raw(
-                listener, stream, writer, conn, record, head, request, errors_rewritten
-            )
-        data = await conn.reader.read(READ_SIZE)
-        return await self.relay_events(listener, stream, writer, conn, record, head, request, data)
+        kind: ResponseKind = response_kind(stage, request) if stage is not None else "none"
+        errors = stage is not None and error_kind(stage, request)
+        limits = self.limits
+        return Answer(head, request, stage, kind, errors, max_head=limits.max_head,
+                      max_held=limits.max_json_response)  # fmt: skip
 
-    async def _relay_raw(
+    async def _relay_answer(
         self,
         listener: Listener,
         stream: ClientStream,
         writer: asyncio.StreamWriter,
         conn: UpstreamConn,
         record: Exchange,
-        head: RequestHead,
         request: ApiRequest,
-        errors_rewritten: bool,
+        answer: Answer,
     ) -> tuple[bool, bool]:
-        """The common case, kept lean: relay the daemon's bytes as read."""
-        answer = RawAnswer(max_head=self.limits.max_head, rewrite_errors=errors_rewritten)
+        """Relay one answer (gateway/answer.py); (client connection stays open, upstream
+        reusable). Raises UpstreamError when nothing of it reached the client (a 502 or a
+        retry), Abort when the client's connection must close."""
+        reader = conn.reader
         while True:
-            data = await conn.reader.read(READ_SIZE)
+            if answer.follows_client:
+                data = await self._read_unless_gone(stream, conn)
+            else:
+                data = await reader.read(READ_SIZE)
             step = answer.feed(data)
-            if step.broken is not None:
-                if step.status == 0:
-                    raise UpstreamError(step.broken)  # nothing relayed yet: 502
-                raise Abort
-            if step.hand_over:
-                # The stage rewrites this error answer: the event path takes over from
-                # the first byte (nothing was relayed yet).
-                return await self.relay_events(
-                    listener, stream, writer, conn, record, head, request, step.send
-                )
             record.status = step.status
+            if step.broken is not None:
+                if answer.error is not None:
+                    log.error("rewriting the answer to connection %d failed", record.conn_id,
+                              exc_info=answer.error)  # fmt: skip
+                if step.status == 0:
+                    raise UpstreamError(step.broken)  # nothing relayed yet
+                raise Abort
             if step.send:
                 record.bytes_out += len(step.send)
                 writer.write(step.send)
@@ -845,133 +826,19 @@ class Gateway:
                 if transport.get_write_buffer_size() or transport.is_closing():
                     # Backpressure when the client is behind; an error when it is gone.
                     await writer.drain()
-            if step.end:
-                return head.keep_alive and step.keep_alive, step.keep_alive
-            if not data:
-                return False, False
-
-    async def relay_events(
-        self,
-        listener: Listener,
-        stream: ClientStream,
-        writer: asyncio.StreamWriter,
-        conn: UpstreamConn,
-        record: Exchange,
-        head: RequestHead,
-        request: ApiRequest,
-        data: bytes,
-    ) -> tuple[bool, bool]:
-        """Answers the stage rewrites, hijacks, and heads split over reads, event by event.
-
-        `data` is the daemon's answer so far (b"": it closed), from its first byte.
-        """
-        reader = ResponseReader(head_request=head.method == "HEAD", max_head=self.limits.max_head)
-        response: ResponseHead | None = None
-        kind: ResponseKind | Literal["lines_at_end"] = "none"
-        lines = bytearray()
-        buffered = bytearray()
-        stage = listener.stage
-        # Everything one read from the daemon produces goes to the client in one write
-        # (one syscall instead of head, body and chunk trailer separately).
-        pending: list[bytes] = []
-
-        async def flush() -> None:
-            if pending:
-                out = b"".join(pending)
-                pending.clear()
-                await self._write(writer, record, out)
-
-        first = True
-        while True:
-            if not first:
-                if kind == "events":
-                    data = await self._read_unless_gone(stream, conn)
+            switch = step.switch
+            if switch is not None:
+                await writer.drain()
+                if switch.upgraded and request.route.name in tunnel.TUNNELS:
+                    # BuildKit: read, not relayed raw
+                    await self._buildkit(listener, stream, writer, conn, record, request,
+                                         switch.leftover)  # fmt: skip
                 else:
-                    data = await conn.reader.read(READ_SIZE)
-            first = False
-            events = reader.feed(data) if data else reader.feed_eof()
-            for event in events:
-                if isinstance(event, ResponseHead):
-                    response = event
-                    record.status = event.status
-                    if event.status == 101:
-                        continue  # written when the switch is confirmed (UpgradeStart)
-                    if request.route.name in HIJACKING and event.until_close and not head.upgrade:
-                        # dockerd hijacks without an Upgrade header too: 200, then raw.
-                        pending.append(serialise_response_head(event))
-                        await flush()
-                        await self._hijack(stream, writer, conn, record, b"", upgraded=False)
-                        return False, False
-                    if stage is not None and 200 <= event.status < 300:
-                        kind = response_kind(stage, request)
-                    elif stage is not None and json_error(event) and error_kind(stage, request):
-                        kind = "json"  # the stage rewrites error messages (tenancy's names)
-                    if kind in ("events", "load", "build") and not event.chunked:
-                        kind = "lines_at_end" if event.content_length is not None else kind
-                    if kind not in ("json", "lines_at_end"):
-                        pending.append(serialise_response_head(event))
-                elif isinstance(event, BodyData):
-                    assert response is not None
-                    if kind in ("json", "lines_at_end"):
-                        buffered += event.data
-                        if len(buffered) > self.limits.max_json_response:
-                            raise UpstreamError("daemon answer too large to filter")
-                    elif kind in ("events", "load", "build"):
-                        lines += event.data
-                        out = self._filter_lines(stage, kind, request, lines)
-                        if out:
-                            pending.append(_frame(response, out))
-                    else:
-                        pending.append(_frame(response, event.data))
-                elif isinstance(event, MessageEnd):
-                    if response is None:
-                        raise UpstreamError("daemon answer without a head")
-                    if kind == "json":
-                        body = restaged_json(stage, request, response.status, bytes(buffered))
-                        payload = bytes(buffered) if body is None else body
-                        out_head = serialise_response_head(response, content_length=len(payload))
-                        pending.append(out_head + payload)
-                    elif kind == "lines_at_end":
-                        buffered += b"\n"
-                        line_kind: ResponseKind = response_kind(stage, request)
-                        payload = self._filter_lines(stage, line_kind, request, buffered)
-                        out_head = serialise_response_head(response, content_length=len(payload))
-                        pending.append(out_head + payload)
-                    elif kind in ("events", "load", "build") and lines:
-                        lines += b"\n"
-                        out = self._filter_lines(stage, kind, request, lines)
-                        if out:
-                            pending.append(_frame(response, out))
-                    if response.chunked and kind != "json" and head.method != "HEAD":
-                        pending.append(LAST_CHUNK)
-                    if response.status == 101:
-                        continue
-                    until_close = response.until_close and head.method != "HEAD"
-                    client_keep = (
-                        head.keep_alive and response.keep_alive and not until_close
-                        and not head.upgrade
-                    )  # fmt: skip
-                    upstream_ok = response.keep_alive and not until_close
-                    await flush()
-                    return client_keep, upstream_ok
-                elif isinstance(event, UpgradeStart):
-                    if response is None or response.status != 101:
-                        raise UpstreamError("daemon switched protocols without a 101")
-                    pending.append(serialise_response_head(response))
-                    await flush()
-                    if request.route.name in tunnel.TUNNELS:  # BuildKit: read, not relayed raw
-                        await self._buildkit(listener, stream, writer, conn, record, request,
-                                             event.leftover)  # fmt: skip
-                        return False, False
-                    await self._hijack(stream, writer, conn, record, event.leftover, upgraded=True)
-                    return False, False
-                elif isinstance(event, Invalid):
-                    if record.status and response is not None:
-                        raise Abort
-                    raise UpstreamError(event.reason)
-            await flush()
-            if not data and reader.done:
+                    await self._hijack(stream, writer, conn, record, switch.leftover,
+                                       upgraded=switch.upgraded)  # fmt: skip
                 return False, False
+            if step.end:
+                return step.keep_client, step.reusable
 
     @staticmethod
     async def _read_unless_gone(stream: ClientStream, conn: UpstreamConn) -> bytes:
@@ -989,32 +856,6 @@ class Gateway:
             return reading.result()
         reading.cancel()
         raise Abort
-
-    def _filter_lines(
-        self, stage: Any, kind: ResponseKind, request: ApiRequest, buffer: bytearray
-    ) -> bytes:
-        """Complete lines of a JSON stream, each through the stage; the rest stays buffered."""
-        end = buffer.rfind(b"\n")
-        if end < 0:
-            return b""
-        complete = bytes(buffer[: end + 1])
-        del buffer[: end + 1]
-        handler = line_handler(stage, kind)
-        out = bytearray()
-        for line in complete.splitlines():
-            if not line.strip():
-                continue
-            if handler is None:
-                out += line + b"\n"
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # fail closed: what cannot be read is not shown
-            changed = handler(request, item)
-            if changed is not None:
-                out += compact(changed).encode() + b"\n"
-        return bytes(out)
 
     async def _write(self, writer: asyncio.StreamWriter, record: Exchange, data: bytes) -> None:
         if data:
@@ -1202,10 +1043,6 @@ def _refusal_of(pump: asyncio.Task[None]) -> Deny | None:
         return None
     error = pump.exception()
     return error.decision if isinstance(error, BodyRefused) else None
-
-
-def _frame(response: ResponseHead, data: bytes) -> bytes:
-    return chunk(data) if response.chunked else data
 
 
 # --- sockets ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ResponseFramer and RawAnswer: where a relayed-as-is daemon answer ends (checked against
+"""ResponseFramer and HeldAnswer: where a relayed-as-is daemon answer ends (checked against
 ResponseReader), and what to send of each read."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dockmoat.gateway.http import (
     HeldAnswer,
     Invalid,
     MessageEnd,
-    RawAnswer,
     ResponseFramer,
     ResponseHead,
     ResponseReader,
@@ -124,39 +123,6 @@ def test_fuzz_framer_ends_where_the_full_reader_does(
         assert framer.done
     if framer.done and framer.invalid is None and not invalid:
         assert completed or (eof and heads and heads[0].until_close)
-
-
-def test_raw_answer_holds_bytes_until_the_head_then_relays_as_read() -> None:
-    answer = RawAnswer(max_head=1024, rewrite_errors=False)
-    first = answer.feed(PING[:20])
-    assert (first.send, first.status, first.end) == (b"", 0, False)
-    rest = answer.feed(PING[20:])
-    assert rest.send == PING and rest.status == 200 and rest.end and rest.keep_alive
-
-
-def test_raw_answer_hands_rewritten_errors_over_from_the_first_byte() -> None:
-    error = (
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-    )
-    step = RawAnswer(max_head=1024, rewrite_errors=True).feed(error)
-    assert step.hand_over and step.send == error and step.status == 0
-    plain = RawAnswer(max_head=1024, rewrite_errors=False).feed(error)
-    assert not plain.hand_over and plain.status == 404 and plain.end
-
-
-def test_raw_answer_breaks_before_or_after_the_head() -> None:
-    early = RawAnswer(max_head=1024, rewrite_errors=False)
-    assert early.feed(b"").broken is not None and early.status == 0
-    huge = RawAnswer(max_head=64, rewrite_errors=False).feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 100)
-    assert huge.broken == "daemon answer head too large"
-    late = RawAnswer(max_head=1024, rewrite_errors=False)
-    late.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-    step = late.feed(b"")
-    assert step.broken is not None and step.status == 200  # something was relayed: close
-    until_close = RawAnswer(max_head=1024, rewrite_errors=False)
-    until_close.feed(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\nab")
-    last = until_close.feed(b"")
-    assert last.end and not last.keep_alive and last.broken is None
 
 
 def test_held_answer_collects_the_unframed_body_and_parses_the_head_on_demand() -> None:
