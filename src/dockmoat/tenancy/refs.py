@@ -2,7 +2,7 @@
 
 `api/reference.py` lists each input of each endpoint that names an object (a
 `Ref`). `RESOLVED` below says which of them the tenancy stage resolves in the
-tenant's name space (stage.py, rules.py); `unresolved` finds, in a request, a
+tenant's name space (routes/, rules.py); `unresolved` finds, in a request, a
 reference the stage does not resolve, and the stage refuses the request for
 tenants (`tenancy.unresolved-reference`). A field added to the table is refused
 for tenants until tenancy resolves it; a unit test fails when an entry here names

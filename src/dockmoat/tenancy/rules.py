@@ -1,9 +1,10 @@
 """The tenancy rules as pure functions on decoded requests and resolved facts.
 
-The stage (stage.py) finds out what a request refers to (with its own calls to
-the engine), then these functions decide: forward it with the tenant's label,
-name space and resolved full ids (Rewrite), or answer as if the resource did
-not exist (Deny 404), or refuse a quota (Deny 403). No I/O here.
+The route handlers (routes/) find out what a request refers to (with their
+own calls to the engine, lookups.py), then these functions decide: forward it
+with the tenant's label, name space and resolved full ids (Rewrite), or answer
+as if the resource did not exist (Deny 404), or refuse a quota (Deny 403).
+No I/O here.
 """
 
 from __future__ import annotations
@@ -24,39 +25,6 @@ from dockmoat.tenancy.model import PREDEFINED_NETWORKS, TENANT_LABEL, Tenant, is
 
 RULE = "tenancy"
 QUOTA_RULE = "tenancy.quota"
-
-# Routes whose `name` path parameter is an existing container of the tenant.
-CONTAINER_ROUTES = frozenset(
-    {
-        "containers.archive_info",
-        "containers.export",
-        "containers.changes",
-        "containers.inspect",
-        "containers.top",
-        "containers.logs",
-        "containers.stats",
-        "containers.attach_ws",
-        "containers.archive_get",
-        "containers.kill",
-        "containers.pause",
-        "containers.unpause",
-        "containers.restart",
-        "containers.start",
-        "containers.stop",
-        "containers.wait",
-        "containers.resize",
-        "containers.attach",
-        "containers.copy",
-        "containers.exec",
-        "containers.rename",
-        "containers.update",
-        "containers.archive_put",
-        "containers.delete",
-        "containers.checkpoint_list",
-        "containers.checkpoint_create",
-        "containers.checkpoint_delete",
-    }
-)
 
 
 def replace_path_param(path: str, collection: str, old: str, new: str) -> str:
@@ -254,7 +222,7 @@ def _changes_deny(what: str) -> Deny:
 
 @dataclass(frozen=True, slots=True)
 class CreateRefs:
-    """What a container create body refers to, to be resolved by the stage."""
+    """What a container create body refers to, to be resolved by routes/containers.py."""
 
     containers: frozenset[str] = frozenset()
     networks: frozenset[str] = frozenset()
