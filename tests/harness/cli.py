@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import daemon, hosts_file, images, nested, runtime_workaround
+from harness import daemon, hosts_file, images, nested, runtime_workaround, ryuk
 from harness.endpoint import Endpoint
 
 PREFIX = "test-engine: "
@@ -63,13 +63,14 @@ class Up:
         docker = docker_cli()
         for spec in (images.busybox_spec(), images.dind_spec(), *images.matrix_dind_specs()):
             images.ensure_image(spec, docker, self.say)
+        images.ensure_image(ryuk.ryuk_spec(self.say), docker, self.say)
         host_version = images.engine_version(images.host_binary("dockerd"))
         images.tag_alias(docker, images.DIND_IMAGE, images.dind_tag(host_version), self.say)
         self.ensure_privileged(docker, started)
         if self.notes or not self.quiet_reuse:
             print(
                 f"{PREFIX}engine ready at {self.endpoint.url}; images "
-                f"{images.BUSYBOX_IMAGE}, {images.DIND_IMAGE}",
+                f"{images.BUSYBOX_IMAGE}, {images.DIND_IMAGE}, {ryuk.RYUK_IMAGE}",
                 flush=True,
             )
 

@@ -13,7 +13,9 @@ As root on Debian:
   the 26.1 CLI with buildx 0.13 and Compose 2.26, docker-compose v1 (bookworm's Python
   program, run with the system python3 and its bookworm libraries), and the engine
   trees of 20.10 and 26.1 from which the nested engines of the matrix are built;
-- busybox-static (the test images) and python3-venv when `python3 -m venv` cannot work.
+- busybox-static (the test images), golang-go and, unpacked under
+  `trees/ryuk-go`, the Go source packages testcontainers' Ryuk is built from
+  (`harness.ryuk`), and python3-venv when `python3 -m venv` cannot work.
 
 Silent when nothing is missing. Without root (or off Debian) it prints what to do and
 leaves the decision to `scripts/test-engine up`. See docs/testing.md.
@@ -33,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import ryuk
 from harness.endpoint import Endpoint
 
 PREFIX = "install-engine: "
@@ -72,7 +75,8 @@ ENGINE_SETS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
     )
     for suite in ("sid", "trixie")
 )
-TEST_PACKAGES = ("busybox-static",)
+# busybox-static: the test images; golang-go: the compiler that builds Ryuk (harness.ryuk).
+TEST_PACKAGES = ("busybox-static", ryuk.GO_COMPILER_PACKAGE)
 # docker-compose v1 runs on these bookworm libraries with the system python3.
 COMPOSE_V1_DEPENDS = (
     "python3-distro",
@@ -108,6 +112,8 @@ UNPACKED = (
     Unpacked("engine-26.1", "docker-compose/trixie"),
     Unpacked("engine-26.1", "containerd/trixie"),
     Unpacked("compose-v1", "docker-compose/bookworm"),
+    # The Go sources Ryuk is built from (harness.ryuk): source only, nothing installed.
+    *(Unpacked(ryuk.GO_TREE, f"{name}/bookworm") for name in ryuk.GO_PACKAGES),
 )
 
 
@@ -275,6 +281,6 @@ def main() -> int:
     if clients_missing:
         done = unpack(UNPACKED)
         if done:
-            print(f"{PREFIX}unpacked for the matrix: {' '.join(done)}", flush=True)
+            print(f"{PREFIX}unpacked for the matrix and Ryuk: {' '.join(done)}", flush=True)
     write_wrappers()
     return 0
