@@ -22,6 +22,7 @@ from dockmoat.gateway.config import ListenerSettings
 from dockmoat.gateway.http import (
     Invalid,
     RequestEvent,
+    RequestHead,
     RequestReader,
     UpgradeStart,
 )
@@ -67,7 +68,8 @@ class ClientStream:
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
         self.linger = False  # answered early: read what the client still sends, then close
         self.relay: FastRelay | None = None  # the fast-lane exchange in flight
-        self.planned: pipeline.Planned | None = None  # routed by the fast lane, then refused
+        # A head the fast lane routed and then left to the task (see `take_routed`).
+        self._routed: tuple[RequestHead, pipeline.Planned] | None = None
         # Fast-lane decisions of this connection, by the exact bytes of the read that
         # carried the request (see `fastlane.Remembered`); made with the first one.
         self.remembered: dict[bytes, Remembered] | None = None
@@ -230,6 +232,18 @@ class ClientStream:
         return self._take_chunk()
 
     # --- the fast lane ---
+
+    def routed(self, head: RequestHead, planned: pipeline.Planned | None) -> None:
+        """The fast lane routed `head` (None: it took the request after all)."""
+        self._routed = None if planned is None else (head, planned)
+
+    def take_routed(self, head: RequestHead) -> pipeline.Planned | None:
+        """The fast lane's routing of this very head event, if it made one: the task
+        then does not route the same request again."""
+        routed, self._routed = self._routed, None
+        if routed is not None and routed[0] is head:
+            return routed[1]
+        return None
 
     def relay_started(self, relay: FastRelay) -> None:
         """A fast-lane exchange is in flight: no idle timeout, the task stays asleep."""

@@ -264,9 +264,9 @@ def take(
     except ProtocolError:
         return False  # the task answers the 400
     request = planned.request
-    # From here, a refusal hands the routed request to the task (`_plain`), which
+    # From here, a refusal hands the routed request to the task (`Gateway._handle`), which
     # then does not route it again.
-    stream.planned = planned
+    stream.routed(head, planned)
     if planned.form or request.route.name in HIJACKING:
         return False
     kind = response_kind(stage, request) if stage is not None else "none"
@@ -275,7 +275,7 @@ def take(
     conn = gateway.pool.take_idle()
     if conn is None:
         return False  # connecting needs the task
-    stream.planned = None
+    stream.routed(head, None)
     try:
         if lane.on_request is None:
             outcome: pipeline.Outcome | None = pipeline.decide_now(

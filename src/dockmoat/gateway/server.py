@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dockmoat.api.bodies import BodyUnreadable, BuildSources
-from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.engines import start_message
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
@@ -329,17 +328,7 @@ class Gateway:
         """Handle one request; True when the client connection stays open."""
         record = Exchange(conn_id, client)
         try:
-            if (
-                isinstance(event, RequestHead)
-                and not event.has_body
-                and not event.upgrade
-                and event.method != "HEAD"
-                and stream.events
-                and isinstance(stream.events[0], MessageEnd)
-            ):
-                keep = await self._plain(listener, stream, event, writer, record)
-            else:
-                keep = await self._handle(listener, stream, event, writer, record)
+            keep = await self._handle(listener, stream, event, writer, record)
         finally:
             record.bytes_in += stream.take_bytes_in()
             self.close_record(record)
@@ -409,89 +398,6 @@ class Gateway:
             writer, record, http_status(error), answer_message(error), keep_alive=keep_alive
         )
 
-    async def _plain(
-        self,
-        listener: Listener,
-        stream: ClientStream,
-        head: RequestHead,
-        writer: asyncio.StreamWriter,
-        record: Exchange,
-    ) -> bool:
-        """A whole bodiless request (most of what a CI job sends), in one flat coroutine.
-
-        The same decision point as _handle; answers the stage rewrites, hijacks and
-        rewritten bodies go on through _forward. Flat because this is the gateway's
-        per-request cost: each coroutine layer and event costs more than llhttp's parse.
-        """
-        record.head = head
-        policy = listener.policy or self.policy
-        planned = stream.planned
-        stream.planned = None
-        try:
-            if planned is None or planned.request.raw_target is not head.target:
-                planned = pipeline.plan(head, record.client, policy)
-        except ProtocolError as error:
-            return await self._answer_error(writer, record, error, keep_alive=False)
-        stream.events.popleft()  # the request's end (no body)
-        record.request = planned.request
-        outcome = await pipeline.decide(
-            planned.request,
-            policy,
-            listener.on_request,
-            self.upstream,
-            form=planned.form,
-            engine=self.pool.engine,
-        )
-        request = outcome.request
-        decision = outcome.decision
-        record.request = request
-        record.decision = pipeline.describe(decision)
-        record.rule = decision.rule
-        record.notes = pipeline.notes_of(outcome)
-        if isinstance(decision, Deny):
-            return await self._answer(writer, record, decision.status, decision.message,
-                                      keep_alive=head.keep_alive)  # fmt: skip
-        stage = listener.stage
-        if (
-            outcome.body is not None
-            or request.route.name in HIJACKING
-            or (stage is not None and response_kind(stage, request) != "none")
-        ):
-            return await self._forward(listener, stream, writer, record, head, planned, outcome)
-        if request.route.name in BUILD_BOUND:  # (_forward binds the builds it forwards)
-            refused = self._bind_build(listener, request)
-            if refused is not None:
-                record.decision, record.rule = "refused", refused.rule
-                return await self._answer(writer, record, refused.status, refused.message,
-                                          keep_alive=head.keep_alive)  # fmt: skip
-        upstream_head = serialise_request_head(
-            head, outcome.target, content_length=head.content_length, chunked=False
-        )
-        for attempt in (1, 2):
-            try:
-                conn = self.pool.take_idle() or await self.pool.acquire()
-            except UpstreamError as error:
-                return await self._answer_error(writer, record, error, keep_alive=head.keep_alive)
-            reusable = False
-            try:
-                conn.writer.write(upstream_head)
-                answer = self._answer_to(listener, head, request)
-                keep, reusable = await self._relay_answer(
-                    listener, stream, writer, conn, record, request, answer
-                )
-                return keep
-            except (ConnectionError, OSError, UpstreamError) as error:
-                if record.status == 0 and conn.reused and attempt == 1:
-                    self.pool.close()
-                    continue
-                if record.status == 0:
-                    failed = UpstreamError(f"upstream failed: {error}")
-                    return await self._answer_error(writer, record, failed, keep_alive=False)
-                raise Abort from error
-            finally:
-                self.pool.release(conn, reusable)
-        raise Abort
-
     async def _handle(
         self,
         listener: Listener,
@@ -509,11 +415,14 @@ class Gateway:
         record.head = head
         policy = listener.policy or self.policy
         stage = listener.stage
-        stage_body_needed = getattr(stage, "body_needed", None) if stage is not None else None
-        try:
-            planned = pipeline.plan(head, record.client, policy, stage_body_needed)
-        except ProtocolError as error:
-            return await self._answer_error(writer, record, error, keep_alive=False)
+        # A bodiless head the fast lane routed and then left to the task is not routed twice.
+        planned = stream.take_routed(head)
+        if planned is None:
+            stage_body_needed = getattr(stage, "body_needed", None) if stage is not None else None
+            try:
+                planned = pipeline.plan(head, record.client, policy, stage_body_needed)
+            except ProtocolError as error:
+                return await self._answer_error(writer, record, error, keep_alive=False)
         record.request = planned.request
         request = planned.request
         body_consumed = planned.body_plan == "none"
@@ -715,13 +624,8 @@ class Gateway:
                     self.pool.close()
                     continue
                 if record.status == 0:
-                    return await self._answer(
-                        writer,
-                        record,
-                        502,
-                        f"dockmoat: upstream failed: {error}",
-                        keep_alive=False,
-                    )
+                    failed = UpstreamError(f"upstream failed: {error}")
+                    return await self._answer_error(writer, record, failed, keep_alive=False)
                 raise Abort from error
             finally:
                 if pump is not None and not pump.done():
