@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest
 from dockmoat.errors import ProtocolError
+from dockmoat.gateway import pipeline
 from dockmoat.gateway.exchange import json_error, restaged_json
 from dockmoat.gateway.http import (
     LAST_CHUNK,
@@ -47,9 +48,24 @@ from dockmoat.gateway.http import (
     chunk,
     serialise_response_head,
 )
-from dockmoat.gateway.stages import ResponseKind, line_handler
+from dockmoat.gateway.stages import UNTOUCHED, Context, LineKind, ResponseKind, RouteFacts, Stage
 
 LINE_KINDS: Final = frozenset({"events", "load", "build"})
+#: The answers that name bind sources as the daemon mounts them (pins, `PinSources`).
+PINNED_ANSWERS: Final = frozenset({"containers.inspect", "containers.list"})
+
+
+class PinSources(Protocol):
+    """The gateway's bind pins (gateway/pins.py), seen from an answer."""
+
+    @property
+    def marker(self) -> bytes:
+        """Bytes every answer naming a pin contains (the pins' folder)."""
+        ...
+
+    def shown(self, container: dict[str, Any]) -> dict[str, Any]:
+        """A container (inspect answer or list entry) naming the asked sources."""
+        ...
 
 
 class Carry(enum.Enum):
@@ -99,46 +115,38 @@ class Answer:
     """One daemon answer to one request (a new one per request)."""
 
     __slots__ = (
-        "_errors",
-        "_framer",
-        "_head_only",
-        "_held",
-        "_hijacking",
-        "_hold",
-        "_keep",
-        "_kind",
-        "_lines",
-        "_max_head",
-        "_max_held",
-        "_mode",
-        "_reader",
-        "_request",
-        "_response",
-        "_stage",
-        "_upgrade",
-        "carry",
-        "error",
-        "status",
+        "_errors", "_framer", "_head_only", "_held", "_hijacking", "_hold", "_keep", "_kind",
+        "_lines", "_max_head", "_max_held", "_mode", "_pins", "_reader", "_request", "_response",
+        "_staged", "_upgrade", "carry", "error", "status",
     )  # fmt: skip
 
     def __init__(
         self,
         head: RequestHead,
         request: ApiRequest,
-        stage: Any,
-        kind: ResponseKind,
-        errors_rewritten: bool,
+        staged: tuple[Stage, Context] | None,
+        facts: RouteFacts,
         *,
         max_head: int,
         max_held: int,
+        pins: PinSources | None = None,
     ) -> None:
+        """`staged`: the listener's stage and this exchange's context, when the stage
+        applies; `facts`: what it said of this request (`Stage.facts`); `pins`: the
+        gateway's bind pins, whose sources a container's inspect answer names again."""
+        if staged is None:
+            facts = UNTOUCHED
         self._request = request
-        self._stage = stage
+        self._staged = staged
+        kind = facts.answer
+        self._pins = pins if request.route.name in PINNED_ANSWERS else None
+        if self._pins is not None and kind == "none":
+            kind = "json"
         self._kind: ResponseKind = kind
-        self._errors = errors_rewritten
+        self._errors = facts.errors
         self._keep = head.keep_alive
         self._upgrade = head.upgrade
-        self._head_only = head.method == "HEAD"
+        self._head_only = False
         self._hijacking = request.route.name in HIJACKING
         self._max_head = max_head
         self._max_held = max_held
@@ -231,7 +239,7 @@ class Answer:
             self._errors and response is not None and json_error(response)
         ):
             try:
-                body = restaged_json(self._stage, self._request, status, b"".join(held.body))
+                body = self._restaged(status, b"".join(held.body))
                 if body is not None:
                     response = response or held.head(self._max_head)
                     if response is None:
@@ -323,7 +331,7 @@ class Answer:
         """What the end of the message adds: a held body rewritten, the last lines."""
         mode = self._mode
         if mode == "json":
-            body = restaged_json(self._stage, self._request, response.status, bytes(self._lines))
+            body = self._restaged(response.status, bytes(self._lines))
             payload = bytes(self._lines) if body is None else body
             out.append(serialise_response_head(response, content_length=len(payload)) + payload)
         elif mode == "lines_at_end":
@@ -346,22 +354,42 @@ class Answer:
             return b""
         complete = bytes(buffer[: end + 1])
         del buffer[: end + 1]
-        handler = line_handler(self._stage, kind) if kind in LINE_KINDS else None  # type: ignore[arg-type]
+        staged = self._staged
+        line_kind: LineKind | None = kind if kind in LINE_KINDS else None  # type: ignore[assignment]
         out = bytearray()
         for line in complete.splitlines():
             if not line.strip():
                 continue
-            if handler is None:
+            if staged is None or line_kind is None:
                 out += line + b"\n"
                 continue
             try:
                 item = json.loads(line)
             except ValueError:
                 continue  # fail closed: what cannot be read is not shown
-            changed = handler(self._request, item)
+            stage, ctx = staged
+            changed = stage.on_line(ctx, self._request, line_kind, item)
             if changed is not None:
                 out += compact(changed).encode() + b"\n"
         return bytes(out)
+
+    def _restaged(self, status: int, body: bytes) -> bytes | None:
+        staged, pins = self._staged, self._pins
+        if pins is not None and status == 200 and pins.marker in body:
+            original = pipeline.json_answer(body)
+            answer = original
+            if staged is not None:
+                answer = staged[0].on_json_response(staged[1], self._request, status, answer)
+            if isinstance(answer, dict):
+                answer = pins.shown(answer)
+            elif isinstance(answer, list):
+                answer = [pins.shown(c) if isinstance(c, dict) else c for c in answer]
+            if answer is original or answer == original:
+                return None  # no pin named: the daemon's own bytes
+            return compact(answer).encode() + b"\n"
+        if staged is None:
+            return None
+        return restaged_json(staged[0], staged[1], self._request, status, body)
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.audit import AuditEntry
 from dockmoat.gateway.http import RequestHead, ResponseHead
+from dockmoat.gateway.stages import Context, Stage
 from dockmoat.policy.decision import Deny
 
 
@@ -66,12 +66,14 @@ def json_error(response: ResponseHead) -> bool:
     )
 
 
-def restaged_json(stage: Any, request: ApiRequest, status: int, body: bytes) -> bytes | None:
+def restaged_json(
+    stage: Stage, ctx: Context, request: ApiRequest, status: int, body: bytes
+) -> bytes | None:
     """A whole JSON answer's body as the stage rewrites it; None when the stage's
     answer equals the daemon's (a filter that removed nothing, e.g. from an empty
     list), so the daemon's own bytes can go as read, not re-encoded."""
     answer = pipeline.json_answer(body)
-    changed = stage.on_json_response(request, status, answer)
+    changed = stage.on_json_response(ctx, request, status, answer)
     if changed is answer or changed == answer:
         return None
     return compact(changed).encode() + b"\n"

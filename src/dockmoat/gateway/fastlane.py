@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
@@ -30,15 +30,7 @@ from dockmoat.gateway.http import (
     error_response,
     serialise_request_head,
 )
-from dockmoat.gateway.stages import (
-    OnRequest,
-    Policy,
-    ResponseKind,
-    decides_inline,
-    error_kind,
-    inline_state,
-    response_kind,
-)
+from dockmoat.gateway.stages import UNTOUCHED, Context, Policy, RouteFacts, Stage
 from dockmoat.policy.decision import Deny
 
 if TYPE_CHECKING:
@@ -67,9 +59,9 @@ def run_inline(coro: Coroutine[Any, Any, T]) -> T | None:
 class Lane:
     """What the fast lane needs to know of one client connection.
 
-    `stage` and `on_request` are the listener's, or None when the stage exempts
-    this connection (`stages.exempts`: no tenancy for it): its requests then skip
-    the stage's per-request questions, whose answers would be "nothing to do".
+    `stage` is the listener's, or None when it does not apply to this connection
+    (`Stage.applies_to`: no tenancy for it): its requests then skip the stage's
+    per-request questions, whose answers would be "nothing to do".
     """
 
     gateway: Gateway
@@ -77,8 +69,7 @@ class Lane:
     conn_id: int
     client: ClientIdentity
     writer: asyncio.StreamWriter
-    stage: Any
-    on_request: OnRequest | None
+    stage: Stage | None
 
 
 class Remembered(NamedTuple):
@@ -88,7 +79,7 @@ class Remembered(NamedTuple):
     health, dashboards, health checks, the benchmark) send the same request head
     again and again. The same bytes, read from a message boundary on the same
     connection (same listener, same client), give the same events; with the same
-    policy object and the same stage state for this client (`stages.inline_state`),
+    policy object and the same stage key for this client (`Stage.decisions_key`),
     `plan` and `decide` give the same outcome: both are pure for bodiless GETs, the
     only routes kept. On a hit only the parse, the routing, the decision and the
     serialisation are skipped; the answer is relayed and audited as always.
@@ -102,10 +93,9 @@ class Remembered(NamedTuple):
     decision: str
     rule: str
     notes: tuple[str, ...]
-    kind: ResponseKind
-    errors_rewritten: bool
+    facts: RouteFacts
     policy: Policy
-    state: object
+    state: Hashable | None
 
 
 # Pollers repeat one to three requests. An entry holds a few KB (bytes, parsed head,
@@ -269,28 +259,23 @@ def take(
     stream.routed(head, planned)
     if planned.form or request.route.name in HIJACKING:
         return False
-    kind = response_kind(stage, request) if stage is not None else "none"
-    if kind not in ("none", "json") or (stage is not None and not decides_inline(stage, request)):
+    facts = stage.facts(request) if stage is not None else UNTOUCHED
+    if facts.answer not in ("none", "json") or not facts.inline:
         return False
     conn = gateway.pool.take_idle()
     if conn is None:
         return False  # connecting needs the task
     stream.routed(head, None)
+    ctx: Context | None = None
     try:
-        if lane.on_request is None:
+        if stage is None:
             outcome: pipeline.Outcome | None = pipeline.decide_now(
                 request, policy, form=False, engine=gateway.pool.engine
             )
         else:
+            ctx = Context(client, gateway.upstream)
             outcome = run_inline(
-                pipeline.decide(
-                    request,
-                    policy,
-                    lane.on_request,
-                    gateway.upstream,
-                    form=False,
-                    engine=gateway.pool.engine,
-                )
+                pipeline.decide(request, policy, stage, ctx, form=False, engine=gateway.pool.engine)
             )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
@@ -301,7 +286,6 @@ def take(
             upstream_head = serialise_request_head(
                 head, outcome.target, content_length=None, chunked=False
             )
-            errors_rewritten = stage is not None and error_kind(stage, request)
     except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
         gateway.pool.release(conn, False)
         return False
@@ -329,16 +313,16 @@ def take(
         and head.keep_alive
         and (unrepeated <= REMEMBER_UNREPEATED or unrepeated % REMEMBER_SPARSELY == 0)
     ):
-        state = inline_state(stage, client) if stage is not None else None
+        state = stage.decisions_key(client) if stage is not None else None
         if stage is None or state is not None:
             remembered = stream.remembered
             if remembered is None or len(remembered) >= REMEMBERED_PER_CONNECTION:
                 remembered = stream.remembered = {}
             remembered[whole] = Remembered(
                 (head, events[1]), head, outcome.request, upstream_head, record.decision,
-                decision.rule, record.notes, kind, errors_rewritten, policy, state,
+                decision.rule, record.notes, facts, policy, state,
             )  # fmt: skip
-    _send(lane, stream, conn, record, events, upstream_head, kind, errors_rewritten)
+    _send(lane, stream, conn, record, events, upstream_head, facts, ctx)
     return True
 
 
@@ -354,7 +338,7 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     if (
         gateway.draining
         or known.policy is not (listener.policy or gateway.policy)
-        or (stage is not None and inline_state(stage, lane.client) != known.state)
+        or (stage is not None and stage.decisions_key(lane.client) != known.state)
     ):
         stream.remembered = None  # stale: decided afresh from now on
         return False
@@ -365,8 +349,8 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request,
                       decision=known.decision, rule=known.rule, notes=known.notes,
                       bytes_in=stream.take_bytes_in())  # fmt: skip
-    _send(lane, stream, conn, record, known.events, known.upstream_head, known.kind,
-          known.errors_rewritten)  # fmt: skip
+    ctx = None if stage is None else Context(lane.client, gateway.upstream)
+    _send(lane, stream, conn, record, known.events, known.upstream_head, known.facts, ctx)
     return True
 
 
@@ -377,8 +361,8 @@ def _send(
     record: Exchange,
     events: Sequence[RequestEvent],
     upstream_head: bytes,
-    kind: ResponseKind,
-    errors_rewritten: bool,
+    facts: RouteFacts,
+    ctx: Context | None,
 ) -> None:
     gateway = lane.gateway
     try:
@@ -386,8 +370,10 @@ def _send(
         head = record.head
         assert request is not None and head is not None
         limits = gateway.limits
-        answer = Answer(head, request, lane.stage, kind, errors_rewritten,
-                        max_head=limits.max_head, max_held=limits.max_json_response)  # fmt: skip
+        stage = lane.stage
+        staged = None if stage is None or ctx is None else (stage, ctx)
+        answer = Answer(head, request, staged, facts, max_head=limits.max_head,
+                        max_held=limits.max_json_response, pins=gateway.pins)  # fmt: skip
         relay = FastRelay(gateway, stream, lane.writer, conn, record, events, answer)
     except Exception:
         # Nothing was sent: the connection goes back, the bytes are counted again with

@@ -13,6 +13,12 @@ a fresh name in the pin folder (root-only, and refused as a bind source itself).
 The create then names the pin: swapping WS/d later changes nothing for that
 container, restarts included. A sweep removes pins no container names.
 
+Answers show the source the client asked for, not its pin (`PinnedSources`): each
+pin's source is written beside it (`sources/<pin name>`, kept across restarts of
+serve), and a container's inspect answer names the source again (`Mounts`,
+`HostConfig.Binds`, `HostConfig.Mounts`; a list's `Mounts`), as SDKs, compose and
+tests read it.
+
 All of it needs root in dockerd's mount namespace; `serve` checks that at start-up
 (`--bind-pins auto` pins when it can and warns when it cannot).
 """
@@ -47,6 +53,8 @@ from dockmoat.policy.rules.containers import create_bind_sources, rebind
 log = logging.getLogger("dockmoat.gateway")
 
 RULE = "containers.bind-pins"
+#: Beside the pins: one file per pin holding the source it stands for.
+SOURCES = "sources"
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 2
@@ -134,6 +142,12 @@ class BindPins:
         # The tenant (job) each pin was made for ("" without tenancy): `release`
         # removes a closed job's pins at once, without waiting for the sweep's grace.
         self.made_for: dict[str, str] = {}
+        # The source each pin stands for, as the client wrote it (read back from
+        # `sources/` after a restart; bounded by the number of pins).
+        self._sources: dict[str, str] = {}
+        self._prefix = f"{directory}/"
+        # What any answer naming one of these pins contains (Go's JSON writes paths as is).
+        self.marker = self._prefix.encode()
 
     async def __call__(self, request: ApiRequest, policy: Policy) -> Decision:
         body = request.body_json
@@ -181,8 +195,9 @@ class BindPins:
                 f"dockmoat: {RULE}: the bind source {source} {what}. "
                 "Nothing was created; send the request again",
             )
-        for pin in pins.values():
+        for asked, pin in pins.items():
             self.made_for[pin] = request.client.tenant or ""
+            self._remember(pin, asked)
         return Rewrite(
             rule=RULE,
             body_json=rebind(body, pins),
@@ -212,6 +227,74 @@ class BindPins:
         finally:
             os.close(fd)
 
+    def _remember(self, pin: str, source: str) -> None:
+        """Write down which source a pin stands for (root-only, beside the pins)."""
+        self._sources[pin] = source
+        try:
+            folder = self.directory / SOURCES
+            folder.mkdir(mode=0o700, exist_ok=True)
+            (folder / Path(pin).name).write_text(source)
+        except OSError as error:  # answers then show the pin; the pin itself holds
+            log.warning("recording the source of pin %s failed: %s", pin, error)
+
+    def source_of(self, path: str) -> str | None:
+        """The source the client asked for, when `path` is one of this serve's pins."""
+        if not path.startswith(self._prefix):
+            return None
+        known = self._sources.get(path)
+        if known is None:
+            name = path[len(self._prefix) :]
+            if pin_born(name) is None or "/" in name:
+                return None
+            try:
+                known = (self.directory / SOURCES / name).read_text()
+            except OSError:
+                return None
+            self._sources[path] = known
+        return known
+
+    def shown(self, container: dict[str, Any]) -> dict[str, Any]:
+        """A container's inspect answer with each pin named by its source again (the
+        same object when it names no pin)."""
+        changed = False
+
+        def source(path: object) -> object:
+            nonlocal changed
+            asked = self.source_of(path) if isinstance(path, str) else None
+            if asked is None:
+                return path
+            changed = True
+            return asked
+
+        def bind(entry: object) -> object:
+            if not isinstance(entry, str):
+                return entry
+            path, colon, rest = entry.partition(":")
+            asked = source(path)
+            return f"{asked}{colon}{rest}" if asked is not path else entry
+
+        def mounts(items: object) -> object:
+            if not isinstance(items, list):
+                return items
+            return [
+                {**item, "Source": source(item["Source"])}
+                if isinstance(item, dict) and "Source" in item
+                else item
+                for item in items
+            ]
+
+        out = dict(container)
+        if "Mounts" in out:
+            out["Mounts"] = mounts(out["Mounts"])
+        host = container.get("HostConfig")
+        if isinstance(host, dict):
+            host = out["HostConfig"] = dict(host)
+            if isinstance(host.get("Binds"), list):
+                host["Binds"] = [bind(entry) for entry in host["Binds"]]
+            if "Mounts" in host:
+                host["Mounts"] = mounts(host["Mounts"])
+        return out if changed else container
+
     def _drop(self, pins: Collection[str]) -> None:
         for pin in pins:
             try:
@@ -240,6 +323,7 @@ class BindPins:
                 unpin(path)
                 removed.append(path)
                 self.made_for.pop(path, None)
+                self._sources.pop(path, None)
             except OSError as error:
                 log.warning("removing pin %s failed: %s", path, error)
         return removed
@@ -297,6 +381,8 @@ def mount_sources(containers: Any) -> set[str]:
 def unpin(pin: str) -> None:
     _unmount(pin)
     _remove(pin)
+    path = Path(pin)
+    _remove(str(path.parent / SOURCES / path.name))
 
 
 def _remove(path: str) -> None:

@@ -32,7 +32,7 @@ from dockmoat.api.endpoints import STREAMED_BODY
 from dockmoat.api.engines import EngineVersion, show, too_old
 from dockmoat.api.memo import LONGEST
 from dockmoat.api.query import FORM_MEDIA_TYPE, encode_query, media_type, merge_form, parse_query
-from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import raw_query, route_path, route_target
 from dockmoat.errors import (
     ProtocolError,
@@ -42,13 +42,7 @@ from dockmoat.errors import (
     http_status,
 )
 from dockmoat.gateway.http import RequestHead
-from dockmoat.gateway.stages import (
-    BodyChecks,
-    OnRequest,
-    PermissivePolicy,
-    Policy,
-    UpstreamClient,
-)
+from dockmoat.gateway.stages import Context, PermissivePolicy, Policy, Stage
 from dockmoat.policy.decision import WOULD_DENY, Allow, Decision, Deny, Rewrite, WouldDeny
 
 log = logging.getLogger("dockmoat.gateway")
@@ -88,7 +82,7 @@ def plan(
     head: RequestHead,
     client: ClientIdentity,
     policy: Policy,
-    stage_body_needed: Callable[[Route], bool] | None = None,
+    stage: Stage | None = None,
 ) -> Planned:
     """Route the head and decide how its body is read. ProtocolError means 400."""
     path, version, route, query_text = route_target(head.method, head.target)
@@ -106,7 +100,7 @@ def plan(
         return Planned(request, "none", form)
     needed = (
         policy.body_needed(route)
-        or (stage_body_needed is not None and stage_body_needed(route))
+        or (stage is not None and stage.facts(request).body)
         or reference.reads_json_body(route.name)
     )
     if form or (needed and route.name not in STREAMED_BODY):
@@ -178,8 +172,8 @@ AfterPolicy = Callable[[ApiRequest, Policy], Awaitable[Decision]]
 async def decide(
     request: ApiRequest,
     policy: Policy,
-    on_request: OnRequest | None,
-    upstream: UpstreamClient,
+    stage: Stage | None,
+    ctx: Context,
     *,
     form: bool,
     after: AfterPolicy | None = None,
@@ -194,8 +188,8 @@ async def decide(
         refused = unmodeled(request, engine)
         if refused is not None:
             return Outcome(refused, request, "", None, (refused.rule,))
-        if on_request is not None:
-            staged = await on_request(request, upstream)
+        if stage is not None:
+            staged = await stage.on_request(ctx, request)
             rules.append(staged.rule)
             if isinstance(staged, Deny):
                 return Outcome(staged, request, "", None, tuple(rules))
@@ -240,7 +234,7 @@ def decide_now(
 ) -> Outcome:
     """`decide` with no stage and no `after` hook: the same steps, nothing to await.
 
-    The fast lane's path for connections no stage looks at (`stages.exempts`): it
+    The fast lane's path for connections no stage looks at (`Stage.applies_to`): it
     costs no coroutine per request.
     """
     rules: list[str] = []
@@ -356,7 +350,7 @@ BODY_RULE: Final = UNREADABLE_RULE
 CLIENT_SESSION: Final = "client-session"
 
 
-def body_reader(request: ApiRequest, policy: Policy, stage: BodyChecks | None) -> BodyReader | None:
+def body_reader(request: ApiRequest, policy: Policy, stage: Stage | None) -> BodyReader | None:
     """A reader for a streamed body whose content names objects, or None to stream it
     unread. A classic build's context is read wherever a policy or tenancy applies (its
     Dockerfile's images are pulled or resolved); a load's tarball where tenancy applies
@@ -400,16 +394,16 @@ async def decide_body(
     reader: BodyReader,
     request: ApiRequest,
     policy: Policy,
-    stage: BodyChecks | None,
-    upstream: UpstreamClient,
+    stage: Stage | None,
+    ctx: Context,
 ) -> Decision:
     """The decision on what a streamed body names, once all of it was read. Fail closed."""
 
     async def decide() -> Decision:
         if isinstance(reader, ImageArchiveReader):
             archive = reader.finish()
-            return await stage.check_archive_tags(request, archive) if stage else Allow()
-        return await decide_build_sources(reader.finish(), request, policy, stage, upstream)
+            return await stage.check_archive_tags(ctx, request, archive) if stage else Allow()
+        return await decide_build_sources(reader.finish(), request, policy, stage, ctx)
 
     return await _fail_closed(request, decide)
 
@@ -418,8 +412,8 @@ async def decide_build_sources(
     found: BuildSources,
     request: ApiRequest,
     policy: Policy,
-    stage: BodyChecks | None,
-    upstream: UpstreamClient,
+    stage: Stage | None,
+    ctx: Context,
 ) -> Decision:
     """The images and URLs a build's Dockerfile names, decided as what the builder does
     with them: an image the store lacks is pulled, a URL downloaded (the policy), every
@@ -428,7 +422,7 @@ async def decide_build_sources(
 
     async def decide() -> Decision:
         for source in found.sources:
-            status, _headers, _body = await upstream.request(
+            status, _headers, _body = await ctx.upstream.request(
                 "GET", f"/images/{quote(source.ref, safe='')}/json"
             )
             if status == 404:
@@ -449,7 +443,8 @@ async def decide_build_sources(
                     decision, message=f"{decision.message} ({url.where} of {found.dockerfile})"
                 )
         if stage is not None and found.sources:
-            return await stage.check_build_sources(request, [s.ref for s in found.sources])
+            refs = [s.ref for s in found.sources]
+            return await stage.check_build_sources(ctx, request, refs)
         return Allow()
 
     return await _fail_closed(request, decide)

@@ -27,7 +27,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dockmoat.api.bodies import BodyUnreadable, BuildSources
 from dockmoat.api.engines import start_message
@@ -64,18 +64,9 @@ from dockmoat.gateway.http import (
     serialise_request_head,
 )
 from dockmoat.gateway.metrics import Metrics, MetricsServer
+from dockmoat.gateway.pins import BindPins
 from dockmoat.gateway.preflight import listen_error
-from dockmoat.gateway.stages import (
-    BodyChecks,
-    OnRequest,
-    PermissivePolicy,
-    Policy,
-    ResponseKind,
-    bind_on_request,
-    error_kind,
-    exempts,
-    response_kind,
-)
+from dockmoat.gateway.stages import UNTOUCHED, Context, PermissivePolicy, Policy, Stage
 from dockmoat.gateway.tlslisten import HalfCloseTls
 from dockmoat.gateway.upstream import (
     READ_SIZE,
@@ -85,9 +76,6 @@ from dockmoat.gateway.upstream import (
     learn_engine,
 )
 from dockmoat.policy.decision import WOULD_DENY, Decision, Deny
-
-if TYPE_CHECKING:
-    from dockmoat.gateway.pins import BindPins
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -99,8 +87,7 @@ class Listener:
     settings: ListenerSettings
     server: asyncio.Server
     policy: Policy | None
-    on_request: OnRequest | None
-    stage: Any
+    stage: Stage | None
     connections: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -116,7 +103,7 @@ class Gateway:
         settings: ServeSettings,
         policy: Policy,
         *,
-        stage: Any = None,
+        stage: Stage | None = None,
         audit: AuditLog | None = None,
         pins: BindPins | None = None,
     ) -> None:
@@ -144,14 +131,17 @@ class Gateway:
     # --- listeners ---
 
     async def add_listener(
-        self, listener: ListenerSettings, *, policy: Policy | None = None, stage: Any = None
+        self,
+        listener: ListenerSettings,
+        *,
+        policy: Policy | None = None,
+        stage: Stage | None = None,
     ) -> None:
         """Start listening; `policy`/`stage` override the gateway's for this listener."""
         url = listener.endpoint.url
         if url in self.listeners:
             raise ConfigError(f"already listening on {url}")
         stage = stage if stage is not None else self.default_stage
-        on_request = bind_on_request(stage) if stage is not None else None
         holder: dict[str, Listener] = {}
         loop = asyncio.get_running_loop()
 
@@ -161,10 +151,9 @@ class Gateway:
             conn_id = next(self._ids)
             client = client_identity(entry.settings, writer)
 
-            exempt = entry.stage is not None and exempts(entry.stage, client)
-            lane = Lane(self, entry, conn_id, client, writer,
-                        None if exempt else entry.stage,
-                        None if exempt else entry.on_request)  # fmt: skip
+            # A stage that does nothing for this connection is skipped by the fast lane.
+            applies = entry.stage is not None and entry.stage.applies_to(client)
+            lane = Lane(self, entry, conn_id, client, writer, entry.stage if applies else None)
             stream = ClientStream(transport, self.limits.max_head, self.limits.head_timeout, lane)
             task = loop.create_task(self._serve_client(entry, conn_id, client, stream, writer))
             stream.task = task
@@ -193,7 +182,7 @@ class Gateway:
                 )
         except OSError as error:  # ssl.SSLError too; a port in use is known only here
             raise listen_error(url, error) from error
-        holder["listener"] = Listener(listener, server, policy, on_request, stage)
+        holder["listener"] = Listener(listener, server, policy, stage)
         self.listeners[url] = holder["listener"]
 
     async def remove_listener(self, url: str, *, grace: float = 0.0) -> None:
@@ -418,9 +407,8 @@ class Gateway:
         # A bodiless head the fast lane routed and then left to the task is not routed twice.
         planned = stream.take_routed(head)
         if planned is None:
-            stage_body_needed = getattr(stage, "body_needed", None) if stage is not None else None
             try:
-                planned = pipeline.plan(head, record.client, policy, stage_body_needed)
+                planned = pipeline.plan(head, record.client, policy, stage)
             except ProtocolError as error:
                 return await self._answer_error(writer, record, error, keep_alive=False)
         record.request = planned.request
@@ -454,11 +442,12 @@ class Gateway:
             else:
                 await self._expect_end(stream)
 
+        ctx = Context(record.client, self.upstream)
         outcome = await pipeline.decide(
             request,
             policy,
-            listener.on_request,
-            self.upstream,
+            stage,
+            ctx,
             form=planned.form,
             after=self.pins,
             engine=self.pool.engine,
@@ -481,7 +470,7 @@ class Gateway:
                 outcome.decision.message,
                 keep_alive=body_consumed and head.keep_alive and not head.upgrade,
             )
-        return await self._forward(listener, stream, writer, record, head, planned, outcome)
+        return await self._forward(listener, stream, writer, record, ctx, head, planned, outcome)
 
     async def _read_body(self, stream: ClientStream) -> bytes:
         body = bytearray()
@@ -512,6 +501,7 @@ class Gateway:
         stream: ClientStream,
         writer: asyncio.StreamWriter,
         record: Exchange,
+        ctx: Context,
         head: RequestHead,
         planned: pipeline.Planned,
         outcome: pipeline.Outcome,
@@ -528,9 +518,9 @@ class Gateway:
         if streaming or outcome.request.route.name == "build.build":
             # (A build without a body may still be refused: a remote context.)
             policy = listener.policy or self.policy
-            checks = listener.stage if isinstance(listener.stage, BodyChecks) else None
+            stage = listener.stage
             try:
-                reader = pipeline.body_reader(outcome.request, policy, checks)
+                reader = pipeline.body_reader(outcome.request, policy, stage)
             except BodyUnreadable as error:
                 refused = pipeline.body_refusal(error)
                 stream.linger = True
@@ -540,9 +530,7 @@ class Gateway:
             if reader is not None and streaming:
                 scan = BodyScan(
                     reader,
-                    lambda: pipeline.decide_body(
-                        reader, outcome.request, policy, checks, self.upstream
-                    ),
+                    lambda: pipeline.decide_body(reader, outcome.request, policy, stage, ctx),
                 )
         body = outcome.body
         if body is None and planned.body_plan == "buffer":
@@ -585,7 +573,7 @@ class Gateway:
                     conn,
                     record,
                     outcome.request,
-                    self._answer_to(listener, head, outcome.request),
+                    self._answer_to(listener, ctx, head, outcome.request),
                 )
                 if scan is not None and pump is not None:
                     relay = asyncio.ensure_future(relaying)
@@ -687,13 +675,15 @@ class Gateway:
                 upstream.close()
                 raise Abort
 
-    def _answer_to(self, listener: Listener, head: RequestHead, request: ApiRequest) -> Answer:
+    def _answer_to(
+        self, listener: Listener, ctx: Context, head: RequestHead, request: ApiRequest
+    ) -> Answer:
         stage = listener.stage
-        kind: ResponseKind = response_kind(stage, request) if stage is not None else "none"
-        errors = stage is not None and error_kind(stage, request)
+        staged = None if stage is None else (stage, ctx)
+        facts = UNTOUCHED if stage is None else stage.facts(request)
         limits = self.limits
-        return Answer(head, request, stage, kind, errors, max_head=limits.max_head,
-                      max_held=limits.max_json_response)  # fmt: skip
+        return Answer(head, request, staged, facts, max_head=limits.max_head,
+                      max_held=limits.max_json_response, pins=self.pins)  # fmt: skip
 
     async def _relay_answer(
         self,
@@ -876,14 +866,14 @@ class Gateway:
         if isinstance(owner, Deny):
             raise Abort
         policy = listener.policy or self.policy
-        checks = listener.stage if isinstance(listener.stage, BodyChecks) else None
+        stage = listener.stage
         sources: buildkit.SourceCheck | None = None
-        if checks is not None or not isinstance(policy, PermissivePolicy):
+        if stage is not None or not isinstance(policy, PermissivePolicy):
 
             async def sources(build: ApiRequest, found: BuildSources) -> Decision:
                 # A /build?version=2 build's Dockerfile, read from its session.
                 return await pipeline.decide_build_sources(
-                    found, build, policy, checks, self.upstream
+                    found, build, policy, stage, Context(build.client, self.upstream)
                 )
 
         decider = buildkit.BuildDecider(
@@ -1038,7 +1028,7 @@ async def serve(
     settings: ServeSettings,
     load_policy: Callable[[], Policy],
     *,
-    stage: Any = None,
+    stage: Stage | None = None,
     on_start: StartHook | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (drain, then return); SIGHUP reloads the policy."""

@@ -1,26 +1,32 @@
 """What plugs into the gateway: the policy, per-listener request stages, the upstream.
 
 - `Policy`: the compiled policy (dockmoat.policy.engine.load_policy returns one).
-- `RequestStage`: an optional per-listener stage (tenancy) run after routing
-  and body decoding and BEFORE the policy; it may Allow, Rewrite (path, query,
-  body) or Deny (404/403), and may rewrite answers: a buffered JSON answer
-  (`response_kind` "json") or a line-delimited JSON stream ("events", "load",
-  "build"), line by line.
+- `Stage`: an optional per-listener stage (tenancy), run after routing and body
+  decoding and BEFORE the policy. Every hook is typed and has a no-op default,
+  so a stage overrides only what it does. Each hook gets the exchange's
+  `Context` (who asks, the upstream client, what the stage keeps for this
+  exchange between its hooks), as mitmproxy's hooks get a flow.
+- `RouteFacts`: what the stage knows about a request before deciding it (reads
+  the body, decides without I/O, how its answer comes back): one value per
+  request, from the stage's route table.
 - `UpstreamClient`: lets a stage make its own small request to the daemon over
   the gateway's pooled upstream connections.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
 from dockmoat.api.bodies import ArchiveTags
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
-from dockmoat.policy.decision import Allow, Decision
+from dockmoat.policy.decision import Allow, Decision, Deny
 
 ResponseKind = Literal["json", "events", "load", "build", "none"]
+LineKind = Literal["events", "load", "build"]
+#: A decoded JSON document (what `json.loads` returns): answers and stream lines.
+Json: TypeAlias = Any
 
 
 class Policy(Protocol):
@@ -41,28 +47,100 @@ class UpstreamClient(Protocol):
         ...
 
 
-@runtime_checkable
-class RequestStage(Protocol):
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision: ...
+@dataclass(slots=True)
+class Context:
+    """One exchange as a stage sees it: who asks, how to look things up, and what
+    the stage keeps between this exchange's hooks (`metadata`: e.g. tenancy's image
+    list taken before a `docker load`, read again by the load's progress lines)."""
 
-    def response_kind(self, request: ApiRequest) -> ResponseKind: ...
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any: ...
-
-    def on_event(self, request: ApiRequest, event: Any) -> Any: ...
+    client: ClientIdentity
+    upstream: UpstreamClient
+    metadata: dict[str, object] = field(default_factory=dict)
 
 
-@runtime_checkable
-class BodyChecks(Protocol):
-    """What a stage decides about references read from a streamed body (api/bodies.py)."""
+class RouteFacts(NamedTuple):
+    """What a stage knows about a request before deciding it (one per request, hence
+    a NamedTuple).
 
-    async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:
+    `body`: it reads the JSON body (the gateway buffers and decodes it). `inline`: its
+    `on_request` decides without awaiting anything (the gateway may then decide from
+    a read callback). `answer`: how a 2xx answer comes back through it. `errors`: its
+    4xx/5xx JSON answers come back through `on_json_response`.
+    """
+
+    body: bool = False
+    inline: bool = True
+    answer: ResponseKind = "none"
+    errors: bool = False
+
+
+#: A request the stage has nothing to do with.
+UNTOUCHED = RouteFacts()
+
+
+class Stage:
+    """A per-listener request stage. Subclass and override what the stage does."""
+
+    def applies_to(self, client: ClientIdentity) -> bool:
+        """False when the stage does nothing for any request of this client's
+        connection, for as long as it lasts (a listener without tenancy)."""
+        return True
+
+    def decisions_key(self, client: ClientIdentity) -> Hashable | None:
+        """What the stage's inline decisions for this client depend on besides the
+        request. `facts` and an inline `on_request` must be functions of the request
+        and of this value: while it compares equal, the gateway may reuse a decision
+        made for the same request bytes on the same connection. None: never reuse."""
+        return None
+
+    def facts(self, request: ApiRequest) -> RouteFacts:
+        return UNTOUCHED
+
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
+        """Allow, Rewrite (path, query, body) or Deny, before the policy."""
+        return Allow()
+
+    def on_json_response(
+        self, ctx: Context, request: ApiRequest, status: int, answer: Json
+    ) -> Json:
+        """A whole JSON answer (`facts().answer == "json"`, or an error when
+        `facts().errors`) as the client reads it."""
+        return answer
+
+    def on_line(self, ctx: Context, request: ApiRequest, kind: LineKind, line: Json) -> Json:
+        """One line of a streamed JSON answer (`facts().answer` is `kind`); None drops it."""
+        return line
+
+    # --- references read from streamed bodies (api/bodies.py) ---
+
+    async def check_build_sources(
+        self, ctx: Context, request: ApiRequest, refs: Sequence[str]
+    ) -> Decision:
         """The images a classic build's Dockerfile resolves (FROM, COPY --from)."""
-        ...
+        return Allow()
 
-    async def check_archive_tags(self, request: ApiRequest, archive: ArchiveTags) -> Decision:
+    async def check_archive_tags(
+        self, ctx: Context, request: ApiRequest, archive: ArchiveTags
+    ) -> Decision:
         """The tags a `docker load` tarball sets."""
-        ...
+        return Allow()
+
+    # --- BuildKit calls (dockmoat.buildkit.decide) ---
+
+    def build_owner(self, client: ClientIdentity) -> str | Deny | None:
+        """The owner whose builds this client's BuildKit calls are (None: nobody's)."""
+        return None
+
+    async def claim_build_tag(self, client: ClientIdentity, tag: str) -> Decision:
+        """An image name a BuildKit export sets."""
+        return Allow()
+
+    async def release_build_tags(self, client: ClientIdentity, tags: list[str]) -> None:
+        """A BuildKit build failed: what it claimed goes."""
+
+    async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
+        """(tags, image ids) this client's builds must not resolve."""
+        return frozenset(), frozenset()
 
 
 class PermissivePolicy:
@@ -73,79 +151,3 @@ class PermissivePolicy:
 
     def evaluate(self, request: ApiRequest) -> Decision:
         return Allow(rule="permissive")
-
-
-OnRequest = Callable[[ApiRequest, UpstreamClient], Awaitable[Decision]]
-
-
-def bind_on_request(stage: Any) -> OnRequest:
-    """Call `stage.on_request` with the upstream client when it takes one.
-
-    A stage that does its own look-ups may declare `on_request(request)` only.
-    """
-    method = stage.on_request
-    params = list(inspect.signature(method).parameters.values())
-    if len(params) >= 2:
-        return method  # type: ignore[no-any-return]
-
-    async def call(request: ApiRequest, upstream: UpstreamClient) -> Decision:
-        result: Decision = await method(request)
-        return result
-
-    return call
-
-
-def response_kind(stage: Any, request: ApiRequest) -> ResponseKind:
-    kind = getattr(stage, "response_kind", None)
-    if kind is None:
-        return "none"
-    result: ResponseKind = kind(request)
-    return result
-
-
-def decides_inline(stage: Any, request: ApiRequest) -> bool:
-    """Whether the stage's `on_request` decides this request without I/O (never awaits).
-
-    A stage says so with `decides_inline(request)`; without it, never.
-    """
-    check = getattr(stage, "decides_inline", None)
-    return bool(check(request)) if check is not None else False
-
-
-def exempts(stage: Any, client: ClientIdentity) -> bool:
-    """Whether the stage passes every request of this client's connection through
-    untouched, for as long as it lasts (a listener without tenancy): the fast lane
-    then skips it for that connection. A stage says so with `exempt(client)`;
-    without it, never.
-    """
-    check = getattr(stage, "exempt", None)
-    return bool(check(client)) if check is not None else False
-
-
-def inline_state(stage: Any, client: ClientIdentity) -> object:
-    """What the stage's inline decisions for this client depend on besides the request.
-
-    `decides_inline`, `response_kind`, `rewrites_errors` and the inline `on_request`
-    must be functions of the request and of this value: while it compares equal,
-    the gateway may reuse a decision it made for the same request bytes on the same
-    connection (states are compared with ==). None (or a stage without `inline_state`): never reuse.
-    """
-    state = getattr(stage, "inline_state", None)
-    return state(client) if state is not None else None
-
-
-def error_kind(stage: Any, request: ApiRequest) -> bool:
-    """Whether the stage rewrites this request's error answers (`on_json_response`, 4xx/5xx)."""
-    wants = getattr(stage, "rewrites_errors", None)
-    return bool(wants(request)) if wants is not None else False
-
-
-def line_handler(stage: Any, kind: ResponseKind) -> Callable[[ApiRequest, Any], Any] | None:
-    """The per-line callback of a streamed JSON answer (events, load progress)."""
-    if kind == "events":
-        return getattr(stage, "on_event", None)
-    if kind == "load":
-        return getattr(stage, "on_load_message", None)
-    if kind == "build":
-        return getattr(stage, "on_build_message", None)
-    return None

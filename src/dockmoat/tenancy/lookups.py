@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from dockmoat.api.request import ApiRequest
 from dockmoat.policy import hostpaths
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.tenancy import present
@@ -36,7 +34,6 @@ from dockmoat.tenancy.model import (
 from dockmoat.tenancy.store import OwnershipStore
 
 TAG_RULE = "tenancy.image-tag"
-_MAX_LOAD_SNAPSHOTS = 256
 _RESTORES_AT_ONCE = 4
 log = logging.getLogger("dockmoat.tenancy")
 
@@ -76,7 +73,6 @@ class Lookups:
         self.daemon_sockets = daemon_sockets
         # Tags (-> image id) and image ids present before each `docker load` (keyed
         # by request), bounded.
-        self._load_snapshots: OrderedDict[int, LoadSnapshot] = OrderedDict()
         # Restores of tags a load moved and releases of a failed request's claims,
         # kept referenced; restores a few at a time.
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,15 +165,7 @@ class Lookups:
                 log.info("tenancy: job %s's request failed; released its claim on %s",
                          tenant.name, tag)  # fmt: skip
 
-    # --- `docker load`: the images before it --------------------------------------
-
-    def remember_load(self, request: ApiRequest, snapshot: LoadSnapshot) -> None:
-        self._load_snapshots[id(request)] = snapshot
-        while len(self._load_snapshots) > _MAX_LOAD_SNAPSHOTS:
-            self._load_snapshots.popitem(last=False)
-
-    def load_snapshot(self, request: ApiRequest) -> LoadSnapshot | None:
-        return self._load_snapshots.get(id(request), None)
+    # --- `docker load`: tags it moved, set back ------------------------------------
 
     async def _restore_tag(self, tenant: Tenant, tag: str, before: LoadSnapshot) -> None:
         """Set a tag a job's load moved back to the image it named before the load.

@@ -13,20 +13,21 @@ unknown tenants are refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 from dockmoat.api.bodies import ArchiveTags
-from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.api.request import ApiRequest, ClientIdentity
+from dockmoat.gateway.stages import UNTOUCHED, Context, LineKind, RouteFacts, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.tenancy import present
 from dockmoat.tenancy import refs as references
-from dockmoat.tenancy.engine import EngineApi, PooledEngine, Upstream
+from dockmoat.tenancy.engine import EngineApi, PooledEngine
 from dockmoat.tenancy.lookups import Lookups, resolved_path
 from dockmoat.tenancy.model import ImageFacts, Tenant, normalize_tag
 from dockmoat.tenancy.routes import build, images
-from dockmoat.tenancy.routes.base import LineHandler, ResponseKind
+from dockmoat.tenancy.routes.base import ResponseKind
 from dockmoat.tenancy.routes.table import entry
 from dockmoat.tenancy.store import OwnershipStore
 
@@ -41,7 +42,7 @@ def daemon_sockets(upstream: Path | None) -> frozenset[str]:
     return frozenset(resolved_path(path) for path in paths) - {""}
 
 
-class TenancyStage:
+class TenancyStage(Stage):
     """Decides every request of a tenant's listener.
 
     `tenant_of` says who a client is: its Tenant, a Deny (a closed job, an
@@ -72,10 +73,10 @@ class TenancyStage:
 
     # --- requests -----------------------------------------------------------------
 
-    async def on_request(self, request: ApiRequest, upstream: Upstream) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         if self.look.engine_or_none is None:
             # Inside the gateway, look-ups use its pooled upstream (known at the first request).
-            self.look.engine_or_none = PooledEngine(upstream)
+            self.look.engine_or_none = PooledEngine(ctx.upstream)
         tenant = self.tenant_of(request.client)
         if tenant is None:
             return Allow()
@@ -89,39 +90,41 @@ class TenancyStage:
         handler = entry(request.route.name).handler
         if handler is None:
             return Allow()
-        return await handler(self.look, request, tenant)
+        return await handler(self.look, request, tenant, ctx)
 
-    def body_needed(self, route: Route) -> bool:
-        """Whether the stage reads the JSON body of this route (buffered by the gateway)."""
-        return entry(route.name).body
-
-    def decides_inline(self, request: ApiRequest) -> bool:
-        """Whether `on_request` decides this request without looking anything up.
-
-        The gateway's fast lane runs such decisions from a read callback; requests
-        whose route's handler resolves names or reads ownership go the ordinary way.
-        """
+    def facts(self, request: ApiRequest) -> RouteFacts:
+        """The route's entry, for this client: nothing without tenancy; a closed job's
+        requests are denied without a look-up, its answers still filtered."""
         tenant = self.tenant_of(request.client)
-        if not isinstance(tenant, Tenant):
-            return True  # no tenancy (Allow) or a closed job (Deny): nothing to look up
-        inline = entry(request.route.name).inline
-        return inline if isinstance(inline, bool) else inline(request)
+        if tenant is None:
+            return UNTOUCHED
+        route = entry(request.route.name)
+        inline = route.inline
+        answer = route.answer
+        return RouteFacts(
+            body=route.body,
+            inline=not isinstance(tenant, Tenant)
+            or (inline if isinstance(inline, bool) else inline(request)),
+            answer=answer if isinstance(answer, str) else answer(request),
+            errors=route.rewrites_errors,
+        )
 
-    def exempt(self, client: ClientIdentity) -> bool:
-        """Whether this stage does nothing for any request of this client's connection:
-        `tenant_of` is None for it for good (see `stages.exempts`)."""
-        return self._untenanted is not None and self._untenanted(client)
+    def applies_to(self, client: ClientIdentity) -> bool:
+        """False for a connection `tenant_of` says None to for good (a listener without
+        tenancy): the gateway then skips the stage for it."""
+        return self._untenanted is None or not self._untenanted(client)
 
-    def inline_state(self, client: ClientIdentity) -> object:
-        """All that `decides_inline`, `response_kind`, `rewrites_errors` and the inline
-        handlers read besides the request: the client's tenant (a Deny once its job
-        closed, None without tenancy). Tenants are frozen values, compared by value.
-        """
+    def decisions_key(self, client: ClientIdentity) -> Hashable:
+        """All that `facts` and the inline handlers read besides the request: the
+        client's tenant (a Deny once its job closed, None without tenancy). Tenants
+        are frozen values, compared by value."""
         return ("tenant", self.tenant_of(client))
 
     # --- references read from streamed bodies (api/bodies.py) ------------------
 
-    async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:
+    async def check_build_sources(
+        self, ctx: Context, request: ApiRequest, refs: Sequence[str]
+    ) -> Decision:
         """A classic build's FROM and COPY --from images (routes/build.py)."""
         tenant = self.tenant_of(request.client)
         if tenant is None:
@@ -130,7 +133,9 @@ class TenancyStage:
             return tenant
         return await build.check_sources(self.look, tenant, refs)
 
-    async def check_archive_tags(self, request: ApiRequest, archive: ArchiveTags) -> Decision:
+    async def check_archive_tags(
+        self, ctx: Context, request: ApiRequest, archive: ArchiveTags
+    ) -> Decision:
         """The tags a job's `docker load` sets (routes/images.py)."""
         tenant = self.tenant_of(request.client)
         if tenant is None:
@@ -172,27 +177,12 @@ class TenancyStage:
 
     # --- answers ------------------------------------------------------------------
 
-    def _isolated(self, request: ApiRequest) -> bool:
-        """Whether the client is under tenancy at all (even a job that closed meanwhile:
-        its answers are then still filtered, its events dropped, never relayed raw)."""
-        return self.tenant_of(request.client) is not None
-
     def _tenant(self, request: ApiRequest) -> Tenant | None:
         """The client's tenant once its request was let through (None: no tenancy)."""
         tenant = self.tenant_of(request.client)
         return tenant if isinstance(tenant, Tenant) else None
 
-    def response_kind(self, request: ApiRequest) -> ResponseKind:
-        if not self._isolated(request):
-            return "none"
-        kind = entry(request.route.name).answer
-        return kind if isinstance(kind, str) else kind(request)
-
-    def rewrites_errors(self, request: ApiRequest) -> bool:
-        """Error answers on a tenant's listener come back through `on_json_response`."""
-        return self._isolated(request) and entry(request.route.name).rewrites_errors
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+    def on_json_response(self, ctx: Context, request: ApiRequest, status: int, answer: Any) -> Any:
         """The buffered JSON answer as the tenant reads it (and what it records)."""
         tenant = self._tenant(request)
         if tenant is None:
@@ -206,36 +196,20 @@ class TenancyStage:
             return answer
         return route.on_answer(self.look, request, tenant, answer)
 
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
-        """One event of the stream as the tenant sees it, or None to drop it."""
+    def on_line(self, ctx: Context, request: ApiRequest, kind: LineKind, line: Any) -> Any:
+        """One line of an events stream or of a load's, build's or import's progress,
+        through the route's line handler (routes/). An event the tenant may not see, or
+        any event on a closed job's or an unreadable stream, is dropped."""
         tenant = self._tenant(request)
-        if tenant is None or not isinstance(event, dict):
-            return None
-        line = self._line_handler(request, "events")
-        # A route without an event stream of its own: dropped, never relayed raw.
-        return None if line is None else line(self.look, request, tenant, event)
-
-    def on_load_message(self, request: ApiRequest, message: Any) -> Any:
-        """`docker load` progress, through the route's line handler (routes/images.py)."""
-        return self._through_line(request, message, "load")
-
-    def on_build_message(self, request: ApiRequest, message: Any) -> Any:
-        """A classic build's (or an import's) progress, through the route's line handler
-        (routes/build.py, routes/images.py)."""
-        return self._through_line(request, message, "build")
-
-    def _through_line(self, request: ApiRequest, message: Any, kind: ResponseKind) -> Any:
-        tenant = self._tenant(request)
-        if tenant is None or not isinstance(message, dict):
-            return message
-        line = self._line_handler(request, kind)
-        return message if line is None else line(self.look, request, tenant, message)
-
-    def _line_handler(self, request: ApiRequest, kind: ResponseKind) -> LineHandler | None:
-        """The route's line handler, for the stream kind its entry answers with only (a
-        line handler reads its own route's lines: an event is not a load's progress)."""
+        if tenant is None or not isinstance(line, dict):
+            return None if kind == "events" else line
         route = entry(request.route.name)
         answer = route.answer
-        if (answer if isinstance(answer, str) else answer(request)) != kind:
-            return None
-        return route.on_line
+        # A line handler reads its own route's lines only (an event is not a load's
+        # progress); a route without an event stream of its own drops events.
+        if (
+            route.on_line is None
+            or (answer if isinstance(answer, str) else answer(request)) != kind
+        ):
+            return None if kind == "events" else line
+        return route.on_line(self.look, request, tenant, ctx, line)

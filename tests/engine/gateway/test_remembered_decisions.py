@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from gwserve import job_listener
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.gateway import fastlane
 from dockmoat.gateway.server import Gateway
-from dockmoat.gateway.stages import UpstreamClient
+from dockmoat.gateway.stages import Context, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny
 from support.serve_settings import settings
 
@@ -44,33 +45,21 @@ class CountingPolicy:
         return Allow(rule="test.allow")
 
 
-class SwitchStage:
+class SwitchStage(Stage):
     """Decides inline; denies everything once `state` is "closed"."""
 
     def __init__(self) -> None:
         self.state = "open"
         self.calls = 0
 
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         self.calls += 1
         if self.state == "closed":
             return Deny("test.closed", "the job is closed")
         return Allow(rule="test.open")
 
-    def decides_inline(self, request: ApiRequest) -> bool:
-        return True
-
-    def inline_state(self, client: ClientIdentity) -> object:
+    def decisions_key(self, client: ClientIdentity) -> Hashable:
         return self.state
-
-    def response_kind(self, request: ApiRequest) -> str:
-        return "none"
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
-        return answer
-
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
-        return event
 
 
 class Client:

@@ -17,23 +17,23 @@ import docker
 import pytest
 from gwserve import job_listener, raw_get
 
-from dockmoat.api.request import ApiRequest, Route
+from dockmoat.api.request import ApiRequest
 from dockmoat.gateway.server import Gateway
-from dockmoat.gateway.stages import PermissivePolicy, UpstreamClient
+from dockmoat.gateway.stages import Context, LineKind, PermissivePolicy, RouteFacts, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny
 from support.serve_settings import settings
 
 
-class LabelStage:
+class LabelStage(Stage):
     """Shows a tenant only containers labelled with its name; looks up through the gateway."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.looked_up: list[int] = []
 
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         if request.route.name == "containers.inspect":
-            status, _headers, body = await upstream.request(
+            status, _headers, body = await ctx.upstream.request(
                 "GET", f"/containers/{request.route.params['name']}/json"
             )
             self.looked_up.append(status)
@@ -42,20 +42,22 @@ class LabelStage:
                 return Deny("test.not-yours", "No such container", 404)
         return Allow()
 
-    def body_needed(self, route: Route) -> bool:
-        return False
+    def facts(self, request: ApiRequest) -> RouteFacts:
+        name = request.route.name
+        if name == "containers.list":
+            return RouteFacts(answer="json")
+        if name == "system.events":
+            return RouteFacts(answer="events")
+        return RouteFacts(inline=name != "containers.inspect")
 
-    def response_kind(self, request: ApiRequest) -> str:
-        return {"containers.list": "json", "system.events": "events"}.get(
-            request.route.name, "none"
-        )
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+    def on_json_response(self, ctx: Context, request: ApiRequest, status: int, answer: Any) -> Any:
+        if status >= 400:
+            return answer
         return [c for c in answer if (c.get("Labels") or {}).get("dmtest") == self.label]
 
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
-        attributes = event.get("Actor", {}).get("Attributes", {})
-        return event if attributes.get("dmtest") == self.label else None
+    def on_line(self, ctx: Context, request: ApiRequest, kind: LineKind, line: Any) -> Any:
+        attributes = line.get("Actor", {}).get("Attributes", {})
+        return line if attributes.get("dmtest") == self.label else None
 
 
 def test_stage_filters_and_runtime_listeners(

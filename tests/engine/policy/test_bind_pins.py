@@ -7,6 +7,8 @@ by its path when the container starts, following whatever symlink is there then.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ from rawdocker import call, create_container, socket_of
 
 from dockmoat.gateway.config import DEFAULT_PIN_DIR
 from dockmoat.gateway.pins import mount_sources
+from harness.clients import client
+
+DOCKER = client("docker") or "docker"
 
 # pins bind sources: the host's mount namespace
 pytestmark = [pytest.mark.engine, pytest.mark.host_namespaces]
@@ -119,3 +124,49 @@ def test_a_missing_mount_source_is_refused_and_nothing_is_created(
     assert answer["message"].endswith(f"bind source path does not exist: {absent}")
     made = docker_client.containers.list(all=True, filters={"label": f"dmtest.pins={label}"})
     assert made == [] and not absent.exists()
+
+
+def test_inspect_through_the_guard_names_the_source_the_client_asked_for(
+    gateway: Gateway,
+    busybox_image: str,
+    unique_name: Callable[[str], str],
+    containers: list[str],
+    docker_client: docker.DockerClient,
+) -> None:
+    """Transparent pins (issue 21): the container mounts the pin, but `docker inspect`
+    and the SDK, through the guard, read the sources as the client wrote them (the raw
+    engine shows the pins, which is what made SDK and compose checks fail)."""
+    base = gateway.workspace / unique_name("asked")
+    (base / "d").mkdir(parents=True)
+    (base / "d" / "marker").write_text("inside\n")
+    asked_bind, asked_mount = f"{base}/d", f"{base}/d/marker"
+    host_config = {
+        "Binds": [f"{asked_bind}:/h:ro"],
+        "Mounts": [{"Type": "bind", "Source": asked_mount, "Target": "/m"}],
+    }
+    status, answer = _create(str(gateway.socket), busybox_image, unique_name("pin"), host_config)
+    assert status == 201, answer
+    containers.append(answer["Id"])
+    raw = docker_client.containers.get(answer["Id"]).attrs
+    assert all(Path(m["Source"]).parent.parent == DEFAULT_PIN_DIR for m in raw["Mounts"])
+    # The real docker CLI, through the guard.
+    cli = subprocess.run(
+        [DOCKER, "inspect", "--format", "{{json .Mounts}}|{{json .HostConfig}}", answer["Id"]],
+        env=gateway.env(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    mounts_text, host_text = cli.stdout.strip().split("|", 1)
+    assert sorted(m["Source"] for m in json.loads(mounts_text)) == [asked_bind, asked_mount]
+    host = json.loads(host_text)
+    assert host["Binds"] == [f"{asked_bind}:/h:ro"]
+    assert [m["Source"] for m in host["Mounts"]] == [asked_mount]
+    # The SDK, through the guard.
+    guarded = docker.DockerClient(base_url=gateway.host)
+    try:
+        attrs = guarded.containers.get(answer["Id"]).attrs
+        (listed,) = guarded.api.containers(all=True, filters={"id": answer["Id"]})
+    finally:
+        guarded.close()
+    assert sorted(m["Source"] for m in attrs["Mounts"]) == [asked_bind, asked_mount]
+    assert sorted(m["Source"] for m in listed["Mounts"]) == [asked_bind, asked_mount]
+    # And it still runs what was checked.
+    assert _run(str(gateway.socket), docker_client, answer["Id"]) == b"inside\n"

@@ -8,34 +8,33 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
-from dockmoat.api.request import ApiRequest, Route
+from dockmoat.api.request import ApiRequest
 from dockmoat.gateway.config import Endpoint, ListenerSettings
 from dockmoat.gateway.server import Gateway
-from dockmoat.gateway.stages import PermissivePolicy, UpstreamClient
-from dockmoat.policy.decision import Allow, Decision
+from dockmoat.gateway.stages import (
+    UNTOUCHED,
+    Context,
+    Json,
+    LineKind,
+    PermissivePolicy,
+    RouteFacts,
+    Stage,
+)
 from support.serve_settings import settings
 
 OTHER_TENANTS_EVENT = b'{"Type":"container","Action":"start","Actor":{"Attributes":{}}}\n'
 
 
-class DropsEveryEvent:
+class DropsEveryEvent(Stage):
     """A stage that shows its tenant none of the daemon's events (all are another's)."""
 
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
-        return Allow()
+    def facts(self, request: ApiRequest) -> RouteFacts:
+        if request.route.name == "system.events":
+            return RouteFacts(answer="events")
+        return UNTOUCHED
 
-    def body_needed(self, route: Route) -> bool:
-        return False
-
-    def response_kind(self, request: ApiRequest) -> str:
-        return "events" if request.route.name == "system.events" else "none"
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
-        return answer
-
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
+    def on_line(self, ctx: Context, request: ApiRequest, kind: LineKind, line: Json) -> Json:
         return None
 
 

@@ -14,7 +14,7 @@ from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
 from dockmoat.gateway.answer import Answer, Carry, Step, carry_for
 from dockmoat.gateway.http import RequestHead, RequestReader
-from dockmoat.gateway.stages import ResponseKind
+from dockmoat.gateway.stages import Context, Json, LineKind, ResponseKind, RouteFacts, Stage
 
 PING = (
     b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -46,24 +46,31 @@ def _request(head: RequestHead) -> ApiRequest:
                       ClientIdentity(listener="unix:///x"))  # fmt: skip
 
 
-class Stage:
+class Mine(Stage):
     """Keeps what is "mine", renames the job's prefix in error messages, drops
     events of others; raises when asked to (a stage's bug)."""
 
     def __init__(self, *, raises: bool = False) -> None:
         self.raises = raises
 
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+    def on_json_response(
+        self, ctx: Context, request: ApiRequest, status: int, answer: Json
+    ) -> Json:
         if self.raises:
             raise RuntimeError("stage bug")
         if status >= 400:
             return {"message": answer["message"].replace("job_", "")}
         return [item for item in answer if item.get("mine")]
 
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
+    def on_line(self, ctx: Context, request: ApiRequest, kind: LineKind, line: Json) -> Json:
         if self.raises:
             raise RuntimeError("stage bug")
-        return event if event.get("mine") else None
+        return line if kind == "events" and line.get("mine") else None
+
+
+class NoUpstream:
+    async def request(self, *args: object, **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+        raise AssertionError("the answer relay looks nothing up")
 
 
 def answer(
@@ -77,7 +84,9 @@ def answer(
     max_held: int = 1 << 20,
 ) -> Answer:
     head = _head(method, target, extra)
-    return Answer(head, _request(head), stage or Stage(), kind, errors, max_head=4096,
+    request = _request(head)
+    staged = (stage or Mine(), Context(request.client, NoUpstream()))
+    return Answer(head, request, staged, RouteFacts(answer=kind, errors=errors), max_head=4096,
                   max_held=max_held)  # fmt: skip
 
 
@@ -151,7 +160,7 @@ def test_held_json_rewritten_or_relayed_as_read() -> None:
 
 
 def test_held_answer_fails_closed() -> None:
-    relay = answer("GET", "/containers/json", "json", stage=Stage(raises=True))
+    relay = answer("GET", "/containers/json", "json", stage=Mine(raises=True))
     (step,) = play(relay, LIST_ANSWER)
     assert step.broken and not step.send and step.status == 200
     assert isinstance(relay.error, RuntimeError)
@@ -176,7 +185,7 @@ def test_events_are_filtered_line_by_line_and_rechunked() -> None:
 
 
 def test_a_line_filter_that_raises_closes() -> None:
-    relay = answer("GET", "/events", "events", stage=Stage(raises=True))
+    relay = answer("GET", "/events", "events", stage=Mine(raises=True))
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     step = relay.feed(head + b"3\r\n{}\n\r\n")
     assert step.broken and isinstance(relay.error, RuntimeError)
@@ -220,3 +229,48 @@ def test_any_split_of_the_reads_gives_the_same_answer(size: int, kind: ResponseK
     pieces = [LIST_ANSWER[i : i + size] for i in range(0, len(LIST_ANSWER), size)]
     split = play(answer("GET", "/containers/json", kind), *pieces)
     assert sent(split) == sent(whole) and split[-1].end and split[-1].keep_client
+
+
+class Pins:
+    """Shows `/pin` as `/asked` (gateway/pins.py's `shown`, in miniature)."""
+
+    marker = b"/pin"
+
+    def shown(self, container: dict[str, Any]) -> dict[str, Any]:
+        if container.get("Mounts") == [{"Source": "/pin"}]:
+            return {**container, "Mounts": [{"Source": "/asked"}]}
+        return container
+
+
+def _json_answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body), body)  # fmt: skip
+
+
+def test_an_inspect_answer_names_the_asked_source_not_its_pin() -> None:
+    """With bind pins on, a container's inspect answer is held and shows the source the
+    client asked for, with or without a stage; one naming no pin goes as read."""
+    head = _head("GET", "/containers/a/json")
+    request = _request(head)
+    pinned = _json_answer(b'{"Id":"a","Mounts":[{"Source":"/pin"}]}\n')
+    plain = _json_answer(b'{"Id":"a","Mounts":[{"Source":"/x"}]}\n')
+    for staged in (None, (Stage(), Context(request.client, NoUpstream()))):
+        relay = Answer(head, request, staged, RouteFacts(), max_head=4096, max_held=1 << 20,
+                       pins=Pins())  # fmt: skip
+        assert relay.carry is Carry.HOLD
+        (step,) = play(relay, pinned)
+        assert json.loads(step.send.split(b"\r\n\r\n", 1)[1])["Mounts"] == [{"Source": "/asked"}]
+        again = Answer(head, request, staged, RouteFacts(), max_head=4096, max_held=1 << 20,
+                       pins=Pins())  # fmt: skip
+        assert play(again, plain)[0].send == plain
+    listing = _head("GET", "/containers/json")
+    relay = Answer(listing, _request(listing), None, RouteFacts(), max_head=4096,
+                   max_held=1 << 20, pins=Pins())  # fmt: skip
+    (step,) = play(relay, _json_answer(b'[{"Id":"a","Mounts":[{"Source":"/pin"}]},{"Id":"b"}]'))
+    assert json.loads(step.send.split(b"\r\n\r\n", 1)[1]) == [
+        {"Id": "a", "Mounts": [{"Source": "/asked"}]},
+        {"Id": "b"},
+    ]
+    other = _head("GET", "/containers/a/top")
+    assert Answer(other, _request(other), None, RouteFacts(), max_head=4096, max_held=1 << 20,
+                  pins=Pins()).carry is Carry.RELAY  # fmt: skip

@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
 
 from dockmoat.api.bodies import BodyUnreadable, BuildContextReader
 from dockmoat.gateway.pipeline import body_reader
-from dockmoat.gateway.stages import BodyChecks
+from dockmoat.gateway.stages import Stage
 from dockmoat.policy.engine import load_policy
 from dockmoat.policy.trial import routed
 
 POLICY = load_policy("baseline", env={})
-TENANCY = cast(BodyChecks, object())  # only "is there a stage" matters here
+TENANCY = Stage()  # only "is there a stage" matters here
 
 
-def reader(target: str, stage: BodyChecks | None = None) -> object:
+def reader(target: str, stage: Stage | None = None) -> object:
     return body_reader(routed("POST", target, "test"), POLICY, stage)
 
 

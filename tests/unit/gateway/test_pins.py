@@ -4,6 +4,7 @@ is the one checked, whatever happens to its path afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dockmoat.api.request import ApiRequest
 from dockmoat.gateway import pins as pins_module
 from dockmoat.gateway.pins import (
     GRACE,
+    SOURCES,
     BindPins,
     SourceChanged,
     mount_sources,
@@ -51,7 +53,10 @@ def pins(tmp_path: Path) -> Iterator[BindPins]:
     directory.mkdir(mode=0o700)
     yield BindPins(directory)
     for entry in directory.iterdir():
-        unpin(str(entry))
+        if entry.name != SOURCES:
+            unpin(str(entry))
+    with contextlib.suppress(FileNotFoundError):
+        (directory / SOURCES).rmdir()
 
 
 @pytest.fixture
@@ -179,8 +184,9 @@ def test_sweep_removes_only_old_unused_pins(
     assert pins.sweep({used}, born + GRACE / 2) == []  # young: a create may be in flight
     assert pins.sweep({used}, born + GRACE + 1) == [unused]
     assert sorted(p.name for p in pins.directory.iterdir()) == sorted(
-        [Path(used).name, foreign.name]
+        [Path(used).name, foreign.name, SOURCES]
     )
+    assert [p.name for p in (pins.directory / SOURCES).iterdir()] == [Path(used).name]
     assert (Path(used) / "marker").read_text() == "inside"
     foreign.rmdir()
 
@@ -206,3 +212,41 @@ def test_a_pin_that_cannot_be_made_is_a_denial_not_a_missing_source(
     decision = asyncio.run(broken(create({"HostConfig": {"Binds": [f"{ws}/d:/h"]}}), policy))
     assert isinstance(decision, Deny) and decision.status == 403
     assert "could not be pinned" in decision.message
+
+
+def test_answers_name_the_source_the_client_asked_for(
+    ws: Path, pins: BindPins, policy: CompiledPolicy
+) -> None:
+    """What `docker inspect` shows through the guard: the pin named by its source, in
+    Mounts, HostConfig.Binds and HostConfig.Mounts, also by a serve started afterwards
+    (the sources are written beside the pins)."""
+    asked, mount = f"{ws}/d", {"Type": "bind", "Source": f"{ws}/d/marker", "Target": "/m"}
+    decision = run(pins, policy, {"HostConfig": {"Binds": [f"{asked}:/h:ro"], "Mounts": [mount]}})
+    assert isinstance(decision, Rewrite) and decision.body_json is not None
+    host = decision.body_json["HostConfig"]
+    pin, pinned_file = host["Binds"][0].split(":", 1)[0], host["Mounts"][0]["Source"]
+    inspect = {
+        "Id": "c1",
+        "Mounts": [{"Type": "bind", "Source": pin}, {"Type": "bind", "Source": pinned_file},
+                   {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data"}],
+        "HostConfig": {"Binds": [f"{pin}:/h:ro", "v:/v"], "Mounts": host["Mounts"]},
+    }  # fmt: skip
+    for reader in (pins, BindPins(pins.directory)):  # this serve, and the next one
+        shown = reader.shown(inspect)
+        assert [m["Source"] for m in shown["Mounts"]] == [
+            asked,
+            mount["Source"],
+            "/var/lib/docker/volumes/v/_data",
+        ]
+        assert shown["HostConfig"]["Binds"] == [f"{asked}:/h:ro", "v:/v"]
+        assert shown["HostConfig"]["Mounts"][0]["Source"] == mount["Source"]
+    assert inspect["Mounts"][0]["Source"] == pin  # the daemon's answer is not changed
+    untouched = {"Id": "c2", "Mounts": [{"Source": "/elsewhere"}], "HostConfig": {"Binds": None}}
+    assert pins.shown(untouched) is untouched
+    # A path that merely looks like a pin, and a removed pin: shown as they are.
+    assert pins.shown({"Mounts": [{"Source": f"{pins.directory}/../x"}]})["Mounts"] == [
+        {"Source": f"{pins.directory}/../x"}
+    ]
+    unpin(pin)
+    assert not (pins.directory / SOURCES / Path(pin).name).exists()
+    assert BindPins(pins.directory).source_of(pin) is None

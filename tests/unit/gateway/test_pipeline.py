@@ -16,7 +16,7 @@ from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.http import RequestHead, RequestReader
-from dockmoat.gateway.stages import PermissivePolicy, bind_on_request
+from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 
 CLIENT = ClientIdentity(listener="unix:///t.sock", tenant="t1")
@@ -57,8 +57,8 @@ class BodyPolicy:
 def decide(
     request: ApiRequest, policy: Any, stage: Any = None, form: bool = False
 ) -> pipeline.Outcome:
-    on_request = bind_on_request(stage) if stage is not None else None
-    return asyncio.run(pipeline.decide(request, policy, on_request, NoUpstream(), form=form))
+    ctx = Context(request.client, NoUpstream())
+    return asyncio.run(pipeline.decide(request, policy, stage, ctx, form=form))
 
 
 def test_plan_routes_and_reads_query() -> None:
@@ -118,12 +118,12 @@ def test_policy_exception_denies() -> None:
     assert outcome.decision.rule == pipeline.INTERNAL_ERROR
 
 
-class Stage:
+class DecidingStage(Stage):
     def __init__(self, decision: Decision | None = None, fail: bool = False) -> None:
         self.decision = decision
         self.fail = fail
 
-    async def on_request(self, request: ApiRequest) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         if self.fail:
             raise RuntimeError("look-up failed")
         return self.decision or Allow()
@@ -133,7 +133,7 @@ def test_stage_runs_before_policy_and_its_rewrite_is_what_policy_sees() -> None:
     request = pipeline.plan(head_of(b"GET /v1.41/containers/web/json HTTP/1.1\r\nHost: d\r\n\r\n"),
                             CLIENT, PermissivePolicy()).request  # fmt: skip
     policy = BodyPolicy()
-    stage = Stage(
+    stage = DecidingStage(
         Rewrite(rule="tenancy.resolve", notes=("web -> abc",), path="/containers/abc/json")
     )
     outcome = decide(request, policy, stage)
@@ -146,16 +146,18 @@ def test_stage_deny_skips_policy_and_stage_error_denies() -> None:
     request = pipeline.plan(head_of(b"GET /containers/x/json HTTP/1.1\r\nHost: d\r\n\r\n"),
                             CLIENT, PermissivePolicy()).request  # fmt: skip
     policy = BodyPolicy()
-    outcome = decide(request, policy, Stage(Deny("tenancy.not-found", "No such container: x", 404)))
+    outcome = decide(
+        request, policy, DecidingStage(Deny("tenancy.not-found", "No such container: x", 404))
+    )
     assert isinstance(outcome.decision, Deny) and outcome.decision.status == 404
     assert policy.seen == []
-    assert isinstance(decide(request, policy, Stage(fail=True)).decision, Deny)
+    assert isinstance(decide(request, policy, DecidingStage(fail=True)).decision, Deny)
 
 
 def test_rewrite_to_another_endpoint_is_denied() -> None:
     request = pipeline.plan(head_of(b"GET /containers/x/json HTTP/1.1\r\nHost: d\r\n\r\n"),
                             CLIENT, PermissivePolicy()).request  # fmt: skip
-    stage = Stage(Rewrite(rule="bad", notes=(), path="/containers/x/export"))
+    stage = DecidingStage(Rewrite(rule="bad", notes=(), path="/containers/x/export"))
     assert isinstance(decide(request, BodyPolicy(), stage).decision, Deny)
 
 
@@ -248,12 +250,12 @@ def test_fields_the_reference_table_lacks_are_refused_unread() -> None:
     request = pipeline.with_body(planned, raw)
     seen: list[ApiRequest] = []
 
-    class Stage:
-        async def on_request(self, request: ApiRequest, upstream: Any) -> Decision:
+    class Seeing(Stage):
+        async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
             seen.append(request)
             return Allow()
 
-    outcome = decide(request, PermissivePolicy(), Stage())
+    outcome = decide(request, PermissivePolicy(), Seeing())
     assert isinstance(outcome.decision, Deny)
     assert outcome.decision.status == 400
     assert outcome.decision.rule == "api.unmodeled"
@@ -270,11 +272,11 @@ def test_fields_the_reference_table_lacks_are_refused_unread() -> None:
     )
 
 
-class UnreachableStage:
+class UnreachableStage(Stage):
     """A stage whose look-up finds the daemon gone (restarting): found by the soak suite,
     where every request needing a look-up was a 403 internal-error while dockerd restarted."""
 
-    async def on_request(self, request: ApiRequest) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         raise UpstreamError("the Docker daemon at unix:///d.sock is not reachable")
 
 

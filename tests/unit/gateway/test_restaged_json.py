@@ -8,6 +8,7 @@ from typing import Any
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
 from dockmoat.gateway.exchange import restaged_json
+from dockmoat.gateway.stages import Context, Stage
 
 
 def _request() -> ApiRequest:
@@ -16,23 +17,31 @@ def _request() -> ApiRequest:
                       ClientIdentity(listener="unix:///x"))  # fmt: skip
 
 
-class _Keep:
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+class _NoUpstream:
+    async def request(self, *args: object, **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+        raise AssertionError("no look-up")
+
+
+CTX = Context(ClientIdentity(listener="unix:///x"), _NoUpstream())
+
+
+class _Keep(Stage):
+    def on_json_response(self, ctx: Context, request: ApiRequest, status: int, answer: Any) -> Any:
         return [dict(item) for item in answer]  # equal, not the same object
 
 
-class _Drop:
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
+class _Drop(Stage):
+    def on_json_response(self, ctx: Context, request: ApiRequest, status: int, answer: Any) -> Any:
         return [item for item in answer if item.get("mine")]
 
 
 def test_an_equal_answer_is_the_daemons_own_bytes() -> None:
     body = b'[ {"mine": true,  "Id": "a"} ]\n'
-    assert restaged_json(_Keep(), _request(), 200, body) is None
-    assert restaged_json(_Keep(), _request(), 200, b"[]\n") is None
+    assert restaged_json(_Keep(), CTX, _request(), 200, body) is None
+    assert restaged_json(_Keep(), CTX, _request(), 200, b"[]\n") is None
 
 
 def test_a_changed_answer_is_re_encoded() -> None:
     body = b'[{"mine": true, "Id": "a"}, {"Id": "b"}]'
-    out = restaged_json(_Drop(), _request(), 200, body)
+    out = restaged_json(_Drop(), CTX, _request(), 200, body)
     assert out is not None and json.loads(out) == [{"mine": True, "Id": "a"}]

@@ -12,47 +12,29 @@ import asyncio
 import io
 import json
 import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dockmoat.api.bodies import ArchiveTags
-from dockmoat.api.request import ApiRequest, Route
+from dockmoat.api.request import ApiRequest
 from dockmoat.gateway.config import Endpoint, ListenerSettings
 from dockmoat.gateway.server import Gateway
-from dockmoat.gateway.stages import PermissivePolicy, UpstreamClient
+from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny
 from support.serve_settings import settings
 
 
-class RefusesTag:
+class RefusesTag(Stage):
     """A stage that allows every request and refuses a load that sets `refused:tag`."""
 
     def __init__(self) -> None:
         self.checked: list[ArchiveTags] = []
 
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
-        return Allow()
-
-    def body_needed(self, route: Route) -> bool:
-        return False
-
-    def response_kind(self, request: ApiRequest) -> str:
-        return "none"
-
-    def on_json_response(self, request: ApiRequest, status: int, answer: Any) -> Any:
-        return answer
-
-    def on_event(self, request: ApiRequest, event: Any) -> Any:
-        return event
-
-    async def check_build_sources(self, request: ApiRequest, refs: Sequence[str]) -> Decision:
-        return Allow()
-
-    async def check_archive_tags(self, request: ApiRequest, archive: ArchiveTags) -> Decision:
+    async def check_archive_tags(
+        self, ctx: Context, request: ApiRequest, archive: ArchiveTags
+    ) -> Decision:
         self.checked.append(archive)
         if any(tag == "refused:tag" for tag, _ in archive.tags):
             return Deny("test.refused", "dockmoat: test.refused: no", status=403)

@@ -1,4 +1,5 @@
-"""A connection the tenancy stage exempts is one `tenant_of` answers None for, for good."""
+"""A connection the tenancy stage does not apply to is one `tenant_of` answers None for,
+for good."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockmoat.api.request import ClientIdentity
-from dockmoat.gateway.stages import exempts
 from dockmoat.tenancy.service import TenancyService, TenancySettings
 from support.serve_settings import settings
 
@@ -33,7 +33,7 @@ def test_exempt_means_no_tenant(tmp_path: Path) -> None:
     @given(LISTENERS, TENANTS)
     def check(listener: str, tenant: str | None) -> None:
         client = ClientIdentity(listener=listener, tenant=tenant)
-        if exempts(service.stage, client):
+        if not service.stage.applies_to(client):
             assert service.tenant_of(client) is None
         else:  # a tenant, a closed job's or a bad certificate's Deny
             assert tenant is not None or listener == "tcp://127.0.0.1:2376"
@@ -43,6 +43,6 @@ def test_exempt_means_no_tenant(tmp_path: Path) -> None:
 
 def test_cn_listeners_and_tenant_clients_are_never_exempt(tmp_path: Path) -> None:
     service = _service(tmp_path)
-    assert exempts(service.stage, ClientIdentity(listener="unix:///other"))
-    assert not exempts(service.stage, ClientIdentity(listener="tcp://127.0.0.1:2376"))
-    assert not exempts(service.stage, ClientIdentity(listener="unix:///other", tenant="job-a"))
+    assert not service.stage.applies_to(ClientIdentity(listener="unix:///other"))
+    assert service.stage.applies_to(ClientIdentity(listener="tcp://127.0.0.1:2376"))
+    assert service.stage.applies_to(ClientIdentity(listener="unix:///other", tenant="job-a"))

@@ -1,4 +1,4 @@
-"""`decides_inline` keeps its promise: for every endpoint it admits, `on_request` finishes
+"""`facts().inline` keeps its promise: for every endpoint it admits, `on_request` finishes
 without awaiting anything (the gateway's fast lane runs it from a read callback)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from dockmoat.api.endpoints import ENDPOINTS
-from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
+from dockmoat.gateway.stages import Context, Stage
 from dockmoat.policy.decision import Allow, Deny, Rewrite
 from dockmoat.tenancy.model import Tenant
 from dockmoat.tenancy.stage import TenancyStage
@@ -47,10 +48,10 @@ def test_every_inline_route_decides_without_awaiting(tmp_path: Path) -> None:
     inline = []
     for method, template, _resource, _action in ENDPOINTS:
         request = _request(method, template, client)
-        if not stage.decides_inline(request):
+        if not stage.facts(request).inline:
             continue
         inline.append(request.route.name)
-        decision = _run(stage.on_request(request, _NoUpstream()))
+        decision = _run(stage.on_request(Context(client, _NoUpstream()), request))
         assert isinstance(decision, Allow | Rewrite | Deny), request.route.name
     # The lists and pings a CI job sends most are among them; look-ups are not.
     assert {"containers.list", "images.list", "system.ping"} <= set(inline)
@@ -62,31 +63,31 @@ def test_without_tenancy_or_for_a_closed_job_everything_is_inline(tmp_path: Path
     for who in (None, closed):
         stage = TenancyStage(OwnershipStore(tmp_path / "s.db"), lambda client, w=who: w)
         request = _request("GET", "/containers/{name}/json", ClientIdentity(listener="u"))
-        assert stage.decides_inline(request)
-        assert _run(stage.on_request(request, _NoUpstream())) == (closed if who else Allow())
+        assert stage.facts(request).inline
+        ctx = Context(request.client, _NoUpstream())
+        assert _run(stage.on_request(ctx, request)) == (closed if who else Allow())
 
 
-def test_a_stage_that_does_not_say_is_never_inline() -> None:
-    from dockmoat.gateway.stages import decides_inline
+def test_the_base_stage_does_nothing_and_decides_inline() -> None:
+    """A stage that overrides nothing: Allow without awaiting, nothing remembered."""
+    request = _request("GET", "/_ping", ClientIdentity(listener="u"))
+    stage = Stage()
+    assert stage.facts(request).inline and stage.facts(request).answer == "none"
+    assert _run(stage.on_request(Context(request.client, _NoUpstream()), request)) == Allow()
+    assert stage.decisions_key(request.client) is None
 
-    request = ApiRequest("GET", "/_ping", "/_ping", None, Route("system", "ping"), {}, (),
-                         ClientIdentity(listener="u"))  # fmt: skip
-    assert decides_inline(object(), request) is False
 
-
-def test_inline_state_follows_the_clients_tenant(tmp_path: Path) -> None:
+def test_decisions_key_follows_the_clients_tenant(tmp_path: Path) -> None:
     """What the gateway compares before reusing a decision: equal while the tenant is the
     same (even a fresh but equal Tenant value), different once its job closed."""
-    from dockmoat.gateway.stages import inline_state
-
     current: list[object] = [Tenant.job("job-7")]
     stage = TenancyStage(OwnershipStore(tmp_path / "s.db"), lambda client: current[0])
     client = ClientIdentity(listener="unix:///x", tenant="job-7")
-    before = inline_state(stage, client)
+    before = stage.decisions_key(client)
     current[0] = Tenant.job("job-7")  # rebuilt, equal
-    assert inline_state(stage, client) == before
+    assert stage.decisions_key(client) == before
     current[0] = Deny("tenancy.unknown-tenant", "closed")
-    assert inline_state(stage, client) != before
+    assert stage.decisions_key(client) != before
     current[0] = None  # no tenancy: still a state (decisions may be reused)
-    assert inline_state(stage, client) is not None
-    assert inline_state(object(), client) is None  # a stage that does not say: never
+    assert stage.decisions_key(client) is not None
+    assert Stage().decisions_key(client) is None  # a stage that does not say: never

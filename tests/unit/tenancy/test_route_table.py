@@ -11,6 +11,7 @@ import pytest
 
 from dockmoat.api.endpoints import ENDPOINTS
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow
 from dockmoat.tenancy.model import Tenant
 from dockmoat.tenancy.routes import table
@@ -74,8 +75,8 @@ def test_a_route_without_an_entry_is_decided_by_the_reference_check(tmp_path: Pa
 
     def decide(route: Route, path: str) -> object:
         request = ApiRequest("GET", path, path, None, route, {}, (), client)
-        assert stage.decides_inline(request) and stage.response_kind(request) == "none"
-        return asyncio.run(stage.on_request(request, None))  # type: ignore[arg-type]
+        assert stage.facts(request).inline and stage.facts(request).answer == "none"
+        return asyncio.run(stage.on_request(Context(client, None), request))  # type: ignore[arg-type]
 
     assert decide(Route("system", "info"), "/info") == Allow()
     refused = decide(Route("images", "attestations", {"name": "x"}), "/images/x/attestations")

@@ -14,7 +14,7 @@ from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.errors import StateError
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.http import RequestHead, RequestReader
-from dockmoat.gateway.stages import PermissivePolicy, UpstreamClient
+from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Decision, Deny
 from dockmoat.tenancy.store import JobRecord, OwnershipStore
 
@@ -59,10 +59,10 @@ def test_a_constraint_is_not_a_state_error(tmp_path: Path) -> None:
         store.add_job(JobRecord("a", 2.0, None, None, None, "/run/a.sock"))
 
 
-class RecordingStage:
+class RecordingStage(Stage):
     """A stage whose ownership record fails as the store's does on a read-only disk."""
 
-    async def on_request(self, request: ApiRequest, upstream: UpstreamClient) -> Decision:
+    async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         raise StateError("the state database /var/lib/dockmoat/state.db cannot be written: x")
 
 
@@ -76,8 +76,9 @@ def test_the_gateway_answers_503_state_unwritable(caplog: pytest.LogCaptureFixtu
     reader = RequestReader()
     head = next(e for e in reader.feed(raw) if isinstance(e, RequestHead))
     request = pipeline.plan(head, CLIENT, PermissivePolicy()).request
-    outcome = asyncio.run(pipeline.decide(request, PermissivePolicy(), RecordingStage().on_request,
-                                          NoUpstream(), form=False))  # fmt: skip
+    ctx = Context(CLIENT, NoUpstream())
+    outcome = asyncio.run(pipeline.decide(request, PermissivePolicy(), RecordingStage(), ctx,
+                                          form=False))  # fmt: skip
     assert isinstance(outcome.decision, Deny)
     assert outcome.decision.status == 503
     assert outcome.decision.rule == pipeline.STATE_UNWRITABLE

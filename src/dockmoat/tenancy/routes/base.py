@@ -4,7 +4,7 @@ An `Entry` gathers, for one route name of `api/endpoints.py`, the request
 handler (resolve names in the job's name space, rewrite, or answer as for a
 missing object), whether that handler decides without I/O, whether it reads
 the JSON body, how the answer comes back (`answer`, the stage's
-`response_kind`), and what rewrites or records it: the JSON answer, each
+`facts().answer`), and what rewrites or records it: the JSON answer, each
 line of a stream, an error answer. The stage (stage.py) looks an entry up once
 per hook and calls it; routes without an entry get `DEFAULT`.
 
@@ -17,25 +17,35 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context, ResponseKind
+
+__all__ = [
+    "DEFAULT",
+    "AnswerRewriter",
+    "Entry",
+    "ErrorFollowUp",
+    "Handler",
+    "LineHandler",
+    "ResponseKind",
+]
 from dockmoat.policy.decision import Decision, Rewrite
 from dockmoat.tenancy import rules
 from dockmoat.tenancy.lookups import Lookups
 from dockmoat.tenancy.model import Tenant
 
-ResponseKind = Literal["json", "events", "load", "build", "none"]
-
-#: Resolves, rewrites or denies a request (it may look things up through `Lookups`).
-Handler = Callable[[Lookups, ApiRequest, Tenant], Awaitable[Decision]]
+#: Resolves, rewrites or denies a request (it may look things up through `Lookups`;
+#: what it keeps for the rest of the exchange goes in the `Context`'s metadata).
+Handler = Callable[[Lookups, ApiRequest, Tenant, Context], Awaitable[Decision]]
 #: A 2xx JSON answer as the job reads it (and what it records), for `on_json_response`.
 AnswerRewriter = Callable[[Lookups, ApiRequest, Tenant, Any], Any]
 #: What an error answer undoes (a claim made for the request), before it is rewritten.
 ErrorFollowUp = Callable[[Lookups, ApiRequest, Tenant], None]
 #: One decoded line of a streamed answer ("events", "load", "build"): the line to
 #: send, or None to drop it.
-LineHandler = Callable[[Lookups, ApiRequest, Tenant, dict[str, Any]], Any]
+LineHandler = Callable[[Lookups, ApiRequest, Tenant, Context, dict[str, Any]], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +67,7 @@ class Entry:
     body: bool = False
     """Whether `handler` reads the JSON body (the gateway buffers and decodes it)."""
     answer: ResponseKind | Callable[[ApiRequest], ResponseKind] = "none"
-    """How a 2xx answer comes back through the stage (`response_kind`)."""
+    """How a 2xx answer comes back through the stage (`RouteFacts.answer`)."""
     rewrites_errors: bool = True
     """Whether 4xx/5xx JSON answers come back through `on_json_response` (dockerd's
     messages name engine names and ids: they are read back in the job's names)."""
@@ -84,7 +94,7 @@ def without_order_filters(request: ApiRequest) -> bool:
     return not rules.has_order_filters(request.query)
 
 
-async def prune(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def prune(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     """A prune of the job's own objects only (by its label; no look-up)."""
     query = rules.scoped_query(request.query, tenant)
     return Rewrite(rules.RULE, (f"prune scoped to {tenant.name}",), query=query)

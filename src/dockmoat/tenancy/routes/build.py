@@ -18,6 +18,7 @@ from typing import Any
 from dockmoat.api.dockerfile import DockerfileError, image_sources
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, rules
 from dockmoat.tenancy import refs as references
@@ -29,7 +30,7 @@ BUILD_CACHE_RULE = "tenancy.build-cache"
 NO_CACHE_ID = "dockmoat-no-such-cache"
 
 
-async def build(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def build(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     for tag in request.query.get("t", []):
         verdict = await look.claim_tag(tenant, tag)
         if isinstance(verdict, Deny):
@@ -58,7 +59,7 @@ async def build(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
     return Rewrite(rules.RULE, tuple(notes), query=query)
 
 
-async def prune(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def prune(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     # The build cache is shared by every job and owned by none: a job's prune is
     # scoped to nothing (an id no cache has), so `docker system prune` still works.
     query = {k: list(v) for k, v in request.query.items() if k not in ("filters", "all")}
@@ -71,7 +72,9 @@ def _progress(request: ApiRequest) -> ResponseKind:
     return "build" if request.query.get("t") else "none"
 
 
-def _build_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[str, Any]) -> Any:
+def _build_line(
+    look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context, line: dict[str, Any]
+) -> Any:
     # A claim becomes real only with the image; a stale one would make the job's close
     # untag whatever later took the name, and refuse other jobs the name meanwhile.
     if "errorDetail" in line or "error" in line:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.policy.rules.containers import create_bind_sources, rebind
 from dockmoat.tenancy import notfound, present, rules
@@ -51,12 +52,12 @@ def _to_full_id(
     )
 
 
-async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     fact = await _resolve(look, request, tenant)
     return fact if isinstance(fact, Deny) else _to_full_id(request, fact)
 
 
-async def rename(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def rename(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     fact = await _resolve(look, request, tenant)
     if isinstance(fact, Deny):
         return fact
@@ -67,7 +68,7 @@ async def rename(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision
     return _to_full_id(request, fact, query)
 
 
-async def start(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def start(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     fact = await _resolve(look, request, tenant)
     if isinstance(fact, Deny):
         return fact
@@ -79,7 +80,7 @@ async def start(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
     return _to_full_id(request, fact)
 
 
-async def update(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def update(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     fact = await _resolve(look, request, tenant)
     if isinstance(fact, Deny):
         return fact
@@ -105,7 +106,7 @@ async def _memory_quota(look: Lookups, tenant: Tenant, body: Any, exclude: str |
 # --- create -------------------------------------------------------------------
 
 
-async def create(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def create(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     body = request.body_json if isinstance(request.body_json, dict) else {}
     image = get_field(body, "Image")
     if isinstance(image, str) and image:
@@ -188,7 +189,7 @@ def _volume_names(body: Any) -> list[str]:
 # --- list ---------------------------------------------------------------------
 
 
-async def list_(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def list_(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     # `since`/`before` name a container dockerd looks up among all of them: a foreign
     # one would answer an empty list where a missing one answers 404 (an oracle).
     filters = rules.decode_filters(request.query)
@@ -237,7 +238,9 @@ def _record(kind: Kind) -> AnswerRewriter:
     return record
 
 
-def _stats_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[str, Any]) -> Any:
+def _stats_line(
+    look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context, line: dict[str, Any]
+) -> Any:
     return present.present_stats(line, tenant)
 
 

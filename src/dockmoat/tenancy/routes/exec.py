@@ -7,6 +7,7 @@ must be one of the job's (otherwise dockerd's own 404 for a missing exec).
 from __future__ import annotations
 
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow, Decision
 from dockmoat.tenancy import notfound
 from dockmoat.tenancy.lookups import Lookups
@@ -14,7 +15,7 @@ from dockmoat.tenancy.model import Tenant
 from dockmoat.tenancy.routes.base import Entry
 
 
-async def by_id(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def by_id(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     params = request.route.params
     ref = params.get("id") or params.get("name") or ""
     status, answer = await look.engine.call("GET", f"/exec/{ref}/json")

@@ -14,6 +14,7 @@ from typing import Any
 
 from dockmoat.api.bodies import ArchiveTags
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy.jsonkeys import get_field, set_field
@@ -46,19 +47,19 @@ def claimed_tag(request: ApiRequest) -> str:
 # --- requests -----------------------------------------------------------------
 
 
-async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.route.params.get("name", "")
     visible, _ = await look.image_visible(tenant, ref)
     return Allow() if visible else notfound.no_such_image(ref)
 
 
-async def inspect(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def inspect(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.route.params.get("name", "")
     visible, _ = await look.image_visible(tenant, ref)
     return Allow() if visible else notfound.no_such_image(ref, inspect=True)
 
 
-async def delete(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def delete(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.route.params.get("name", "")
     visible, image = await look.image_visible(tenant, ref)
     if not visible:
@@ -86,7 +87,7 @@ async def delete(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision
     return Allow()
 
 
-async def tag(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def tag(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.route.params.get("name", "")
     visible, image = await look.image_visible(tenant, ref)
     if not visible:
@@ -96,7 +97,7 @@ async def tag(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
     return Allow()
 
 
-async def get_all(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def get_all(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     for ref in request.query.get("names", []):
         visible, _ = await look.image_visible(tenant, ref)
         if not visible:
@@ -104,7 +105,7 @@ async def get_all(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decisio
     return Allow()
 
 
-async def list_(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def list_(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     """`since`/`before`/`reference`-free image filters pass; `since`/`before` naming an
     image the tenant cannot see answer as for a missing one (not an empty list)."""
     filters = rules.decode_filters(request.query)
@@ -116,7 +117,7 @@ async def list_(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
     return Allow()
 
 
-async def commit(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def commit(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.param("container") or ""
     fact = resolve_container(ref, await look.owned_containers(tenant), tenant.namespace)
     if fact is None:
@@ -146,7 +147,7 @@ async def commit(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision
     )
 
 
-async def create(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def create(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     """A pull (`fromImage`) or an import (`fromSrc`)."""
     tag = request.param("tag")
     pulled = request.param("fromImage")
@@ -176,7 +177,11 @@ async def create(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision
     return Allow()
 
 
-async def load(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+#: The images before a job's `docker load`, kept for the exchange (`Context.metadata`).
+_BEFORE_LOAD = "tenancy.images-before-load"
+
+
+async def load(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     # Tags that exist before the load are not the job's, even if the load retags them.
     status, answer = await look.engine.call("GET", "/images/json")
     if status != 200 or not isinstance(answer, list):
@@ -186,7 +191,7 @@ async def load(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
         for image in answer for t in image.get("RepoTags") or []
     }  # fmt: skip
     ids = frozenset(str(image.get("Id")) for image in answer)
-    look.remember_load(request, LoadSnapshot(tags, ids))
+    ctx.metadata[_BEFORE_LOAD] = LoadSnapshot(tags, ids)  # read by the load's progress lines
     return Allow()
 
 
@@ -262,7 +267,9 @@ def _import_answer(request: ApiRequest) -> ResponseKind:
     return "build" if request.param("fromSrc") and request.param("repo") else "none"
 
 
-def _import_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[str, Any]) -> Any:
+def _import_line(
+    look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context, line: dict[str, Any]
+) -> Any:
     status = line.get("status")
     if "errorDetail" in line or "error" in line:
         look.release_later(tenant, [claimed_tag(request)])
@@ -271,11 +278,15 @@ def _import_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[
     return line
 
 
-def _load_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[str, Any]) -> Any:
+def _load_line(
+    look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context, line: dict[str, Any]
+) -> Any:
     """`docker load` progress: record the tags it loaded (they are the job's to
     remove), and set back those it moved that were not the job's."""
     stream = line.get("stream")
-    before = look.load_snapshot(request)
+    before = ctx.metadata.get(_BEFORE_LOAD)
+    if not isinstance(before, LoadSnapshot):
+        before = None
     if isinstance(stream, str) and stream.startswith("Loaded image: "):
         loaded = normalize_tag(stream.split(": ", 1)[1].strip())
         # Unknown snapshot (should not happen): claim nothing rather than a shared tag.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy.jsonkeys import get_field, set_field
@@ -37,18 +38,18 @@ def _to(request: ApiRequest, net_name: str, body: Any = None) -> Rewrite:
     return Rewrite(rules.RULE, (f"network {ref} -> {net_name[:12]}",), body_json=body, path=path)
 
 
-async def by_id(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def by_id(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     net_name = await _resolve(look, request, tenant, predefined=True)
     return net_name if isinstance(net_name, Deny) else _to(request, net_name)
 
 
-async def delete(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def delete(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     # The predefined networks are shared: a job may not remove them (dockerd's 404).
     net_name = await _resolve(look, request, tenant, predefined=False)
     return net_name if isinstance(net_name, Deny) else _to(request, net_name)
 
 
-async def attach(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def attach(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     """Connect and disconnect: the path's network and the body's container, links and
     endpoint NetworkID, all resolved in the job's name space."""
     net_name = await _resolve(look, request, tenant, predefined=True)
@@ -86,7 +87,7 @@ async def attach(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision
     return _to(request, net_name, body)
 
 
-async def create(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def create(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     decision = rules.rewrite_network_create(request.body_json, tenant)
     if isinstance(decision, Rewrite):
         look.store.add(tenant.name, "network", str(get_field(decision.body_json, "Name")))

@@ -12,6 +12,7 @@ from typing import Any
 
 from dockmoat.api.endpoints import ENDPOINTS
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Allow, Decision, Rewrite
 from dockmoat.tenancy import present, rules
 from dockmoat.tenancy.lookups import Lookups
@@ -19,14 +20,16 @@ from dockmoat.tenancy.model import Tenant
 from dockmoat.tenancy.routes.base import Entry
 
 
-async def events(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def events(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     query = rules.events_query(request.query, tenant)
     if query is None:
         return Allow()
     return Rewrite(rules.RULE, ("event filters in the job's name space",), query=query)
 
 
-def _event_line(look: Lookups, request: ApiRequest, tenant: Tenant, line: dict[str, Any]) -> Any:
+def _event_line(
+    look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context, line: dict[str, Any]
+) -> Any:
     return present.present_event(line, tenant, look.image_facts(tenant))
 
 

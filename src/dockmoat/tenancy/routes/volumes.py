@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockmoat.api.request import ApiRequest
+from dockmoat.gateway.stages import Context
 from dockmoat.policy.decision import Decision, Deny, Rewrite
 from dockmoat.tenancy import notfound, present, rules
 from dockmoat.tenancy.jsonkeys import get_field
@@ -18,7 +19,7 @@ from dockmoat.tenancy.model import Tenant
 from dockmoat.tenancy.routes.base import Entry, prune
 
 
-async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     ref = request.route.params.get("name", "")
     engine_name = await look.volume(tenant, ref)
     if engine_name is None:
@@ -27,7 +28,7 @@ async def by_name(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decisio
     return Rewrite(rules.RULE, (f"volume {ref} -> {engine_name}",), path=path)
 
 
-async def create(look: Lookups, request: ApiRequest, tenant: Tenant) -> Decision:
+async def create(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context) -> Decision:
     if tenant.quotas.volumes is not None:
         _, answer = await look.engine.call("GET", "/volumes")
         volumes = answer.get("Volumes") if isinstance(answer, dict) else None
