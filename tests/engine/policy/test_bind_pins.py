@@ -170,3 +170,39 @@ def test_inspect_through_the_guard_names_the_source_the_client_asked_for(
     assert sorted(m["Source"] for m in listed["Mounts"]) == [asked_bind, asked_mount]
     # And it still runs what was checked.
     assert _run(str(gateway.socket), docker_client, answer["Id"]) == b"inside\n"
+
+
+def test_compose_v2_sees_the_sources_it_asked_for(
+    gateway: Gateway, busybox_image: str, unique_name: Callable[[str], str]
+) -> None:
+    """A compose v2 project with a relative bind (`./data`), up through the guard: the
+    container mounts a pin, and compose's own inspect of it (`compose ps` reads the
+    containers, `docker inspect` as compose users do) names the folder it asked for."""
+    project = unique_name("pinsproj")
+    ws = gateway.workspace / project
+    (ws / "data").mkdir(parents=True)
+    (ws / "compose.yaml").write_text(
+        f"services:\n  app:\n    image: {busybox_image}\n    pull_policy: never\n"
+        "    command: [sleep, '60']\n    volumes: ['./data:/data:ro']\n"
+    )
+    compose = [DOCKER, "compose", "-p", project]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*compose, *args], cwd=ws, env=gateway.env(), capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        run("up", "-d")
+        (container_id,) = run("ps", "-q").split()
+        inspect = subprocess.run(
+            [DOCKER, "inspect", "--format", "{{json .Mounts}}", container_id],
+            env=gateway.env(), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        (mount,) = json.loads(inspect.stdout)
+        assert mount["Source"] == str(ws / "data")
+        run("up", "-d")  # a second up finds the project as it left it: nothing recreated
+        assert run("ps", "-q").split() == [container_id]
+    finally:
+        run("down", "-t", "0")
