@@ -798,6 +798,26 @@ ULIMIT_CEILINGS = {"nofile": 1 << 20, "nproc": 1 << 16, "memlock": 64 * 1024**2}
 ULIMITS_REFUSED = frozenset({"rtprio", "rttime", "nice"})
 
 
+#: Block-I/O lists whose entries name a host device by path. dockerd stats each path on
+#: the host when the container starts, and its error says whether the path exists: any
+#: path would be a probe of the host's files. Only device nodes are named here.
+BLKIO_DEVICE_LISTS = (
+    "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps",
+)  # fmt: skip
+#: Under /dev but not device nodes (tmpfs folders, the process's descriptors).
+_NOT_DEVICES = ("/dev/shm/", "/dev/mqueue/", "/dev/fd/", "/dev/pts/")
+
+
+def device_path_problem(path: str) -> bool:
+    """Whether a throttled device's path may name something other than a device node."""
+    return (
+        not path.startswith("/dev/")
+        or posixpath.normpath(path) != path
+        or path.startswith(_NOT_DEVICES)
+    )
+
+
 def _bound(field: str, value: int, bound: str) -> Decision:
     return deny(
         "containers.resource-bounds",
@@ -832,9 +852,9 @@ def _ulimit_problem(entry: Mapping[str, Any], where: str) -> Decision:
 
 
 def check_resource_bounds(subject: Subject) -> Decision:
-    """OomScoreAdj, OomKillDisable, CpuShares, BlkioWeight(Device), real-time CPU,
-    ShmSize and Ulimits, in both HostConfig holders (create) and in update bodies;
-    `ulimits` of a classic build."""
+    """OomScoreAdj, OomKillDisable, CpuShares, BlkioWeight(Device), block-I/O device
+    paths, real-time CPU, ShmSize and Ulimits, in both HostConfig holders (create) and
+    in update bodies; `ulimits` of a classic build."""
     if subject.route == "build.build":
         raw = subject.request.param("ulimits")
         if not raw or raw.strip() in ("null", "[]"):
@@ -869,6 +889,16 @@ def check_resource_bounds(subject: Subject) -> Decision:
             if value is not None and value > MAX_BLKIO_WEIGHT:
                 return _bound(f"{where}BlkioWeightDevice[].Weight", value,
                               f"at most {MAX_BLKIO_WEIGHT}")  # fmt: skip
+        for name in BLKIO_DEVICE_LISTS:
+            for device in objects(holder, name, where):
+                path = text(device, "Path", f"{where}{name}[].")
+                if path is not None and device_path_problem(path):
+                    return deny(
+                        "containers.resource-bounds",
+                        f"{where}{name}[].Path: {path!r} is not a device under /dev (dockerd "
+                        "looks the path up on the host, which would tell whether it exists)",
+                        "Name a block device, e.g. /dev/sda",
+                    )
         for name in ("CpuRealtimePeriod", "CpuRealtimeRuntime"):
             value = integer(holder, name, where)
             if value:
