@@ -146,7 +146,7 @@ class Answer:
         self._errors = facts.errors
         self._keep = head.keep_alive
         self._upgrade = head.upgrade
-        self._head_only = False
+        self._head_only = head.method == "HEAD"
         self._hijacking = request.route.name in HIJACKING
         self._max_head = max_head
         self._max_held = max_held
