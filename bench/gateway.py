@@ -6,6 +6,25 @@ GET /containers/json that differs on every request),
 `docker save` of a 512 MiB image, and RSS with 1,000 idle client connections.
 Writes docs/bench-gateway.md. HAProxy is optional (`apt-get install haproxy`);
 without it that column says so.
+
+Run only this module with `python -m bench gateway`. Environment:
+
+- `BENCH_SECONDS` (default 4): seconds per cell; `BENCH_ROUNDS` (default 3): interleaved
+  rounds, each cell is the median over them.
+- `BENCH_BEFORE=<git rev> [<git rev> ...]` (unset by default): also measure the gateway
+  of another revision in the same run, for a before/after comparison on the same
+  machine under the same noise. Each revision is checked out into a temporary
+  `git worktree` (under the run's temporary directory, removed at the end, also on
+  failure) and served by this venv's Python with that tree's `src/` first on the path
+  (`PYTHONPATH=<worktree>/src python -m dockmoat serve ...`), for the same profiles
+  (columns `dockmoat@<rev> (<profile>)`). The rounds interleave those columns with the
+  others, and the report gets a section with this tree's figure over that revision's,
+  cell by cell.
+- `BENCH_AFTER=<git rev>` (unset by default): dockmoat's own columns are that revision's
+  gateway, checked out the same way, instead of this tree's (whose `src/` may hold
+  uncommitted work). A revision named twice gets two checkouts and two sets of
+  gateways, so `BENCH_AFTER=HEAD BENCH_BEFORE="<rev> HEAD"` measures the change and,
+  in the same run, the same code against itself: what ratio difference is noise.
 """
 
 from __future__ import annotations
@@ -22,7 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# Imported once here, so the load generator's forked workers share it and do not read
+# src/ again while the run goes on (another checkout's gateway may be measured).
+from dockmoat.gateway.http import ResponseFramer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
@@ -121,8 +146,6 @@ def haproxy_config(sock: str, upstream: str) -> str:
 
 
 async def _one_connection(path: str, sock: str, stop_at: float, latencies: list[float]) -> int:
-    from dockmoat.gateway.http import ResponseFramer
-
     reader, writer = await asyncio.open_unix_connection(sock)
     request = f"GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
     unique = "{n}" in path
@@ -212,21 +235,85 @@ def wait_ping(sock: str, timeout: float = 30) -> None:
 
 
 def start_gateway(
-    workdir: Path, profile: str, extra: tuple[str, ...] = (), name: str | None = None
+    workdir: Path,
+    profile: str,
+    extra: tuple[str, ...] = (),
+    name: str | None = None,
+    source: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`dockmoat serve` of this tree, or of the checkout at `source` (its `src/` first)."""
     name = name or profile
     sock = str(workdir / f"gw-{name}.sock")
     state = workdir / f"state-{name}"
     state.mkdir()
+    command = [str(DOCKMOAT)]
+    env = None
+    if source is not None:
+        command = [sys.executable, "-m", "dockmoat"]
+        env = {**os.environ, "PYTHONPATH": str(source / "src")}
     proc = subprocess.Popen(
-        [str(DOCKMOAT), "serve", "--listen", f"unix://{sock}", "--upstream", f"unix://{RAW}",
+        [*command, "serve", "--listen", f"unix://{sock}", "--upstream", f"unix://{RAW}",
          "--profile", profile, "--log-level", "warning",
          "--state-db", str(state / "db"), "--control-socket", str(state / "c.sock"),
          "--jobs-dir", str(state / "jobs"), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=source,
     )  # fmt: skip
-    wait_ping(sock)
+    ready(proc, sock)
     return proc, sock
+
+
+def ready(proc: subprocess.Popen[bytes], sock: str) -> None:
+    """Wait for `proc` to answer on `sock`; stop it if it does not (or on Ctrl-C)."""
+    try:
+        wait_ping(sock)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+
+def remove_worktree(tree: Path) -> bool:
+    command = ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)]
+    return subprocess.run(command, check=False, capture_output=True).returncode == 0
+
+
+@contextmanager
+def worktrees(workdir: Path, revs: list[str]) -> Iterator[list[tuple[str, Path]]]:
+    """(tag, checkout) per revision, as detached `git worktree`s under `workdir`.
+
+    The tag is the short commit; a revision named twice gets a second checkout, tagged
+    `<short>#2` (two gateways of the same code: an A/A comparison). The checkouts are
+    removed on the way out, whatever happened; nothing else of the repository (its
+    branches, its working tree) is touched.
+    """
+    trees: list[tuple[str, Path]] = []
+    try:
+        for rev in revs:
+            short = git("rev-parse", "--short", f"{rev}^{{commit}}")
+            seen = sum(1 for tag, _ in trees if tag.split("#")[0] == short)
+            tag = f"{short}#{seen + 1}" if seen else short
+            tree = workdir / f"rev-{tag.replace('#', '-')}"
+            git("worktree", "add", "--detach", str(tree), short)
+            trees.append((tag, tree))
+            # That tree's package, not this one's, must be the one imported.
+            found = subprocess.run(
+                [sys.executable, "-c", "import dockmoat; print(dockmoat.__file__)"],
+                env={**os.environ, "PYTHONPATH": str(tree / "src")}, cwd=tree,
+                check=True, capture_output=True, text=True,
+            ).stdout.strip()  # fmt: skip
+            if not Path(found).is_relative_to(tree):
+                raise RuntimeError(f"{rev}: dockmoat imported from {found}, not from {tree}")
+        yield trees
+    finally:
+        removed = [remove_worktree(tree) for _, tree in trees]
+        if not all(removed):  # a checkout already gone: drop its entry from .git/worktrees
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"],
+                           check=False, capture_output=True)  # fmt: skip
 
 
 def start_haproxy(workdir: Path, *, fast: bool) -> tuple[subprocess.Popen[bytes], str] | None:
@@ -239,7 +326,7 @@ def start_haproxy(workdir: Path, *, fast: bool) -> tuple[subprocess.Popen[bytes]
     cfg.write_text(text)
     proc = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_ping(sock)
+    ready(proc, sock)
     return proc, sock
 
 
@@ -339,24 +426,110 @@ def ratio_rows(numbers: dict[tuple[str, str], float], names: list[str]) -> list[
     return rows
 
 
+def before_after_rows(
+    samples: dict[tuple[str, str], list[float]],
+    numbers: dict[tuple[str, str], float],
+    extra: dict[str, dict[str, float]],
+    after: str,
+    before: str,
+) -> list[str]:
+    """The gateway `after` over `before` (column prefixes), per profile and cell.
+
+    Each cell is the ratio of the medians, then in brackets the lowest and highest ratio
+    of a single round (the rounds interleave both columns, so a round's ratio compares
+    figures measured moments apart).
+    """
+    labels = [label for label, _, _ in GATEWAYS]
+    rows = ["", f"| {after} / {before} | " + " | ".join(labels) + " |",
+            "|---|" + "---|" * len(labels)]  # fmt: skip
+
+    def cell(new: str, old: str, key: str) -> str:
+        ratio = numbers[new, key] / numbers[old, key]
+        per_round = [a / b for a, b in zip(samples[new, key], samples[old, key], strict=True)]
+        if len(per_round) < 2:
+            return f"{ratio:.2f}x"
+        return f"{ratio:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+
+    def row(metric: str, key: str) -> None:
+        cells = [cell(f"{after} ({label})", f"{before} ({label})", key) for label in labels]
+        rows.append(f"| {metric} | " + " | ".join(cells) + " |")
+
+    for path in PATHS:
+        row(f"{path_label(path)} p50 (lower is better)", f"{path} p50")
+        row(f"{path_label(path)} p99 (lower is better)", f"{path} p99")
+        for conns in (16, 128):
+            row(f"{path_label(path)} req/s, {conns} conns (higher is better)", f"{path} {conns}")
+    for metric, what in (("docker save", "save time, best of 5 (lower is better)"),
+                         ("rss", "RSS with 1,000 idle conns (lower is better)")):  # fmt: skip
+        cells = []
+        for label in labels:
+            new = extra[metric].get(f"{after} ({label})", float("inf"))
+            old = extra[metric].get(f"{before} ({label})", float("inf"))
+            done = new != float("inf") and old != float("inf")
+            cells.append(f"{new / old:.2f}x" if done else "-")
+        rows.append(f"| {what} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def tree_state() -> str:
+    """This tree's commit, and whether src/ differs from it."""
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--", "src")
+    return f"{head}, src/ {'with uncommitted changes' if dirty else 'as committed'}"
+
+
 def main(argv: list[str]) -> int:
     seconds = float(os.environ.get("BENCH_SECONDS", "4"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    before_revs = os.environ.get("BENCH_BEFORE", "").replace(",", " ").split()
+    after_rev = os.environ.get("BENCH_AFTER", "").strip()
     workdir = Path(tempfile.mkdtemp(prefix="dmbench-"))
+    try:
+        with worktrees(workdir, [after_rev, *before_revs] if after_rev else before_revs) as trees:
+            after = trees[0] if after_rev else None
+            return run(workdir, seconds, rounds, after, trees[1:] if after_rev else trees)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(
+    workdir: Path,
+    seconds: float,
+    rounds: int,
+    after: tuple[str, Path] | None,
+    befores: list[tuple[str, Path]],
+) -> int:
+    """One run; dockmoat's own columns are this tree's, or the checkout `after`'s."""
+    ours = "dockmoat" if after is None else f"dockmoat@{after[0]}"
+    if after is not None:
+        after_name = f"{after[0]}"
+    elif befores:
+        after_name = f"this tree ({tree_state()})"
+    else:
+        after_name = ""
     targets: dict[str, tuple[subprocess.Popen[bytes] | None, str]] = {"raw socket": (None, RAW)}
     started: list[subprocess.Popen[bytes]] = []
     image = None
     rows: list[str] = []
+    before_after: list[str] = []
     try:
         for fast, label in ((False, "HAProxy gate"), (True, "HAProxy tuned")):
             haproxy = start_haproxy(workdir, fast=fast)
             if haproxy is not None:
                 targets[label] = haproxy
                 started.append(haproxy[0])
-        for label, profile, extra in GATEWAYS:
-            proc, sock = start_gateway(workdir, profile, extra, name=label)
-            targets[f"dockmoat ({label})"] = (proc, sock)
-            started.append(proc)
+        for tag, tree in [after] if after is not None else [("", None)]:
+            for label, profile, extra in GATEWAYS:
+                name = f"{tag.replace('#', '-')}-{label}" if tag else label
+                proc, sock = start_gateway(workdir, profile, extra, name=name, source=tree)
+                targets[f"{ours} ({label})"] = (proc, sock)
+                started.append(proc)
+        for tag, tree in befores:
+            for label, profile, extra in GATEWAYS:
+                name = f"{tag.replace('#', '-')}-{label}"
+                proc, sock = start_gateway(workdir, profile, extra, name=name, source=tree)
+                targets[f"dockmoat@{tag} ({label})"] = (proc, sock)
+                started.append(proc)
         names = list(targets)
         results: dict[str, dict[str, str]] = {name: {} for name in names}
         # Rounds interleave the targets, so a burst of other work on the machine hits
@@ -403,14 +576,16 @@ def main(argv: list[str]) -> int:
             results[name]["docker save speed vs raw socket (target ≥ 0.90x)"] = (
                 f"{saves['raw socket'] / seconds_:.2f}x" if done else "-"
             )
+        rss: dict[str, float] = {}
         for name in names:
             process = targets[name][0]
             if process is None:
                 results[name]["RSS idle → 1,000 idle conns (MiB)"] = "n/a (dockerd)"
                 continue
-            before, after = idle_rss(targets[name][1], process.pid)
+            idle, busy = idle_rss(targets[name][1], process.pid)
+            rss[name] = busy
             results[name]["RSS idle → 1,000 idle conns (MiB)"] = (
-                f"{before / 1024:.1f} → {after / 1024:.1f}"
+                f"{idle / 1024:.1f} → {busy / 1024:.1f}"
             )
         metrics = list(results[names[0]])
         rows.append("| metric | " + " | ".join(names) + " |")
@@ -420,6 +595,11 @@ def main(argv: list[str]) -> int:
                 f"| {metric} | " + " | ".join(results[n].get(metric, "-") for n in names) + " |"
             )
         rows += ratio_rows(numbers, names)
+        for tag, _ in befores:
+            before_after.append(f"\n### {after_name} over {tag}")
+            before_after += before_after_rows(
+                samples, numbers, {"docker save": saves, "rss": rss}, ours, f"dockmoat@{tag}"
+            )
     finally:
         for proc in started:
             proc.send_signal(signal.SIGTERM)
@@ -430,13 +610,33 @@ def main(argv: list[str]) -> int:
         if image is not None:
             subprocess.run(["docker", "rmi", "-f", image], env={**os.environ, "DOCKER_HOST": f"unix://{RAW}"},
                            stdout=subprocess.DEVNULL, check=False)  # fmt: skip
-        shutil.rmtree(workdir, ignore_errors=True)
     table = "\n".join(rows)
     print(table)
+    comparison = ""
+    if before_after:
+        comparison = (
+            "\n## Before/after (`BENCH_BEFORE`)\n\n"
+            "Each cell: the figure of this tree (or of `BENCH_AFTER`) over that of the "
+            "revision named, the ratio of the "
+            "medians, in brackets the lowest and highest ratio of one round. p50/p99 and "
+            "save time: below 1.00x is faster now; req/s: above 1.00x is faster now.\n"
+            + "\n".join(before_after)
+            + "\n"
+        )
+        print(comparison)
     out = ROOT / "docs" / "bench-gateway.md"
+    run_env = " ".join(
+        f"{key}={os.environ[key]}"
+        for key in ("BENCH_AFTER", "BENCH_BEFORE", "BENCH_SECONDS", "BENCH_ROUNDS")
+        if key in os.environ
+    )
     out.write_text(
         "# Gateway benchmark\n\n"
-        "Run: `make bench` (or `python -m bench gateway`), "
+        "Run: `make bench` (or `python -m bench gateway`; `BENCH_SECONDS` and `BENCH_ROUNDS` "
+        "set the seconds per cell and the rounds, `BENCH_BEFORE=<git rev>` adds the gateway "
+        "of that revision as extra columns and a before/after section, `BENCH_AFTER=<git "
+        "rev>` measures that revision's gateway instead of this tree's; see "
+        f"`bench/gateway.py`){f', with `{run_env}`' if run_env else ''}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
         f"Machine: {machine()}.\n\n"
         f"Load: a Python/uvloop keep-alive client over unix sockets ({seconds:.0f} s per cell, "
@@ -457,6 +657,7 @@ def main(argv: list[str]) -> int:
         "`rules+audit` (issue 3's gateway: `baseline --no-tenancy --audit-log /dev/null`).\n\n"
         + table
         + "\n"
+        + comparison
     )
     return 0
 
