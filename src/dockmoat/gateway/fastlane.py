@@ -206,7 +206,8 @@ class FastRelay:
         self.gateway.pool.release(self.conn, reusable)
         self.gateway.close_record(self.record)
         self._unbusy()
-        self.stream.relay_done(keep)
+        # Draining: the connection ends with this answer, as the task's loop ends it.
+        self.stream.relay_done(keep and not self.gateway.draining)
 
     def _unbusy(self) -> None:
         task = self.stream.task

@@ -839,21 +839,8 @@ def test_a_head_answered_without_content_length_keeps_both_connections(tmp_path:
 
 DRAIN_GRACE = 1.5
 
-FAST_LANE_DRAIN = (
-    "drain() waits the whole drain_grace when a fast-lane request is in flight: "
-    "fastlane._send adds the connection's task to Gateway.busy and drain() waits for "
-    "that task to end, but FastRelay._finish only calls stream.relay_done(keep), which "
-    "leaves the task waiting for the next request (it checks Gateway.draining only "
-    "between requests): the answered keep-alive connection stays open and served "
-    "until the grace period ends"
-)
 
-
-@pytest.mark.parametrize("kind", [
-    pytest.param("get", marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                reason=FAST_LANE_DRAIN)),
-    "post",
-])  # fmt: skip
+@pytest.mark.parametrize("kind", ["get", "post"])
 def test_drain_finishes_the_request_in_flight_and_accepts_nothing_new(
     tmp_path: Path, kind: str
 ) -> None:
