@@ -47,7 +47,7 @@ from pathlib import Path
 
 # Imported once here, so the load generator's forked workers share it and do not read
 # src/ again while the run goes on (another checkout's gateway may be measured).
-from dockmoat.gateway.http import ResponseFramer
+from dockmoat.gateway.sansio.http import ResponseFramer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"

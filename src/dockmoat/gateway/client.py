@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 from dockmoat.api.request import ClientIdentity
 from dockmoat.gateway import fastlane, pipeline
 from dockmoat.gateway.config import ListenerSettings
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.http import (
     Invalid,
     RequestEvent,
     RequestHead,

@@ -21,9 +21,9 @@ from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.errors import ProtocolError
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.answer import Answer
-from dockmoat.gateway.exchange import Exchange
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.answer import Answer
+from dockmoat.gateway.sansio.exchange import Exchange
+from dockmoat.gateway.sansio.http import (
     MessageEnd,
     RequestEvent,
     RequestHead,

@@ -37,7 +37,7 @@ from dockmoat.policy.decision import WOULD_DENY
 
 if TYPE_CHECKING:
     from dockmoat.gateway.config import Endpoint
-    from dockmoat.gateway.exchange import Exchange
+    from dockmoat.gateway.sansio.exchange import Exchange
     from dockmoat.gateway.server import Gateway
 
 log = logging.getLogger("dockmoat.gateway")

@@ -41,7 +41,7 @@ from dockmoat.errors import (
     answer_message,
     http_status,
 )
-from dockmoat.gateway.http import RequestHead
+from dockmoat.gateway.sansio.http import RequestHead
 from dockmoat.gateway.stages import Context, PermissivePolicy, Policy, Stage
 from dockmoat.policy.decision import WOULD_DENY, Allow, Decision, Deny, Rewrite, WouldDeny
 

@@ -1,16 +1,15 @@
-"""The gateway: listeners, and each client connection's task with its relays.
+"""The gateway: listeners, and each client connection's task.
 
-The framing (gateway.http) and the decision (gateway.pipeline) are pure; the
-socket I/O lives in this module and its neighbours: client.py (a client
-connection's bytes and identity), upstream.py (the daemon connection pool),
-fastlane.py (bodiless requests handled from read callbacks), exchange.py (one
-request's audit record). Per client connection, requests are handled
-one at a time in order (pipelined requests wait, already parsed). A request's
-body is read from the client only as fast as the daemon takes it (every write
-awaits `drain`), and answers are relayed the same way, so memory stays flat
-whatever the body size. Hijacked connections (attach, exec, websocket,
-BuildKit session) become a raw two-way relay only after the daemon answered
-101, with half-close passed through and no timeout.
+The framing and the answer relay (gateway/sansio/) and the decision (pipeline.py)
+are pure; the socket I/O lives in this module and its neighbours: client.py (a
+client connection's bytes and identity), upstream.py (the daemon connection pool),
+fastlane.py (the same steps run from read callbacks) and tunnel.py (BuildKit's
+upgraded connections). Per client connection, requests are handled one at a time in
+order (pipelined requests wait, already parsed). A request's body is read from the
+client only as fast as the daemon takes it (every write awaits `drain`), and answers
+are relayed the same way, so memory stays flat whatever the body size. Hijacked
+connections (attach, exec, websocket, BuildKit session) become a raw two-way relay
+only after the daemon answered 101, with half-close passed through and no timeout.
 """
 
 from __future__ import annotations
@@ -44,14 +43,17 @@ from dockmoat.errors import (
     http_status,
 )
 from dockmoat.gateway import pipeline, tunnel
-from dockmoat.gateway.answer import Answer
 from dockmoat.gateway.audit import AuditLog
 from dockmoat.gateway.client import ClientProtocol, ClientStream, client_identity, linger
 from dockmoat.gateway.config import Endpoint, ListenerSettings, ServeSettings
-from dockmoat.gateway.exchange import Abort, BodyRefused, Exchange
 from dockmoat.gateway.fastlane import Lane
 from dockmoat.gateway.halfclose import close_write
-from dockmoat.gateway.http import (
+from dockmoat.gateway.metrics import Metrics, MetricsServer
+from dockmoat.gateway.pins import BindPins
+from dockmoat.gateway.preflight import listen_error
+from dockmoat.gateway.sansio.answer import Answer
+from dockmoat.gateway.sansio.exchange import Abort, BodyRefused, Exchange
+from dockmoat.gateway.sansio.http import (
     LAST_CHUNK,
     BodyData,
     Invalid,
@@ -63,9 +65,6 @@ from dockmoat.gateway.http import (
     error_response,
     serialise_request_head,
 )
-from dockmoat.gateway.metrics import Metrics, MetricsServer
-from dockmoat.gateway.pins import BindPins
-from dockmoat.gateway.preflight import listen_error
 from dockmoat.gateway.stages import UNTOUCHED, Context, PermissivePolicy, Policy, Stage
 from dockmoat.gateway.tlslisten import HalfCloseTls
 from dockmoat.gateway.upstream import (
@@ -695,7 +694,7 @@ class Gateway:
         request: ApiRequest,
         answer: Answer,
     ) -> tuple[bool, bool]:
-        """Relay one answer (gateway/answer.py); (client connection stays open, upstream
+        """Relay one answer (gateway/sansio/answer.py); (client connection stays open, upstream
         reusable). Raises UpstreamError when nothing of it reached the client (a 502 or a
         retry), Abort when the client's connection must close."""
         reader = conn.reader

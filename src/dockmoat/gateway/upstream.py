@@ -19,7 +19,7 @@ from dockmoat.api.engines import EngineVersion, from_version_answer
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway.config import Endpoint, Limits
 from dockmoat.gateway.halfclose import open_tls
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.http import (
     BodyData,
     Invalid,
     MessageEnd,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from dockmoat.deploy.jobidentity import IdentityError, KeySet, job_name, verify
 from dockmoat.errors import ConfigError, DockmoatError
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.http import (
     BodyData,
     Invalid,
     MessageEnd,

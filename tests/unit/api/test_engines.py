@@ -18,7 +18,7 @@ from dockmoat.api.engines import (
 from dockmoat.api.request import ClientIdentity
 from dockmoat.api.routing import route_path
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.http import RequestHead, RequestReader
+from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import PermissivePolicy
 from dockmoat.policy.decision import Deny
 

@@ -27,7 +27,7 @@ from dockmoat.api.request import ApiRequest, Route
 from dockmoat.gateway import fastlane
 from dockmoat.gateway.client import ClientStream
 from dockmoat.gateway.config import Limits
-from dockmoat.gateway.http import RequestEvent, RequestHead
+from dockmoat.gateway.sansio.http import RequestEvent, RequestHead
 from dockmoat.gateway.server import Gateway
 from dockmoat.gateway.stages import PermissivePolicy, Policy
 from dockmoat.policy.decision import Allow, Decision

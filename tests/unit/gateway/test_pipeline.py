@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.http import RequestHead, RequestReader
+from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
 

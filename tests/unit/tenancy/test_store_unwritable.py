@@ -13,7 +13,7 @@ import pytest
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.errors import StateError
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.http import RequestHead, RequestReader
+from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Decision, Deny
 from dockmoat.tenancy.store import JobRecord, OwnershipStore

@@ -12,7 +12,7 @@ from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.audit import AuditEntry
-from dockmoat.gateway.http import RequestHead, ResponseHead
+from dockmoat.gateway.sansio.http import RequestHead, ResponseHead
 from dockmoat.gateway.stages import Context, Stage
 from dockmoat.policy.decision import Deny
 

@@ -33,8 +33,8 @@ from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest
 from dockmoat.errors import ProtocolError
 from dockmoat.gateway import pipeline
-from dockmoat.gateway.exchange import json_error, restaged_json
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.exchange import json_error, restaged_json
+from dockmoat.gateway.sansio.http import (
     LAST_CHUNK,
     BodyData,
     HeldAnswer,

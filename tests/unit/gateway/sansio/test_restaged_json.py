@@ -7,7 +7,7 @@ from typing import Any
 
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
-from dockmoat.gateway.exchange import restaged_json
+from dockmoat.gateway.sansio.exchange import restaged_json
 from dockmoat.gateway.stages import Context, Stage
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockmoat.gateway.http import (
+from dockmoat.gateway.sansio.http import (
     BodyData,
     Invalid,
     MessageEnd,

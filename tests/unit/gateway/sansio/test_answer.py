@@ -1,4 +1,4 @@
-"""The answer relay (gateway/answer.py), scripted without a daemon: daemon bytes in,
+"""The answer relay (gateway/sansio/answer.py), scripted without a daemon: daemon bytes in,
 steps out, for each way an answer is carried and each way it ends or breaks."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.api.routing import classify
-from dockmoat.gateway.answer import Answer, Carry, Step, carry_for
-from dockmoat.gateway.http import RequestHead, RequestReader
+from dockmoat.gateway.sansio.answer import Answer, Carry, Step, carry_for
+from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, Json, LineKind, ResponseKind, RouteFacts, Stage
 
 PING = (
