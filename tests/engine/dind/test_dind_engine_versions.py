@@ -123,6 +123,7 @@ def _pipeline(dind: Dind, env: dict[str, str], context: Path, buildkit: bool = F
     return built
 
 
+@pytest.mark.slow  # two cold starts per engine: 20-30 s each
 @pytest.mark.parametrize(("version", "containerd_store"), CASES, ids=IDS)
 def test_dind_up_runs_the_pipeline_and_keeps_its_cache_on_each_engine(
     dind: Dind,
