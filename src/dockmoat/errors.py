@@ -14,6 +14,9 @@ Exit codes, the same for every command (docs/exit-codes.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 EXIT_NO = 1
 EXIT_INPUT = 2
 EXIT_UNAVAILABLE = 3
@@ -61,6 +64,21 @@ class EngineError(DockmoatError):
 
 class NotFoundError(DockmoatError):
     """A resource that does not exist for this tenant (HTTP 404, Docker's wording)."""
+
+
+@contextmanager
+def config_errors(prefix: str = "") -> Iterator[None]:
+    """Map a ValueError raised in the block to `ConfigError(f"{prefix}{error}")`.
+
+    For the checks that must keep raising ValueError because another caller reads it
+    as malformed data, not bad input (`naming.validate_name` parses the pool's answer
+    too; `spec.daemon_command` builds the create body). Checks of input alone raise
+    ConfigError themselves. Raised `from None`: the message says it all.
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise ConfigError(f"{prefix}{error}") from None
 
 
 def error_for_exit(exit_code: int, message: str) -> DockmoatError:

@@ -13,6 +13,7 @@ from dockmoat.errors import (
     StateError,
     UpstreamError,
     answer_message,
+    config_errors,
     http_status,
 )
 
@@ -34,3 +35,17 @@ def test_each_error_has_one_status_and_one_message(
 ) -> None:
     assert http_status(error) == status
     assert answer_message(error) == message
+
+
+def test_config_errors_maps_a_value_error_with_its_prefix() -> None:
+    with pytest.raises(ConfigError) as caught, config_errors("img: "):
+        raise ValueError("bad entrypoint")
+    assert str(caught.value) == "img: bad entrypoint"
+    assert caught.value.__suppress_context__ and caught.value.__cause__ is None
+
+
+def test_config_errors_lets_other_errors_through() -> None:
+    with pytest.raises(KeyError), config_errors():
+        raise KeyError("x")
+    with pytest.raises(StateError), config_errors():
+        raise StateError("disk full")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dockmoat.dind import spec
-from dockmoat.errors import ConfigError, EngineError
+from dockmoat.errors import EngineError
 
 if TYPE_CHECKING:
     from dockmoat.dind.info import DindInfo
@@ -128,24 +128,21 @@ def _shape_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(**kwargs: Any) -> spec.DindOptions:
-    try:
-        return spec.DindOptions(
-            image=kwargs["image"],
-            memory=spec.parse_memory(kwargs["memory"]) if kwargs.get("memory") else None,
-            cpus=spec.parse_cpus(kwargs["cpus"]) if kwargs.get("cpus") else None,
-            pids_limit=kwargs["pids_limit"],
-            rootless=kwargs["rootless"],
-            runtime=kwargs.get("runtime"),
-            mtu=kwargs.get("mtu"),
-            address_pools=tuple(kwargs.get("address_pools") or ()),
-            storage_driver=kwargs.get("storage_driver"),
-            cache=kwargs.get("cache"),
-            preload=tuple(kwargs.get("preload") or ()),
-            timeout=kwargs["timeout"],
-            publish_address=kwargs["publish_address"],
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    return spec.DindOptions(
+        image=kwargs["image"],
+        memory=spec.parse_memory(kwargs["memory"]) if kwargs.get("memory") else None,
+        cpus=spec.parse_cpus(kwargs["cpus"]) if kwargs.get("cpus") else None,
+        pids_limit=kwargs["pids_limit"],
+        rootless=kwargs["rootless"],
+        runtime=kwargs.get("runtime"),
+        mtu=kwargs.get("mtu"),
+        address_pools=tuple(kwargs.get("address_pools") or ()),
+        storage_driver=kwargs.get("storage_driver"),
+        cache=kwargs.get("cache"),
+        preload=tuple(kwargs.get("preload") or ()),
+        timeout=kwargs["timeout"],
+        publish_address=kwargs["publish_address"],
+    )
 
 
 def _print_info(info: DindInfo, fmt: str) -> None:

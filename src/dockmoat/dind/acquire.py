@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from dockmoat.dind import naming, pool_client, spec
 from dockmoat.dind.info import DindInfo
-from dockmoat.errors import ConfigError, EngineError
+from dockmoat.errors import EngineError, config_errors
 
 if TYPE_CHECKING:
     from dockmoat.dind.manager import DindManager
@@ -70,10 +70,8 @@ def take_warm(
 ) -> DindInfo | None:
     """The pool's warm daemon of `options`' shape, renamed to NAME; None when no pool
     runs or none fits."""
-    try:
+    with config_errors():
         naming.validate_name(name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     shape = spec.pool_shape(options, host)
     reply = pool_client.take(socket_path or pool_client.default_socket(), name, shape)
     if reply is None:

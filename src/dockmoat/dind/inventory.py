@@ -13,7 +13,7 @@ from dockmoat.dind import context as contexts
 from dockmoat.dind import naming
 from dockmoat.dind.engine import Engine
 from dockmoat.dind.info import DindInfo
-from dockmoat.errors import ConfigError, EngineError, NotFoundError
+from dockmoat.errors import EngineError, NotFoundError, config_errors
 from dockmoat.sdkerrors import engine_errors
 
 
@@ -42,10 +42,8 @@ def destroy(engine: Engine, container: str) -> list[str]:
 
 
 def daemon(engine: Engine, name: str) -> dict[str, Any]:
-    try:
+    with config_errors():
         naming.validate_name(name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     with engine_errors(f"cannot inspect {name}", not_found=f"no dind daemon named {name}"):
         details = engine.api.inspect_container(naming.container_name(name))
     labels = details["Config"]["Labels"] or {}

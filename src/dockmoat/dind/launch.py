@@ -17,7 +17,7 @@ from dockmoat.dind import cache, certs, claimant, diagnose, naming, preload, pro
 from dockmoat.dind.engine import Engine, Progress, quiet
 from dockmoat.dind.info import DindInfo
 from dockmoat.dind.resources import Made, close_stdin, create, entrypoint_of, undo
-from dockmoat.errors import ConfigError, EngineError
+from dockmoat.errors import ConfigError, EngineError, config_errors
 from dockmoat.sdkerrors import engine_errors, explain
 
 # How often `up` asks the nested daemon; a TLS handshake on loopback costs ~1 ms.
@@ -35,10 +35,8 @@ def up(
     pull: bool = False,
 ) -> DindInfo:
     """Start a fresh nested daemon for NAME; return once it answers /_ping over mTLS."""
-    try:
+    with config_errors():
         naming.validate_name(name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     check_free(engine, name)
     entrypoint = check_images(engine, options, pull=pull)
     who = claimant.current()
@@ -125,10 +123,8 @@ def check_images(engine: Engine, options: spec.DindOptions, *, pull: bool = Fals
         except docker.errors.ImageNotFound:
             raise EngineError(f"--preload {extra}: no such image on the host engine") from None
     entrypoint = entrypoint_of(image)
-    try:
+    with config_errors(f"{options.image}: "):
         spec.daemon_command(entrypoint, ["dockerd"])
-    except ValueError as error:
-        raise ConfigError(f"{options.image}: {error}") from None
     return entrypoint
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 
+from dockmoat.errors import ConfigError
+
 PREFIX = "dockmoat-dind-"
 TMP_PREFIX = "dockmoat-dindtmp-"
 POOL_PREFIX = "dockmoat-dindpool-"
@@ -58,9 +60,9 @@ def validate_name(name: str) -> str:
 
 
 def validate_cache_key(key: str) -> str:
-    """Return KEY or raise ValueError saying what a cache key may contain."""
+    """Return KEY or raise ConfigError saying what a cache key may contain."""
     if not _KEY.fullmatch(key):
-        raise ValueError(
+        raise ConfigError(
             f"invalid cache key {key!r}: use 1-128 letters, digits, '_', '.', '-', "
             "starting with a letter or digit"
         )

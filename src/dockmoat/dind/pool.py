@@ -64,10 +64,7 @@ def check_settings(size: int, cache_keys: tuple[str, ...] | list[str]) -> tuple[
     if len(keys) > 64:
         raise ConfigError("a pool holds at most 64 cache keys")
     for key in keys:
-        try:
-            naming.validate_cache_key(key)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        naming.validate_cache_key(key)
     return keys
 
 

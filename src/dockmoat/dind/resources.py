@@ -14,7 +14,7 @@ import docker.errors
 
 from dockmoat.dind import naming, spec
 from dockmoat.dind.engine import Engine
-from dockmoat.errors import ConfigError, EngineError
+from dockmoat.errors import EngineError, config_errors
 from dockmoat.netinfo import host_uplink
 from dockmoat.sdkerrors import engine_errors
 
@@ -128,7 +128,7 @@ def create_container(
     made.dns = [naming.ALIAS, instance, container_name]
     if name:
         made.dns += [name, naming.container_name(name)]
-    try:
+    with config_errors(f"{options.image}: "):
         config = spec.container_config(
             options,
             instance=instance,
@@ -141,8 +141,6 @@ def create_container(
             container_labels=container_labels,
             volume_labels=volume_labels,
         )
-    except ValueError as error:
-        raise ConfigError(f"{options.image}: {error}") from None
     # NotFound is left to _create: maybe only the network is not there yet.
     with engine_errors("cannot create the daemon container", leave=(docker.errors.NotFound,)):
         created = engine.api.create_container_from_config(config, name=container_name)  # type: ignore[no-untyped-call]

@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from dockmoat.dind import naming
+from dockmoat.errors import ConfigError
 
 DEFAULT_IMAGE = "docker:27-dind"
 DEFAULT_PIDS_LIMIT = 4096
@@ -23,14 +24,14 @@ _POOL = re.compile(r"base=([0-9a-fA-F.:/]+),size=(\d{1,3})")
 
 
 def parse_memory(text: str) -> int:
-    """Docker's memory syntax (`512m`, `2g`, bytes) to bytes; ValueError when invalid."""
+    """Docker's memory syntax (`512m`, `2g`, bytes) to bytes; ConfigError when invalid."""
     match = _MEMORY.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"invalid memory size {text!r}: use e.g. 512m or 2g")
+        raise ConfigError(f"invalid memory size {text!r}: use e.g. 512m or 2g")
     value = int(match.group(1)) * _UNITS[match.group(2).lower()]
     # dockerd refuses less than 6 MiB; a nested daemon needs far more anyway.
     if value < 6 * 1024**2:
-        raise ValueError(f"memory {text!r} is too small: a nested daemon needs at least 6m")
+        raise ConfigError(f"memory {text!r} is too small: a nested daemon needs at least 6m")
     return value
 
 
@@ -38,30 +39,30 @@ def parse_cpus(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"invalid cpu count {text!r}: use e.g. 2 or 0.5") from None
+        raise ConfigError(f"invalid cpu count {text!r}: use e.g. 2 or 0.5") from None
     if not 0.01 <= value <= 1024:
-        raise ValueError(f"cpu count {text!r} out of range (0.01-1024)")
+        raise ConfigError(f"cpu count {text!r} out of range (0.01-1024)")
     return value
 
 
 def validate_address_pool(text: str) -> str:
-    """dockerd's `--default-address-pool base=CIDR,size=N`; ValueError when invalid."""
+    """dockerd's `--default-address-pool base=CIDR,size=N`; ConfigError when invalid."""
     match = _POOL.fullmatch(text)
     if not match:
-        raise ValueError(f"invalid address pool {text!r}: use base=10.123.0.0/16,size=24")
+        raise ConfigError(f"invalid address pool {text!r}: use base=10.123.0.0/16,size=24")
     try:
         base = ipaddress.ip_network(match.group(1), strict=True)
     except ValueError as error:
-        raise ValueError(f"invalid address pool base in {text!r}: {error}") from None
+        raise ConfigError(f"invalid address pool base in {text!r}: {error}") from None
     size = int(match.group(2))
     if not base.prefixlen <= size <= base.max_prefixlen:
-        raise ValueError(f"address pool size {size} must lie between /{base.prefixlen} and /32")
+        raise ConfigError(f"address pool size {size} must lie between /{base.prefixlen} and /32")
     return text
 
 
 @dataclass(frozen=True, slots=True)
 class DindOptions:
-    """What `up` (or a pool) asks for; validated on construction (ValueError)."""
+    """What `up` (or a pool) asks for; validated on construction (ConfigError)."""
 
     image: str = DEFAULT_IMAGE
     memory: int | None = None
@@ -84,15 +85,15 @@ class DindOptions:
         try:
             ipaddress.ip_address(self.publish_address)
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"invalid publish address {self.publish_address!r}: use an IP"
             ) from None
         if not self.image or any(c.isspace() for c in self.image):
-            raise ValueError(f"invalid image reference {self.image!r}")
+            raise ConfigError(f"invalid image reference {self.image!r}")
         if self.pids_limit < 64:
-            raise ValueError("a PID limit below 64 cannot run a nested daemon")
+            raise ConfigError("a PID limit below 64 cannot run a nested daemon")
         if self.mtu is not None and not 576 <= self.mtu <= 65535:
-            raise ValueError(f"MTU {self.mtu} out of range (576-65535)")
+            raise ConfigError(f"MTU {self.mtu} out of range (576-65535)")
         if self.cache is not None:
             naming.validate_cache_key(self.cache)
         for pool in self.address_pools:
@@ -100,13 +101,13 @@ class DindOptions:
         if self.runtime is not None and not re.fullmatch(
             r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", self.runtime
         ):
-            raise ValueError(f"invalid runtime name {self.runtime!r}")
+            raise ConfigError(f"invalid runtime name {self.runtime!r}")
         if self.storage_driver is not None and not re.fullmatch(
             r"[a-z0-9_-]+", self.storage_driver
         ):
-            raise ValueError(f"invalid storage driver {self.storage_driver!r}")
+            raise ConfigError(f"invalid storage driver {self.storage_driver!r}")
         if not 1 <= self.timeout <= 3600:
-            raise ValueError("timeout must lie between 1 and 3600 seconds")
+            raise ConfigError("timeout must lie between 1 and 3600 seconds")
 
     def shape(self) -> dict[str, Any]:
         """The part a warm pool daemon must match to stand in for a cold `up`."""

@@ -14,7 +14,7 @@ import docker.errors
 import pytest
 import requests
 
-from dockmoat.dind import launch, naming, resources
+from dockmoat.dind import acquire, inventory, launch, naming, resources
 from dockmoat.dind.manager import DindManager
 from dockmoat.dind.resources import Made
 from dockmoat.dind.spec import DindOptions
@@ -180,6 +180,36 @@ def test_a_missing_preload(tmp_path: Path) -> None:
         EngineError, match=r"^--preload busybox:nope: no such image on the host engine$"
     ):
         manager(tmp_path, api).check_images(options)
+
+
+BAD_NAME = r"^invalid dind name 'a/b': use 1-63 letters"
+SHELL_ENTRYPOINT = ["/bin/sh", "-c", "dockerd"]
+
+
+def test_a_bad_name_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=BAD_NAME):
+        launch.up(manager(tmp_path, FakeAPI()), "a/b", DindOptions())
+    with pytest.raises(ConfigError, match=BAD_NAME):
+        inventory.daemon(manager(tmp_path, FakeAPI()), "a/b")
+    with pytest.raises(ConfigError, match=BAD_NAME):
+        acquire.take_warm("a/b", DindOptions(), None, tmp_path / "pool.sock", print)
+
+
+def test_an_image_whose_entrypoint_loses_tls(tmp_path: Path) -> None:
+    api = FakeAPI(inspect_image=lambda image: {"Config": {"Entrypoint": SHELL_ENTRYPOINT}})
+    with pytest.raises(ConfigError, match=r"^docker:dind: the image's entrypoint \[.*shell"):
+        manager(tmp_path, api).check_images(DindOptions(image="docker:dind"))
+    with pytest.raises(ConfigError, match=r"^img: the image's entrypoint \[.*shell"):
+        resources.create(
+            manager(tmp_path, FakeAPI()),
+            DindOptions(image="img", mtu=1500),
+            Made("i1"),
+            "dockmoat-dind-tmp",
+            "me",
+            {},
+            None,
+            SHELL_ENTRYPOINT,
+        )
 
 
 def test_not_found_at_create_is_retried_once_then_an_engine_error(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockmoat.dind import naming
+from dockmoat.errors import ConfigError
 
 NAMES = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", fullmatch=True)
 
@@ -36,5 +37,5 @@ def test_temporary_and_pool_containers_are_not_assigned() -> None:
 
 @pytest.mark.parametrize("bad", ["", "a b", "../k", "k" * 129])
 def test_invalid_cache_keys(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         naming.validate_cache_key(bad)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockmoat.dind import naming, spec
+from dockmoat.errors import ConfigError
 
 
 def test_memory_units() -> None:
@@ -17,7 +18,7 @@ def test_memory_units() -> None:
 
 @pytest.mark.parametrize("bad", ["", "1x", "-1m", "1.5g", "1m", "lots"])
 def test_memory_refuses_garbage_and_tiny(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         spec.parse_memory(bad)
 
 
@@ -28,7 +29,7 @@ def test_memory_megabytes_roundtrip(value: int, unit: str) -> None:
 
 @pytest.mark.parametrize("bad", ["0", "abc", "2000", "-1"])
 def test_cpus_refuses(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         spec.parse_cpus(bad)
 
 
@@ -45,7 +46,7 @@ def test_address_pools(pool: str, ok: bool) -> None:
     if ok:
         assert spec.validate_address_pool(pool) == pool
     else:
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             spec.validate_address_pool(pool)
 
 
@@ -64,7 +65,7 @@ def test_address_pools(pool: str, ok: bool) -> None:
     ],
 )
 def test_options_refuse_bad_input(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         spec.DindOptions(**kwargs)  # type: ignore[arg-type]
 
 

@@ -47,12 +47,9 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     from dockmoat.dind.info import DindInfo
     from dockmoat.dind.manager import DindManager
 
-    try:
-        dind_options = spec.DindOptions(
-            image=options.dind_image, preload=options.preload, cache=options.cache
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    dind_options = spec.DindOptions(
+        image=options.dind_image, preload=options.preload, cache=options.cache
+    )
     name = f"run-{run_id}"
     with DindManager(host=options.docker_host, progress=progress) as manager:
         info: DindInfo | None = None
