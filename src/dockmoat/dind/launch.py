@@ -58,7 +58,9 @@ def up(
         if options.preload:
             preload.preload(engine, info, options.preload)
         engine.progress(f"assigning {naming.container_name(name)}")
-        rename(engine, made, name)
+        assert made.container
+        # Checked free before the launch; taken now means created meanwhile.
+        rename(engine, made.container, name, taken=" (created meanwhile)")
         engine.write_context(info)
         return info
     except BaseException:
@@ -203,15 +205,14 @@ def container_state(engine: Engine, container: str) -> str:
         return "unknown"
 
 
-def rename(engine: Engine, made: Made, name: str) -> None:
-    assert made.container
+def rename(engine: Engine, container: str, name: str, *, taken: str = "") -> None:
+    """Rename CONTAINER to NAME's container name: the assignment. Container names are
+    unique engine-wide, so a 409 says NAME is taken (ConfigError, `taken` appended)."""
     try:
-        engine.api.rename(made.container, naming.container_name(name))
+        engine.api.rename(container, naming.container_name(name))
     except docker.errors.APIError as error:
         if error.status_code == 409:
-            raise ConfigError(
-                f"a dind daemon named {name} already exists (created meanwhile)"
-            ) from None
+            raise ConfigError(f"a dind daemon named {name} already exists{taken}") from None
         raise EngineError(f"cannot rename the daemon container: {explain(error)}") from None
 
 
@@ -251,12 +252,7 @@ def assign(engine: Engine, container: str, name: str, warm: DindInfo | None = No
     With `warm` (what `launch_warm` returned) the answer is built from it: a
     rename changes nothing else, and the hand-out is on `up`'s critical path.
     """
-    try:
-        engine.api.rename(container, naming.container_name(name))
-    except docker.errors.APIError as error:
-        if error.status_code == 409:
-            raise ConfigError(f"a dind daemon named {name} already exists") from None
-        raise EngineError(f"cannot rename the daemon container: {explain(error)}") from None
+    rename(engine, container, name)
     if warm is not None:
         return dataclasses.replace(warm, name=name)
     return engine.info_from(engine.api.inspect_container(container), name)

@@ -243,3 +243,11 @@ def test_assign_failing(tmp_path: Path) -> None:
     api = FakeAPI(rename=api_error(500, "boom\ngoroutine 1"))
     with pytest.raises(EngineError, match=r"^cannot rename the daemon container: boom$"):
         manager(tmp_path, api).assign("c1", "x")
+
+
+def test_up_renaming_to_a_name_taken_meanwhile(tmp_path: Path) -> None:
+    api = FakeAPI(rename=api_error(409, "Conflict. The name is already in use"))
+    with pytest.raises(
+        ConfigError, match=r"^a dind daemon named x already exists \(created meanwhile\)$"
+    ):
+        launch.rename(manager(tmp_path, api), "c1", "x", taken=" (created meanwhile)")
