@@ -14,10 +14,10 @@ from typing import BinaryIO
 import docker
 
 from dockmoat.ci.runner import modes
-from dockmoat.ci.runner.job import ENGINE_ERRORS, JobContainer
+from dockmoat.ci.runner.job import JobContainer
 from dockmoat.ci.runner.options import RunOptions
 from dockmoat.ci.runner.plan import Wiring, job_spec, summary
-from dockmoat.errors import EngineError
+from dockmoat.sdkerrors import engine_errors
 
 Progress = Callable[[str], None]
 INTERRUPTED = 130
@@ -78,10 +78,8 @@ def run(
     url = modes.engine_url(options)
     # A bad address is a usage error, before any engine call.
     socket_path = modes.host_socket_path(url) if options.mode == "socket" else None
-    try:
+    with engine_errors(f"cannot reach the Docker engine at {url}"):
         api = docker.APIClient(base_url=url, version="auto", timeout=120)
-    except ENGINE_ERRORS as error:
-        raise EngineError(f"cannot reach the Docker engine at {url}: {error}") from None
     started = time.monotonic()
     setup_s = job_s = 0.0
     code: int | None = None
