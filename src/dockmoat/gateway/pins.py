@@ -148,6 +148,9 @@ class BindPins:
         self._prefix = f"{directory}/"
         # What any answer naming one of these pins contains (Go's JSON writes paths as is).
         self.marker = self._prefix.encode()
+        # The pins whose sources are written down (this serve's and earlier ones'): while
+        # there are none, no answer can name a pin and none is held to be read.
+        self._named = self._written_down()
 
     async def __call__(self, request: ApiRequest, policy: Policy) -> Decision:
         body = request.body_json
@@ -230,6 +233,7 @@ class BindPins:
     def _remember(self, pin: str, source: str) -> None:
         """Write down which source a pin stands for (root-only, beside the pins)."""
         self._sources[pin] = source
+        self._named.add(Path(pin).name)
         try:
             folder = self.directory / SOURCES
             folder.mkdir(mode=0o700, exist_ok=True)
@@ -295,6 +299,17 @@ class BindPins:
                 host["Mounts"] = mounts(host["Mounts"])
         return out if changed else container
 
+    @property
+    def active(self) -> bool:
+        """Whether any pin's source is written down (answers may then name a pin)."""
+        return bool(self._named)
+
+    def _written_down(self) -> set[str]:
+        try:
+            return {entry.name for entry in (self.directory / SOURCES).iterdir()}
+        except OSError:
+            return set()
+
     def _drop(self, pins: Collection[str]) -> None:
         for pin in pins:
             try:
@@ -324,8 +339,11 @@ class BindPins:
                 removed.append(path)
                 self.made_for.pop(path, None)
                 self._sources.pop(path, None)
+                self._named.discard(name)
             except OSError as error:
                 log.warning("removing pin %s failed: %s", path, error)
+        if only is None:
+            self._named = self._written_down()  # pins another serve of this daemon made
         return removed
 
     async def release(self, upstream: UpstreamClient, tenant: str | None) -> list[str]:

@@ -250,3 +250,17 @@ def test_answers_name_the_source_the_client_asked_for(
     unpin(pin)
     assert not (pins.directory / SOURCES / Path(pin).name).exists()
     assert BindPins(pins.directory).source_of(pin) is None
+
+
+def test_answers_are_held_only_while_some_pin_exists(
+    ws: Path, pins: BindPins, policy: CompiledPolicy
+) -> None:
+    """No pin, no answer to read: a gateway that pinned nothing (and finds nothing written
+    down by an earlier serve) relays container lists as read."""
+    assert not pins.active and not BindPins(pins.directory).active
+    binds = pinned(run(pins, policy, {"HostConfig": {"Binds": [f"{ws}/d:/h"]}}))
+    assert pins.active and BindPins(pins.directory).active  # also for the next serve
+    born = pin_born(Path(binds[0].split(":")[0]).name)
+    assert born is not None
+    assert pins.sweep(set(), born + GRACE + 1)
+    assert not pins.active and not BindPins(pins.directory).active

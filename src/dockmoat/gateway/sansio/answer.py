@@ -63,6 +63,11 @@ class PinSources(Protocol):
         """Bytes every answer naming a pin contains (the pins' folder)."""
         ...
 
+    @property
+    def active(self) -> bool:
+        """Whether any pin exists (else no answer names one and none is held)."""
+        ...
+
     def shown(self, container: dict[str, Any]) -> dict[str, Any]:
         """A container (inspect answer or list entry) naming the asked sources."""
         ...
@@ -139,7 +144,8 @@ class Answer:
         self._request = request
         self._staged = staged
         kind = facts.answer
-        self._pins = pins if request.route.name in PINNED_ANSWERS else None
+        active = pins is not None and pins.active and request.route.name in PINNED_ANSWERS
+        self._pins = pins if active else None
         if self._pins is not None and kind == "none":
             kind = "json"
         self._kind: ResponseKind = kind

@@ -235,6 +235,7 @@ class Pins:
     """Shows `/pin` as `/asked` (gateway/pins.py's `shown`, in miniature)."""
 
     marker = b"/pin"
+    active = True
 
     def shown(self, container: dict[str, Any]) -> dict[str, Any]:
         if container.get("Mounts") == [{"Source": "/pin"}]:
