@@ -17,6 +17,8 @@ from pathlib import Path
 from gwserve import DOCKMOAT, Served, raw_get, start_serve
 from prometheus_client.parser import text_string_to_metric_families
 
+from dockmoat.gateway.pins import SOURCES
+
 PRIVILEGED = json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode()
 
 
@@ -179,7 +181,11 @@ def test_job_close_prints_the_jobs_denials(
 
 
 def _pins(pin_dir: Path) -> list[Path]:
-    return [pin for daemon in pin_dir.glob("*") for pin in daemon.iterdir()]
+    """The pins left under a pin folder (each with its source written down beside it)."""
+    pins = [pin for daemon in pin_dir.glob("*") for pin in daemon.iterdir() if pin.name != SOURCES]
+    written = [s.name for daemon in pin_dir.glob("*") for s in (daemon / SOURCES).glob("*")]
+    assert sorted(written) == sorted(pin.name for pin in pins), "a pin without its source"
+    return pins
 
 
 def test_job_close_and_serve_stop_remove_the_pins_they_made(
