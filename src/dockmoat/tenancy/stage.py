@@ -77,10 +77,8 @@ class TenancyStage(Stage):
         if self.look.engine_or_none is None:
             # Inside the gateway, look-ups use its pooled upstream (known at the first request).
             self.look.engine_or_none = PooledEngine(ctx.upstream)
-        tenant = self.tenant_of(request.client)
-        if tenant is None:
-            return Allow()
-        if isinstance(tenant, Deny):
+        tenant = self._open_tenant(request.client)
+        if not isinstance(tenant, Tenant):
             return tenant
         # Before any handler: a reference no handler resolves is refused (refs.py), so
         # a route without an entry, or a field an entry does not read, fails closed.
@@ -91,6 +89,14 @@ class TenancyStage(Stage):
         if handler is None:
             return Allow()
         return await handler(self.look, request, tenant, ctx)
+
+    def _open_tenant(self, client: ClientIdentity) -> Tenant | Allow | Deny:
+        """The client's tenant while its job is open; else what every request of it gets:
+        Allow without tenancy, the Deny of a closed job or an unusable certificate."""
+        tenant = self.tenant_of(client)
+        if tenant is None:
+            return Allow()
+        return tenant
 
     def facts(self, request: ApiRequest) -> RouteFacts:
         """The route's entry, for this client: nothing without tenancy; a closed job's
@@ -126,10 +132,8 @@ class TenancyStage(Stage):
         self, ctx: Context, request: ApiRequest, refs: Sequence[str]
     ) -> Decision:
         """A classic build's FROM and COPY --from images (routes/build.py)."""
-        tenant = self.tenant_of(request.client)
-        if tenant is None:
-            return Allow()
-        if isinstance(tenant, Deny):
+        tenant = self._open_tenant(request.client)
+        if not isinstance(tenant, Tenant):
             return tenant
         return await build.check_sources(self.look, tenant, refs)
 
@@ -137,10 +141,8 @@ class TenancyStage(Stage):
         self, ctx: Context, request: ApiRequest, archive: ArchiveTags
     ) -> Decision:
         """The tags a job's `docker load` sets (routes/images.py)."""
-        tenant = self.tenant_of(request.client)
-        if tenant is None:
-            return Allow()
-        if isinstance(tenant, Deny):
+        tenant = self._open_tenant(request.client)
+        if not isinstance(tenant, Tenant):
             return tenant
         return await images.check_archive(self.look, tenant, archive)
 
@@ -155,10 +157,8 @@ class TenancyStage(Stage):
 
     async def claim_build_tag(self, client: ClientIdentity, tag: str) -> Decision:
         """An image name a BuildKit export sets: free or the tenant's, as `build -t`."""
-        tenant = self.tenant_of(client)
-        if tenant is None:
-            return Allow()
-        if isinstance(tenant, Deny):
+        tenant = self._open_tenant(client)
+        if not isinstance(tenant, Tenant):
             return tenant
         return await self.look.claim_tag(tenant, tag)
 
