@@ -78,8 +78,23 @@ class RouteFacts(NamedTuple):
 UNTOUCHED = RouteFacts()
 
 
+#: What a stage with its own `on_request` and no `facts` is taken to do: anything.
+_MAY_LOOK_UP = RouteFacts(inline=False)
+
+
 class Stage:
-    """A per-listener request stage. Subclass and override what the stage does."""
+    """A per-listener request stage. Subclass and override what the stage does.
+
+    A stage that overrides `on_request` says in `facts` which requests it decides
+    without awaiting (`inline`); without `facts`, none (its look-ups are unknown here).
+    One that keeps the no-op `on_request` decides every request inline.
+    """
+
+    _own_on_request = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._own_on_request = cls.on_request is not Stage.on_request
 
     def applies_to(self, client: ClientIdentity) -> bool:
         """False when the stage does nothing for any request of this client's
@@ -94,7 +109,7 @@ class Stage:
         return None
 
     def facts(self, request: ApiRequest) -> RouteFacts:
-        return UNTOUCHED
+        return _MAY_LOOK_UP if self._own_on_request else UNTOUCHED
 
     async def on_request(self, ctx: Context, request: ApiRequest) -> Decision:
         """Allow, Rewrite (path, query, body) or Deny, before the policy."""

@@ -21,7 +21,7 @@ from gwserve import job_listener
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.gateway import fastlane
 from dockmoat.gateway.server import Gateway
-from dockmoat.gateway.stages import Context, Stage
+from dockmoat.gateway.stages import Context, RouteFacts, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny
 from support.serve_settings import settings
 
@@ -57,6 +57,9 @@ class SwitchStage(Stage):
         if self.state == "closed":
             return Deny("test.closed", "the job is closed")
         return Allow(rule="test.open")
+
+    def facts(self, request: ApiRequest) -> RouteFacts:
+        return RouteFacts(inline=True)  # on_request never awaits
 
     def decisions_key(self, client: ClientIdentity) -> Hashable:
         return self.state

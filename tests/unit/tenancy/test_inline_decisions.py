@@ -76,6 +76,13 @@ def test_the_base_stage_does_nothing_and_decides_inline() -> None:
     assert _run(stage.on_request(Context(request.client, _NoUpstream()), request)) == Allow()
     assert stage.decisions_key(request.client) is None
 
+    class LooksUp(Stage):
+        async def on_request(self, ctx: Context, request: ApiRequest) -> Allow:
+            return Allow()
+
+    # A stage with its own on_request that does not say what it decides inline: nothing.
+    assert not LooksUp().facts(request).inline
+
 
 def test_decisions_key_follows_the_clients_tenant(tmp_path: Path) -> None:
     """What the gateway compares before reusing a decision: equal while the tenant is the
