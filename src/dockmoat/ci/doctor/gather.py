@@ -13,13 +13,13 @@ from typing import Any
 import docker
 import docker.errors
 import docker.tls
-import requests
 
 from dockmoat.ci.doctor import checks_daemon, checks_dind, checks_socket, checks_tls, probe
 from dockmoat.ci.doctor.config import DoctorConfig, Target, TlsSettings
 from dockmoat.ci.doctor.facts import CallerFacts, DindFacts, FileRead, RawResponse, SocketFacts
 from dockmoat.ci.doctor.model import Finding, fail
 from dockmoat.netinfo import host_uplink
+from dockmoat.sdkerrors import SDK_ERRORS
 
 MAX_FILE = 1024 * 1024
 LOG_TAIL = 300
@@ -32,7 +32,9 @@ _NESTED_SCRIPT = (
     "docker network inspect bridge --format "
     "'{{index .Options \"com.docker.network.driver.mtu\"}}' 2>/dev/null"
 )
-_ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
+# Doctor records what failed instead of stopping: the SDK's errors (sdkerrors) and the
+# socket's own.
+_ENGINE_ERRORS: tuple[type[Exception], ...] = (*SDK_ERRORS, OSError)
 
 
 def read_file(path: Path) -> FileRead:

@@ -10,14 +10,12 @@ from typing import BinaryIO
 
 import docker
 import docker.errors
-import requests
 
 from dockmoat.ci.runner.plan import JobSpec
 from dockmoat.errors import EngineError
+from dockmoat.sdkerrors import SDK_ERRORS, engine_errors
 
 KILL_AFTER = 3
-# The engine errors a job container operation can end in.
-ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
 
 
 class JobContainer:
@@ -34,14 +32,14 @@ class JobContainer:
 
     def check_image(self) -> None:
         try:
-            self.api.inspect_image(self.spec.image)  # type: ignore[no-untyped-call]
+            with engine_errors(f"cannot inspect image {self.spec.image}",
+                               leave=(docker.errors.ImageNotFound,)):  # fmt: skip
+                self.api.inspect_image(self.spec.image)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
             raise EngineError(
                 f"image {self.spec.image} is not on the engine and dockmoat run never pulls: "
                 "load it (`docker load`) or pass another --image"
             ) from None
-        except ENGINE_ERRORS as error:
-            raise EngineError(f"cannot inspect image {self.spec.image}: {error}") from None
 
     def create(self) -> None:
         spec = self.spec
@@ -52,7 +50,7 @@ class JobContainer:
             init=True,
             network_mode=spec.network,
         )
-        try:
+        with engine_errors("cannot create the job container"):
             created = self.api.create_container(
                 spec.image,
                 command=spec.command,
@@ -65,8 +63,6 @@ class JobContainer:
                 stdin_open=False,
                 tty=False,
             )
-        except ENGINE_ERRORS as error:
-            raise EngineError(f"cannot create the job container: {error}") from None
         self.id = str(created["Id"])
 
     def run(self, stdout: BinaryIO, stderr: BinaryIO) -> int:
@@ -75,21 +71,20 @@ class JobContainer:
         self._forwarder = threading.Thread(target=self._forward_loop, daemon=True)
         self._forwarder.start()
         try:
-            # Attached before start, so no early output is lost.
-            stream = self.api.attach(
-                self.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
-            self.api.start(self.id)
-            for out, err in stream:
-                if out:
-                    stdout.write(out)
-                    stdout.flush()
-                if err:
-                    stderr.write(err)
-                    stderr.flush()
-            result = self.api.wait(self.id)
-        except ENGINE_ERRORS as error:
-            raise EngineError(f"the job container failed: {error}") from None
+            with engine_errors("the job container failed"):
+                # Attached before start, so no early output is lost.
+                stream = self.api.attach(
+                    self.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+                )
+                self.api.start(self.id)
+                for out, err in stream:
+                    if out:
+                        stdout.write(out)
+                        stdout.flush()
+                    if err:
+                        stderr.write(err)
+                        stderr.flush()
+                result = self.api.wait(self.id)
         finally:
             self._signals.put(None)
         return int(result.get("StatusCode", 1))
@@ -109,18 +104,16 @@ class JobContainer:
                 return
             try:
                 self.api.kill(self.id, signal=signum)
-            except ENGINE_ERRORS:
+            except SDK_ERRORS:
                 continue  # the job may have ended meanwhile
 
     def remove(self) -> None:
         if self.id is None:
             return
         try:
-            self.api.remove_container(self.id, force=True, v=True)
+            with engine_errors(f"cannot remove the job container {self.spec.name}",
+                               leave=(docker.errors.NotFound,)):  # fmt: skip
+                self.api.remove_container(self.id, force=True, v=True)
         except docker.errors.NotFound:
-            pass
-        except ENGINE_ERRORS as error:
-            raise EngineError(
-                f"cannot remove the job container {self.spec.name}: {error}"
-            ) from None
+            pass  # gone already
         self.id = None
