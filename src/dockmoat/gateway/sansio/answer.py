@@ -32,7 +32,6 @@ from dockmoat.api.endpoints import HIJACKING
 from dockmoat.api.gojson import compact
 from dockmoat.api.request import ApiRequest
 from dockmoat.errors import ProtocolError
-from dockmoat.gateway import pipeline
 from dockmoat.gateway.sansio.exchange import json_error, restaged_json
 from dockmoat.gateway.sansio.http import (
     LAST_CHUNK,
@@ -48,7 +47,15 @@ from dockmoat.gateway.sansio.http import (
     chunk,
     serialise_response_head,
 )
-from dockmoat.gateway.stages import UNTOUCHED, Context, LineKind, ResponseKind, RouteFacts, Stage
+from dockmoat.gateway.stages import (
+    UNTOUCHED,
+    Context,
+    Json,
+    LineKind,
+    ResponseKind,
+    RouteFacts,
+    Stage,
+)
 
 LINE_KINDS: Final = frozenset({"events", "load", "build"})
 #: The answers that name bind sources as the daemon mounts them (pins, `PinSources`).
@@ -380,22 +387,26 @@ class Answer:
         return bytes(out)
 
     def _restaged(self, status: int, body: bytes) -> bytes | None:
+        """A held JSON answer as the stage rewrites it and, where the body names a pin
+        folder, with each pin named by the source the client asked for."""
         staged, pins = self._staged, self._pins
-        if pins is not None and status == 200 and pins.marker in body:
-            original = pipeline.json_answer(body)
-            answer = original
-            if staged is not None:
-                answer = staged[0].on_json_response(staged[1], self._request, status, answer)
-            if isinstance(answer, dict):
-                answer = pins.shown(answer)
-            elif isinstance(answer, list):
-                answer = [pins.shown(c) if isinstance(c, dict) else c for c in answer]
-            if answer is original or answer == original:
-                return None  # no pin named: the daemon's own bytes
-            return compact(answer).encode() + b"\n"
-        if staged is None:
+        if pins is None or status != 200 or pins.marker not in body:
+            pins = None
+        if staged is None and pins is None:
             return None
-        return restaged_json(staged[0], staged[1], self._request, status, body)
+        request = self._request
+
+        def rewrite(answer: Json) -> Json:
+            if staged is not None:
+                answer = staged[0].on_json_response(staged[1], request, status, answer)
+            if pins is not None:
+                if isinstance(answer, dict):
+                    answer = pins.shown(answer)
+                elif isinstance(answer, list):
+                    answer = [pins.shown(c) if isinstance(c, dict) else c for c in answer]
+            return answer
+
+        return restaged_json(body, rewrite)
 
 
 def _frame(response: ResponseHead, data: bytes) -> bytes:

@@ -6,6 +6,7 @@ path and the fast lane).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dockmoat.api.gojson import compact
@@ -13,7 +14,7 @@ from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.audit import AuditEntry
 from dockmoat.gateway.sansio.http import RequestHead, ResponseHead
-from dockmoat.gateway.stages import Context, Stage
+from dockmoat.gateway.stages import Json
 from dockmoat.policy.decision import Deny
 
 
@@ -66,14 +67,13 @@ def json_error(response: ResponseHead) -> bool:
     )
 
 
-def restaged_json(
-    stage: Stage, ctx: Context, request: ApiRequest, status: int, body: bytes
-) -> bytes | None:
-    """A whole JSON answer's body as the stage rewrites it; None when the stage's
-    answer equals the daemon's (a filter that removed nothing, e.g. from an empty
-    list), so the daemon's own bytes can go as read, not re-encoded."""
+def restaged_json(body: bytes, rewrite: Callable[[Json], Json]) -> bytes | None:
+    """A whole JSON answer's body as `rewrite` (a stage's `on_json_response`, the pins'
+    sources shown again, or both) makes it; None when the result equals the daemon's
+    answer (a filter that removed nothing, e.g. from an empty list), so the daemon's
+    own bytes can go as read, not re-encoded."""
     answer = pipeline.json_answer(body)
-    changed = stage.on_json_response(ctx, request, status, answer)
+    changed = rewrite(answer)
     if changed is answer or changed == answer:
         return None
     return compact(changed).encode() + b"\n"

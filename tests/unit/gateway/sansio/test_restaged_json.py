@@ -35,13 +35,17 @@ class _Drop(Stage):
         return [item for item in answer if item.get("mine")]
 
 
+def _staged(stage: Stage) -> Any:
+    return lambda answer: stage.on_json_response(CTX, _request(), 200, answer)
+
+
 def test_an_equal_answer_is_the_daemons_own_bytes() -> None:
     body = b'[ {"mine": true,  "Id": "a"} ]\n'
-    assert restaged_json(_Keep(), CTX, _request(), 200, body) is None
-    assert restaged_json(_Keep(), CTX, _request(), 200, b"[]\n") is None
+    assert restaged_json(body, _staged(_Keep())) is None
+    assert restaged_json(b"[]\n", _staged(_Keep())) is None
 
 
 def test_a_changed_answer_is_re_encoded() -> None:
     body = b'[{"mine": true, "Id": "a"}, {"Id": "b"}]'
-    out = restaged_json(_Drop(), CTX, _request(), 200, body)
+    out = restaged_json(body, _staged(_Drop()))
     assert out is not None and json.loads(out) == [{"mine": True, "Id": "a"}]
