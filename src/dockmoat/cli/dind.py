@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dockmoat.dind import spec
-from dockmoat.errors import EngineError
 
 if TYPE_CHECKING:
     from dockmoat.dind.info import DindInfo
@@ -219,13 +218,9 @@ def _finish_warm(
     name: str, options: spec.DindOptions, info: DindInfo, manager: Callable[[], DindManager]
 ) -> None:
     """What `up` does to a warm daemon itself (a cold start did its preload and docker
-    context already): check it answers, preload, write the docker context."""
-    from dockmoat.dind import context, probe
+    context already; `acquire` checked that it answers): preload, write the docker context."""
+    from dockmoat.dind import context
 
-    if not probe.ping(info.host_address, info.port, probe.tls_context(info.cert_path), 5.0):
-        raise EngineError(
-            f"the warm daemon for {name} does not answer /_ping; `dockmoat dind down {name}`"
-        )
     if options.preload:
         manager().preload(info, options.preload)
     context.write(

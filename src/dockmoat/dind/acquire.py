@@ -2,7 +2,13 @@
 cold start. `dockmoat dind up` and `dockmoat run --mode dind` both get theirs here.
 
 A warm hand-over imports neither the docker SDK nor cryptography (a large part of
-a warm `up`): the manager is asked for only to start cold.
+a warm `up`): the manager is asked for only to start cold, or to remove a warm
+daemon that died after the pool's last check.
+
+The pool pings a warm daemon just before it renames it to NAME, but a daemon can die
+in between (killed, OOM, its engine restarting): a warm daemon is handed on only
+once it answers `/_ping` over its mutual TLS here; one that does not is removed
+(`down NAME`) and another is taken, or NAME starts cold.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from dockmoat.dind import naming, pool_client, spec
+from dockmoat.dind import naming, pool_client, probe, spec
 from dockmoat.dind.info import DindInfo
 from dockmoat.errors import EngineError, config_errors
 
@@ -20,6 +26,12 @@ if TYPE_CHECKING:
     from dockmoat.dind.manager import DindManager
 
 Progress = Callable[[str], None]
+
+# A warm daemon answered the pool a moment ago: one that does not answer within this
+# long has died since.
+_WARM_PING = 5.0
+# Dead warm daemons removed before starting cold instead.
+_WARM_TRIES = 3
 
 
 class Acquired(NamedTuple):
@@ -49,7 +61,7 @@ def acquire(
     trying cold starts and the pool in turn (see `_wait_for_key`).
     """
     if use_pool:
-        info = take_warm(name, options, host, socket_path, progress)
+        info = take_live(name, options, manager, progress, host, socket_path)
         if info is not None:
             return Acquired(info, warm=True)
         if options.cache and wait_cache > 0:
@@ -59,6 +71,32 @@ def acquire(
                 return got
             wait_cache = max(0.0, deadline - time.monotonic())
     return Acquired(manager().up(name, options, wait_cache=wait_cache, pull=pull), warm=False)
+
+
+def take_live(
+    name: str,
+    options: spec.DindOptions,
+    manager: Callable[[], DindManager],
+    progress: Progress,
+    host: str | None,
+    socket_path: Path | None,
+) -> DindInfo | None:
+    """`take_warm`, handing on only a daemon that answers `/_ping` over its mTLS now.
+
+    A warm daemon that died after the pool's check is already NAME's (renamed): it
+    is removed with `down NAME` (an error there ends the call: NAME stays taken) and
+    the pool is asked again, at most `_WARM_TRIES` times; None: start cold.
+    """
+    for _ in range(_WARM_TRIES):
+        info = take_warm(name, options, host, socket_path, progress)
+        if info is None:
+            return None
+        tls = probe.tls_context(info.cert_path)
+        if probe.ping(info.host_address, info.port, tls, _WARM_PING):
+            return info
+        progress(f"warm daemon {info.instance} does not answer /_ping; removing it")
+        manager().down(name)
+    return None
 
 
 def take_warm(
@@ -110,7 +148,7 @@ def _wait_for_key(
                 progress(f"cache key {busy.key} is in use by {busy.holder}; waiting")
                 told = True
         time.sleep(0.5)
-        info = take_warm(name, options, host, socket_path, progress)
+        info = take_live(name, options, manager, progress, host, socket_path)
         if info is not None:
             return Acquired(info, warm=True)
     return None

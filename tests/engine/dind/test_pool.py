@@ -8,10 +8,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import docker
+import docker.errors
+import pytest
 from dindtest_support import Dind
 
-from dockmoat.dind import naming
+from dockmoat.dind import naming, probe
+from dockmoat.dind.acquire import acquire
 from dockmoat.dind.info import DindInfo
 from dockmoat.dind.pool import PoolService
 
@@ -96,3 +101,60 @@ def test_pool_hands_out_and_replaces(
             "networks": [],
             "volumes": [],
         }
+
+
+class _KilledAfterItsCheck(PoolService):
+    """A pool whose warm daemon is `docker kill`ed right after the pool's last /_ping
+    before a hand-out: the window in which a kill (an OOM, an engine hiccup) used to
+    make `acquire` hand a dead daemon on (`run --mode dind` gave it to the job)."""
+
+    def __init__(self, client: docker.DockerClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client = client
+        self.killed: str | None = None
+        self._local = threading.local()
+
+    def take(self, name: str, shape: object) -> dict[str, Any]:
+        self._local.taking = True
+        try:
+            return super().take(name, shape)
+        finally:
+            self._local.taking = False
+
+    def _alive(self, warm: Any) -> bool:
+        alive = super()._alive(warm)
+        # Only the check before a hand-out, not the 10 s health check (another thread).
+        if alive and getattr(self._local, "taking", False) and self.killed is None:
+            self.killed = warm.container
+            self.client.api.kill(warm.container)
+        return alive
+
+
+def test_a_warm_daemon_killed_after_the_pools_check_is_not_handed_on(
+    dind: Dind, dind_name: Callable[[], str], tmp_path: Path
+) -> None:
+    sock = tmp_path / "pool.sock"
+    options = dind.options()
+    service = _KilledAfterItsCheck(dind.client, dind.manager, options, 1, sock)
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    name = dind_name()
+    dind.names.append(name)
+    try:
+        _wait(lambda: service.ready_count() == 1)
+        said: list[str] = []
+        info, _ = acquire(name, options, lambda: dind.manager, said.append, socket_path=sock)
+        assert service.killed is not None, "the pool handed out no warm daemon"
+        # What acquire hands on answers over its mTLS; the dead one is gone, not NAME's.
+        assert probe.ping(info.host_address, info.port, probe.tls_context(info.cert_path), 5.0)
+        assert info.container_id != service.killed
+        with pytest.raises(docker.errors.NotFound):
+            dind.client.containers.get(service.killed)
+        assert dind.client.containers.get(info.container_id).name == naming.container_name(name)
+        assert any("does not answer /_ping" in line for line in said), said
+    finally:
+        service.stop()
+        thread.join(180)
+    dind.manager.down(name)
+    pool_label = f"{naming.LABEL_POOL}={service.pool_id}"
+    assert dind.client.containers.list(all=True, filters={"label": pool_label}) == []
