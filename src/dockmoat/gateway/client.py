@@ -17,12 +17,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from dockmoat.api.request import ClientIdentity
-from dockmoat.gateway import fastlane, pipeline
+from dockmoat.gateway import fastlane
 from dockmoat.gateway.config import ListenerSettings
 from dockmoat.gateway.sansio.http import (
     Invalid,
     RequestEvent,
-    RequestHead,
     RequestReader,
     UpgradeStart,
 )
@@ -31,6 +30,7 @@ from dockmoat.tenancy.names import certificate_cn
 
 if TYPE_CHECKING:
     from dockmoat.gateway.fastlane import FastRelay, Lane, Remembered
+    from dockmoat.gateway.sansio.request import Command, RequestExchange
 
 log = logging.getLogger("dockmoat.gateway")
 
@@ -68,8 +68,8 @@ class ClientStream:
         self.raw_leftover = b""  # bytes after an upgrade request, not HTTP
         self.linger = False  # answered early: read what the client still sends, then close
         self.relay: FastRelay | None = None  # the fast-lane exchange in flight
-        # A head the fast lane routed and then left to the task (see `take_routed`).
-        self._routed: tuple[RequestHead, pipeline.Planned] | None = None
+        # An exchange the fast lane began and left to the task (see `hand_over`).
+        self._handed: tuple[RequestExchange, Command] | None = None
         # Fast-lane decisions of this connection, by the exact bytes of the read that
         # carried the request (see `fastlane.Remembered`); made with the first one.
         self.remembered: dict[bytes, Remembered] | None = None
@@ -116,7 +116,8 @@ class ClientStream:
                 taken = False
             if taken:
                 return  # handled (or in flight) without the task
-            self._queue(events)
+            if self._handed is None:  # (else the task goes on with the exchange begun)
+                self._queue(events)
             self.wake()
             return
         self._chunks.append(data)
@@ -203,6 +204,8 @@ class ClientStream:
         """The next event; None at end of stream. Times out only between requests."""
         events = self.events
         while not events:
+            if self._handed is not None:
+                return None  # the fast lane left an exchange to the task: `take_handed`
             if self._chunks:
                 data = self._take_chunk()
                 self.bytes_in += len(data)
@@ -233,17 +236,15 @@ class ClientStream:
 
     # --- the fast lane ---
 
-    def routed(self, head: RequestHead, planned: pipeline.Planned | None) -> None:
-        """The fast lane routed `head` (None: it took the request after all)."""
-        self._routed = None if planned is None else (head, planned)
+    def hand_over(self, exchange: RequestExchange, command: Command) -> None:
+        """The fast lane began `exchange` and cannot carry out `command` at once: the
+        connection's task goes on with it from that command (woken here)."""
+        self._handed = (exchange, command)
+        self.wake()
 
-    def take_routed(self, head: RequestHead) -> pipeline.Planned | None:
-        """The fast lane's routing of this very head event, if it made one: the task
-        then does not route the same request again."""
-        routed, self._routed = self._routed, None
-        if routed is not None and routed[0] is head:
-            return routed[1]
-        return None
+    def take_handed(self) -> tuple[RequestExchange, Command] | None:
+        handed, self._handed = self._handed, None
+        return handed
 
     def relay_started(self, relay: FastRelay) -> None:
         """A fast-lane exchange is in flight: no idle timeout, the task stays asleep."""

@@ -1,11 +1,14 @@
-"""The fast lane: complete bodiless requests handled from read callbacks.
+"""The fast lane: a scheduling choice of the connection's driver.
 
-See docs/architecture.md ("The fast lane"). `take` decides a request inline and
-sends it on an idle pooled daemon connection; `again` resends a decision this
-connection already made for the same bytes (`Remembered`); `FastRelay` relays
-the answer from the daemon connection's read callback. Whatever cannot be done
-synchronously is refused before anything is sent, and the connection's task
-handles it.
+See docs/architecture.md ("The fast lane"). A complete bodiless request's exchange
+(sansio/request.py, the same object the connection's task drives) is driven here,
+from the client's read callback, for as long as each of its commands completes at
+once: `take` routes and decides it inline and sends it on an idle pooled daemon
+connection; `again` runs it on the routing and decision this connection already
+made for the same bytes (`Remembered`, a memo in front of the pure steps);
+`FastRelay` relays the answer from the daemon connection's read callback. At the
+first command that cannot complete at once, the exchange is handed to the
+connection's task, which goes on from that command.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Hashable, Sequence
+from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from dockmoat.api.endpoints import HIJACKING
-from dockmoat.api.request import ApiRequest, ClientIdentity
-from dockmoat.errors import ProtocolError
+from dockmoat.api.request import ClientIdentity
 from dockmoat.gateway import pipeline
 from dockmoat.gateway.sansio.answer import Answer
 from dockmoat.gateway.sansio.exchange import Exchange
@@ -28,10 +30,18 @@ from dockmoat.gateway.sansio.http import (
     RequestEvent,
     RequestHead,
     error_response,
-    serialise_request_head,
+)
+from dockmoat.gateway.sansio.request import (
+    Close,
+    Connect,
+    Decide,
+    Finish,
+    Forward,
+    Read,
+    Reply,
+    RequestExchange,
 )
 from dockmoat.gateway.stages import UNTOUCHED, Context, Policy, RouteFacts, Stage
-from dockmoat.policy.decision import Deny
 
 if TYPE_CHECKING:
     from dockmoat.gateway.client import ClientStream
@@ -73,7 +83,8 @@ class Lane:
 
 
 class Remembered(NamedTuple):
-    """A fast-lane decision, kept to answer the same bytes again on the same connection.
+    """A fast-lane decision, kept to answer the same bytes again on the same connection:
+    a memo in front of the pure steps `pipeline.plan` and `pipeline.decide`.
 
     Pollers on a keep-alive connection (SDK clients waiting for a container's
     health, dashboards, health checks, the benchmark) send the same request head
@@ -81,15 +92,15 @@ class Remembered(NamedTuple):
     connection (same listener, same client), give the same events; with the same
     policy object and the same stage key for this client (`Stage.decisions_key`),
     `plan` and `decide` give the same outcome: both are pure for bodiless GETs, the
-    only routes kept. On a hit only the parse, the routing, the decision and the
-    serialisation are skipped; the answer is relayed and audited as always.
+    only routes kept. On a hit the parse, the routing, the decision and the
+    serialisation are skipped: the exchange starts where those pure steps left it
+    (`RequestExchange.forwarding`), and the answer is relayed and audited as always.
     (Immutable; a NamedTuple because one is built per forwarded GET.)
     """
 
-    events: tuple[RequestEvent, ...]
     head: RequestHead
-    request: ApiRequest
-    upstream_head: bytes
+    outcome: pipeline.Outcome
+    forward: Forward
     decision: str
     rule: str
     notes: tuple[str, ...]
@@ -118,7 +129,7 @@ class FastRelay:
     which sends it again on a fresh connection or answers 502.
     """
 
-    __slots__ = ("answer", "conn", "done", "events", "gateway", "paused", "record", "stream",
+    __slots__ = ("answer", "conn", "done", "exchange", "gateway", "paused", "record", "stream",
                  "writer")  # fmt: skip
 
     def __init__(
@@ -127,16 +138,15 @@ class FastRelay:
         stream: ClientStream,
         writer: asyncio.StreamWriter,
         conn: UpstreamConn,
-        record: Exchange,
-        events: Sequence[RequestEvent],
+        exchange: RequestExchange,
         answer: Answer,
     ) -> None:
         self.gateway = gateway
         self.stream = stream
         self.writer = writer
         self.conn = conn
-        self.record = record
-        self.events = events
+        self.exchange = exchange
+        self.record = exchange.record
         self.answer = answer
         self.done = False
         self.paused = False  # reading from the daemon, while the client catches up
@@ -164,22 +174,27 @@ class FastRelay:
             record.bytes_out += len(step.send)
             self.writer.write(step.send)
         if step.end:
-            self._finish(keep=step.keep_client, reusable=step.reusable)
+            finish = self.exchange.answered(keep=step.keep_client)
+            assert isinstance(finish, Finish)
+            self._finish(keep=finish.keep, reusable=step.reusable)
 
     def _fail(self) -> None:
-        if self.record.status == 0:
-            # Nothing of the answer was relayed: the task sends the request again.
-            self.done = True
-            self.conn.protocol.sink = None
-            self.gateway.pool.release(self.conn, False)
-            self._unbusy()
-            stream = self.stream
-            stream.relay = None
-            stream.bytes_counted -= self.record.bytes_in  # audited with the retry instead
-            stream.events.extend(self.events)
-            stream.wake()
+        command = self.exchange.forward_failed(
+            ConnectionError(self.answer.error or "the daemon closed the connection"),
+            reused=self.conn.reused,
+        )
+        if isinstance(command, Close):
+            self._finish(keep=False, reusable=False)
             return
-        self._finish(keep=False, reusable=False)
+        # Nothing of the answer was relayed: the connection's task goes on with the
+        # exchange (a fresh daemon connection, or the 502).
+        self.done = True
+        self.conn.protocol.sink = None
+        self.gateway.pool.release(self.conn, False)
+        self._unbusy()
+        stream = self.stream
+        stream.relay = None
+        stream.hand_over(self.exchange, command)
 
     def client_paused(self, paused: bool) -> None:
         """The client reads slower than the daemon sends: stop reading the daemon."""
@@ -221,15 +236,33 @@ def take(
     events: list[RequestEvent],
     whole: bytes | None,
 ) -> bool:
-    """A complete bodiless request, handled from the client's read callback.
+    """`_take`, failing closed: on a bug nothing was sent, the request's bytes are
+    counted again with it, and the caller leaves it to the task, decided afresh."""
+    counted = stream.bytes_counted
+    try:
+        return _take(lane, stream, events, whole)
+    except BaseException:
+        stream.bytes_counted = counted
+        stream.take_handed()
+        raise
+
+
+def _take(
+    lane: Lane,
+    stream: ClientStream,
+    events: list[RequestEvent],
+    whole: bytes | None,
+) -> bool:
+    """A complete bodiless request, its exchange driven from the client's read callback.
 
     The usual CI call (a list, an inspect, a ping, a start, `logs -f`) costs here
-    no task wake-up, no coroutine and no stream buffer. Taken only when all of it
-    is synchronous: an idle pooled daemon connection, a stage that decides this
-    route without looking anything up, and an answer relayed as is. Otherwise
-    False, before anything was sent: the connection's task then handles the
-    request the ordinary way, deciding it afresh. The decision point is the same
-    (`pipeline.plan` and `pipeline.decide`).
+    no task wake-up, no coroutine and no stream buffer. The exchange's commands are
+    carried out here while each completes at once: a stage that decides this route
+    without looking anything up, an idle pooled daemon connection, an answer relayed
+    as is. At the first command that cannot, the exchange is handed to the
+    connection's task (`ClientStream.hand_over`), which goes on from that command;
+    False then, and nothing was sent. The request, its steps and its record are the
+    same either way (sansio/request.py).
 
     `whole` is the read, when it held exactly this request: a forwarded GET is
     then remembered for the connection's next identical read (`again`).
@@ -237,8 +270,6 @@ def take(
     gateway = lane.gateway
     if len(events) != 2 or gateway.draining:
         return False
-    listener = lane.listener
-    client = lane.client
     head, end = events
     if (
         not isinstance(head, RequestHead)
@@ -248,25 +279,32 @@ def take(
         or head.method == "HEAD"
     ):
         return False
+    listener = lane.listener
+    client = lane.client
     policy = listener.policy or gateway.policy
     stage = lane.stage
-    try:
-        planned = pipeline.plan(head, client, policy)
-    except ProtocolError:
-        return False  # the task answers the 400
-    request = planned.request
-    # From here, a refusal hands the routed request to the task (`Gateway._handle`), which
-    # then does not route it again.
-    stream.routed(head, planned)
-    if planned.form or request.route.name in HIJACKING:
+    record = Exchange(lane.conn_id, client, bytes_in=stream.take_bytes_in())
+    exchange = RequestExchange(record, policy, stage, max_body=gateway.limits.max_body)
+    command = exchange.start(head)
+    if isinstance(command, Read):
+        command = exchange.read(end)
+    if not isinstance(command, Decide):
+        stream.hand_over(exchange, command)  # a 400: the task answers it
         return False
+    request = command.request
     facts = stage.facts(request) if stage is not None else UNTOUCHED
-    if facts.answer not in ("none", "json") or not facts.inline:
+    if (
+        command.form
+        or request.route.name in HIJACKING
+        or facts.answer not in ("none", "json")
+        or not facts.inline
+    ):
+        stream.hand_over(exchange, command)
         return False
     conn = gateway.pool.take_idle()
     if conn is None:
-        return False  # connecting needs the task
-    stream.routed(head, None)
+        stream.hand_over(exchange, command)  # connecting needs the task
+        return False
     ctx: Context | None = None
     try:
         if stage is None:
@@ -280,33 +318,26 @@ def take(
             )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
+            stream.hand_over(exchange, command)  # decided afresh by the task
             return False
-        decision = outcome.decision
-        upstream_head = None
-        if not isinstance(decision, Deny):
-            upstream_head = serialise_request_head(
-                head, outcome.target, content_length=None, chunked=False
-            )
-    except Exception:  # noqa: BLE001 - fail closed: nothing sent; the task reports it
+        command = exchange.decided(outcome)
+    except BaseException:
         gateway.pool.release(conn, False)
-        return False
-    record = Exchange(
-        lane.conn_id, client, head=head, request=outcome.request,
-        decision=pipeline.describe(decision), rule=decision.rule,
-        notes=pipeline.notes_of(outcome), bytes_in=stream.take_bytes_in(),
-    )  # fmt: skip
-    writer = lane.writer
-    if upstream_head is None:
-        assert isinstance(decision, Deny)
+        raise
+    if isinstance(command, Reply):
         gateway.pool.release(conn, True)
-        answer = error_response(decision.status, decision.message,
-                                keep_alive=head.keep_alive)  # fmt: skip
-        record.status = decision.status
-        record.bytes_out = len(answer)
-        writer.write(answer)
+        data = error_response(command.status, command.message, keep_alive=command.keep_alive)
+        record.bytes_out = len(data)
+        lane.writer.write(data)
         gateway.close_record(record)
-        stream.relay_done(head.keep_alive)
+        stream.relay_done(command.keep_alive)
         return True
+    if not isinstance(command, Connect):
+        gateway.pool.release(conn, True)
+        stream.hand_over(exchange, command)  # a build's session binding
+        return False
+    forward = exchange.connected()
+    assert isinstance(forward, Forward)
     unrepeated = stream.unrepeated = stream.unrepeated + 1
     if (
         whole is not None
@@ -320,18 +351,19 @@ def take(
             if remembered is None or len(remembered) >= REMEMBERED_PER_CONNECTION:
                 remembered = stream.remembered = {}
             remembered[whole] = Remembered(
-                (head, events[1]), head, outcome.request, upstream_head, record.decision,
-                decision.rule, record.notes, facts, policy, state,
+                head, outcome, forward, record.decision, outcome.decision.rule, record.notes,
+                facts, policy, state,
             )  # fmt: skip
-    _send(lane, stream, conn, record, events, upstream_head, facts, ctx)
+    _send(lane, stream, conn, exchange, forward, facts, ctx)
     return True
 
 
 def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     """A read identical to one already decided on this connection: the same request,
-    sent again without parsing, routing or deciding it again. False (nothing sent,
-    the read is then parsed) when the policy or the client's stage state changed
-    since, or no idle daemon connection is at hand.
+    its exchange run on the remembered routing and decision without parsing, routing
+    or deciding it again. False (nothing sent, the read is then parsed) when the
+    policy or the client's stage state changed since, or no idle daemon connection is
+    at hand.
     """
     gateway = lane.gateway
     listener = lane.listener
@@ -347,11 +379,14 @@ def again(lane: Lane, stream: ClientStream, known: Remembered) -> bool:
     if conn is None:
         return False
     stream.unrepeated = 0
-    record = Exchange(lane.conn_id, lane.client, head=known.head, request=known.request,
+    outcome = known.outcome
+    record = Exchange(lane.conn_id, lane.client, head=known.head, request=outcome.request,
                       decision=known.decision, rule=known.rule, notes=known.notes,
                       bytes_in=stream.take_bytes_in())  # fmt: skip
+    exchange = RequestExchange.forwarding(record, known.policy, stage, outcome, known.forward,
+                                          max_body=gateway.limits.max_body)  # fmt: skip
     ctx = None if stage is None else Context(lane.client, gateway.upstream)
-    _send(lane, stream, conn, record, known.events, known.upstream_head, known.facts, ctx)
+    _send(lane, stream, conn, exchange, known.forward, known.facts, ctx)
     return True
 
 
@@ -359,23 +394,20 @@ def _send(
     lane: Lane,
     stream: ClientStream,
     conn: UpstreamConn,
-    record: Exchange,
-    events: Sequence[RequestEvent],
-    upstream_head: bytes,
+    exchange: RequestExchange,
+    forward: Forward,
     facts: RouteFacts,
     ctx: Context | None,
 ) -> None:
     gateway = lane.gateway
+    record = exchange.record
     try:
-        request = record.request
         head = record.head
-        assert request is not None and head is not None
-        limits = gateway.limits
+        assert head is not None
         stage = lane.stage
         staged = None if stage is None or ctx is None else (stage, ctx)
-        answer = Answer(head, request, staged, facts, max_head=limits.max_head,
-                        max_held=limits.max_json_response, pins=gateway.pins)  # fmt: skip
-        relay = FastRelay(gateway, stream, lane.writer, conn, record, events, answer)
+        answer = gateway.answer_for(head, forward.request, staged, facts)
+        relay = FastRelay(gateway, stream, lane.writer, conn, exchange, answer)
     except Exception:
         # Nothing was sent: the connection goes back, the bytes are counted again with
         # the request wherever it is handled next (the caller logs and falls back).
@@ -384,7 +416,7 @@ def _send(
         raise
     # Nothing below can fail: once the daemon has the request, the task must never
     # be handed it again.
-    conn.writer.write(upstream_head)
+    conn.writer.write(forward.data)
     conn.protocol.sink = relay
     stream.relay_started(relay)
     if stream.task is not None:

@@ -34,13 +34,8 @@ from dockmoat.api.request import ApiRequest, ClientIdentity
 from dockmoat.buildkit import decide as buildkit
 from dockmoat.buildkit.relay import Call, Verdict
 from dockmoat.errors import (
-    BodyTooLarge,
     ConfigError,
-    DockmoatError,
-    ProtocolError,
     UpstreamError,
-    answer_message,
-    http_status,
 )
 from dockmoat.gateway import pipeline, tunnel
 from dockmoat.gateway.audit import AuditLog
@@ -56,16 +51,26 @@ from dockmoat.gateway.sansio.exchange import Abort, BodyRefused, Exchange
 from dockmoat.gateway.sansio.http import (
     LAST_CHUNK,
     BodyData,
-    Invalid,
     MessageEnd,
     RequestEvent,
     RequestHead,
     UpgradeStart,
     chunk,
     error_response,
-    serialise_request_head,
 )
-from dockmoat.gateway.stages import UNTOUCHED, Context, PermissivePolicy, Policy, Stage
+from dockmoat.gateway.sansio.request import (
+    Bind,
+    Command,
+    Connect,
+    Decide,
+    Finish,
+    Forward,
+    Read,
+    RefuseTunnel,
+    Reply,
+    RequestExchange,
+)
+from dockmoat.gateway.stages import UNTOUCHED, Context, PermissivePolicy, Policy, RouteFacts, Stage
 from dockmoat.gateway.tlslisten import HalfCloseTls
 from dockmoat.gateway.upstream import (
     READ_SIZE,
@@ -278,12 +283,15 @@ class Gateway:
                     event = await stream.next_event(self.limits.idle_timeout)
                 except TimeoutError:
                     break
-                if event is None:
+                # An exchange the fast lane began and left to this task, or a request.
+                handed = stream.take_handed()
+                if handed is None and event is None:
                     break
                 if task is not None:
                     self.busy.add(task)
                 try:
-                    keep = await self._exchange(listener, conn_id, client, stream, event, writer)
+                    keep = await self._exchange(listener, conn_id, client, stream, writer,
+                                                event, handed)  # fmt: skip
                 finally:
                     if task is not None:
                         self.busy.discard(task)
@@ -310,13 +318,23 @@ class Gateway:
         conn_id: int,
         client: ClientIdentity,
         stream: ClientStream,
-        event: RequestEvent,
         writer: asyncio.StreamWriter,
+        event: RequestEvent | None,
+        handed: tuple[RequestExchange, Command] | None,
     ) -> bool:
         """Handle one request; True when the client connection stays open."""
-        record = Exchange(conn_id, client)
+        if handed is not None:
+            exchange, command = handed
+        else:
+            policy = listener.policy or self.policy
+            exchange = RequestExchange(Exchange(conn_id, client), policy, listener.stage,
+                                       max_body=self.limits.max_body)  # fmt: skip
+        record = exchange.record
         try:
-            keep = await self._handle(listener, stream, event, writer, record)
+            if handed is None:
+                assert event is not None
+                command = exchange.start(event)
+            keep = await self._handle(listener, stream, writer, exchange, command)
         finally:
             record.bytes_in += stream.take_bytes_in()
             self.close_record(record)
@@ -352,273 +370,145 @@ class Gateway:
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
-    async def _answer(
-        self,
-        writer: asyncio.StreamWriter,
-        record: Exchange,
-        status: int,
-        message: str,
-        *,
-        keep_alive: bool,
-    ) -> bool:
-        head_only = record.head is not None and record.head.method == "HEAD"
-        data = error_response(status, message, keep_alive=keep_alive, head_only=head_only)
-        record.status = status
-        record.bytes_out += len(data)
-        writer.write(data)
-        await writer.drain()
-        return keep_alive
-
-    async def _answer_error(
-        self,
-        writer: asyncio.StreamWriter,
-        record: Exchange,
-        error: DockmoatError,
-        *,
-        keep_alive: bool,
-    ) -> bool:
-        """The one place an error of ours (raised where the input was checked) becomes
-        the client's answer: the status from `errors.http_status`; a request we could not
-        read or take is recorded as refused."""
-        if isinstance(error, ProtocolError | BodyTooLarge):
-            record.decision = "refused"
-        return await self._answer(
-            writer, record, http_status(error), answer_message(error), keep_alive=keep_alive
-        )
-
     async def _handle(
         self,
         listener: Listener,
         stream: ClientStream,
-        event: RequestEvent,
         writer: asyncio.StreamWriter,
-        record: Exchange,
+        exchange: RequestExchange,
+        command: Command,
     ) -> bool:
-        if isinstance(event, Invalid):
-            await self._answer_error(writer, record, ProtocolError(event.reason), keep_alive=False)
-            return False
-        if not isinstance(event, RequestHead):
-            raise Abort
-        head = event
-        record.head = head
-        policy = listener.policy or self.policy
-        stage = listener.stage
-        # A bodiless head the fast lane routed and then left to the task is not routed twice.
-        planned = stream.take_routed(head)
-        if planned is None:
-            try:
-                planned = pipeline.plan(head, record.client, policy, stage)
-            except ProtocolError as error:
-                return await self._answer_error(writer, record, error, keep_alive=False)
-        record.request = planned.request
-        request = planned.request
-        body_consumed = planned.body_plan == "none"
-        if head.header("expect") is not None and planned.body_plan == "buffer":
-            # The body is needed for the decision; a streamed body is asked for only
-            # once the request is allowed (in _forward).
-            writer.write(_CONTINUE)
-        if planned.body_plan == "buffer":
-            try:
-                if (head.content_length or 0) > self.limits.max_body:
-                    stream.linger = True
-                    raise BodyTooLarge(
-                        f"request body larger than {self.limits.max_body} bytes "
-                        "(the limit for bodies that are inspected)"
-                    )
-                body = await self._read_body(stream)
-                request = pipeline.with_body(planned, body)
-            except BodyTooLarge as error:
-                stream.linger = True
-                return await self._answer_error(writer, record, error, keep_alive=False)
-            except ProtocolError as error:
-                return await self._answer_error(writer, record, error, keep_alive=False)
-            body_consumed = True
-            record.request = request
-        elif planned.body_plan == "none":
-            events = stream.events
-            if events and isinstance(events[0], MessageEnd):
-                events.popleft()  # the usual case: the end came in the same read as the head
-            else:
-                await self._expect_end(stream)
-
+        """Drive one request's exchange (sansio/request.py) from `command` on: carry out
+        each command it gives and report what came of it, until it ends (the fast lane
+        may have carried out the first ones); True when the connection stays open."""
+        stage = exchange.stage
+        policy = exchange.policy
+        record = exchange.record
         ctx = Context(record.client, self.upstream)
-        outcome = await pipeline.decide(
-            request,
-            policy,
-            stage,
-            ctx,
-            form=planned.form,
-            after=self.pins,
-            engine=self.pool.engine,
-        )
-        record.request = outcome.request
-        record.decision = pipeline.describe(outcome.decision)
-        record.rule = outcome.decision.rule
-        record.notes = pipeline.notes_of(outcome)
-        if isinstance(outcome.decision, Deny):
-            if head.upgrade and outcome.request.route.name in tunnel.TUNNELS:
-                # BuildKit: refused in HTTP/2 and gRPC, which clients print (tunnel.py)
-                await self._refuse_tunnel(stream, writer, record, outcome.request,
-                                          outcome.decision)  # fmt: skip
-                return False
-            stream.linger = not body_consumed
-            return await self._answer(
-                writer,
-                record,
-                outcome.decision.status,
-                outcome.decision.message,
-                keep_alive=body_consumed and head.keep_alive and not head.upgrade,
-            )
-        return await self._forward(listener, stream, writer, record, ctx, head, planned, outcome)
-
-    async def _read_body(self, stream: ClientStream) -> bytes:
-        body = bytearray()
-        while True:
-            event = await stream.next_event(None)
-            if isinstance(event, BodyData):
-                body += event.data
-                if len(body) > self.limits.max_body:
-                    raise BodyTooLarge(
-                        f"request body larger than {self.limits.max_body} bytes "
-                        "(the limit for bodies that are inspected)"
-                    )
-            elif isinstance(event, MessageEnd):
-                return bytes(body)
-            elif isinstance(event, Invalid):
-                raise ProtocolError(event.reason)
-            else:
-                raise ProtocolError("request body could not be read completely")
-
-    async def _expect_end(self, stream: ClientStream) -> None:
-        event = await stream.next_event(None)
-        if not isinstance(event, MessageEnd):
-            raise Abort
+        conn: UpstreamConn | None = None
+        try:
+            while True:
+                if isinstance(command, Read):
+                    if command.continue_first:
+                        writer.write(_CONTINUE)
+                    events = stream.events
+                    # (The usual case: the end came in the same read as the head.)
+                    next_event = events.popleft() if events else await stream.next_event(None)
+                    command = exchange.read(next_event)
+                elif isinstance(command, Decide):
+                    outcome = await pipeline.decide(
+                        command.request, policy, stage, ctx, form=command.form,
+                        after=self.pins, engine=self.pool.engine,
+                    )  # fmt: skip
+                    command = exchange.decided(outcome)
+                elif isinstance(command, Bind):
+                    command = exchange.bound(self._bind_build(listener, command.request))
+                elif isinstance(command, Connect):
+                    if command.fresh:
+                        self.pool.close()
+                    try:
+                        conn = await self.pool.acquire()
+                    except UpstreamError as error:
+                        command = exchange.connect_failed(error)
+                    else:
+                        command = exchange.connected()
+                elif isinstance(command, Forward):
+                    taken, conn = conn, None  # _forward releases it, whatever happens
+                    assert taken is not None
+                    command = await self._forward(listener, stream, writer, exchange, ctx, taken,
+                                                  command)  # fmt: skip
+                elif isinstance(command, Reply):
+                    stream.linger = stream.linger or command.linger
+                    data = error_response(command.status, command.message,
+                                          keep_alive=command.keep_alive,
+                                          head_only=command.head_only)  # fmt: skip
+                    record.bytes_out += len(data)
+                    writer.write(data)
+                    await writer.drain()
+                    return command.keep_alive
+                elif isinstance(command, RefuseTunnel):
+                    await self._refuse_tunnel(stream, writer, command.request, command.decision)
+                    return False
+                elif isinstance(command, Finish):
+                    return command.keep
+                else:
+                    raise Abort
+        finally:
+            if conn is not None:  # taken, and the exchange ended before forwarding
+                self.pool.release(conn, False)
 
     async def _forward(
         self,
         listener: Listener,
         stream: ClientStream,
         writer: asyncio.StreamWriter,
-        record: Exchange,
+        exchange: RequestExchange,
         ctx: Context,
-        head: RequestHead,
-        planned: pipeline.Planned,
-        outcome: pipeline.Outcome,
-    ) -> bool:
-        streaming = planned.body_plan == "stream"
-        if outcome.request.route.name in BUILD_BOUND:
-            refused = self._bind_build(listener, outcome.request)
-            if refused is not None:
-                stream.linger = streaming
-                record.decision, record.rule = "refused", refused.rule
-                return await self._answer(writer, record, refused.status, refused.message,
-                                          keep_alive=False)  # fmt: skip
+        conn: UpstreamConn,
+        forward: Forward,
+    ) -> Command:
+        """Send the request on `conn` (its streamed body read by the scan as it passes)
+        and relay the answer; what came of it, as the exchange's next command."""
+        record = exchange.record
+        assert record.head is not None
+        request = forward.request
         scan: BodyScan | None = None
-        if streaming or outcome.request.route.name == "build.build":
-            # (A build without a body may still be refused: a remote context.)
-            policy = listener.policy or self.policy
-            stage = listener.stage
-            try:
-                reader = pipeline.body_reader(outcome.request, policy, stage)
-            except BodyUnreadable as error:
-                refused = pipeline.body_refusal(error)
-                stream.linger = True
-                record.decision, record.rule = "refused", refused.rule
-                return await self._answer(writer, record, refused.status, refused.message,
-                                          keep_alive=False)  # fmt: skip
-            if reader is not None and streaming:
-                scan = BodyScan(
-                    reader,
-                    lambda: pipeline.decide_body(reader, outcome.request, policy, stage, ctx),
-                )
-        body = outcome.body
-        if body is None and planned.body_plan == "buffer":
-            body = outcome.request.body_raw or b""
-        if body is not None:
-            upstream_head = serialise_request_head(
-                head, outcome.target, content_length=len(body), chunked=False
+        reader = forward.scan
+        if reader is not None:
+            policy, stage = exchange.policy, exchange.stage
+            scan = BodyScan(
+                reader, lambda: pipeline.decide_body(reader, request, policy, stage, ctx)
             )
-        elif streaming:
-            upstream_head = serialise_request_head(
-                head, outcome.target, content_length=head.content_length, chunked=head.chunked
-            )
-        else:
-            upstream_head = serialise_request_head(
-                head, outcome.target, content_length=head.content_length, chunked=False
-            )
-        for attempt in (1, 2):
-            try:
-                conn = await self.pool.acquire()
-            except UpstreamError as error:
-                return await self._answer_error(
-                    writer, record, error, keep_alive=not streaming and head.keep_alive
+        reusable = False
+        pump: asyncio.Task[None] | None = None
+        try:
+            conn.writer.write(forward.data)
+            if forward.streaming:
+                if forward.continue_first:
+                    writer.write(_CONTINUE)
+                pump = asyncio.create_task(
+                    self._pump_body(stream, conn.writer, record.head.chunked, scan)
                 )
-            reusable = False
-            pump: asyncio.Task[None] | None = None
-            try:
-                conn.writer.write(upstream_head + (body or b""))
-                if streaming:
-                    if head.header("expect") is not None:
-                        writer.write(_CONTINUE)
-                    pump = asyncio.create_task(
-                        self._pump_body(stream, conn.writer, head.chunked, scan)
-                    )
-                else:
-                    await conn.writer.drain()
-                relaying = self._relay_answer(
-                    listener,
-                    stream,
-                    writer,
-                    conn,
-                    record,
-                    outcome.request,
-                    self._answer_to(listener, ctx, head, outcome.request),
-                )
-                if scan is not None and pump is not None:
-                    relay = asyncio.ensure_future(relaying)
-                    await asyncio.wait((relay, pump), return_when=asyncio.FIRST_COMPLETED)
-                    refused = _refusal_of(pump)
-                    if refused is not None and not relay.done():
-                        # The body was refused before its end went upstream: the daemon
-                        # never gets a whole archive; its answer is not the client's.
-                        relay.cancel()
-                        await asyncio.gather(relay, return_exceptions=True)
-                        if record.status != 0:
-                            raise Abort
-                        stream.linger = True
-                        record.decision, record.rule = "refused", refused.rule
-                        return await self._answer(writer, record, refused.status,
-                                                  refused.message, keep_alive=False)  # fmt: skip
-                    keep, reusable = await relay
-                else:
-                    keep, reusable = await relaying
-                if pump is not None:
-                    if not pump.done():
-                        # The daemon answered before taking the whole body: the framing
-                        # of the client's stream is lost; close both sides.
-                        pump.cancel()
-                        reusable = False
-                        keep = False
-                    elif _refusal_of(pump) is not None:
-                        raise Abort  # refused after the daemon had answered: cut both
-                    else:
-                        pump.result()
-                return keep
-            except (ConnectionError, OSError, UpstreamError) as error:
-                if record.status == 0 and conn.reused and not streaming and attempt == 1:
-                    # A pooled connection the daemon had closed (e.g. it restarted):
-                    # nothing was received, so the request can go on a fresh one.
-                    self.pool.close()
-                    continue
-                if record.status == 0:
-                    failed = UpstreamError(f"upstream failed: {error}")
-                    return await self._answer_error(writer, record, failed, keep_alive=False)
-                raise Abort from error
-            finally:
-                if pump is not None and not pump.done():
+            else:
+                await conn.writer.drain()
+            stage = exchange.stage
+            answer = self.answer_for(
+                record.head, request, None if stage is None else (stage, ctx),
+                UNTOUCHED if stage is None else stage.facts(request),
+            )  # fmt: skip
+            relaying = self._relay_answer(listener, stream, writer, conn, record, request,
+                                          answer)  # fmt: skip
+            if scan is not None and pump is not None:
+                relay = asyncio.ensure_future(relaying)
+                await asyncio.wait((relay, pump), return_when=asyncio.FIRST_COMPLETED)
+                refused = _refusal_of(pump)
+                if refused is not None and not relay.done():
+                    # The body was refused before its end went upstream: the daemon
+                    # never gets a whole archive; its answer is not the client's.
+                    relay.cancel()
+                    await asyncio.gather(relay, return_exceptions=True)
+                    return exchange.body_refused(refused)
+                keep, reusable = await relay
+            else:
+                keep, reusable = await relaying
+            if pump is not None:
+                if not pump.done():
+                    # The daemon answered before taking the whole body: the framing
+                    # of the client's stream is lost; close both sides.
                     pump.cancel()
-                self.pool.release(conn, reusable)
-        raise Abort
+                    reusable = False
+                    keep = False
+                elif _refusal_of(pump) is not None:
+                    raise Abort  # refused after the daemon had answered: cut both
+                else:
+                    pump.result()
+            return exchange.answered(keep=keep)
+        except (ConnectionError, OSError, UpstreamError) as error:
+            return exchange.forward_failed(error, reused=conn.reused)
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+            self.pool.release(conn, reusable)
 
     async def _pump_body(
         self,
@@ -674,12 +564,14 @@ class Gateway:
                 upstream.close()
                 raise Abort
 
-    def _answer_to(
-        self, listener: Listener, ctx: Context, head: RequestHead, request: ApiRequest
+    def answer_for(
+        self,
+        head: RequestHead,
+        request: ApiRequest,
+        staged: tuple[Stage, Context] | None,
+        facts: RouteFacts,
     ) -> Answer:
-        stage = listener.stage
-        staged = None if stage is None else (stage, ctx)
-        facts = UNTOUCHED if stage is None else stage.facts(request)
+        """The relay of one answer, bounded by this gateway's limits (task and fast lane)."""
         limits = self.limits
         return Answer(head, request, staged, facts, max_head=limits.max_head,
                       max_held=limits.max_json_response, pins=self.pins)  # fmt: skip
@@ -827,7 +719,6 @@ class Gateway:
         self,
         stream: ClientStream,
         writer: asyncio.StreamWriter,
-        record: Exchange,
         request: ApiRequest,
         decision: Deny,
     ) -> None:
@@ -840,7 +731,6 @@ class Gateway:
             await stream.next_event(None)  # the switch itself
         stream.events.clear()
         leftover, stream.raw_leftover = stream.raw_leftover, b""
-        record.status = 101
         await tunnel.refuse_all(
             tunnel.TUNNELS[request.route.name], decision.message, stream.read_raw, writer,
             client_leftover=leftover,
@@ -913,9 +803,6 @@ class Gateway:
             self.metrics.hijacked -= 1
             if decider.session:
                 self.builds.session_ended(decider.session)
-
-
-BUILD_BOUND = frozenset({"session.session", "build.build"})
 
 
 #: What a scanned body may carry after the end of its archive (tar's record padding is
