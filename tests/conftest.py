@@ -17,7 +17,7 @@ import pytest
 from docker.errors import DockerException, ImageNotFound
 from hypothesis import HealthCheck, settings
 
-from harness import nested
+from harness import images, nested, rootless
 from harness.daemon import Paths
 from harness.endpoint import Endpoint
 from harness.images import BUSYBOX_IMAGE, DIND_IMAGE
@@ -96,6 +96,20 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
 def dind_image(docker_client: docker.DockerClient) -> str:
     """Tag of the local DinD image (the host's dockerd & co., entrypoint `dind`, CMD dockerd)."""
     return _local_image(docker_client, DIND_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def rootless_dind_image(docker_client: docker.DockerClient) -> str:
+    """Tag of the local rootless DinD image (harness.images), built here when its inputs
+    changed. Skips only where a rootless dockerd cannot exist (no user namespaces)."""
+    reason = rootless.no_userns_reason()
+    if reason is not None:
+        pytest.skip(f"rootless DinD cannot run on this machine: {reason}")
+    try:
+        rootless.ensure_tun(print)
+        return rootless.ensure_image("docker", print)
+    except (rootless.RootlessSetupError, images.ImageBuildError) as exc:
+        pytest.fail(f"rootless DinD set-up failed: {exc}")
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 `up`: reuse the engine answering at DOCKER_HOST (or /var/run/docker.sock), else
 start dockerd in the background; map the Docker Hub names to 127.0.0.1; build the
 local images; install the CAP_SYS_RESOURCE runtime workaround only if a
-privileged container fails with the caps error. `down`: stop the engine only if
+privileged container fails with the caps error; add the extra OCI runtimes (crun) by
+a reload. `down`: stop the engine only if
 the last `up` started it. Stdlib only: this runs before the virtualenv exists.
 """
 
@@ -16,7 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import daemon, hosts_file, images, nested, runtime_workaround, ryuk
+from harness import (
+    daemon,
+    hosts_file,
+    images,
+    nested,
+    rootless,
+    runtime_workaround,
+    runtimes,
+    ryuk,
+)
 from harness.endpoint import Endpoint
 
 PREFIX = "test-engine: "
@@ -67,6 +77,13 @@ class Up:
         host_version = images.engine_version(images.host_binary("dockerd"))
         images.tag_alias(docker, images.DIND_IMAGE, images.dind_tag(host_version), self.say)
         self.ensure_privileged(docker, started)
+        # `dind up --runtime crun`: the engine learns crun on a reload, never a restart.
+        runtimes.ensure_runtimes(docker, self.endpoint.server_pid(), self.say)
+        try:
+            # Rootless DinD (tests/engine/dind/test_dind_rootless.py); not fatal here.
+            rootless.ensure_tun(self.say)
+        except rootless.RootlessSetupError as exc:
+            self.say(f"note: rootless DinD tests cannot run: {exc}")
         if self.notes or not self.quiet_reuse:
             print(
                 f"{PREFIX}engine ready at {self.endpoint.url}; images "
@@ -225,6 +242,7 @@ def main(argv: list[str]) -> int:
         daemon.DaemonError,
         images.ImageBuildError,
         runtime_workaround.WorkaroundError,
+        runtimes.RuntimeSetupError,
         nested.NestedError,
         subprocess.SubprocessError,  # a docker call that timed out or failed outright
         ValueError,  # e.g. an unsupported DOCKER_HOST scheme

@@ -24,6 +24,9 @@ from typing import IO
 @dataclass(frozen=True)
 class Dir:
     mode: int = 0o755
+    # Owner in the image (e.g. a rootless image's home); root unless said.
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,10 @@ class ImageTree:
         """A directory, unless something (e.g. a merged-/usr symlink) is already there."""
         self.add(path, Dir(mode), replace=False)
 
+    def add_owned_dir(self, path: str, uid: int, gid: int, mode: int = 0o755) -> None:
+        """A directory owned by `uid:gid`, replacing a root-owned one placed before."""
+        self.add(path, Dir(mode, uid, gid))
+
     def add_host_path(self, path: str | Path, dest: str | None = None) -> None:
         """Copy a host path (file, or symlink chain to one) keeping its symlinks.
 
@@ -155,7 +162,8 @@ class ImageTree:
             elif isinstance(entry, Symlink):
                 h.update(f"L{entry.target}".encode())
             else:
-                h.update(f"D{entry.mode:o}".encode())
+                owner = f":{entry.uid}:{entry.gid}" if entry.uid or entry.gid else ""
+                h.update(f"D{entry.mode:o}{owner}".encode())
             h.update(b"\n")
         return h.hexdigest()
 
@@ -170,6 +178,9 @@ class ImageTree:
                 info.mtime = 0
                 if isinstance(entry, Dir):
                     info.type, info.mode = tarfile.DIRTYPE, entry.mode
+                    if entry.uid or entry.gid:
+                        info.uid, info.gid = entry.uid, entry.gid
+                        info.uname = info.gname = ""
                     tar.addfile(info)
                 elif isinstance(entry, Symlink):
                     info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777

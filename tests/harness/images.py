@@ -10,6 +10,16 @@
 - `dockmoat-test/dind:<version>` (20.10, 26.1): the same from an engine tree that
   scripts/install-engine unpacked (its dockerd, containerd, shim, docker-proxy and
   CLI; the host's runc and docker-init), for the nested-engine matrix.
+- `dockmoat-test/dind-rootless:latest`: `dockmoat-test/dind:latest` plus what a
+  rootless dockerd needs, from Debian's packages on the host: rootlesskit (and its
+  docker-proxy), slirp4netns, newuidmap/newgidmap (setuid root, as uidmap installs
+  them), iproute2's `ip` and util-linux's `nsenter` (rootlesskit runs `nsenter ... ip
+  tuntap`), docker.io's
+  `dockerd-rootless.sh`; the user `rootless` (uid 1000) with the subordinate ids
+  100000-165535, its home and data root, `/certs` owned by it;
+  USER rootless, entrypoint `dind-rootless` (which runs `dockerd ARGS` as
+  `dockerd-rootless.sh ARGS`). Built on demand by the tests that use it
+  (`ensure_image`: only when its inputs changed).
 
 Each image carries a label with the digest of its inputs; `ensure_image` rebuilds
 only when the label differs, so `scripts/test-engine up` is cheap when nothing changed.
@@ -27,11 +37,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.clients import LIBEXEC, TREES
-from harness.image_tree import ImageTree, Inline, Symlink, shared_libraries
+from harness.image_tree import Dir, ImageTree, Inline, Symlink, shared_libraries
 
 BUSYBOX_IMAGE = "dockmoat-test/busybox:latest"
 DIND_REPOSITORY = "dockmoat-test/dind"
 DIND_IMAGE = f"{DIND_REPOSITORY}:latest"
+ROOTLESS_DIND_IMAGE = "dockmoat-test/dind-rootless:latest"
+ROOTLESS_UID = 1000
+ROOTLESS_HOME = "/home/rootless"
+# What `/etc/subuid` and `/etc/subgid` give the user (the official image's range).
+ROOTLESS_SUBIDS = (100000, 65536)
+DOCKERD_ROOTLESS_SH = Path("/usr/share/docker.io/contrib/dockerd-rootless.sh")
+ROOTLESS_BINARIES = (
+    "rootlesskit",
+    "rootlesskit-docker-proxy",
+    "slirp4netns",
+    "newuidmap",
+    "newgidmap",
+)
 # Where scripts/install-engine unpacks the matrix's other engine versions.
 ENGINE_TREES = LIBEXEC / TREES
 INPUTS_LABEL = "dockmoat.test.inputs"
@@ -206,6 +229,51 @@ def dind_spec(engine_root: Path | None = None, tag: str = DIND_IMAGE) -> ImageSp
         'ENTRYPOINT ["/usr/local/bin/dind"]',
         'CMD ["dockerd"]',
         'VOLUME ["/var/lib/docker"]',
+    )
+    return ImageSpec(tag, tree, changes)
+
+
+def dind_rootless_spec(tag: str = ROOTLESS_DIND_IMAGE) -> ImageSpec:
+    """The host engine's DinD image for a rootless dockerd (see the module's docstring)."""
+    base = dind_spec()
+    tree = base.tree
+    uid = ROOTLESS_UID
+    user = f"rootless:x:{uid}:{uid}:rootless:{ROOTLESS_HOME}:/bin/sh\n".encode()
+    tree.add("etc/passwd", Inline(PASSWD + user))
+    tree.add("etc/group", Inline(DIND_GROUP + f"rootless:x:{uid}:\n".encode()))
+    first, count = ROOTLESS_SUBIDS
+    for name in ("etc/subuid", "etc/subgid"):
+        tree.add(name, Inline(f"rootless:{first}:{count}\n".encode()))
+    for name in ROOTLESS_BINARIES:
+        binary = host_binary(name)
+        mode = binary.stat().st_mode
+        if name.startswith("new") and not mode & 0o4000:
+            raise ImageBuildError(f"{binary} is not setuid root; reinstall uidmap")
+        tree.add_with_libraries(binary, f"usr/bin/{name}")
+    # rootlesskit's slirp4netns driver runs `nsenter ... ip tuntap ...`: util-linux's
+    # nsenter and iproute2's ip. Busybox's applets will not do: its ip has no tuntap, and
+    # its nsenter runs its own ip applet whatever is on PATH.
+    tree.add_with_libraries(host_binary("ip"), "usr/sbin/ip")
+    tree.add_with_libraries(host_binary("nsenter"), "usr/bin/nsenter")
+    if not DOCKERD_ROOTLESS_SH.is_file():
+        raise ImageBuildError(f"{DOCKERD_ROOTLESS_SH} is missing; run scripts/install-engine")
+    tree.add("usr/local/bin/dockerd-rootless.sh", Inline(DOCKERD_ROOTLESS_SH.read_bytes(), 0o755))
+    entrypoint = (HERE / "dind-rootless-entrypoint.sh").read_bytes()
+    tree.add("usr/local/bin/dind-rootless", Inline(entrypoint, 0o755))
+    home = ROOTLESS_HOME.lstrip("/")
+    for folder in (home, f"{home}/.local", f"{home}/.local/share", f"{home}/.config"):
+        tree.add_owned_dir(folder, uid, uid)
+    tree.add_owned_dir(f"{home}/.local/share/docker", uid, uid, 0o710)
+    # The certificates arrive as a tar unpacked by the rootless user (dockmoat's wrapper).
+    tree.add_owned_dir("certs", uid, uid)
+    tree.add("run/user", Dir(0o1777))
+    changes = (
+        f"ENV PATH={SEARCH_PATH}",
+        f"ENV HOME={ROOTLESS_HOME}",
+        "USER rootless",
+        'ENTRYPOINT ["/usr/local/bin/dind-rootless"]',
+        'CMD ["dockerd"]',
+        f'VOLUME ["{ROOTLESS_HOME}/.local/share/docker"]',
     )
     return ImageSpec(tag, tree, changes)
 

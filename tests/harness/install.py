@@ -13,7 +13,8 @@ As root on Debian:
   the 26.1 CLI with buildx 0.13 and Compose 2.26, docker-compose v1 (bookworm's Python
   program, run with the system python3 and its bookworm libraries), and the engine
   trees of 20.10 and 26.1 from which the nested engines of the matrix are built;
-- busybox-static (the test images), golang-go and, unpacked under
+- busybox-static (the test images), rootlesskit, slirp4netns and uidmap (the rootless
+  DinD image), crun (a second OCI runtime for `dind up --runtime`), golang-go and, unpacked under
   `trees/ryuk-go`, the Go source packages testcontainers' Ryuk is built from
   (`harness.ryuk`), and python3-venv when `python3 -m venv` cannot work.
 
@@ -75,8 +76,18 @@ ENGINE_SETS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
     )
     for suite in ("sid", "trixie")
 )
-# busybox-static: the test images; golang-go: the compiler that builds Ryuk (harness.ryuk).
-TEST_PACKAGES = ("busybox-static", ryuk.GO_COMPILER_PACKAGE)
+# busybox-static: the test images; golang-go: the compiler that builds Ryuk (harness.ryuk);
+# rootlesskit, slirp4netns, uidmap, iproute2: the rootless DinD image (harness.images); crun: the
+# second OCI runtime of `dind up --runtime` (harness.runtimes).
+TEST_PACKAGES = (
+    "busybox-static",
+    ryuk.GO_COMPILER_PACKAGE,
+    "rootlesskit",
+    "slirp4netns",
+    "uidmap",
+    "iproute2",
+    "crun",
+)
 # docker-compose v1 runs on these bookworm libraries with the system python3.
 COMPOSE_V1_DEPENDS = (
     "python3-distro",

@@ -96,3 +96,15 @@ def test_ldd_lists_the_loader_of_a_dynamic_binary() -> None:
 
 def test_static_binary_has_no_libraries() -> None:
     assert shared_libraries(Path("/usr/bin/busybox")) == []
+
+
+def test_an_owned_directory_keeps_its_owner_in_the_tar_and_the_digest() -> None:
+    plain, owned = ImageTree(), ImageTree()
+    plain.add_dir("home/rootless", 0o755)
+    owned.add_owned_dir("home/rootless", 1000, 1000, 0o755)
+    members = tar_members(owned)
+    assert (members["home/rootless"].uid, members["home/rootless"].gid) == (1000, 1000)
+    assert members["home"].uid == 0  # its parents stay root's
+    assert plain.digest() != owned.digest()
+    # A root-owned directory hashes as before owners existed (no rebuild of old images).
+    assert Dir(0o755) == Dir(0o755, 0, 0)
