@@ -89,9 +89,15 @@ def _shape_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--memory", "-m", metavar="SIZE", help="Memory limit, e.g. 2g."),
         click.option("--cpus", metavar="N", help="CPU limit, e.g. 1.5."),
         click.option("--pids-limit", type=int, default=spec.DEFAULT_PIDS_LIMIT, show_default=True),
-        click.option("--rootless", is_flag=True, help="Use a rootless DinD image (rootlesskit)."),
         click.option(
-            "--runtime", metavar="NAME", help="OCI runtime (e.g. sysbox-runc): no --privileged."
+            "--rootless",
+            is_flag=True,
+            help="dockerd under rootlesskit as the image's user (a rootless DinD image).",
+        ),
+        click.option(
+            "--runtime",
+            metavar="NAME",
+            help="OCI runtime of the daemon's container (sysbox-runc: without --privileged).",
         ),
         click.option("--mtu", type=int, help="MTU (default: the engine's default bridge MTU)."),
         click.option(

@@ -43,6 +43,16 @@ from dockmoat.ci.runner.options import DEFAULT_DIND_IMAGE, DEFAULT_IMAGE, make_o
     "next run with the same KEY; one run at a time per KEY.",
 )
 @click.option(
+    "--rootless",
+    is_flag=True,
+    help="dind: run the nested dockerd rootless (needs a rootless --dind-image).",
+)
+@click.option(
+    "--runtime",
+    metavar="NAME",
+    help="dind: the nested daemon's OCI runtime (see `dockmoat dind up --runtime`).",
+)
+@click.option(
     "--env",
     "-e",
     "env",
@@ -88,6 +98,8 @@ def command(
     workspace: Path | None,
     preload: tuple[str, ...],
     cache: str | None,
+    rootless: bool,
+    runtime: str | None,
     env: tuple[str, ...],
     dind_image: str,
     docker_host: str | None,
@@ -114,6 +126,8 @@ def command(
         workspace=(workspace or Path.cwd()).resolve(),
         preload=preload,
         cache=cache,
+        rootless=rootless,
+        runtime=runtime,
         env=parse_env(env, dict(os.environ)),
         dind_image=dind_image,
         docker_host=docker_host,

@@ -55,6 +55,12 @@ def hint_for(logs: str) -> str:
         )
     if "tls" in lower or "certificate" in lower or "x509" in lower:
         hints.append("certificates: check the state directory's CA and run `dockmoat doctor`")
+    if "tuntap" in lower or "/dev/net/tun" in lower:
+        hints.append(
+            "rootless: /dev/net/tun on the engine's host must be readable and writable by "
+            "every user (mode 0666, what udev sets): rootlesskit makes its tap device as the "
+            "image's unprivileged user"
+        )
     if "rootlesskit" in lower:
         hints.append(
             "rootless: --rootless needs a rootless DinD image such as docker:dind-rootless"

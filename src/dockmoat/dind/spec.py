@@ -18,6 +18,11 @@ DATA_ROOT = "/var/lib/docker"
 ROOTLESS_DATA_ROOT = "/home/rootless/.local/share/docker"
 ROOTLESS_UID = 1000
 
+# OCI runtimes that run a nested dockerd without --privileged: each container gets its
+# own user namespace and a virtualised /proc and /sys (sysbox). Any other runtime (runc,
+# crun, youki, ...) runs the daemon's container as runc would, so it stays privileged.
+RUNTIMES_WITHOUT_PRIVILEGED = frozenset({"sysbox-runc"})
+
 _MEMORY = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _POOL = re.compile(r"base=([0-9a-fA-F.:/]+),size=(\d{1,3})")
@@ -258,6 +263,20 @@ def daemon_command(image_entrypoint: list[str], argv: list[str]) -> list[str]:
     return [*image_entrypoint, *argv[1:]]
 
 
+def privileged(options: DindOptions) -> bool:
+    """Whether the daemon's container is `--privileged`: always, unless its runtime is
+    one that runs a nested dockerd without (RUNTIMES_WITHOUT_PRIVILEGED).
+
+    A rootless daemon's container is privileged too. Measured (docs/dind.md, "What
+    each mode isolates"): without it, Debian's setuid newuidmap cannot write the
+    user namespace's map unless the container keeps CAP_SYS_ADMIN, rootlesskit needs
+    seccomp and the /proc masks off and /dev/net/tun, and even then a --privileged
+    container in the nested daemon cannot mount its sysfs. Inside the nested daemon
+    everything is in rootlesskit's user namespace either way.
+    """
+    return options.runtime not in RUNTIMES_WITHOUT_PRIVILEGED
+
+
 def container_env(options: DindOptions) -> list[str]:
     env = ["DOCKER_TLS_CERTDIR="]
     if options.rootless:
@@ -285,9 +304,9 @@ def container_config(
     ValueError when the image's entrypoint cannot start dockerd (`daemon_command`).
     """
     host_config: dict[str, Any] = {
-        # Nested dockerd needs mounts, cgroups and iptables; `--runtime` can
-        # replace this (e.g. sysbox-runc) where the host has such a runtime.
-        "Privileged": options.runtime is None,
+        # Nested dockerd needs mounts, cgroups and iptables (a rootless one too: see
+        # `privileged`); sysbox-runc gives it those without --privileged.
+        "Privileged": privileged(options),
         "NetworkMode": network,
         "PortBindings": {
             f"{naming.TLS_PORT}/tcp": [{"HostIp": options.publish_address, "HostPort": ""}]

@@ -129,10 +129,28 @@ def test_container_config_limits_and_isolation() -> None:
     assert naming.ALIAS in endpoints["dockmoat-dind-ci-1-abcd"]["Aliases"]
 
 
-def test_runtime_replaces_privileged() -> None:
+def test_sysbox_replaces_privileged_other_runtimes_keep_it() -> None:
     host = _config(runtime="sysbox-runc")["HostConfig"]
     assert isinstance(host, dict)
     assert host["Privileged"] is False and host["Runtime"] == "sysbox-runc"
+    # crun (or runc by name) runs the container as runc does: a nested dockerd needs
+    # --privileged there, rootless or not.
+    for options in ({"runtime": "crun"}, {"runtime": "crun", "rootless": True}, {}):
+        host = _config(**options)["HostConfig"]
+        assert isinstance(host, dict)
+        assert host["Privileged"] is True, options
+        assert host.get("Runtime") == options.get("runtime"), options
+
+
+def test_rootless_publishes_the_tls_port_through_rootlesskit() -> None:
+    config = _config(rootless=True)
+    env = config["Env"]
+    assert isinstance(env, list)
+    assert "DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS=-p 0.0.0.0:2376:2376/tcp" in env
+    host = config["HostConfig"]
+    assert isinstance(host, dict)
+    (mount,) = host["Mounts"]
+    assert mount["Target"] == spec.ROOTLESS_DATA_ROOT
 
 
 def test_shape_ignores_per_job_parts() -> None:
@@ -204,3 +222,14 @@ def test_daemon_command_starts_dockerd_with_our_arguments(
 def test_daemon_command_refuses_what_would_lose_tls(entrypoint: list[str]) -> None:
     with pytest.raises(ValueError, match="entrypoint"):
         spec.daemon_command(entrypoint, ARGV)
+
+
+def test_a_tap_device_failure_names_dev_net_tun() -> None:
+    from dockmoat.dind.diagnose import hint_for
+
+    log = (
+        "[rootlesskit:parent] error: failed to setup network: setting up tap tap0: executing "
+        "[[nsenter -t 31 -n -m -U --preserve-credentials ip tuntap add name tap0 mode tap]]"
+    )
+    assert "/dev/net/tun" in hint_for(log) and "0666" in hint_for(log)
+    assert "/dev/net/tun" not in hint_for("level=error msg=overlay")

@@ -48,7 +48,11 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
     from dockmoat.dind.manager import DindManager
 
     dind_options = spec.DindOptions(
-        image=options.dind_image, preload=options.preload, cache=options.cache
+        image=options.dind_image,
+        preload=options.preload,
+        cache=options.cache,
+        rootless=options.rootless,
+        runtime=options.runtime,
     )
     name = f"run-{run_id}"
     with DindManager(host=options.docker_host, progress=progress) as manager:

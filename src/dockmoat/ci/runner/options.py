@@ -35,6 +35,9 @@ class RunOptions(BaseModel):
     entrypoint: str | None = None
     # dind: the nested daemon's data root is kept per KEY (its layer and build cache).
     cache: str | None = None
+    # dind: the nested dockerd runs rootless (a rootless DinD image), or under that OCI runtime.
+    rootless: bool = False
+    runtime: str | None = None
 
     @field_validator("command")
     @classmethod
@@ -62,6 +65,10 @@ class RunOptions(BaseModel):
             raise ValueError(
                 "--cache keeps a nested daemon's data root: only with --mode dind "
                 "(guarded and socket jobs share the host's cache already)"
+            )
+        if (self.rootless or self.runtime is not None) and self.mode != "dind":
+            raise ValueError(
+                "--rootless and --runtime choose how a nested daemon runs: only with --mode dind"
             )
         return self
 

@@ -46,6 +46,8 @@ def test_defaults() -> None:
         ({"workspace": Path("/a:b")}, "without ':'"),
         ({"workspace": Path("rel")}, "absolute"),
         ({"preload": ("busybox",)}, "only with --mode dind"),
+        ({"rootless": True}, "only with --mode dind"),
+        ({"mode": "guarded", "runtime": "crun"}, "only with --mode dind"),
     ],
 )
 def test_bad_options_are_one_config_error(extra: dict[str, object], message: str) -> None:
