@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from bench.soak import scenarios as sc
+from bench.soak.ceiling import run_ceiling
+from bench.soak.ceiling import table as ceiling_table
 from bench.soak.client import Stats
 from bench.soak.harness import (
     Dockerd,
@@ -38,7 +40,12 @@ SCENARIOS: dict[str, sc.Fault | None] = {
     "state-read-only": functools.partial(sc.fault_state, how="read-only"),
     "state-disk-full": functools.partial(sc.fault_state, how="disk full"),
     "audit-disk-full": sc.fault_audit_full,
+    "dind-pool": sc.fault_dind_pool,
 }
+# Not a fault under the CI-day load: the ramp of one route at a time (bench/soak/ceiling.py).
+CEILING = "ceiling"
+ORDER = ["load", "hostile", CEILING, *list(SCENARIOS)[2:]]
+CEILING_ROUTES = ("list-direct", "list", "ping", "exec")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -50,11 +57,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--slowloris", type=int, default=50)
     p.add_argument("--connect-drop", type=int, default=2000, help="full: 10000")
     p.add_argument("--pipelined", type=int, default=2000)
-    p.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    p.add_argument("--pool-size", type=int, default=2, help="dind-pool: warm daemons")
+    p.add_argument("--dind-image", default="dockmoat-test/dind:latest", help="dind-pool: image")
+    p.add_argument("--ceiling-step", type=float, default=5, help="ceiling: seconds per step")
+    p.add_argument("--ceiling-max", type=int, default=128, help="ceiling: most connections")
+    p.add_argument("--ceiling-procs", type=int, default=2, help="ceiling: generator processes")
+    p.add_argument(
+        "--ceiling-routes",
+        default=",".join(CEILING_ROUTES),
+        help="ceiling: comma-separated routes of " + ",".join(CEILING_ROUTES),
+    )
+    p.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(ORDER))
     p.add_argument("--out", default="", help="write the results table to this markdown file")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs)")
     p.add_argument("--note", default="", help="a line about the machine (e.g. shared, load 10)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [s for s in args.only.split(",") if s and s not in ORDER]
+    if unknown:
+        p.error(f"--only: no scenario {', '.join(unknown)} (there are {', '.join(ORDER)})")
+    return args
 
 
 def pct(values: list[float], q: float) -> float:
@@ -76,6 +97,7 @@ async def run_scenario(
     env.notes = []
     env.hostile = Stats()
     env.extra = {}
+    env.failures = []
     load = Load(serve, env.jobs, args.idle, args.streams, tag=name.replace("-", "")[:8])
     cpu0 = serve.sample()[2]
     t0 = time.monotonic()
@@ -94,6 +116,7 @@ async def run_scenario(
     total = load.total()
     for job, extra in env.extra.items():
         load.stats[job].sent += extra.sent
+        load.stats[job].broken += extra.broken
     # A request the client wrote may die unread (a SIGKILLed or restarted gateway, a
     # keep-alive connection closed as it was written): those are `broken` on the
     # client's side, and the only ones allowed to miss their entry.
@@ -146,9 +169,12 @@ async def run_scenario(
             [x for k, v in total.latency.items() if k in ("containers.list",) for x in v], 0.99
         ),
         "notes": env.notes,
+        "failures": list(env.failures),
         "hostile_sent": env.hostile.sent,
         "hostile_audit": sum(n for t, n in per.items() if t not in env.jobs),
     }
+    if total.refused:
+        env.notes.append(f"answers of 400 and above, by route: {dict(total.refused.most_common())}")
     if env.hostile.sent:
         env.notes.append(
             f"hostile listener: {env.hostile.sent} whole requests sent, "
@@ -163,6 +189,8 @@ async def run_scenario(
     )
     for note in env.notes:
         print(f"   {note}", flush=True)
+    for failure in env.failures:
+        print(f"   FAILED: {failure}", flush=True)
     for err in load.errors[:3]:
         print(f"   error: {err}", flush=True)
     return result
@@ -186,6 +214,8 @@ async def main_async(args: argparse.Namespace) -> int:
             "connect_drop": args.connect_drop,
             "pipelined": args.pipelined,
         },
+        root=root,
+        options={"pool_size": args.pool_size, "dind_image": args.dind_image},
     )
     results = []
     status = 0
@@ -198,17 +228,34 @@ async def main_async(args: argparse.Namespace) -> int:
             out = serve.job("open", job)
             if out.returncode != 0:
                 raise RuntimeError(f"job open {job}: {out.stderr.strip()}")
-        only = [s for s in args.only.split(",") if s] or list(SCENARIOS)
+        only = [s for s in args.only.split(",") if s] or ORDER
+        ceiling: dict[str, object] | None = None
         for name in only:
+            if name == CEILING:
+                env.failures = []
+                routes = [r for r in args.ceiling_routes.split(",") if r]
+                ceiling = await run_ceiling(
+                    env, args.ceiling_step, args.ceiling_max, routes, args.ceiling_procs
+                )
+                ceiling["failures"] = list(env.failures)
+                for failure in env.failures:
+                    print(f"   FAILED: {failure}", flush=True)
+                continue
             results.append(await run_scenario(name, SCENARIOS[name], env, args, before))
+            if args.out:  # so far: a run cut short still leaves its table
+                write_table(Path(args.out), args, results, -1, {}, ceiling)
         closes = [serve.job("close", job) for job in jobs]
         closed = sum(1 for c in closes if c.returncode == 0)
         after = await sc.engine_inventory(dockerd)
         left = {k: sorted(set(after[k]) - set(before[k])) for k in after}
         print(f"-- job close: {closed}/{len(jobs)} closed; engine objects left: {left}")
         if args.out:
-            write_table(Path(args.out), args, results, closed, left)
-        bad = any(r["unowned"] or r["mismatched"] for r in results) or any(left.values())
+            write_table(Path(args.out), args, results, closed, left, ceiling)
+        bad = (
+            any(r["unowned"] or r["mismatched"] or r["failures"] for r in results)
+            or any(left.values())
+            or bool(ceiling and ceiling["failures"])
+        )
         status = 1 if bad else 0
     finally:
         serve.stop()
@@ -232,6 +279,7 @@ def write_table(
     results: list[dict[str, object]],
     closed: int,
     left: dict[str, list[str]],
+    ceiling: dict[str, object] | None = None,
 ) -> None:
     engine = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()
@@ -242,12 +290,15 @@ def write_table(
         "",
         f"Scale: {args.jobs} jobs, {args.duration:.0f} s per scenario, {args.idle} idle "
         f"keep-alive connections, {args.streams} events streams; hostile: {args.slowloris} "
-        f"slowloris, {args.connect_drop} connect/drop, {args.pipelined} pipelined.",
+        f"slowloris, {args.connect_drop} connect/drop, {args.pipelined} pipelined (in a "
+        f"process of their own); dind-pool: {args.pool_size} warm daemons of "
+        f"{args.dind_image} on the host engine; ceiling: {args.ceiling_step:g} s steps up to "
+        f"{args.ceiling_max} connections, {args.ceiling_procs} generator processes.",
         "",
         "| scenario | requests | req/s | CI days | statuses | broken "
         "| audit entries = requests | unowned objects | RSS MiB min/max/end "
-        "| fds min/max/end | CPU µs/req | p99 containers.list ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fds min/max/end | CPU µs/req | p99 containers.list ms | other checks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         audit_ok = (
@@ -259,13 +310,23 @@ def write_table(
             f"| {r['name']} | {r['requests']} | {r['rps']:.1f} | {r['days']} | {r['statuses']} | "
             f"{r['broken']} | {audit_ok} (dropped {r['audit_dropped']}) | {len(r['unowned'])} | "  # type: ignore[arg-type]
             f"{'/'.join(map(str, r['rss']))} | {'/'.join(map(str, r['fds']))} | "  # type: ignore[call-overload]
-            f"{r['cpu_us']:.0f} | {r['job_p99']:.0f} |"
+            f"{r['cpu_us']:.0f} | {r['job_p99']:.0f} | "
+            f"{'; '.join(r['failures']) or 'ok'} |"  # type: ignore[arg-type]
         )
     lines += [
         "",
-        f"`job close`: {closed}/{args.jobs} jobs closed; objects left on the engine: {left}",
+        (
+            f"`job close`: {closed}/{args.jobs} jobs closed; objects left on the engine: {left}"
+            if closed >= 0
+            else "`job close`: not yet (the run goes on, or was cut short)"
+        ),
         "",
     ]
+    if ceiling is not None:
+        lines += ["**ceiling**", "", *ceiling_table(ceiling)]
+        for failure in ceiling["failures"]:  # type: ignore[attr-defined]
+            lines.append(f"- FAILED: {failure}")
+        lines.append("")
     for r in results:
         lines.append(f"**{r['name']}**")
         lines.append("")

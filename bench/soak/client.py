@@ -23,11 +23,14 @@ class Stats:
     broken: int = 0
     latency: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     created: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Answers of 400 and above, per "route status" (what the statuses column sums up).
+    refused: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: Stats) -> None:
         self.sent += other.sent
         self.statuses.update(other.statuses)
         self.broken += other.broken
+        self.refused.update(other.refused)
         for route, values in other.latency.items():
             self.latency[route].extend(values)
 
@@ -89,6 +92,8 @@ class Conn:
             await self.close()
             raise Broken(f"{method} {path}: {e!r}") from e
         self.stats.statuses[answer.status] += 1
+        if answer.status >= 400:
+            self.stats.refused[f"{route or method} {answer.status}"] += 1
         self.stats.latency[route or method].append(time.monotonic() - start)
         if raw_stream:
             await self.close()

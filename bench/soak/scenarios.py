@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,8 @@ from pathlib import Path
 from bench.soak.client import Broken, Conn, Stats
 from bench.soak.harness import BUSYBOX, Dockerd, Serve, SmallDisk, ping
 from bench.soak.load import API
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -29,6 +32,11 @@ class Env:
     hostile: Stats = field(default_factory=Stats)
     # Requests a fault or a hostile client sent on a job socket, per job (counted too).
     extra: dict[str, Stats] = field(default_factory=dict)
+    # What a scenario found wrong beyond the audit and ownership checks (the run fails).
+    failures: list[str] = field(default_factory=list)
+    # The scratch folder of the run (the DinD pool's state, sockets and logs go there).
+    root: Path = field(default_factory=Path)
+    options: dict[str, object] = field(default_factory=dict)
 
     def stats(self, job: str) -> Stats:
         return self.extra.setdefault(job, Stats())
@@ -136,163 +144,58 @@ async def fault_audit_full(env: Env, duration: float) -> None:
     env.notes.append("audit disk full for a quarter of the run, then freed")
 
 
-# Hostile clients, on the guard's main listener (a tenant of its own), while jobs run.
+async def fault_dind_pool(env: Env, duration: float) -> None:
+    """A DinD pool on the host engine, its warm daemons killed while `up`s come (dindpool.py)."""
+    from bench.soak.dindpool import fault_dind_pool as run
 
-
-async def slowloris(sock: str, seconds: float, body: bool) -> None:
-    try:
-        reader, writer = await asyncio.open_unix_connection(sock)
-    except OSError:
-        return
-    try:
-        if body:
-            writer.write(
-                b"POST /v1.47/containers/create HTTP/1.1\r\nHost: d\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
-            )
-        else:
-            writer.write(b"GET /_ping HTTP/1.1\r\nHost: d\r\n")
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not reader.at_eof():
-            writer.write(b" " if body else b"X")
-            await writer.drain()
-            await asyncio.sleep(1)
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-
-async def connect_drop(sock: str, count: int) -> int:
-    failed = 0
-    for _ in range(count):
-        try:
-            _, writer = await asyncio.open_unix_connection(sock)
-            writer.close()
-        except OSError:
-            failed += 1
-    return failed
-
-
-async def pipelined(sock: str, count: int, stats: Stats) -> int:
-    reader, writer = await asyncio.open_unix_connection(sock)
-    writer.write(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n" * count)
-    stats.sent += count
-    got = 0
-    try:
-        while got < count:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            got += 1
-    except (OSError, asyncio.IncompleteReadError, TimeoutError):
-        pass
-    writer.close()
-    return got
-
-
-async def enormous(sock: str, stats: Stats) -> dict[str, str]:
-    out: dict[str, str] = {}
-
-    async def raw(name: str, data: bytes, counted: bool) -> None:
-        try:
-            reader, writer = await asyncio.open_unix_connection(sock)
-            writer.write(data)
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readline(), 30)
-            out[name] = head.decode(errors="replace").split(" ", 2)[1]
-            writer.close()
-        except (OSError, TimeoutError, IndexError, asyncio.IncompleteReadError) as e:
-            out[name] = f"broken ({type(e).__name__})"
-        if counted:
-            stats.sent += 1
-
-    await raw(
-        "1 MiB header", b"GET /_ping HTTP/1.1\r\nHost: d\r\nX: " + b"a" * 2**20 + b"\r\n\r\n", False
+    await run(
+        env.root,
+        duration,
+        int(str(env.options.get("pool_size", 2))),
+        str(env.options.get("dind_image", "dockmoat-test/dind:latest")),
+        env.notes,
+        env.failures,
     )
-    await raw(
-        "10,000 headers",
-        b"GET /_ping HTTP/1.1\r\nHost: d\r\n" + b"X: y\r\n" * 10000 + b"\r\n",
-        False,
-    )
-    bodies = {
-        "JSON nested 100,000 deep": b"[" * 100000 + b"]" * 100000,
-        "JSON number of 1M digits": b'{"Image": "x", "StopTimeout": ' + b"9" * 1000000 + b"}",
-        "JSON 3 MiB string": json.dumps(
-            {"Image": BUSYBOX, "Env": ["A=" + "x" * 3 * 2**20]}
-        ).encode(),
-        "JSON 64 MiB body": b"{" + b" " * (64 * 2**20) + b"}",
-    }
-    for name, body in bodies.items():
-        head = (
-            f"POST /v1.47/containers/create HTTP/1.1\r\nHost: d\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        await raw(name, head + body, True)
-    return out
 
 
-async def never_read(sock: str, seconds: float, stats: Stats) -> str:
-    """A job's container holds 256 MiB; its export is asked for and never read."""
-    conn = Conn(sock, stats, timeout=120)
-    r = await conn.request(
-        "POST",
-        f"{API}/containers/create?name=big",
-        {"Image": BUSYBOX, "Cmd": ["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=256"]},
-    )
-    cid = str(r.json()["Id"])  # type: ignore[index]
-    await conn.request("POST", f"{API}/containers/{cid}/start")
-    await conn.request("POST", f"{API}/containers/{cid}/wait")
-    reader, writer = await asyncio.open_unix_connection(sock)
-    writer.write(f"GET {API}/containers/{cid}/export HTTP/1.1\r\nHost: d\r\n\r\n".encode())
-    await writer.drain()
-    stats.sent += 1
-    await reader.read(1024)
-    await asyncio.sleep(seconds)  # never read again
-    writer.close()
-    await conn.request("DELETE", f"{API}/containers/{cid}?force=1")
-    await conn.close()
-    return f"export of a 256 MiB container left unread for {seconds:.0f} s"
-
-
-async def remove_own_containers(sock: str, stats: Stats) -> None:
-    """What the hostile clients' tenant (the main listener) made: not a job's, so no
-    `job close` removes it."""
-    conn = Conn(sock, stats)
-    try:
-        listed = (await conn.request("GET", f"{API}/containers/json?all=1")).json()
-        for c in listed if isinstance(listed, list) else []:
-            await conn.request("DELETE", f"{API}/containers/{c['Id']}?force=1")
-    except Broken:
-        pass
-    finally:
-        await conn.close()
+# Hostile clients, on the guard's main listener (a tenant of its own), while jobs run:
+# in a process of their own (hostile.py), so that their cost is not counted in the
+# load generator's event loop as if it were the guard's.
 
 
 async def fault_hostile(env: Env, duration: float) -> None:
-    sock = env.serve.sock
     scale = env.scale
     hold = duration * 0.8
-    loris = [
-        asyncio.create_task(slowloris(sock, hold, body=i % 2 == 1))
-        for i in range(scale["slowloris"])
-    ]
-    unread = asyncio.create_task(
-        never_read(env.serve.job_socket(env.jobs[-1]), hold / 2, env.stats(env.jobs[-1]))
+    job = env.jobs[-1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bench.soak.hostile", "--listener", env.serve.sock),
+        *("--job-socket", env.serve.job_socket(job), "--hold", f"{hold:.1f}"),
+        *("--slowloris", str(scale["slowloris"]), "--connect-drop", str(scale["connect_drop"])),
+        *("--pipelined", str(scale["pipelined"])),
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
     )
-    failed = await connect_drop(sock, scale["connect_drop"])
-    got = await pipelined(sock, scale["pipelined"], env.hostile)
-    sizes = await enormous(sock, env.hostile)
-    await remove_own_containers(sock, env.hostile)  # the 3 MiB string's create succeeds
-    env.notes.append(await unread)
-    await asyncio.gather(*loris)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), duration + 120)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        env.failures.append("the hostile clients' process did not end in time (killed)")
+        return
+    try:
+        result = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        env.failures.append(f"the hostile clients' process ended {proc.returncode}, no result")
+        return
+    env.hostile.sent += int(result["hostile_sent"])
+    env.hostile.broken += int(result["hostile_broken"])
+    env.stats(job).sent += int(result["job_sent"])
+    env.stats(job).broken += int(result["job_broken"])
+    env.notes.extend(str(n) for n in result["notes"])
     env.notes.append(
-        f"hostile: {scale['slowloris']} slowloris (heads and bodies) held {hold:.0f} s; "
-        f"{scale['connect_drop']} connections opened and dropped ({failed} refused); "
-        f"{got}/{scale['pipelined']} pipelined pings answered; oversized inputs: {sizes}"
+        f"hostile clients ran in a process of their own (pid {proc.pid}): "
+        f"{float(result['cpu_s']):.1f} s CPU"
     )
 
 
