@@ -95,6 +95,13 @@ def _shape_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="dockerd under rootlesskit as the image's user (a rootless DinD image).",
         ),
         click.option(
+            "--no-privileged",
+            "unprivileged",
+            is_flag=True,
+            help="With --rootless: no --privileged, only what rootlesskit needs (no nested "
+            "--privileged containers).",
+        ),
+        click.option(
             "--runtime",
             metavar="NAME",
             help="OCI runtime of the daemon's container (sysbox-runc: without --privileged).",
@@ -139,6 +146,7 @@ def _options(**kwargs: Any) -> spec.DindOptions:
         cpus=spec.parse_cpus(kwargs["cpus"]) if kwargs.get("cpus") else None,
         pids_limit=kwargs["pids_limit"],
         rootless=kwargs["rootless"],
+        unprivileged=kwargs.get("unprivileged", False),
         runtime=kwargs.get("runtime"),
         mtu=kwargs.get("mtu"),
         address_pools=tuple(kwargs.get("address_pools") or ()),

@@ -48,6 +48,12 @@ from dockmoat.ci.runner.options import DEFAULT_DIND_IMAGE, DEFAULT_IMAGE, make_o
     help="dind: run the nested dockerd rootless (needs a rootless --dind-image).",
 )
 @click.option(
+    "--no-privileged",
+    "unprivileged",
+    is_flag=True,
+    help="dind, with --rootless: the nested daemon's container without --privileged.",
+)
+@click.option(
     "--runtime",
     metavar="NAME",
     help="dind: the nested daemon's OCI runtime (see `dockmoat dind up --runtime`).",
@@ -99,6 +105,7 @@ def command(
     preload: tuple[str, ...],
     cache: str | None,
     rootless: bool,
+    unprivileged: bool,
     runtime: str | None,
     env: tuple[str, ...],
     dind_image: str,
@@ -127,6 +134,7 @@ def command(
         preload=preload,
         cache=cache,
         rootless=rootless,
+        unprivileged=unprivileged,
         runtime=runtime,
         env=parse_env(env, dict(os.environ)),
         dind_image=dind_image,

@@ -18,6 +18,21 @@ DATA_ROOT = "/var/lib/docker"
 ROOTLESS_DATA_ROOT = "/home/rootless/.local/share/docker"
 ROOTLESS_UID = 1000
 
+# What a rootless daemon's container gets instead of --privileged (`--rootless
+# --no-privileged`), each measured necessary (docs/dind.md, "What each mode isolates"):
+# - CAP_SYS_ADMIN in its bounding set: Debian's setuid-root newuidmap writes the user
+#   namespace's uid_map as euid 0, not as the namespace's owner, and the kernel then
+#   wants CAP_SYS_ADMIN over it (EPERM without). The daemon runs as an unprivileged
+#   user, so only setuid programs ever hold it.
+# - seccomp unconfined: under Docker's default profile rootlesskit fails to set up
+#   slirp4netns' tap device.
+# - /proc unmasked (systempaths=unconfined): with /proc's masked paths no nested
+#   container can mount its /proc (the kernel refuses a procfs not fully visible).
+# - /dev/net/tun, for the tap device; AppArmor unconfined where AppArmor runs.
+TUN = "/dev/net/tun"
+ROOTLESS_CAPS = ("SYS_ADMIN",)
+ROOTLESS_SECURITY_OPT = ("seccomp=unconfined", "apparmor=unconfined")
+
 # OCI runtimes that run a nested dockerd without --privileged: each container gets its
 # own user namespace and a virtualised /proc and /sys (sysbox). Any other runtime (runc,
 # crun, youki, ...) runs the daemon's container as runc would, so it stays privileged.
@@ -74,6 +89,8 @@ class DindOptions:
     cpus: float | None = None
     pids_limit: int = DEFAULT_PIDS_LIMIT
     rootless: bool = False
+    # With rootless: the daemon's container without --privileged (see `host_privileges`).
+    unprivileged: bool = False
     runtime: str | None = None
     mtu: int | None = None  # None: the host's default bridge MTU
     address_pools: tuple[str, ...] = ()
@@ -99,6 +116,11 @@ class DindOptions:
             raise ConfigError("a PID limit below 64 cannot run a nested daemon")
         if self.mtu is not None and not 576 <= self.mtu <= 65535:
             raise ConfigError(f"MTU {self.mtu} out of range (576-65535)")
+        if self.unprivileged and not self.rootless:
+            raise ConfigError(
+                "--no-privileged needs --rootless: a nested dockerd running as root needs a "
+                "privileged container (or --runtime sysbox-runc)"
+            )
         if self.cache is not None:
             naming.validate_cache_key(self.cache)
         for pool in self.address_pools:
@@ -122,6 +144,7 @@ class DindOptions:
             "cpus": self.cpus,
             "pids_limit": self.pids_limit,
             "rootless": self.rootless,
+            "unprivileged": self.unprivileged,
             "runtime": self.runtime,
             "mtu": self.mtu,
             "address_pools": list(self.address_pools),
@@ -265,16 +288,35 @@ def daemon_command(image_entrypoint: list[str], argv: list[str]) -> list[str]:
 
 def privileged(options: DindOptions) -> bool:
     """Whether the daemon's container is `--privileged`: always, unless its runtime is
-    one that runs a nested dockerd without (RUNTIMES_WITHOUT_PRIVILEGED).
+    one that runs a nested dockerd without (RUNTIMES_WITHOUT_PRIVILEGED) or it is a
+    rootless daemon asked for `--no-privileged`.
 
-    A rootless daemon's container is privileged too. Measured (docs/dind.md, "What
-    each mode isolates"): without it, Debian's setuid newuidmap cannot write the
-    user namespace's map unless the container keeps CAP_SYS_ADMIN, rootlesskit needs
-    seccomp and the /proc masks off and /dev/net/tun, and even then a --privileged
-    container in the nested daemon cannot mount its sysfs. Inside the nested daemon
-    everything is in rootlesskit's user namespace either way.
+    A rootless daemon's container is privileged by default, as the official rootless
+    image asks: without, it needs the settings of ROOTLESS_CAPS and
+    ROOTLESS_SECURITY_OPT, and a `--privileged` container in the nested daemon cannot
+    start (its sysfs cannot be mounted read-write), measured in docs/dind.md.
     """
+    if options.unprivileged:
+        return False
     return options.runtime not in RUNTIMES_WITHOUT_PRIVILEGED
+
+
+def host_privileges(options: DindOptions) -> dict[str, Any]:
+    """The HostConfig keys that grant the daemon's container its privileges."""
+    if privileged(options):
+        return {"Privileged": True}
+    if options.unprivileged:
+        return {
+            "Privileged": False,
+            "CapAdd": list(ROOTLESS_CAPS),
+            "SecurityOpt": list(ROOTLESS_SECURITY_OPT),
+            # The API's spelling of `--security-opt systempaths=unconfined`: empty lists
+            # replace the engine's default masked and read-only paths.
+            "MaskedPaths": [],
+            "ReadonlyPaths": [],
+            "Devices": [{"PathOnHost": TUN, "PathInContainer": TUN, "CgroupPermissions": "rwm"}],
+        }
+    return {"Privileged": False}
 
 
 def container_env(options: DindOptions) -> list[str]:
@@ -306,7 +348,7 @@ def container_config(
     host_config: dict[str, Any] = {
         # Nested dockerd needs mounts, cgroups and iptables (a rootless one too: see
         # `privileged`); sysbox-runc gives it those without --privileged.
-        "Privileged": privileged(options),
+        **host_privileges(options),
         "NetworkMode": network,
         "PortBindings": {
             f"{naming.TLS_PORT}/tcp": [{"HostIp": options.publish_address, "HostPort": ""}]

@@ -109,3 +109,43 @@ def test_rootless_daemon_volume_is_the_rootless_data_root(
         network_mode="none",
     )
     assert owner.decode().strip() == "1000:1000"
+
+
+@pytest.mark.slow  # a cold rootless start, a build and three runs
+def test_rootless_without_privileged_runs_builds_but_no_nested_privileged_container(
+    dind: Dind,
+    dind_name: Callable[[], str],
+    rootless_dind_image: str,
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """`--rootless --no-privileged`: the daemon's container gets CAP_SYS_ADMIN (for the
+    setuid newuidmap), seccomp, AppArmor and the /proc masks off and /dev/net/tun, not
+    --privileged. Builds and plain containers run; a --privileged one cannot mount its
+    sysfs, and the bind-mounted `/` of the daemon's container is as out of reach."""
+    name = dind_name()
+    info = _up_rootless(dind, name, rootless_dind_image, busybox_image, "--no-privileged")
+    host = dind.client.api.inspect_container(info.container_id)["HostConfig"]
+    assert host["Privileged"] is False and host["CapAdd"] == ["SYS_ADMIN"]
+    assert [d["PathOnHost"] for d in host["Devices"]] == ["/dev/net/tun"]
+
+    context = tmp_path / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(APP)
+    dind.docker(info, "build", "-t", "dmtest-rootless-app:1", str(context))
+    run = dind.docker(info, "run", "--rm", "dmtest-rootless-app:1")
+    assert run.stdout.split() == ["built-rootless", "0"]
+
+    privileged = dind.docker(
+        info, "run", "--rm", "--privileged", busybox_image, "true", check=False
+    )
+    assert privileged.returncode != 0
+    assert 'mounting "sysfs"' in privileged.stderr, privileged.stderr
+
+    escape = dind.docker(
+        info, "run", "--rm", "-v", "/:/dind", "--cap-add", "ALL", busybox_image, "sh", "-c",
+        "cat /proc/self/uid_map; echo x >/dind/usr/local/bin/dmtest-e && echo bin-written;"
+        " mknod /tmp/d b 1 3 && echo mknod-made; true",
+    )  # fmt: skip
+    assert escape.stdout.split()[:6] == ["0", "1000", "1", "1", "100000", "65536"]
+    assert "bin-written" not in escape.stdout and "mknod-made" not in escape.stdout

@@ -142,6 +142,30 @@ def test_sysbox_replaces_privileged_other_runtimes_keep_it() -> None:
         assert host.get("Runtime") == options.get("runtime"), options
 
 
+def test_rootless_without_privileged_gets_only_what_rootlesskit_needs() -> None:
+    host = _config(rootless=True, unprivileged=True)["HostConfig"]
+    assert isinstance(host, dict)
+    assert host["Privileged"] is False
+    assert host["CapAdd"] == ["SYS_ADMIN"]
+    assert sorted(host["SecurityOpt"]) == ["apparmor=unconfined", "seccomp=unconfined"]
+    assert host["MaskedPaths"] == [] and host["ReadonlyPaths"] == []  # systempaths=unconfined
+    assert host["Devices"] == [
+        {
+            "PathOnHost": "/dev/net/tun",
+            "PathInContainer": "/dev/net/tun",
+            "CgroupPermissions": "rwm",
+        }
+    ]
+    # Not for a dockerd running as root, which needs the privileged container.
+    with pytest.raises(ConfigError, match="needs --rootless"):
+        spec.DindOptions(unprivileged=True)
+    # A pool's daemon stands in only for the same choice.
+    assert (
+        spec.DindOptions(rootless=True).shape()
+        != spec.DindOptions(rootless=True, unprivileged=True).shape()
+    )
+
+
 def test_rootless_publishes_the_tls_port_through_rootlesskit() -> None:
     config = _config(rootless=True)
     env = config["Env"]

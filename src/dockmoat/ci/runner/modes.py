@@ -52,6 +52,7 @@ def dind_mode(options: RunOptions, run_id: str, progress: Progress) -> Iterator[
         preload=options.preload,
         cache=options.cache,
         rootless=options.rootless,
+        unprivileged=options.unprivileged,
         runtime=options.runtime,
     )
     name = f"run-{run_id}"

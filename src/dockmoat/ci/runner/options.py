@@ -37,6 +37,7 @@ class RunOptions(BaseModel):
     cache: str | None = None
     # dind: the nested dockerd runs rootless (a rootless DinD image), or under that OCI runtime.
     rootless: bool = False
+    unprivileged: bool = False  # with rootless: no --privileged (dind up --no-privileged)
     runtime: str | None = None
 
     @field_validator("command")
@@ -66,10 +67,13 @@ class RunOptions(BaseModel):
                 "--cache keeps a nested daemon's data root: only with --mode dind "
                 "(guarded and socket jobs share the host's cache already)"
             )
-        if (self.rootless or self.runtime is not None) and self.mode != "dind":
+        if (self.rootless or self.unprivileged or self.runtime) and self.mode != "dind":
             raise ValueError(
-                "--rootless and --runtime choose how a nested daemon runs: only with --mode dind"
+                "--rootless, --no-privileged and --runtime choose how a nested daemon runs: "
+                "only with --mode dind"
             )
+        if self.unprivileged and not self.rootless:
+            raise ValueError("--no-privileged needs --rootless")
         return self
 
     @field_validator("image", "dind_image")

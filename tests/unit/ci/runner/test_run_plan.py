@@ -48,6 +48,7 @@ def test_defaults() -> None:
         ({"preload": ("busybox",)}, "only with --mode dind"),
         ({"rootless": True}, "only with --mode dind"),
         ({"mode": "guarded", "runtime": "crun"}, "only with --mode dind"),
+        ({"mode": "dind", "unprivileged": True}, "needs --rootless"),
     ],
 )
 def test_bad_options_are_one_config_error(extra: dict[str, object], message: str) -> None:
