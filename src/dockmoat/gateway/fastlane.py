@@ -326,6 +326,7 @@ def _take(
         raise
     if isinstance(command, Reply):
         gateway.pool.release(conn, True)
+        # (No HEAD and no body here: no head-only answer, nothing to linger over.)
         data = error_response(command.status, command.message, keep_alive=command.keep_alive)
         record.bytes_out = len(data)
         lane.writer.write(data)

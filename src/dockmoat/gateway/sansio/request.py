@@ -223,9 +223,8 @@ class RequestExchange:
 
     # --- events in ---
 
-    def start(self, event: RequestEvent, planned: pipeline.Planned | None = None) -> Command:
-        """The request's first event; `planned`: its head already routed (by the fast
-        lane, which then left the request to the task)."""
+    def start(self, event: RequestEvent) -> Command:
+        """The request's first event: its head (or what made it unreadable)."""
         self._expect("start")
         if isinstance(event, Invalid):
             return self._error(ProtocolError(event.reason), keep_alive=False)
@@ -233,11 +232,10 @@ class RequestExchange:
             return self._close()
         head = self._head = event
         self.record.head = head
-        if planned is None:
-            try:
-                planned = pipeline.plan(head, self.record.client, self.policy, self.stage)
-            except ProtocolError as error:
-                return self._error(error, keep_alive=False)
+        try:
+            planned = pipeline.plan(head, self.record.client, self.policy, self.stage)
+        except ProtocolError as error:
+            return self._error(error, keep_alive=False)
         self._planned = planned
         self.record.request = planned.request
         if planned.body_plan == "buffer":

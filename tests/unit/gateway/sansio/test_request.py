@@ -24,6 +24,7 @@ from dockmoat.gateway.sansio.http import (
     RequestReader,
 )
 from dockmoat.gateway.sansio.request import (
+    TUNNEL_ROUTES,
     WAITS_FOR,
     Bind,
     Close,
@@ -40,6 +41,7 @@ from dockmoat.gateway.sansio.request import (
     RequestExchange,
 )
 from dockmoat.gateway.stages import Context, PermissivePolicy
+from dockmoat.gateway.tunnel import TUNNELS
 from dockmoat.policy.decision import Deny
 from dockmoat.policy.engine import load_policy
 
@@ -335,6 +337,10 @@ def test_an_event_out_of_its_phase_is_a_local_error_not_a_silent_step() -> None:
     ex.start(events_of(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")[0])
     with pytest.raises(LocalProtocolError):
         ex.answered(keep=True)
+
+
+def test_the_tunnel_routes_are_the_ones_the_gateway_reads_as_http2() -> None:
+    assert frozenset(TUNNELS) == TUNNEL_ROUTES
 
 
 def test_every_phase_is_in_the_table_and_only_done_takes_nothing() -> None:
