@@ -1,9 +1,12 @@
 """What an escape from a nested daemon reaches, measured: the same attempt against a
-privileged DinD (`dockmoat dind up`) and a rootless one (`dind up --rootless`).
+privileged DinD (`dockmoat dind up`), a rootless one (`dind up --rootless`) and a
+rootless one whose own container is not privileged (`--rootless --no-privileged`).
 
 A job holding the nested daemon's client certificate can do anything that daemon
 can. The attempt is what such a job would try first: a `--privileged` container in
-the nested daemon that bind-mounts `/` of the daemon's own container and
+the nested daemon (with `--no-privileged`, where those cannot start: one with every
+capability, seccomp off and /proc unmasked) that bind-mounts `/` of the daemon's own
+container and
 
 - writes a file into that container's `/tmp` (world-writable) and into its
   `/usr/local/bin` (root's), then the host engine reads both back (`GET /archive`:
@@ -34,7 +37,24 @@ from dindtest_support import Dind
 
 from dockmoat.dind.info import DindInfo
 
-DATA_ROOT = {"privileged": "/var/lib/docker", "rootless": "/home/rootless/.local/share/docker"}
+ROOTLESS_DATA_ROOT = "/home/rootless/.local/share/docker"
+# mode -> (the daemon's data root, `dind up` flags, how the nested container is privileged)
+PRIVILEGED = ("--privileged",)
+# Where the daemon's container is not privileged, nested --privileged containers cannot
+# start (their sysfs); the closest: every capability, no seccomp, /proc unmasked.
+ALL_BUT_SYSFS = (
+    *("--cap-add", "ALL", "--security-opt", "seccomp=unconfined"),
+    *("--security-opt", "systempaths=unconfined"),
+)
+MODES = {
+    "privileged": ("/var/lib/docker", (), PRIVILEGED),
+    "rootless": (ROOTLESS_DATA_ROOT, ("--rootless",), PRIVILEGED),
+    "rootless-no-privileged": (
+        ROOTLESS_DATA_ROOT,
+        ("--rootless", "--no-privileged"),
+        ALL_BUT_SYSFS,
+    ),
+}
 
 # Run as root in a --privileged container of the nested daemon, `/` of the daemon's
 # container at /dind. $1: a token for the file names; $2: the data root.
@@ -75,11 +95,13 @@ def _owner(client: docker.DockerClient, container: str, path: str) -> int | None
         return tar.getmembers()[0].uid
 
 
-def _attempt(dind: Dind, info: DindInfo, busybox: str, data_root: str) -> Attempt:
+def _attempt(
+    dind: Dind, info: DindInfo, busybox: str, data_root: str, privileges: tuple[str, ...]
+) -> Attempt:
     token = f"dmtest-escape-{secrets.token_hex(4)}"
     run = dind.docker(
         info,
-        "run", "--rm", "--privileged", "-v", "/:/dind", "--network", "none", busybox,
+        "run", "--rm", *privileges, "-v", "/:/dind", "--network", "none", busybox,
         "sh", "-c", ESCAPE, "escape", token, data_root,
     )  # fmt: skip
     report = dict(
@@ -92,17 +114,17 @@ def _attempt(dind: Dind, info: DindInfo, busybox: str, data_root: str) -> Attemp
     )
 
 
-def _up(dind: Dind, name: str, image: str, busybox: str, rootless: bool) -> DindInfo:
+def _up(dind: Dind, name: str, image: str, busybox: str, flags: tuple[str, ...]) -> DindInfo:
     up = dind.cli(
         "dind", "up", name, "--image", image, "--preload", busybox, "--no-pool",
-        "--format", "json", *(["--rootless"] if rootless else []), check=False,
+        "--format", "json", *flags, check=False,
     )  # fmt: skip
     assert up.returncode == 0, f"dind up failed:\n{up.stderr[-4000:]}"
     return DindInfo.from_json(json.loads(up.stdout))
 
 
 @pytest.mark.slow  # one cold start and one container per mode
-@pytest.mark.parametrize("mode", ["privileged", "rootless"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_what_a_privileged_container_in_the_nested_daemon_reaches(
     dind: Dind,
     dind_name: Callable[[], str],
@@ -110,10 +132,11 @@ def test_what_a_privileged_container_in_the_nested_daemon_reaches(
     busybox_image: str,
     mode: str,
 ) -> None:
-    rootless = mode == "rootless"
+    data_root, flags, privileges = MODES[mode]
+    rootless = "--rootless" in flags
     image = request.getfixturevalue("rootless_dind_image") if rootless else dind.image
-    info = _up(dind, dind_name(), image, busybox_image, rootless)
-    got = _attempt(dind, info, busybox_image, DATA_ROOT[mode])
+    info = _up(dind, dind_name(), image, busybox_image, flags)
+    got = _attempt(dind, info, busybox_image, data_root, privileges)
     report = got.report
     if rootless:
         # Nested root is the daemon's user (uid 1000) on the host, the rest its subuids.
