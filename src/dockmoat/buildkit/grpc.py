@@ -7,7 +7,7 @@ compressed one is refused (the guard cannot read it, so it is not forwarded).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
@@ -33,48 +33,80 @@ class FramingError(ValueError):
         self.status = status
 
 
+def prefix(size: int) -> bytes:
+    """The prefix of one uncompressed gRPC message of `size` bytes."""
+    return b"\x00" + size.to_bytes(4, "big")
+
+
 def frame(payload: bytes) -> bytes:
     """One uncompressed gRPC message with its prefix."""
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+    return prefix(len(payload)) + payload
 
 
 @dataclass(slots=True)
 class MessageReader:
-    """Bytes of one direction of one stream in, whole message payloads out."""
+    """Bytes of one direction of one stream in, whole message payloads out.
+
+    A payload's pieces are kept as they arrive and joined once it is whole: each byte
+    is copied once, however many DATA frames a message spans."""
 
     max_message: int = MAX_MESSAGE
-    _buffer: bytearray | None = None
+    _head: bytearray = field(default_factory=bytearray)  # the prefix being read
+    _size: int = -1  # the payload's size once its prefix is read; -1 before
+    _parts: list[bytes | memoryview] = field(default_factory=list)
+    _have: int = 0  # bytes of the payload in `_parts`
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._buffer is None:
-            self._buffer = bytearray()
-        buffer = self._buffer
-        buffer += data
         out: list[bytes] = []
-        while len(buffer) >= PREFIX:
-            flag = buffer[0]
-            size = int.from_bytes(buffer[1:PREFIX], "big")
-            if flag == 1:
-                raise FramingError(
-                    UNIMPLEMENTED, "a compressed gRPC message, which the guard cannot read"
-                )
-            if flag != 0:
-                raise FramingError(INTERNAL, f"a gRPC message with the flag byte {flag}")
-            if size > self.max_message:
-                raise FramingError(
-                    RESOURCE_EXHAUSTED,
-                    f"a gRPC message of {size} bytes (at most {self.max_message} are read)",
-                )
-            if len(buffer) < PREFIX + size:
-                break
-            out.append(bytes(buffer[PREFIX : PREFIX + size]))
-            del buffer[: PREFIX + size]
-        return out
+        view = memoryview(data)
+        pos = 0
+        end = len(view)
+        while True:
+            if self._size < 0:
+                take = min(PREFIX - len(self._head), end - pos)
+                self._head += view[pos : pos + take]
+                pos += take
+                if len(self._head) < PREFIX:
+                    return out
+                self._size = self._open(self._head)
+                self._head.clear()
+            take = min(self._size - self._have, end - pos)
+            if take:
+                self._parts.append(view[pos : pos + take])
+                self._have += take
+                pos += take
+            if self._have < self._size:
+                return out
+            parts = self._parts
+            whole = len(parts) == 1 and len(parts[0]) == len(data)
+            out.append(data if whole and isinstance(data, bytes) else b"".join(parts))
+            self._parts = []
+            self._have = 0
+            self._size = -1
+            if pos == end:
+                return out
+
+    def _open(self, head: bytearray) -> int:
+        """The payload size a prefix declares, or FramingError."""
+        flag = head[0]
+        size = int.from_bytes(head[1:PREFIX], "big")
+        if flag == 1:
+            raise FramingError(
+                UNIMPLEMENTED, "a compressed gRPC message, which the guard cannot read"
+            )
+        if flag != 0:
+            raise FramingError(INTERNAL, f"a gRPC message with the flag byte {flag}")
+        if size > self.max_message:
+            raise FramingError(
+                RESOURCE_EXHAUSTED,
+                f"a gRPC message of {size} bytes (at most {self.max_message} are read)",
+            )
+        return size
 
     @property
     def pending(self) -> int:
         """Bytes of a message not yet complete."""
-        return 0 if self._buffer is None else len(self._buffer)
+        return len(self._head) + self._have
 
 
 def status_headers(status: int, message: str) -> list[tuple[str, str]]:

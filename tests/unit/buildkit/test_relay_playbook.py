@@ -10,7 +10,7 @@ import pytest
 
 from dockmoat.buildkit import grpc
 from dockmoat.buildkit.decide import BuildDecider, Builds
-from dockmoat.buildkit.relay import Ended, Relay, SendClient, SendUpstream
+from dockmoat.buildkit.relay import Ended, Relay, SendClient, SendUpstream, Watched
 from dockmoat.buildkit.services import Tunnel
 from dockmoat.buildkit.wire import len_field, string_map_field
 from dockmoat.policy.engine import load_policy
@@ -282,3 +282,55 @@ def test_a_followed_call_says_how_it_ended() -> None:
     ended = [(c.call.stream, c.ok) for c in book.commands if isinstance(c, Ended)]
     assert ended == [(done, True), (failed, False), (lost, False)]
     assert ok not in [stream for stream, _ in ended]
+
+
+def test_messages_that_come_in_one_read_go_out_in_as_few_frames_as_fit() -> None:
+    """A message's last, short frame waits for the rest of the read: the tail of one
+    message and the head of the next share a frame (the relay's cost is per frame)."""
+    book = playbook("session")
+    stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
+    client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    peer = book.client.conn
+    peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    payloads = [bytes([n]) * 20_000 for n in range(3)]
+    sent = b"".join(grpc.frame(p) for p in payloads)
+    for start in range(0, len(sent), 16_384):  # as grpc-go writes them, up to 16 KiB a frame
+        peer.send_data(client_id, sent[start : start + 16_384])
+    book.flush_client()  # one read
+    frames = book.daemon.of(h2.events.DataReceived, stream)
+    assert data_of(book.daemon, stream) == sent
+    assert len(frames) == -(-len(sent) // 16_384)  # 4 frames, not one more per message
+    peer.send_headers(client_id, [("grpc-status", "0")], end_stream=True)
+    book.flush_client()
+    assert status_of(book.daemon, stream) == ("0", "")
+    assert data_of(book.daemon, stream) == sent
+
+
+def test_a_refusal_in_the_middle_of_a_read_comes_after_the_whole_messages_before_it() -> None:
+    """What was read and passed before a refused message reaches the caller whole, even
+    from the same DATA frame, then the guard's error (a caller that reads a message cut
+    short by the trailers may report the cut instead of the guard's reason)."""
+
+    class SecondRefused:
+        seen = 0
+
+        def feed(self, payload: bytes) -> Watched:
+            self.seen += 1
+            if self.seen == 2:
+                raise ValueError("the second message is refused")
+            return Watched(payload, hold=False)
+
+    book = playbook("session")
+    book.decider.watch = lambda call: SecondRefused()  # type: ignore[method-assign,assignment,return-value]
+    stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
+    client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    peer = book.client.conn
+    peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    first = b"\x01" * 20_000
+    sent = grpc.frame(first) + grpc.frame(b"\x02" * 100)
+    for start in range(0, len(sent), 16_384):
+        peer.send_data(client_id, sent[start : start + 16_384])
+    book.flush_client()  # one read: the first message, then the refused one
+    assert data_of(book.daemon, stream) == grpc.frame(first)
+    status, message = status_of(book.daemon, stream)
+    assert status == str(grpc.PERMISSION_DENIED) and "the second message is refused" in message

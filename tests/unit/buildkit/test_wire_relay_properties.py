@@ -6,13 +6,15 @@ import contextlib
 
 import h2.config
 import h2.connection
+import h2.exceptions
+import hyperframe.frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockmoat.api.request import ClientIdentity
 from dockmoat.buildkit import grpc, messages, services
 from dockmoat.buildkit.decide import BuildDecider, Builds
-from dockmoat.buildkit.relay import Close, Relay, SendClient, SendUpstream
+from dockmoat.buildkit.relay import Close, FrameGate, Relay, SendClient, SendUpstream
 from dockmoat.buildkit.wire import WireError, fields, len_field, string_map_field, varint
 from dockmoat.policy.engine import load_policy
 
@@ -68,6 +70,65 @@ def test_grpc_messages_survive_any_split(payloads: list[bytes], data: st.DataObj
         last = cut
     assert got == payloads
     assert reader.pending == 0
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5), st.lists(st.integers(1, 64), max_size=40))
+def test_grpc_messages_come_out_whole_from_pieces_of_any_size(
+    payloads: list[bytes], sizes: list[int]
+) -> None:
+    """The reader keeps what it was fed as pieces (no copy): a piece it was fed earlier is
+    never changed by what comes after, and each message comes out whole, in order."""
+    stream = b"".join(grpc.frame(p) for p in payloads)
+    reader = grpc.MessageReader()
+    got: list[bytes] = []
+    pos = 0
+    for size in [*sizes, len(stream)]:
+        piece = bytearray(stream[pos : pos + size])
+        got += reader.feed(bytes(piece))
+        piece[:] = b"x" * len(piece)  # the caller reuses its buffer
+        pos += size
+    assert got == payloads
+    assert all(isinstance(p, bytes) for p in got)
+
+
+@given(st.binary(max_size=40), st.booleans(), st.integers(0, 40), st.integers(1, 1 << 31 - 1))
+def test_a_data_frame_reads_as_hyperframe_writes_it(
+    data: bytes, padded: bool, padding: int, stream_id: int
+) -> None:
+    """The relay's short cut for a DATA frame's text (h2 makes it for every frame it
+    receives) gives hyperframe's own text (the relay's import installs it)."""
+    frame = hyperframe.frame.DataFrame(stream_id, data)
+    if padded:
+        frame.flags.add("PADDED")
+        frame.pad_length = padding
+    body = hyperframe.frame._raw_data_repr(frame.serialize_body())
+    assert repr(frame) == f"DataFrame(stream_id={stream_id}, flags={frame.flags!r}): {body}"
+
+
+@given(st.integers(0, 24), st.lists(st.integers(0, 40), max_size=8), st.data())
+def test_the_frame_gate_finds_every_frame_header_in_any_split(
+    preface: int, lengths: list[int], data: st.DataObject
+) -> None:
+    """A frame longer than the bound is refused as soon as its header is in, however the
+    bytes are cut; frames within it pass."""
+    limit = 30
+    stream = b"p" * preface + b"".join(
+        n.to_bytes(3, "big") + b"\x00\x00" + b"\x00\x00\x00\x01" + b"\xff" * n for n in lengths
+    )
+    over = next((i for i, n in enumerate(lengths) if n > limit), None)
+    refused_at = None if over is None else preface + sum(9 + n for n in lengths[:over]) + 9
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    gate = FrameGate(preface, limit)
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        try:
+            gate.feed(stream[last:cut])
+        except h2.exceptions.FrameTooLargeError:
+            assert refused_at is not None and last < refused_at <= cut
+            return
+        assert refused_at is None or cut < refused_at
+        last = cut
+    assert refused_at is None
 
 
 @given(st.binary(max_size=300))
