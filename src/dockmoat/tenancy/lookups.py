@@ -35,6 +35,15 @@ from dockmoat.tenancy.store import OwnershipStore
 
 TAG_RULE = "tenancy.image-tag"
 _RESTORES_AT_ONCE = 4
+IMAGE_LIST_REUSE = 1.0
+"""Seconds an engine image listing started ago still serves a BuildKit build's source
+policy (`image_list`). buildx sends two Solves per `docker build`, a few tens of
+milliseconds apart, each decided on the engine's listing, which took 0.2-0.7 s on the
+shared test engine (about a thousand images): the larger part of a build's time through
+the guard. Only the engine's answer is reused, never one that failed; ownership (labels
+read from it, the store's records) is worked out afresh each time. An image made in
+that second is missed as one made while the listing is under way is (BuildKit resolves
+a build's images after its Solve was decided anyway)."""
 log = logging.getLogger("dockmoat.tenancy")
 
 
@@ -77,6 +86,8 @@ class Lookups:
         # kept referenced; restores a few at a time.
         self._tasks: set[asyncio.Task[None]] = set()
         self._restoring: asyncio.Semaphore | None = None  # made in the serving loop
+        # The engine's image listing, with when it was asked for (`image_list`).
+        self._image_list: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
 
     @property
     def engine(self) -> EngineApi:
@@ -118,6 +129,28 @@ class Lookups:
         return None
 
     # --- images: by the store's records ------------------------------------------
+
+    async def image_list(self) -> list[dict[str, Any]]:
+        """The engine's `GET /images/json`, shared: callers while it is under way and
+        within `IMAGE_LIST_REUSE` seconds of when it was asked for get the same answer
+        (read-only). A failed listing is not reused: the next caller asks again. The
+        listing runs as a task of its own, so a caller that goes away cancels nothing."""
+        now = asyncio.get_running_loop().time()
+        if self._image_list is not None:
+            asked, listing = self._image_list
+            failed = listing.done() and (listing.cancelled() or listing.exception() is not None)
+            if now - asked <= IMAGE_LIST_REUSE and not failed:
+                return await asyncio.shield(listing)
+        listing = asyncio.ensure_future(self._list_images())
+        listing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._image_list = (now, listing)
+        return await asyncio.shield(listing)
+
+    async def _list_images(self) -> list[dict[str, Any]]:
+        status, answer = await self.engine.call("GET", "/images/json")
+        if status != 200 or not isinstance(answer, list):
+            raise RuntimeError(f"cannot list images: {status}")
+        return [image for image in answer if isinstance(image, dict)]
 
     def image_facts(self, tenant: Tenant) -> ImageFacts:
         return ImageFacts(

@@ -114,15 +114,11 @@ async def foreign_images(look: Lookups, tenant: Tenant) -> tuple[frozenset[str],
     """(tags, image ids) the tenant's BuildKit builds must not resolve: other tenants'
     images and the tags only other tenants made (BuildKit resolves a build's images in
     the daemon's store, where no request of ours sees them)."""
-    status, answer = await look.engine.call("GET", "/images/json")
-    if status != 200 or not isinstance(answer, list):
-        raise RuntimeError(f"cannot list images for a build: {status}")
+    listing = await look.image_list()  # may be a listing of the last second (IMAGE_LIST_REUSE)
     facts = look.image_facts(tenant)
     tags: set[str] = set()
     ids: set[str] = set()
-    for image in answer:
-        if not isinstance(image, dict):
-            continue
+    for image in listing:
         names = [normalize_tag(str(t)) for t in image.get("RepoTags") or []]
         if facts.image_owner(image) is Owner.FOREIGN:
             ids.add(str(image.get("Id")))
