@@ -200,7 +200,9 @@ async def main_async(args: argparse.Namespace) -> int:
     root = scratch()
     dockerd = Dockerd(root)
     state = SmallDisk(root / "state", 16)
-    audit = SmallDisk(root / "audit", 64)
+    # Large enough for a 100-job run's audit log (about 600 bytes an entry; a 64 MiB
+    # disk filled up in one); the audit-disk-full scenario fills what is left.
+    audit = SmallDisk(root / "audit", 1024)
     serve = Serve(root, dockerd.url, state.path, audit.path)
     jobs = [f"soak{os.getpid() % 10000}-{i}" for i in range(args.jobs)]
     env = sc.Env(

@@ -121,14 +121,14 @@ async def _worker(args: argparse.Namespace) -> dict[str, object]:
     statuses: Counter[int] = Counter()
     for s in stats.values():
         statuses.update(s.statuses)
-    step = max(1, len(latencies) // 5000)
+    step = max(1, len(latencies) // 2000)
     return {
         "ops": len(latencies),  # answered requests (exec: create and start)
         "sent": {s: st.sent for s, st in stats.items()},
         "broken": {s: st.broken for s, st in stats.items()},
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": dict(errors),
-        "latencies": sorted(latencies)[::step],
+        "latencies": [round(x, 6) for x in sorted(latencies)[::step]],
         "cpu_s": (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
     }
 
@@ -149,7 +149,11 @@ def worker_main(argv: list[str]) -> int:
         result = uvloop.run(_worker(args))
     except ImportError:
         result = asyncio.run(_worker(args))
+    # The event loop may have left stdout non-blocking: a write into a full pipe would
+    # then stop at 64 KiB (a full run lost one step's result that way).
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
     return 0
 
 

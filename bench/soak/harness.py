@@ -48,11 +48,12 @@ class Dockerd:
         self.root = root
         self.sock = str(root / "docker.sock")
         self.proc: subprocess.Popen[bytes] | None = None
-        # Days that a fault breaks leave their network until `job close`: the default
-        # pools (31 networks) ran out in a small run; /24s of 10.200/16 give 256. The
-        # daemon has a network namespace of its own, so the range is free.
+        # Days that a fault breaks may leave their network (the load removes them when
+        # the daemon answers again): the default pools (31 networks) ran out in a small
+        # run, and 256 (/24s of 10.200/16) in a 100-job run; /24s of 10.192/10 give
+        # 16,384. The daemon has a network namespace of its own, so the range is free.
         (root / "daemon.json").write_text(
-            '{"default-address-pools": [{"base": "10.200.0.0/16", "size": 24}]}'
+            '{"default-address-pools": [{"base": "10.192.0.0/10", "size": 24}]}'
         )
 
     @property

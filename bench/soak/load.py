@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -93,18 +94,42 @@ class Load:
         stats = self.stats[job]
         conn = Conn(self.serve.job_socket(job), stats)
         n = 0
+        # Days a fault broke, whose objects are removed once the daemon answers again
+        # (as a CI runner's clean-up step would): left, their networks used up the
+        # daemon's address pools in a 100-job run.
+        broken: list[int] = []
         while time.monotonic() < stop:
             n += 1
             try:
+                await self._sweep(conn, broken)
                 await self._day(conn, job, n, stats)
                 self.days += 1
             except Broken as e:
                 self.errors.append(f"{job}: {e}")
+                broken.append(n)
                 await asyncio.sleep(0.5)
             except (AssertionError, KeyError, TypeError) as e:
                 self.errors.append(f"{job}: unexpected answer {e!r}")
+                broken.append(n)
                 await asyncio.sleep(0.5)
+        with contextlib.suppress(Broken):
+            await self._sweep(conn, broken)
         await conn.close()
+
+    async def _sweep(self, conn: Conn, broken: list[int]) -> None:
+        """Remove what broken days made (container, network, volume, each by name);
+        a day stays on the list until each answer is 2xx or 404."""
+        for n in list(broken[:5]):
+            done = True
+            for method, path, route in (
+                ("DELETE", f"{API}/containers/{self.tag}c{n}?force=1", "sweep container"),
+                ("DELETE", f"{API}/networks/{self.tag}net{n}", "sweep network"),
+                ("DELETE", f"{API}/volumes/{self.tag}vol{n}", "sweep volume"),
+            ):
+                r = await conn.request(method, path, route=route)
+                done = done and (r.status < 300 or r.status == 404)
+            if done:
+                broken.remove(n)
 
     async def _day(self, conn: Conn, job: str, n: int, stats: Stats) -> None:
         """create, start, logs -f, exec, network, volume, rm: one CI step."""
