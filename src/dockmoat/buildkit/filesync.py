@@ -21,7 +21,10 @@ none of it before the guard decided; the Dockerfile's STAT gets a modification t
 of the guard's own, so the daemon never keeps a cached copy checked for another
 build. A Dockerfile that is not a plain file reached through plain folders, or that
 is missing from the listing, ends the call (fail closed), as does anything the
-packets say that could be read two ways.
+packets say that could be read two ways. A refused call's daemon gets the reason as an
+ERR packet (what a sender whose walk failed sends) in place of what was held, then the
+gRPC error: given the gRPC error alone, dockerd's receiver sometimes reported its own
+cancellation ("failed to read dockerfile: context canceled") instead of the reason.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ DEFAULT_LOWER: Final = "dockerfile"
 # fsutil's packet types.
 STAT: Final = 0
 DATA: Final = 2
+ERR: Final = 4
+MAX_ERROR: Final = 4096
+"""The most of a refusal's message sent in an error packet."""
 # Go's os.FileMode bits (fsutil sends fi.Mode()).
 MODE_DIR: Final = 1 << 31
 MODE_TYPE: Final = MODE_DIR | 1 << 27 | 1 << 26 | 1 << 25 | 1 << 24 | 1 << 21 | 1 << 19
@@ -91,6 +97,13 @@ def packet(raw: bytes) -> Packet:
         elif item.number == 4:
             data = wire.as_bytes(item)
     return Packet(kind, b"".join(stats) if stats else None, ident, data)
+
+
+def error_packet(message: str) -> bytes:
+    """An fsutil ERR packet (what a sender whose walk failed sends): the receiver ends
+    the copy with "error from sender: <message>"."""
+    data = message.encode("utf-8", "replace")[:MAX_ERROR]
+    return wire.varint(1 << 3 | wire.VARINT) + wire.varint(ERR) + wire.len_field(4, data)
 
 
 def stat(raw: bytes) -> Stat:
@@ -154,6 +167,11 @@ class DockerfileWatch:
                 return Watched(raw, hold=False)
             self.holding = False  # what is held goes on once this is "decided"
             return Watched(raw, hold=True, decide=self._read(unreadable=True))
+
+    def refused(self, message: str) -> bytes:
+        """The call is refused: the daemon's receiver gets the reason as a sender's error
+        (relay: `AnswerWatch.refused`)."""
+        return error_packet(message)
 
     def _read(self, *, unreadable: bool = False) -> DockerfileRead:
         return DockerfileRead(

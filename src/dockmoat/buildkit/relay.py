@@ -16,7 +16,9 @@ session services. The relay is the gRPC *server* towards the caller and the gRPC
 - answer messages are read whole too, and go through `Decider.answer` where the
   decider filters them (tenancy: another tenant's build history is dropped).
 - a refused message ends the call with PERMISSION_DENIED (or the decider's status)
-  and cancels the callee's stream; the connection and its other calls go on.
+  and cancels the callee's stream; the connection and its other calls go on. A
+  watched call's caller gets the reason in the call's own protocol first, in place of
+  what was held (`AnswerWatch.refused`).
 - flow control: data is acknowledged to its sender as it is read, except while the
   call's backlog towards the other side is above `HIGH`; then the acknowledgement
   waits until the other side's window drains it.
@@ -179,6 +181,12 @@ class AnswerWatch(Protocol):
         Raises ValueError (the call is refused with its message)."""
         ...
 
+    def refused(self, message: str) -> bytes | None:
+        """The call is refused: a last answer message of the guard's own, in the call's
+        protocol, that tells the caller why (it replaces all that was held and comes
+        before the gRPC error), or None for the error alone."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Watched:
@@ -258,6 +266,7 @@ class Outbound:
     trailers: list[tuple[str, str]] | None = None
     sent_end: bool = False
     held: bool = False  # nothing goes out until the decider admitted what was read
+    held_from: int = 0  # while held: the bytes queued before the hold (passed ones)
     short: bool = False  # a short last frame waits for the end of the read (`_send`)
 
     def message(self, payload: bytes) -> None:
@@ -291,6 +300,14 @@ class Outbound:
     def clear(self) -> None:
         self.chunks.clear()
         self.size = 0
+
+    def truncate(self, size: int) -> None:
+        """Only the first `size` bytes stay queued."""
+        kept = self.take(min(size, self.size))
+        self.clear()
+        if kept:
+            self.chunks.append(kept)
+            self.size = len(kept)
 
 
 @dataclass(slots=True)
@@ -773,8 +790,9 @@ class Relay:
                     self._ack(self.callee, callee_id, size)
                     return self._refuse(leg, Refuse(f"dockmoat: {BODY_RULE}: {error}"))
                 payload = watched.payload
-                if watched.hold or watched.decide is not None:
+                if (watched.hold or watched.decide is not None) and not leg.to_caller.held:
                     leg.to_caller.held = True
+                    leg.to_caller.held_from = leg.to_caller.size
                 if watched.decide is not None:
                     self._tokens += 1
                     leg.answer_deciding = self._tokens
@@ -932,6 +950,8 @@ class Relay:
     def _refuse(self, leg: Leg, verdict: Refuse) -> list[Command]:
         """End the call with a gRPC error towards the caller; cancel it at the callee."""
         log.info("BuildKit %s: %s refused: %s", self.tunnel, leg.call.method.short, verdict.message)
+        if leg.state is LegState.OPEN and leg.watch is not None and leg.headers_sent:
+            self._last_word(leg.to_caller, leg.watch, verdict)
         if leg.state is LegState.OPEN and leg.to_caller.size and leg.headers_sent:
             # What was read and passed before the refused message goes first, as far as
             # the window allows (a short frame held for the rest of the read too): the
@@ -960,6 +980,25 @@ class Relay:
         else:
             self._refuse_headers(leg.caller_id, verdict)
         return []
+
+    def _last_word(self, out: Outbound, watch: AnswerWatch, verdict: Refuse) -> None:
+        """A watched call's refusal told in the call's own protocol too, before the gRPC
+        error. Given the gRPC error alone, dockerd's FileSync receiver reported "context
+        canceled" instead of the guard's reason for some refused 20.10 builds (0.5-5%,
+        with the load); given a sender's error packet first, it reported the reason in
+        every build measured. What was held is dropped first, and the callee's own end:
+        nothing of the refused answer passes."""
+        if out.sent_end:
+            return
+        last = watch.refused(verdict.message)
+        if last is None:
+            return
+        if out.held:
+            out.truncate(out.held_from)
+            out.held = False
+        out.trailers = None  # the callee's own end, if it came, is the refusal's now
+        out.end = False
+        out.message(last)
 
     def _answer(self, leg: Leg, verdict: Answer) -> None:
         self.caller.send_headers(

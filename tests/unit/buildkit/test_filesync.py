@@ -15,10 +15,13 @@ from dockmoat.api.request import ApiRequest
 from dockmoat.buildkit import grpc, wire
 from dockmoat.buildkit.decide import MAX_CLASSIC_PER_OWNER, BuildDecider, Builds
 from dockmoat.buildkit.filesync import (
+    ERR,
     MAX_DOCKERFILE,
+    MAX_ERROR,
     MODE_DIR,
     DockerfileWatch,
     FileSyncRefused,
+    error_packet,
     packet,
     stat,
 )
@@ -256,10 +259,38 @@ def test_a_refused_dockerfile_never_reaches_the_daemon() -> None:
     send(book, client_id, stat_packet("Dockerfile"), END_OF_LISTING)
     listed = data_of(book.daemon, stream)
     send(book, client_id, data_packet(0, b"FROM theirs\n"), data_packet(0, b""), FIN, end=True)
-    assert data_of(book.daemon, stream) == listed  # none of the Dockerfile
+    # None of the Dockerfile: the guard's own error packet in its place (fsutil's
+    # receiver ends with "error from sender: <reason>"), then the gRPC error.
+    assert data_of(book.daemon, stream) == listed + grpc.frame(
+        error_packet("No such image: theirs")
+    )
     assert status_of(book.daemon, stream) == (str(grpc.PERMISSION_DENIED), "No such image: theirs")
     cancelled = book.client.of(h2.events.StreamReset, client_id)
     assert cancelled
+
+
+def test_the_daemon_hears_a_refusal_as_a_senders_error_before_the_grpc_error() -> None:
+    """The 20.10 CLI printed "failed to read dockerfile: context canceled" for some
+    refused builds: dockerd's receiver given the gRPC error alone can report its own
+    cancellation instead. A sender's ERR packet it reports as it is."""
+    book = session_book(Sources(Deny("images.registry-address", "dockmoat: images. no")))
+    stream, client_id = fetch_dockerfile(book)
+    respond(book, client_id)
+    send(book, client_id, stat_packet("Dockerfile"), END_OF_LISTING)
+    listed = data_of(book.daemon, stream)
+    send(book, client_id, data_packet(0, b"FROM 127.0.0.1:5000/x\n"), data_packet(0, b""))
+    after = data_of(book.daemon, stream)[len(listed) :]
+    reader = grpc.MessageReader()
+    (last,) = reader.feed(after)
+    err = packet(last)
+    assert (err.type, err.data, err.stat) == (ERR, b"dockmoat: images. no", None)
+    assert b"127.0.0.1:5000" not in after
+    assert status_of(book.daemon, stream)[0] == str(grpc.PERMISSION_DENIED)
+
+
+def test_an_error_packet_is_bounded() -> None:
+    raw = error_packet("x" * (MAX_ERROR * 2))
+    assert packet(raw).data == b"x" * MAX_ERROR
 
 
 def test_a_dockerfile_that_is_not_read_is_refused_with_the_reason() -> None:

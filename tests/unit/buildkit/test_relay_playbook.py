@@ -320,6 +320,9 @@ def test_a_refusal_in_the_middle_of_a_read_comes_after_the_whole_messages_before
                 raise ValueError("the second message is refused")
             return Watched(payload, hold=False)
 
+        def refused(self, message: str) -> None:
+            return None
+
     book = playbook("session")
     book.decider.watch = lambda call: SecondRefused()  # type: ignore[method-assign,assignment,return-value]
     stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
@@ -334,3 +337,40 @@ def test_a_refusal_in_the_middle_of_a_read_comes_after_the_whole_messages_before
     assert data_of(book.daemon, stream) == grpc.frame(first)
     status, message = status_of(book.daemon, stream)
     assert status == str(grpc.PERMISSION_DENIED) and "the second message is refused" in message
+
+
+def test_a_refused_watched_call_tells_why_in_its_own_protocol_in_place_of_what_was_held() -> None:
+    """A watch's last word (`AnswerWatch.refused`) reaches the caller after what passed
+    and before the gRPC error; what was held, and the callee's own end, never do."""
+
+    class HoldsThenRefuses:
+        seen = 0
+
+        def feed(self, payload: bytes) -> Watched:
+            self.seen += 1
+            if self.seen == 3:
+                raise ValueError("the third message is refused")
+            return Watched(payload, hold=self.seen == 2)
+
+        def refused(self, message: str) -> bytes:
+            return b"last:" + message.encode()
+
+    book = playbook("session")
+    book.decider.watch = lambda call: HoldsThenRefuses()  # type: ignore[method-assign,assignment,return-value]
+    stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
+    client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
+    peer = book.client.conn
+    peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    peer.send_data(client_id, grpc.frame(b"passed"))
+    book.flush_client()
+    assert data_of(book.daemon, stream) == grpc.frame(b"passed")
+    peer.send_data(client_id, grpc.frame(b"held"))
+    book.flush_client()
+    assert data_of(book.daemon, stream) == grpc.frame(b"passed")
+    peer.send_data(client_id, grpc.frame(b"refused"))
+    peer.send_headers(client_id, [("grpc-status", "0")], end_stream=True)
+    book.flush_client()
+    status, message = status_of(book.daemon, stream)
+    assert status == str(grpc.PERMISSION_DENIED) and "the third message is refused" in message
+    last = grpc.frame(b"last:" + message.encode())
+    assert data_of(book.daemon, stream) == grpc.frame(b"passed") + last
