@@ -33,6 +33,7 @@ from dockmoat.gateway.sansio.http import (
 )
 from dockmoat.gateway.sansio.request import (
     Close,
+    Command,
     Connect,
     Decide,
     Finish,
@@ -194,7 +195,7 @@ class FastRelay:
         self._unbusy()
         stream = self.stream
         stream.relay = None
-        stream.hand_over(self.exchange, command)
+        hand_over(self.gateway, stream, self.exchange, command)
 
     def client_paused(self, paused: bool) -> None:
         """The client reads slower than the daemon sends: stop reading the daemon."""
@@ -228,6 +229,16 @@ class FastRelay:
         task = self.stream.task
         if task is not None:
             self.gateway.busy.discard(task)
+
+
+def hand_over(
+    gateway: Gateway, stream: ClientStream, exchange: RequestExchange, command: Command
+) -> None:
+    """Leave `exchange` to the connection's task, from `command` on. The task counts
+    as busy from here, not from when it runs: a drain in between must let it answer."""
+    if stream.task is not None:
+        gateway.busy.add(stream.task)
+    stream.hand_over(exchange, command)
 
 
 def take(
@@ -289,7 +300,7 @@ def _take(
     if isinstance(command, Read):
         command = exchange.read(end)
     if not isinstance(command, Decide):
-        stream.hand_over(exchange, command)  # a 400: the task answers it
+        hand_over(gateway, stream, exchange, command)  # a 400: the task answers it
         return False
     request = command.request
     facts = stage.facts(request) if stage is not None else UNTOUCHED
@@ -299,11 +310,11 @@ def _take(
         or facts.answer not in ("none", "json")
         or not facts.inline
     ):
-        stream.hand_over(exchange, command)
+        hand_over(gateway, stream, exchange, command)
         return False
     conn = gateway.pool.take_idle()
     if conn is None:
-        stream.hand_over(exchange, command)  # connecting needs the task
+        hand_over(gateway, stream, exchange, command)  # connecting needs the task
         return False
     ctx: Context | None = None
     try:
@@ -318,7 +329,7 @@ def _take(
             )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
-            stream.hand_over(exchange, command)  # decided afresh by the task
+            hand_over(gateway, stream, exchange, command)  # decided afresh by the task
             return False
         command = exchange.decided(outcome)
     except BaseException:
@@ -335,7 +346,7 @@ def _take(
         return True
     if not isinstance(command, Connect):
         gateway.pool.release(conn, True)
-        stream.hand_over(exchange, command)  # a build's session binding
+        hand_over(gateway, stream, exchange, command)  # a build's session binding
         return False
     forward = exchange.connected()
     assert isinstance(forward, Forward)

@@ -240,16 +240,7 @@ class Gateway:
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish within the grace period."""
-        self.draining = True
-        for entry in self.listeners.values():
-            entry.server.close()
-            _remove_socket(entry.settings)
-        idle = [
-            task for entry in self.listeners.values() for task in entry.connections
-            if task not in self.busy
-        ]  # fmt: skip
-        for task in idle:
-            task.cancel()
+        self.stop_accepting()
         if self.busy:
             await asyncio.wait(set(self.busy), timeout=self.limits.drain_grace)
         for entry in self.listeners.values():
@@ -266,6 +257,21 @@ class Gateway:
             self.metrics_server.close()
         await self.audit.close()
 
+    def stop_accepting(self) -> None:
+        """Drain's first step, at once: no new connection, idle ones closed. A
+        connection is idle when its task is in no exchange: not `busy`, which the fast
+        lane's relay and hand-over count as well as the task's own exchanges."""
+        self.draining = True
+        for entry in self.listeners.values():
+            entry.server.close()
+            _remove_socket(entry.settings)
+        idle = [
+            task for entry in self.listeners.values() for task in entry.connections
+            if task not in self.busy
+        ]  # fmt: skip
+        for task in idle:
+            task.cancel()
+
     # --- one client connection ---
 
     async def _serve_client(
@@ -278,15 +284,21 @@ class Gateway:
     ) -> None:
         task = stream.task
         try:
-            while not self.draining:
-                try:
-                    event = await stream.next_event(self.limits.idle_timeout)
-                except TimeoutError:
-                    break
-                # An exchange the fast lane began and left to this task, or a request.
+            while True:
+                # An exchange the fast lane began and left to this task (carried out
+                # even when draining: it is a request in flight), or the next request.
                 handed = stream.take_handed()
-                if handed is None and event is None:
-                    break
+                event = None
+                if handed is None:
+                    if self.draining:
+                        break
+                    try:
+                        event = await stream.next_event(self.limits.idle_timeout)
+                    except TimeoutError:
+                        break
+                    handed = stream.take_handed()
+                    if handed is None and event is None:
+                        break
                 if task is not None:
                     self.busy.add(task)
                 try:
@@ -304,6 +316,9 @@ class Gateway:
         except Exception:
             log.exception("connection %d failed", conn_id)
         finally:
+            leftover = stream.take_handed()
+            if leftover is not None:  # cancelled before carrying it out: audited anyway
+                self.close_record(leftover[0].record)
             stream.close()
             if stream.relay is not None:
                 stream.relay.client_gone()

@@ -28,6 +28,7 @@ from dockmoat.gateway import fastlane
 from dockmoat.gateway.client import ClientStream
 from dockmoat.gateway.config import Limits
 from dockmoat.gateway.sansio.http import RequestEvent, RequestHead
+from dockmoat.gateway.sansio.request import Command, RequestExchange
 from dockmoat.gateway.server import Gateway
 from dockmoat.gateway.stages import PermissivePolicy, Policy
 from dockmoat.policy.decision import Allow, Decision
@@ -879,3 +880,74 @@ def test_drain_finishes_the_request_in_flight_and_accepts_nothing_new(
 
     asyncio.run(scenario())
     assert audited(tmp_path) == [(line.split()[0], "/v1.45/containers/a/json", 200)]
+
+
+def test_drain_lets_a_dead_pooled_connection_be_retried(tmp_path: Path) -> None:
+    """A fast-lane GET on a reused daemon connection that the daemon closes unanswered
+    while serve drains: the fast lane hands the exchange to the connection's task for
+    its one retry, which is carried out (a fresh daemon connection, the answer, its
+    audit entry) before the connection is closed."""
+    dropped: list[int] = []
+
+    def drop_b_late(seen: Seen) -> Reply:
+        if seen.line == "GET /v1.45/containers/b/json" and not dropped:
+            dropped.append(seen.conn)
+            return Reply(delay=0.3, close=True)
+        return answer_all(seen)
+
+    async def scenario() -> None:
+        limits = Limits(drain_grace=DRAIN_GRACE)
+        async with gateway_between(tmp_path, drop_b_late, limits=limits) as setup:
+            client = await setup.client()
+            await client.send(get("/v1.45/containers/a/json"))
+            assert await client.answer() == ok(seen_body("GET /v1.45/containers/a/json"))
+            await client.send(get("/v1.45/containers/b/json"))
+            for _ in range(100):
+                if len(setup.daemon.api()) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            draining = setup.drain()  # while b is in flight on the reused connection
+            assert await client.answer() == ok(seen_body("GET /v1.45/containers/b/json"))
+            assert await client.rest() == b""  # closed after the answer: serve drains
+            await asyncio.wait({draining}, timeout=DRAIN_GRACE)
+            assert draining.done()
+            a, *bs = setup.daemon.api()
+            assert [b.line for b in bs] == ["GET /v1.45/containers/b/json"] * 2
+            assert bs[0].conn == a.conn and bs[1].conn != a.conn
+
+    asyncio.run(scenario())
+    assert audited(tmp_path) == [
+        ("GET", "/v1.45/containers/a/json", 200),
+        ("GET", "/v1.45/containers/b/json", 200),
+    ]
+
+
+def test_drain_answers_a_request_handed_to_a_task_not_yet_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM arrives after the fast lane handed a request to the connection's task
+    (no idle daemon connection: connecting needs the task) and before that task ran.
+    The task counts as busy from the hand-over: drain lets it answer the request, with
+    its audit entry, instead of cancelling it as an idle connection."""
+    gateways: list[Gateway] = []
+    hand_over = ClientStream.hand_over
+
+    def then_sigterm(stream: ClientStream, exchange: RequestExchange, command: Command) -> None:
+        hand_over(stream, exchange, command)
+        gateways[0].stop_accepting()  # drain's first, synchronous step, in the same tick
+
+    async def scenario() -> None:
+        limits = Limits(drain_grace=DRAIN_GRACE)
+        async with gateway_between(tmp_path, version_then_close(), limits=limits) as setup:
+            gateways.append(setup.gateway)
+            client = await setup.client()
+            monkeypatch.setattr(ClientStream, "hand_over", then_sigterm)
+            await client.send(get("/v1.45/containers/a/json"))
+            assert await client.answer() == ok(seen_body("GET /v1.45/containers/a/json"))
+            assert await client.rest() == b""
+            draining = setup.drain()
+            await asyncio.wait({draining}, timeout=DRAIN_GRACE)
+            assert draining.done()
+
+    asyncio.run(scenario())
+    assert audited(tmp_path) == [("GET", "/v1.45/containers/a/json", 200)]
