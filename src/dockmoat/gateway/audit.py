@@ -6,6 +6,14 @@ background task writes the lines in batches from a worker thread, so a slow disk
 never stalls a request. If the list is full (the disk cannot keep up), entries
 are counted as dropped and the count is written with the next entry that fits,
 so a gap is never silent.
+
+A full or failing disk does not stop requests (the documented choice: go on and
+count). The operator is told three ways: the count in the file (above, once there is
+room again), serve's `/metrics` (`dockmoat_audit_dropped_total`,
+`dockmoat_audit_write_errors_total`, `dockmoat_audit_failing`: counted here, read by
+gateway/metrics.py at scrape time), and one log line when the log starts failing and
+one when it is written again, with how many entries the gap holds (not one per
+request or per failed batch).
 """
 
 from __future__ import annotations
@@ -156,6 +164,14 @@ class AuditLog:
         self._wakeup: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._closing = False
         self._stamp: tuple[int, str] = (0, "")
+        # For /metrics and the operator's log lines: totals since start, never reset.
+        self.dropped_total = 0  # entries that did not reach the file
+        self.write_errors = 0  # batches whose write failed
+        # Since when (time.monotonic()) entries are being lost, None while all is well;
+        # with dropped_total then, to say how many the gap holds once it ends.
+        self.failing_since: float | None = None
+        self._failing_dropped = 0
+        self._failing_errno: int | None = None
 
     def stamp(self) -> str:
         """The entry's time (whole seconds, UTC), formatted once per second."""
@@ -167,6 +183,17 @@ class AuditLog:
     @property
     def enabled(self) -> bool:
         return self._target is not None
+
+    @property
+    def failing(self) -> bool:
+        """Entries are being lost now: the last write failed, or the queue overflowed
+        and nothing has been written since."""
+        return self.failing_since is not None
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting for the writer."""
+        return len(self._pending)
 
     def open(self) -> None:
         """Open the file now (start-up), so a bad path fails loudly before serving."""
@@ -211,12 +238,18 @@ class AuditLog:
         pending = self._pending
         if len(pending) >= QUEUE_LIMIT:
             self._dropped += 1
+            self.dropped_total += 1
+            if self.failing_since is None:
+                self._start_failing(
+                    f"{QUEUE_LIMIT} entries wait for a disk that does not keep up", None, 1
+                )
             return
         try:
             line = audit_line(entry, self._dropped)
         except Exception:  # a bug must not fail the request; the gap is counted
             log.exception("formatting an audit entry failed")
             self._dropped += 1
+            self.dropped_total += 1
             return
         pending.append(line)
         self._carried += self._dropped
@@ -246,12 +279,54 @@ class AuditLog:
             try:
                 await asyncio.to_thread(self._write, "".join(batch))
             except OSError as error:  # a full or failing disk: say so, count, go on
-                log.error("writing %d audit entries failed: %s", len(batch), error)
-                self._dropped += len(batch) + carried
-            except Exception:  # a bug must not stop the audit log for good
+                self._write_failed(len(batch), carried, error)
+            except Exception as error:  # a bug must not stop the audit log for good
                 log.exception("writing %d audit entries failed", len(batch))
-                self._dropped += len(batch) + carried
+                self._write_failed(len(batch), carried, error)
+            else:
+                if self.failing_since is not None:
+                    self._recovered()
             last_write = loop.time()
+
+    def _write_failed(self, entries: int, carried: int, error: Exception) -> None:
+        """A batch did not reach the file: count it (and the counts its lines carried,
+        which go with it) and say so when the log starts failing or fails otherwise
+        (another errno); the same failure again is said at debug level only."""
+        self._dropped += entries + carried
+        self.dropped_total += entries
+        self.write_errors += 1
+        code = error.errno if isinstance(error, OSError) else None
+        if self.failing_since is None:
+            self._start_failing(f"writing {entries} audit entries failed: {error}", code, entries)
+        elif code != self._failing_errno:
+            self._failing_errno = code
+            log.error("the audit log %s still loses entries, now: writing %d audit entries "
+                      "failed: %s", self._target, entries, error)  # fmt: skip
+        else:
+            log.debug("writing %d audit entries failed: %s", entries, error)
+
+    def _start_failing(self, why: str, code: int | None, lost: int) -> None:
+        """Entries are being lost from now on (`lost` of them just now): one line."""
+        self.failing_since = time.monotonic()
+        self._failing_dropped = self.dropped_total - lost  # the gap's start
+        self._failing_errno = code
+        log.error(
+            "the audit log %s is losing entries (%s); requests go on and the entries not "
+            "written are counted (dockmoat_audit_dropped_total; audit_dropped_before on "
+            "the entry after the gap)",
+            self._target, why,
+        )  # fmt: skip
+
+    def _recovered(self) -> None:
+        assert self.failing_since is not None
+        lost = self.dropped_total - self._failing_dropped
+        log.warning(
+            "the audit log %s is written again after %.1f s; %d entries were not written "
+            "(audit_dropped_before on the entry after the gap)",
+            self._target, time.monotonic() - self.failing_since, lost,
+        )  # fmt: skip
+        self.failing_since = None
+        self._failing_errno = None
 
     def _write(self, text: str) -> None:
         file = self._file
@@ -276,7 +351,15 @@ class AuditLog:
         except TimeoutError:
             log.error("the audit log was not written within 10 s; %d entries lost",
                       len(self._pending))  # fmt: skip
+            self.dropped_total += len(self._pending)
         except asyncio.CancelledError:
             pass
+        if self.failing_since is not None:
+            log.error(
+                "serve stops with the audit log %s still failing: %d entries not written "
+                "in the last %.1f s", self._target,
+                self.dropped_total - self._failing_dropped,
+                time.monotonic() - self.failing_since,
+            )  # fmt: skip
         if self._file is not None and self._file is not sys.stdout:
             self._file.close()

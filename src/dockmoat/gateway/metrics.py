@@ -167,6 +167,29 @@ class Collector:
             value=len(metrics.denials),
         )
         yield pending
+        audit = gateway.audit
+        yield CounterMetricFamily(
+            "dockmoat_audit_dropped",
+            "Audit entries not written: the disk failed or was full, or could not keep up "
+            "(requests go on; the file says audit_dropped_before after the gap).",
+            value=audit.dropped_total,
+        )
+        yield CounterMetricFamily(
+            "dockmoat_audit_write_errors",
+            "Writes of a batch of audit entries that failed (a full or failing disk).",
+            value=audit.write_errors,
+        )
+        yield GaugeMetricFamily(
+            "dockmoat_audit_failing",
+            "1 while the audit log is losing entries (its last write failed, or its queue "
+            "overflowed), until a batch is written again.",
+            value=1 if audit.failing else 0,
+        )
+        yield GaugeMetricFamily(
+            "dockmoat_audit_queued_entries",
+            "Audit entries waiting to be written.",
+            value=audit.queued,
+        )
         yield GaugeMetricFamily(
             "dockmoat_warn_mode",
             "1 when serve's own policy forwards would-be denials (warn mode).",

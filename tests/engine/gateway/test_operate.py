@@ -111,7 +111,8 @@ def test_metrics_scraped_with_prometheus_parser_and_ready(
     assert any(s.labels.get("direction") == "out" and s.value > 0
                for s in families["dockmoat_bytes"].samples)  # fmt: skip
     for name in ("dockmoat_open_connections", "dockmoat_hijacked_streams", "dockmoat_open_jobs",
-                 "dockmoat_upstream_errors"):  # fmt: skip
+                 "dockmoat_upstream_errors", "dockmoat_audit_dropped",
+                 "dockmoat_audit_write_errors", "dockmoat_audit_failing"):  # fmt: skip
         assert name in families, sorted(families)
     assert _get(f"http://127.0.0.1:{port}/ready") == (200, "ready\n")
     assert _get(f"http://127.0.0.1:{port}/live")[0] == 200

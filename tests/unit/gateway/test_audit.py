@@ -246,3 +246,133 @@ def test_a_long_full_disk_counts_the_whole_gap(
     assert [(e["conn"], e.get("audit_dropped_before")) for e in read(tmp_path / "a.log")] == [
         (99, 12)
     ]
+
+
+# The operator is told (issue 23): /metrics counts, and one log line per state change.
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_disk_that_is_full_for_good_is_one_error_line_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/dev/full: every write fails with ENOSPC. Each failed batch is counted, the log
+    says so once (not once per batch or request), and serve's stop says what is lost."""
+
+    async def scenario() -> AuditLog:
+        log = AuditLog("/dev/full")
+        log.open()
+        for batch in range(4):
+            for n in range(3):
+                log.record(entry(batch * 3 + n))
+            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        assert log.failing
+        assert (log.dropped_total, log.write_errors) == (12, 4)
+        await log.close()
+        return log
+
+    with caplog.at_level("INFO", logger="dockmoat.gateway"):
+        log = asyncio.run(scenario())
+    assert log.failing and log.queued == 0
+    lines = errors(caplog)
+    assert len(lines) == 2, lines
+    assert "the audit log /dev/full is losing entries" in lines[0]
+    assert "No space left on device" in lines[0] and "dockmoat_audit_dropped_total" in lines[0]
+    assert "still failing: 12 entries not written" in lines[1]
+
+
+def test_a_disk_full_then_freed_says_so_once_each_way_with_the_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> AuditLog:
+        log = AuditLog(str(tmp_path / "a.log"))
+        original = log._write
+        full = [False]
+
+        def write(text: str) -> None:
+            if full[0]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            original(text)
+
+        monkeypatch.setattr(log, "_write", write)
+        log.open()
+        log.record(entry(0))
+        await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        assert not log.failing
+        full[0] = True
+        for batch in range(3):
+            for n in range(2):
+                log.record(entry(10 + batch * 2 + n))
+            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        assert log.failing and (log.dropped_total, log.write_errors) == (6, 3)
+        full[0] = False
+        log.record(entry(99))
+        await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        assert not log.failing
+        await log.close()
+        return log
+
+    with caplog.at_level("INFO", logger="dockmoat.gateway"):
+        log = asyncio.run(scenario())
+    assert (log.dropped_total, log.write_errors) == (6, 3)  # totals: never reset
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["ERROR", "WARNING"], lines
+    assert "writing 2 audit entries failed" in lines[0][1]
+    assert "is written again after" in lines[1][1]
+    assert "6 entries were not written" in lines[1][1]
+    written = [(e["conn"], e.get("audit_dropped_before")) for e in read(tmp_path / "a.log")]
+    assert written == [(0, None), (99, 6)]
+
+
+def test_another_error_while_failing_is_said_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        log = AuditLog(str(tmp_path / "a.log"))
+        failures = [OSError(errno.EIO, "Input/output error")] + [
+            OSError(errno.ENOSPC, "No space left on device")
+        ] * 3
+
+        def write(text: str) -> None:
+            raise failures.pop()
+
+        monkeypatch.setattr(log, "_write", write)
+        log.open()
+        for n in range(4):
+            log.record(entry(n))
+            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await log.close()
+
+    asyncio.run(scenario())
+    lines = errors(caplog)
+    assert len(lines) == 3, lines  # ENOSPC (start), EIO (now), still failing at stop
+    assert "No space left" in lines[0]
+    assert "still loses entries, now: writing 1 audit entries failed" in lines[1]
+    assert "Input/output error" in lines[1]
+
+
+def test_a_queue_that_overflows_counts_and_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(audit, "QUEUE_LIMIT", 5)
+
+    async def scenario() -> AuditLog:
+        log = AuditLog(str(tmp_path / "a.log"))
+        log.open()
+        for n in range(9):  # the writer has not run yet: 5 kept, 4 dropped
+            log.record(entry(n))
+        assert log.failing and log.dropped_total == 4 and log.queued == 5
+        await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        assert not log.failing
+        await log.close()
+        return log
+
+    with caplog.at_level("INFO", logger="dockmoat.gateway"):
+        log = asyncio.run(scenario())
+    assert log.write_errors == 0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["ERROR", "WARNING"], lines
+    assert "5 entries wait for a disk that does not keep up" in lines[0][1]
+    assert "4 entries were not written" in lines[1][1]
