@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.soak.client import Broken, Conn, Stats
-from bench.soak.harness import DOCKMOAT, HOST_ENGINE
+from bench.soak.harness import DOCKMOAT, HOST_ENGINE, parse_metrics
 from dockmoat.dind import probe
 from dockmoat.dind.info import DindInfo
 
@@ -159,13 +159,7 @@ async def metrics(run: PoolRun) -> dict[str, float]:
         return {}
     finally:
         await conn.close()
-    out: dict[str, float] = {}
-    for line in r.body.decode(errors="replace").splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
+    return parse_metrics(r.body.decode(errors="replace"))
 
 
 def _idle(m: dict[str, float]) -> int:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 DOCKMOAT = Path(sys.executable).parent / "dockmoat"
@@ -26,6 +27,18 @@ def wait_for(check: object, timeout: float, step: float = 0.2) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text (a `/metrics` answer) as {sample name with its labels: value}:
+    `dockmoat_audit_dropped_total` or `dockmoat_dind_pool_idle_daemons{cache_key=""}`."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
 
 
 def ping(sock: str, timeout: float = 2.0) -> int | None:
@@ -164,6 +177,15 @@ class Serve:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+    def metrics(self, timeout: float = 10.0) -> dict[str, float]:
+        """The guard's `/metrics` (parse_metrics); empty when it does not answer."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:  # loopback only
+                return parse_metrics(answer.read().decode(errors="replace"))
+        except OSError:
+            return {}
 
     def job(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -137,11 +137,26 @@ async def fault_state(env: Env, duration: float, how: str) -> None:
 
 
 async def fault_audit_full(env: Env, duration: float) -> None:
+    """The audit disk full for a quarter of the run: serve's /metrics must say so while
+    it lasts (the file cannot) and stop saying so once the disk is freed."""
     await asyncio.sleep(duration / 3)
+    before = await asyncio.to_thread(env.serve.metrics)
     env.audit_disk.fill()
     await asyncio.sleep(duration / 4)
+    full = await asyncio.to_thread(env.serve.metrics)
     env.audit_disk.unfill()
-    env.notes.append("audit disk full for a quarter of the run, then freed")
+    await asyncio.sleep(2)  # the next batch is written
+    after = await asyncio.to_thread(env.serve.metrics)
+    seen = [(m.get(AUDIT_FAILING), m.get(AUDIT_DROPPED)) for m in (before, full, after)]
+    env.notes.append(
+        "audit disk full for a quarter of the run, then freed; /metrics "
+        f"(audit_failing, audit_dropped_total) before {seen[0]}, while full {seen[1]}, "
+        f"after {seen[2]}"
+    )
+    if seen[1][0] != 1 or not (seen[1][1] or 0) > (seen[0][1] or 0):
+        env.failures.append(f"audit-disk-full: /metrics did not say the audit log failed: {seen}")
+    if seen[2][0] != 0:
+        env.failures.append(f"audit-disk-full: /metrics still says failing once freed: {seen}")
 
 
 async def fault_dind_pool(env: Env, duration: float) -> None:
@@ -200,6 +215,20 @@ async def fault_hostile(env: Env, duration: float) -> None:
 
 
 # "Nothing lost"
+
+
+AUDIT_DROPPED = "dockmoat_audit_dropped_total"
+AUDIT_FAILING = "dockmoat_audit_failing"
+
+
+def dropped_by_metrics(before: dict[str, float], after: dict[str, float]) -> int | None:
+    """Audit entries the guard counted as not written between two scrapes of its
+    /metrics; None when either scrape failed or the counter went back (the guard was
+    restarted in between: a new process counts from 0)."""
+    if AUDIT_DROPPED not in before or AUDIT_DROPPED not in after:
+        return None
+    gap = after[AUDIT_DROPPED] - before[AUDIT_DROPPED]
+    return int(gap) if gap >= 0 else None
 
 
 def audit_counts(path: Path, offset: int) -> tuple[Counter[str], int]:
