@@ -10,12 +10,14 @@ itself never depends on or mentions this.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness.daemon_json import DAEMON_JSON as DAEMON_JSON  # re-exported: cli.py reads it here
+from harness.daemon_json import merge_daemon_json, with_runtime
 
 RUNTIME_NAME = "dockmoat-test-runc"
 HERE = Path(__file__).resolve().parent
@@ -24,7 +26,6 @@ EDITOR_SOURCE = HERE / "oci_runtime_wrapper.py"
 WRAPPER_DIR = Path("/usr/local/libexec/dockmoat-test")
 WRAPPER_PATH = WRAPPER_DIR / "runc-wrapper"
 EDITOR_NAME = "drop-cap-sys-resource"
-DAEMON_JSON = Path("/etc/docker/daemon.json")
 CAPS_ERROR = "unable to apply caps"
 
 
@@ -63,31 +64,16 @@ def install_wrapper(directory: Path = WRAPPER_DIR, python: str | None = None) ->
 
 def merged_daemon_config(current: dict[str, object], wrapper: Path) -> dict[str, object]:
     """`current` plus our runtime, made the default; every other key is kept."""
-    merged = dict(current)
-    runtimes = merged.get("runtimes")
-    runtimes = dict(runtimes) if isinstance(runtimes, dict) else {}
-    runtimes[RUNTIME_NAME] = {"path": str(wrapper)}
-    merged["runtimes"] = runtimes
+    merged = with_runtime(current, RUNTIME_NAME, str(wrapper))
     merged["default-runtime"] = RUNTIME_NAME
     return merged
 
 
 def register(wrapper: Path = WRAPPER_PATH, config: Path = DAEMON_JSON) -> bool:
     """Merge the runtime into daemon.json; True if the file changed."""
-    try:
-        current = json.loads(config.read_text()) if config.exists() else {}
-    except ValueError as exc:
-        raise WorkaroundError(f"{config} is not valid JSON; fix it first: {exc}") from exc
-    if not isinstance(current, dict):
-        raise WorkaroundError(f"{config} must hold a JSON object")
-    merged = merged_daemon_config(current, wrapper)
-    if merged == current:
-        return False
-    config.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config.with_name(config.name + ".dockmoat-tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, config)
-    return True
+    return merge_daemon_json(
+        config, lambda current: merged_daemon_config(current, wrapper), WorkaroundError
+    )
 
 
 def privileged_result(docker: str, image: str) -> subprocess.CompletedProcess[str]:

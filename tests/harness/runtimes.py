@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-DAEMON_JSON = Path("/etc/docker/daemon.json")
+from harness.daemon_json import DAEMON_JSON, merge_daemon_json, with_runtime
+
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # name in the engine -> the runtime's binary on the host
 EXTRA = {"crun": "crun"}
@@ -42,32 +43,11 @@ def engine_runtimes(docker: str) -> set[str]:
     return set(listed) if isinstance(listed, dict) else set()
 
 
-def with_runtime(current: dict[str, object], name: str, path: str) -> dict[str, object]:
-    """daemon.json's object with `runtimes[name] = {path}`; every other key kept."""
-    merged = dict(current)
-    runtimes = merged.get("runtimes")
-    runtimes = dict(runtimes) if isinstance(runtimes, dict) else {}
-    runtimes[name] = {"path": path}
-    merged["runtimes"] = runtimes
-    return merged
-
-
 def write_runtime(name: str, path: str, config: Path = DAEMON_JSON) -> bool:
     """Merge the runtime into daemon.json (atomically); True if the file changed."""
-    try:
-        current = json.loads(config.read_text()) if config.exists() else {}
-    except ValueError as exc:
-        raise RuntimeSetupError(f"{config} is not valid JSON; fix it first: {exc}") from exc
-    if not isinstance(current, dict):
-        raise RuntimeSetupError(f"{config} must hold a JSON object")
-    merged = with_runtime(current, name, path)
-    if merged == current:
-        return False
-    config.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config.with_name(config.name + ".dockmoat-tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, config)
-    return True
+    return merge_daemon_json(
+        config, lambda current: with_runtime(current, name, path), RuntimeSetupError
+    )
 
 
 def ensure_runtimes(
