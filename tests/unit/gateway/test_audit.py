@@ -73,6 +73,28 @@ def read(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def full_disk(log: AuditLog, monkeypatch: pytest.MonkeyPatch, full: bool) -> list[bool]:
+    """Make the log's writes fail with ENOSPC while the returned switch is on."""
+    original = log._write
+    switch = [full]
+
+    def write(text: str) -> None:
+        if switch[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(text)
+
+    monkeypatch.setattr(log, "_write", write)
+    return switch
+
+
+async def batches(log: AuditLog, count: int, size: int, first: int = 0) -> None:
+    """`count` batches of `size` entries (conns from `first` on), each written alone."""
+    for batch in range(count):
+        for n in range(size):
+            log.record(entry(first + batch * size + n))
+        await asyncio.sleep(audit.BATCH_WINDOW * 2)
+
+
 def test_an_entry_after_a_quiet_spell_is_written_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         log = AuditLog(str(tmp_path / "a.log"))
@@ -111,23 +133,33 @@ def test_a_burst_is_written_in_few_batches_and_close_writes_the_rest(
 
 
 def test_entries_past_the_limit_are_counted_on_the_next_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """And on /metrics' counts, said once each way in the log (issue 23)."""
     monkeypatch.setattr(audit, "QUEUE_LIMIT", 5)
 
-    async def scenario() -> None:
+    async def scenario() -> AuditLog:
         log = AuditLog(str(tmp_path / "a.log"))
         log.open()
         for n in range(8):  # the writer has not run yet: 5 kept, 3 dropped
             log.record(entry(n))
+        assert log.failing and log.dropped_total == 3 and log.queued == 5
         await asyncio.sleep(0.2)
+        assert not log.failing
         log.record(entry(8))
         await log.close()
+        return log
 
-    asyncio.run(scenario())
+    with caplog.at_level("INFO", logger="dockmoat.gateway"):
+        log = asyncio.run(scenario())
     lines = read(tmp_path / "a.log")
     assert [e["conn"] for e in lines] == [0, 1, 2, 3, 4, 8]
     assert [e.get("audit_dropped_before") for e in lines] == [None] * 5 + [3]
+    assert (log.dropped_total, log.write_errors) == (3, 0)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert "5 entries wait for a disk that does not keep up" in said[0][1]
+    assert "3 entries were not written" in said[1][1]
 
 
 def test_a_failing_write_is_logged_and_counted(
@@ -224,20 +256,9 @@ def test_a_long_full_disk_counts_the_whole_gap(
 
     async def scenario() -> None:
         log = AuditLog(str(tmp_path / "a.log"))
-        original = log._write
-        full = [True]
-
-        def write(text: str) -> None:
-            if full[0]:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            original(text)
-
-        monkeypatch.setattr(log, "_write", write)
+        full = full_disk(log, monkeypatch, True)
         log.open()
-        for batch in range(4):  # four batches fail, each carrying the count before it
-            for n in range(3):
-                log.record(entry(batch * 3 + n))
-            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await batches(log, 4, 3)  # four batches fail, each carrying the count before it
         full[0] = False
         log.record(entry(99))
         await log.close()
@@ -264,10 +285,7 @@ def test_a_disk_that_is_full_for_good_is_one_error_line_and_counted(
     async def scenario() -> AuditLog:
         log = AuditLog("/dev/full")
         log.open()
-        for batch in range(4):
-            for n in range(3):
-                log.record(entry(batch * 3 + n))
-            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await batches(log, 4, 3)
         assert log.failing
         assert (log.dropped_total, log.write_errors) == (12, 4)
         await log.close()
@@ -288,24 +306,12 @@ def test_a_disk_full_then_freed_says_so_once_each_way_with_the_gap(
 ) -> None:
     async def scenario() -> AuditLog:
         log = AuditLog(str(tmp_path / "a.log"))
-        original = log._write
-        full = [False]
-
-        def write(text: str) -> None:
-            if full[0]:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            original(text)
-
-        monkeypatch.setattr(log, "_write", write)
+        full = full_disk(log, monkeypatch, False)
         log.open()
-        log.record(entry(0))
-        await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await batches(log, 1, 1)
         assert not log.failing
         full[0] = True
-        for batch in range(3):
-            for n in range(2):
-                log.record(entry(10 + batch * 2 + n))
-            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await batches(log, 3, 2, first=10)
         assert log.failing and (log.dropped_total, log.write_errors) == (6, 3)
         full[0] = False
         log.record(entry(99))
@@ -340,9 +346,7 @@ def test_another_error_while_failing_is_said_too(
 
         monkeypatch.setattr(log, "_write", write)
         log.open()
-        for n in range(4):
-            log.record(entry(n))
-            await asyncio.sleep(audit.BATCH_WINDOW * 2)
+        await batches(log, 4, 1)
         await log.close()
 
     asyncio.run(scenario())
@@ -351,28 +355,3 @@ def test_another_error_while_failing_is_said_too(
     assert "No space left" in lines[0]
     assert "still loses entries, now: writing 1 audit entries failed" in lines[1]
     assert "Input/output error" in lines[1]
-
-
-def test_a_queue_that_overflows_counts_and_is_said_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(audit, "QUEUE_LIMIT", 5)
-
-    async def scenario() -> AuditLog:
-        log = AuditLog(str(tmp_path / "a.log"))
-        log.open()
-        for n in range(9):  # the writer has not run yet: 5 kept, 4 dropped
-            log.record(entry(n))
-        assert log.failing and log.dropped_total == 4 and log.queued == 5
-        await asyncio.sleep(audit.BATCH_WINDOW * 2)
-        assert not log.failing
-        await log.close()
-        return log
-
-    with caplog.at_level("INFO", logger="dockmoat.gateway"):
-        log = asyncio.run(scenario())
-    assert log.write_errors == 0
-    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert [level for level, _ in lines] == ["ERROR", "WARNING"], lines
-    assert "5 entries wait for a disk that does not keep up" in lines[0][1]
-    assert "4 entries were not written" in lines[1][1]
