@@ -5,20 +5,32 @@ assigned to a name at once (`up`) or unassigned for a pool (`launch_warm`, then
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import ipaddress
 import socket
 import time
+from typing import TYPE_CHECKING, Any
 
 import docker.errors
 
-from dockmoat.dind import cache, certs, claimant, diagnose, naming, preload, probe, spec
+from dockmoat.dind import cache, claimant, diagnose, naming, preload, probe, spec
 from dockmoat.dind.engine import Engine, Progress, quiet
 from dockmoat.dind.info import DindInfo
-from dockmoat.dind.resources import Made, close_stdin, create, entrypoint_of, undo
+from dockmoat.dind.resources import (
+    NETWORK_OPT_FACT,
+    Made,
+    close_stdin,
+    create,
+    entrypoint_of,
+    undo,
+)
 from dockmoat.errors import ConfigError, EngineError, config_errors
 from dockmoat.sdkerrors import engine_errors, explain
+
+if TYPE_CHECKING:
+    from dockmoat.dind.certs import KeyPair
 
 # How often `up` asks the nested daemon; a TLS handshake on loopback costs ~1 ms.
 _POLL = 0.02
@@ -38,10 +50,10 @@ def up(
     with config_errors():
         naming.validate_name(name)
     check_free(engine, name)
-    entrypoint = check_images(engine, options, pull=pull)
+    image = inspect_images(engine, options, pull=pull)
     who = claimant.current()
     instance = naming.new_instance(name)
-    made = Made(instance)
+    made = Made(instance, ca=read_ca_meanwhile(engine))
     try:
         with claim_cache(engine, options, wait_cache, engine.progress):
             create(
@@ -52,7 +64,8 @@ def up(
                 who,
                 {},
                 name,
-                entrypoint,
+                entrypoint_of(image),
+                str(image.get("Id") or ""),
             )
         info = start_and_wait(engine, options, made, name, who)
         if options.preload:
@@ -89,11 +102,29 @@ def check_free(engine: Engine, name: str) -> None:
     )
 
 
+def read_ca_meanwhile(engine: Engine) -> concurrent.futures.Future[KeyPair]:
+    """The manager CA, read in a background thread: importing `cryptography` and
+    reading the CA (~50 ms) overlap the engine's work on the network and container,
+    which the certificates wait for anyway (they name the container's IP)."""
+    reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dockmoat-ca")
+    try:
+        return reader.submit(engine.state.ca)
+    finally:
+        reader.shutdown(wait=False)
+
+
 def check_images(engine: Engine, options: spec.DindOptions, *, pull: bool = False) -> list[str]:
     """Fail fast, before creating anything, when an image is missing (never pull unasked).
 
     Returns the DinD image's entrypoint (run after the certificate wait).
     """
+    return entrypoint_of(inspect_images(engine, options, pull=pull))
+
+
+def inspect_images(
+    engine: Engine, options: spec.DindOptions, *, pull: bool = False
+) -> dict[str, Any]:
+    """`check_images`, returning the DinD image's inspect answer."""
     try:
         with engine_errors(
             f"cannot inspect image {options.image}", leave=(docker.errors.ImageNotFound,)
@@ -124,10 +155,10 @@ def check_images(engine: Engine, options: spec.DindOptions, *, pull: bool = Fals
                 engine.api.inspect_image(extra)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
             raise EngineError(f"--preload {extra}: no such image on the host engine") from None
-    entrypoint = entrypoint_of(image)
     with config_errors(f"{options.image}: "):
-        spec.daemon_command(entrypoint, ["dockerd"])
-    return entrypoint
+        spec.daemon_command(entrypoint_of(image), ["dockerd"])
+    details: dict[str, Any] = image
+    return details
 
 
 def start_and_wait(
@@ -153,7 +184,10 @@ def start_and_wait(
                 ips.append(str(ipaddress.ip_address(info.host_address)))
             except ValueError:
                 dns.append(info.host_address)  # a remote engine's host name
-            daemon_certs = certs.issue_daemon_certs(engine.state.ca(), made.instance, dns, ips)
+            ca = made.ca.result() if made.ca is not None else engine.state.ca()
+            from dockmoat.dind import certs
+
+            daemon_certs = certs.issue_daemon_certs(ca, made.instance, dns, ips)
         except ValueError as error:
             raise EngineError(f"cannot issue certificates: {error}") from None
         made.cert_dir = True
@@ -168,7 +202,23 @@ def start_and_wait(
         made.stdin = None
     engine.progress(f"waiting for /_ping on {info.host_url}")
     wait_ready(engine, info, made.container, options.timeout)
+    if made.ask_network_opt:
+        learn_network_opt(engine, made.container, made.ask_network_opt)
     return info
+
+
+def learn_network_opt(engine: Engine, container: str, image_id: str) -> None:
+    """Remember what the wrapper found out about the image's dockerd (it says so on
+    stderr before it starts dockerd), so that later daemons of the image skip asking.
+    Best effort: without an answer the next daemon asks again."""
+    try:
+        log = engine.api.logs(container, stdout=False, stderr=True)
+    except docker.errors.APIError:
+        return
+    known = spec.network_opt_from_log(log if isinstance(log, bytes) else b"")
+    if known is not None:
+        with contextlib.suppress(OSError):
+            engine.state.remember_image_fact(image_id, NETWORK_OPT_FACT, "yes" if known else "no")
 
 
 def wait_ready(engine: Engine, info: DindInfo, container: str, timeout: float) -> None:
@@ -224,7 +274,7 @@ def launch_warm(
     With `options.cache` the daemon runs on that key's volume, claimed as `up` claims it.
     """
     instance = naming.new_instance(None)
-    made = Made(instance)
+    made = Made(instance, ca=read_ca_meanwhile(engine))
     try:
         # A keyed daemon takes its key's volume only when no live daemon holds it
         # (cache.CacheBusy at once otherwise: the pool tries again later).

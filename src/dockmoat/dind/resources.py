@@ -8,7 +8,7 @@ import concurrent.futures
 import contextlib
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker.errors
 
@@ -17,6 +17,13 @@ from dockmoat.dind.engine import Engine
 from dockmoat.errors import EngineError, config_errors
 from dockmoat.netinfo import host_uplink
 from dockmoat.sdkerrors import engine_errors
+
+if TYPE_CHECKING:
+    from dockmoat.dind.certs import KeyPair
+
+# What `state.image_fact` calls the answer to "does this image's dockerd take
+# --default-network-opt?" (spec.RECEIVE_CERTS).
+NETWORK_OPT_FACT = "network-opt"
 
 
 @dataclass(slots=True)
@@ -31,6 +38,12 @@ class Made:
     dns: list[str] = field(default_factory=list)
     # Attached to the container's stdin before its start: the certificates go in there.
     stdin: socket.socket | None = None
+    # The DinD image's ID, when its wrapper asks its dockerd whether it takes
+    # --default-network-opt (once per image: the answer is remembered from its log).
+    ask_network_opt: str | None = None
+    # The manager CA, read (and `cryptography` imported) in the background while the
+    # engine creates and starts the container; None: read it when needed.
+    ca: concurrent.futures.Future[KeyPair] | None = None
 
 
 def host_mtu(engine: Engine) -> int:
@@ -62,7 +75,13 @@ def create(
     extra_labels: dict[str, str],
     name: str | None,
     entrypoint: list[str] | None = None,
+    image_id: str = "",
 ) -> None:
+    """Make the daemon's network, volume and container, and attach to its stdin.
+
+    `entrypoint` and `image_id`: the DinD image's, when the caller inspected it
+    already (None: inspected here).
+    """
     instance = made.instance
     mtu = options.mtu or host_mtu(engine)
     network = naming.network_name(instance)
@@ -76,14 +95,32 @@ def create(
         network_made = pool.submit(create_network, engine, network, mtu, instance, who)
         try:
             create_container(
-                engine, options, made, mtu, container_name, who, extra_labels, name, entrypoint
+                engine,
+                options,
+                made,
+                mtu,
+                container_name,
+                who,
+                extra_labels,
+                name,
+                entrypoint,
+                image_id,
             )
         except docker.errors.NotFound:
             # An engine that wants the network to exist first: create afterwards.
             network_made.result()
             with engine_errors("cannot create the daemon container"):
                 create_container(
-                    engine, options, made, mtu, container_name, who, extra_labels, name, entrypoint
+                    engine,
+                    options,
+                    made,
+                    mtu,
+                    container_name,
+                    who,
+                    extra_labels,
+                    name,
+                    entrypoint,
+                    image_id,
                 )
         made.stdin = attach_stdin(engine, made.container or "")
         network_made.result()
@@ -110,9 +147,18 @@ def create_container(
     extra_labels: dict[str, str],
     name: str | None,
     entrypoint: list[str] | None,
+    image_id: str = "",
 ) -> None:
     instance = made.instance
     assert made.network
+    if entrypoint is None:
+        details = inspect_image(engine, options.image)
+        entrypoint, image_id = entrypoint_of(details), str(details.get("Id") or "")
+    network_opt = None
+    if mtu != spec.DOCKERD_MTU:
+        known = engine.state.image_fact(image_id, NETWORK_OPT_FACT) if image_id else None
+        network_opt = {"yes": True, "no": False}.get(known or "")
+        made.ask_network_opt = image_id if network_opt is None and image_id else None
     if options.cache:
         volume = naming.cache_volume_name(options.cache)
         volume_labels = spec.labels(
@@ -133,13 +179,12 @@ def create_container(
             options,
             instance=instance,
             network=made.network,
-            image_entrypoint=image_entrypoint(engine, options.image)
-            if entrypoint is None
-            else entrypoint,
+            image_entrypoint=entrypoint,
             volume=volume,
             mtu=mtu,
             container_labels=container_labels,
             volume_labels=volume_labels,
+            network_opt=network_opt,
         )
     # NotFound is left to _create: maybe only the network is not there yet.
     with engine_errors("cannot create the daemon container", leave=(docker.errors.NotFound,)):
@@ -147,10 +192,10 @@ def create_container(
     made.container = str(created["Id"])
 
 
-def image_entrypoint(engine: Engine, image: str) -> list[str]:
+def inspect_image(engine: Engine, image: str) -> dict[str, Any]:
     with engine_errors(f"cannot inspect image {image}"):
-        details = engine.api.inspect_image(image)  # type: ignore[no-untyped-call]
-    return entrypoint_of(details)
+        details: dict[str, Any] = engine.api.inspect_image(image)  # type: ignore[no-untyped-call]
+    return details
 
 
 def attach_stdin(engine: Engine, container: str) -> socket.socket:

@@ -222,20 +222,54 @@ def network_options(mtu: int) -> dict[str, str]:
 # too: `--mtu` sets only docker0's, and dockerd >= 24 takes
 # `--default-network-opt=bridge=com.docker.network.driver.mtu=N` for the others. Older
 # dockerd refuses that flag, so the wrapper asks `dockerd --help` first, in the
-# background while the certificates are on their way (off the critical path).
+# background while the certificates are on their way, and says the answer on stderr
+# (NETWORK_OPT_MARK). The answer depends only on the image's files, so the launcher
+# remembers it per image ID (state.py) and passes it in NETWORK_OPT_ENV from then on:
+# the probe (~0.2 s before dockerd can start, on a 2-core machine) runs once per image.
 NETWORK_MTU_ENV = "DOCKMOAT_NETWORK_MTU"
+NETWORK_OPT_ENV = "DOCKMOAT_NETWORK_OPT"  # "yes"/"no": known; unset: ask dockerd --help
+NETWORK_OPT_MARK = "dockmoat: dockerd knows --default-network-opt: "
+# dockerd's own default MTU: no job network needs another one.
+DOCKERD_MTU = 1500
 _HELP = "/tmp/.dockmoat-dockerd-help"
 RECEIVE_CERTS = (
-    f'if [ -n "${NETWORK_MTU_ENV}" ]; then dockerd --help >{_HELP} 2>&1 </dev/null & fi; '
+    f'if [ -n "${NETWORK_MTU_ENV}" ] && [ -z "${NETWORK_OPT_ENV}" ]; then '
+    f"dockerd --help >{_HELP} 2>&1 </dev/null & fi; "
     "tar -x -f - -C / || { echo 'dockmoat: cannot unpack the certificates' >&2; exit 1; }; "
     f"[ -e {naming.SERVER_CERT_DIR}/ready ] || "
     "{ echo 'dockmoat: no certificates arrived on stdin' >&2; exit 1; }; "
-    f'if [ -n "${NETWORK_MTU_ENV}" ]; then wait; '
-    f"if grep -q -e --default-network-opt {_HELP}; then "
+    f'if [ -n "${NETWORK_MTU_ENV}" ]; then '
+    f'if [ -z "${NETWORK_OPT_ENV}" ]; then wait; {NETWORK_OPT_ENV}=no; '
+    f"grep -q -e --default-network-opt {_HELP} && {NETWORK_OPT_ENV}=yes; rm -f {_HELP}; "
+    f'echo "{NETWORK_OPT_MARK}${NETWORK_OPT_ENV}" >&2; fi; '
+    f'if [ "${NETWORK_OPT_ENV}" = yes ]; then '
     f'set -- "$@" "--default-network-opt=bridge=com.docker.network.driver.mtu=${NETWORK_MTU_ENV}"; '
-    f"fi; rm -f {_HELP}; fi; "
+    "fi; fi; "
     'exec "$@" </dev/null'
 )
+
+
+def network_opt_from_log(log: bytes) -> bool | None:
+    """The wrapper's answer to "does this dockerd know --default-network-opt?" in a
+    daemon's log (stderr), or None when it did not ask."""
+    mark = NETWORK_OPT_MARK.encode()
+    for line in log.splitlines():
+        if line.startswith(mark):
+            answer = line[len(mark) :].strip()
+            return {b"yes": True, b"no": False}.get(answer)
+    return None
+
+
+def network_env(mtu: int, network_opt: bool | None) -> list[str]:
+    """The wrapper's environment for the MTU of job networks (see RECEIVE_CERTS):
+    nothing at dockerd's default MTU; else the MTU, and whether dockerd takes
+    `--default-network-opt` when that is known (None: the wrapper asks)."""
+    if mtu == DOCKERD_MTU:
+        return []
+    env = [f"{NETWORK_MTU_ENV}={mtu}"]
+    if network_opt is not None:
+        env.append(f"{NETWORK_OPT_ENV}={'yes' if network_opt else 'no'}")
+    return env
 
 
 # Shells whose `-c STRING` form ignores the arguments after the string's $0.
@@ -340,8 +374,12 @@ def container_config(
     mtu: int,
     container_labels: dict[str, str],
     volume_labels: dict[str, str],
+    network_opt: bool | None = None,
 ) -> dict[str, Any]:
     """The body of `POST /containers/create` for a nested daemon.
+
+    `network_opt`: whether the image's dockerd takes `--default-network-opt`, when
+    known (None: the wrapper asks it; see RECEIVE_CERTS).
 
     ValueError when the image's entrypoint cannot start dockerd (`daemon_command`).
     """
@@ -381,7 +419,7 @@ def container_config(
         "OpenStdin": True,
         "StdinOnce": True,
         "Cmd": daemon_command(image_entrypoint, dockerd_argv(options, mtu)),
-        "Env": container_env(options) + ([f"{NETWORK_MTU_ENV}={mtu}"] if mtu != 1500 else []),
+        "Env": container_env(options) + network_env(mtu, network_opt),
         "Hostname": instance[:63],
         "Labels": container_labels,
         "ExposedPorts": {f"{naming.TLS_PORT}/tcp": {}},

@@ -6,6 +6,7 @@ Layout (directories 0700, keys 0600):
     STATE/daemons/<instance>/client/{ca,cert,key}.pem   DOCKER_CERT_PATH of a daemon
     STATE/daemons/<instance>/claimant        who is starting it (for gc)
     STATE/locks/cache-<key>.lock             flock while claiming a cache key
+    STATE/images/<image id hex>.<fact>       what an image's dockerd was found to know
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dockmoat.dind import certs
 from dockmoat.dind.files import write_private
 from dockmoat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dockmoat.dind import certs
 
 STATE_ENV = "DOCKMOAT_STATE_DIR"
 ROOT_DEFAULT = Path("/var/lib/dockmoat/dind")
@@ -69,7 +74,13 @@ class StateDir:
             os.close(fd)  # closing releases the lock, also when the process dies
 
     def ca(self) -> certs.KeyPair:
-        """The manager CA, made on first use (under a lock: concurrent `up`s make one)."""
+        """The manager CA, made on first use (under a lock: concurrent `up`s make one).
+
+        `cryptography` is imported here, not with this module: a cold `up` imports it
+        in the background while the engine creates the daemon (launch.py).
+        """
+        from dockmoat.dind import certs
+
         ca_dir = self.root / "ca"
         cert_path, key_path = ca_dir / "cert.pem", ca_dir / "key.pem"
         if not cert_path.exists():
@@ -85,6 +96,30 @@ class StateDir:
         except ValueError as error:
             raise ConfigError(f"the CA in {ca_dir} is unusable: {error}") from None
         return pair
+
+    def image_fact(self, image_id: str, fact: str) -> str | None:
+        """What was remembered about the image `image_id` (`sha256:<hex>`), or None.
+
+        An image ID is the hash of the image's content, so a fact about its files
+        (what its dockerd accepts) holds for as long as the ID exists.
+        """
+        path = self._fact_path(image_id, fact)
+        try:
+            return (path.read_text().strip() or None) if path else None
+        except OSError:
+            return None
+
+    def remember_image_fact(self, image_id: str, fact: str, value: str) -> None:
+        path = self._fact_path(image_id, fact)
+        if path is not None:
+            _private_dir(self.root / "images")
+            write_private(path, value.encode())
+
+    def _fact_path(self, image_id: str, fact: str) -> Path | None:
+        digest = image_id.removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not re.fullmatch(r"[a-z-]+", fact):
+            return None
+        return self.root / "images" / f"{digest}.{fact}"
 
     def daemon_dir(self, instance: str) -> Path:
         return self.root / "daemons" / instance

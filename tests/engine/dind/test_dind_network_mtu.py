@@ -10,6 +10,8 @@ from collections.abc import Callable
 import docker
 from dindtest_support import Dind
 
+from dockmoat.dind import spec
+from dockmoat.dind.resources import NETWORK_OPT_FACT
 from dockmoat.netinfo import host_uplink
 from harness.images import dind_tag
 
@@ -42,6 +44,15 @@ def test_a_jobs_own_networks_get_the_nested_mtu(dind: Dind, dind_name: Callable[
         info, "network", "inspect", "bridge", "--format", "{{json .Options}}"
     ).stdout
     assert f'"com.docker.network.driver.mtu":"{mtu}"' in docker0
+    # The wrapper asked the image's dockerd once; the next daemon of the image is told.
+    image_id = dind.client.images.get(dind.image).id
+    assert dind.manager.state.image_fact(image_id, NETWORK_OPT_FACT) == "yes"
+    second = dind.up(dind_name(), mtu=mtu)
+    env = dind.client.api.inspect_container(second.container_id)["Config"]["Env"]
+    assert f"{spec.NETWORK_OPT_ENV}=yes" in env
+    logs = dind.client.api.logs(second.container_id, stdout=False, stderr=True)
+    assert spec.network_opt_from_log(logs) is None  # not asked again
+    assert _nested_network_mtu(dind, second, "dmtest-jobnet2") == str(mtu)
 
 
 def test_an_engine_without_default_network_opts_still_starts(
@@ -56,3 +67,5 @@ def test_an_engine_without_default_network_opts_still_starts(
     )
     # 20.10 cannot give its networks a default MTU: they keep dockerd's own default.
     assert _nested_network_mtu(dind, info, "dmtest-jobnet") in ("", "1500")
+    image_id = docker_client.images.get(old).id
+    assert dind.manager.state.image_fact(image_id, NETWORK_OPT_FACT) == "no"
