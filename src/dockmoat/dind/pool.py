@@ -112,6 +112,10 @@ class PoolService:
         self._starting: dict[str | None, int] = {}
         # A key whose volume a job's daemon holds is not tried again before this time.
         self._key_busy_until: dict[str, float] = {}
+        # Hand-outs under way: replacements start once they are answered, so the
+        # engine's work on a replacement (network, container, start) does not slow
+        # down the rename a waiting `up` is blocked on.
+        self._handing_out = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.handed_out = 0
@@ -128,6 +132,8 @@ class PoolService:
 
     def _wanted(self) -> tuple[bool, str | None]:
         """The slot a starter should fill next, under the lock: (any, key or None)."""
+        if self._handing_out:
+            return False, None
         now = time.monotonic()
         for key in self.cache_keys:
             if self._key_busy_until.get(key, 0.0) > now:
@@ -249,23 +255,35 @@ class PoolService:
                     warm = self._pop_ready(key)
                 if warm is None:
                     return {"ok": False, "reason": "empty", "message": "no warm daemon ready"}
-                self._lock.notify_all()  # a starter begins the replacement now
-            if not self._alive(warm):
-                self.counts.evicted()
-                self._discard(warm)
-                continue
+                self._handing_out += 1
             try:
-                info = self.manager.assign(warm.container, name, warm.info)
-            except ConfigError as error:
+                reply = self._hand_out(warm, name)
+            finally:
                 with self._lock:
-                    self._ready.insert(0, warm)  # not handed out: still clean
-                return {"ok": False, "reason": "exists", "message": str(error)}
-            except DockmoatError as error:
-                self._discard(warm)
-                return {"ok": False, "reason": "error", "message": str(error)}
-            self.handed_out += 1
-            self.manager.progress(f"handed {info.instance} to {name}")
-            return {"ok": True, "daemon": info.to_json()}
+                    self._handing_out -= 1
+                    self._lock.notify_all()  # a starter begins the replacement now
+            if reply is not None:
+                return reply
+
+    def _hand_out(self, warm: _Warm, name: str) -> dict[str, Any] | None:
+        """Rename a popped warm daemon to NAME: the reply, or None when it was dead
+        (discarded: take another)."""
+        if not self._alive(warm):
+            self.counts.evicted()
+            self._discard(warm)
+            return None
+        try:
+            info = self.manager.assign(warm.container, name, warm.info)
+        except ConfigError as error:
+            with self._lock:
+                self._ready.insert(0, warm)  # not handed out: still clean
+            return {"ok": False, "reason": "exists", "message": str(error)}
+        except DockmoatError as error:
+            self._discard(warm)
+            return {"ok": False, "reason": "error", "message": str(error)}
+        self.handed_out += 1
+        self.manager.progress(f"handed {info.instance} to {name}")
+        return {"ok": True, "daemon": info.to_json()}
 
     def _pop_ready(self, key: str | None) -> _Warm | None:
         for index, warm in enumerate(self._ready):
