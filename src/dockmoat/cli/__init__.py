@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -69,6 +68,8 @@ class _Group(click.Group):
 
 def _debug() -> None:
     if os.environ.get("DOCKMOAT_DEBUG"):
+        import traceback  # only here: it costs every command ~10 ms of imports
+
         traceback.print_exc()
 
 
