@@ -122,6 +122,8 @@ class BuildTenancy(Protocol):
         self, client: ClientIdentity
     ) -> Awaitable[tuple[frozenset[str], frozenset[str]]]: ...
 
+    def build_ended(self, client: ClientIdentity) -> None: ...
+
 
 @dataclass(slots=True)
 class Builds:
@@ -379,9 +381,13 @@ class BuildDecider:
         return self.tenancy is not None and call.method.path == f"/{CONTROL}/Solve"
 
     async def ended(self, call: Call, ok: bool) -> None:
-        """A Solve ended: if it failed, the tags its exporters claimed are released
-        where no image carries them (a claim becomes real only with the image, as for
-        a classic build's `-t`)."""
+        """A Solve ended: what it exported may be an image no event announces (Engine
+        20.10 sends none for BuildKit's exports), so tenancy drops what it keeps of the
+        image listing; if it failed, the tags its exporters claimed are released where
+        no image carries them (a claim becomes real only with the image, as for a
+        classic build's `-t`)."""
+        if self.tenancy is not None:
+            self.tenancy.build_ended(self.client)
         tags = self.claims.pop(call.stream, [])
         if not ok and tags and self.tenancy is not None:
             await self.tenancy.release_build_tags(self.client, tags)

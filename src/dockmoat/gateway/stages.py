@@ -157,6 +157,9 @@ class Stage:
         """(tags, image ids) this client's builds must not resolve."""
         return frozenset(), frozenset()
 
+    def build_ended(self, client: ClientIdentity) -> None:
+        """A Solve of this client's ended (it may have made an image)."""
+
 
 class PermissivePolicy:
     """Forwards every request (the `permissive` profile while no policy engine is installed)."""

@@ -2,7 +2,8 @@
 
 A daemon connection's bytes feed a StreamReader (the task path), or go straight
 to a sink (the fast lane's `FastRelay`, or any `UpstreamSink`) from its read
-callback.
+callback. A stage may also follow a streamed answer (tenancy follows the daemon's
+image events) on a connection of its own, which the pool closes when serve stops.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,6 +116,10 @@ class UpstreamPool:
         self.engine: EngineVersion | None = None
         self.on_reconnect: Callable[[], None] | None = None
         self._lost = False
+        # Connections held by a streamed answer (`PooledUpstream.stream`): closed with
+        # the pool, so a follower's stream ends when serve stops.
+        self._held: dict[int, UpstreamConn] = {}  # by id(): a dataclass is unhashable
+        self.closed = False
 
     def take_idle(self) -> UpstreamConn | None:
         """A pooled connection still open, without awaiting (the common case)."""
@@ -172,9 +177,20 @@ class UpstreamPool:
         else:
             conn.close()
 
+    def hold(self, conn: UpstreamConn) -> None:
+        """A connection a streamed answer keeps (never pooled), closed with the pool."""
+        self._held[id(conn)] = conn
+
+    def let_go(self, conn: UpstreamConn) -> None:
+        self._held.pop(id(conn), None)
+        conn.close()
+
     def close(self) -> None:
+        self.closed = True
         while self._idle:
             self._idle.pop().close()
+        while self._held:
+            self._held.popitem()[1].close()
 
 
 class PooledUpstream:
@@ -183,6 +199,11 @@ class PooledUpstream:
     def __init__(self, pool: UpstreamPool, max_body: int) -> None:
         self._pool = pool
         self._max_body = max_body
+
+    @property
+    def closed(self) -> bool:
+        """The pool was closed (serve stops): no stream opens any more."""
+        return self._pool.closed
 
     async def request(
         self,
@@ -226,6 +247,68 @@ class PooledUpstream:
             raise UpstreamError(f"upstream failed: {error}") from error
         finally:
             self._pool.release(conn, reusable)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str) -> AsyncIterator[StreamedAnswer]:
+        """A bodiless request whose answer is read as it comes (an events stream), on
+        a connection of its own that is never reused; closed when the block ends or the
+        pool closes. UpstreamError when the daemon cannot be reached or answers no HTTP."""
+        if self._pool.closed:
+            raise UpstreamError("the gateway is stopping")
+        conn = await self._pool.acquire()
+        self._pool.hold(conn)
+        try:
+            conn.writer.write(f"{method} {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode())
+            await conn.writer.drain()
+            reader = ResponseReader(head_request=False)
+            head: ResponseHead | None = None
+            after: list[object] = []  # what came with the head
+            while head is None:
+                for event in _stream_events(reader, await conn.reader.read(READ_SIZE)):
+                    if head is not None:
+                        after.append(event)
+                    elif isinstance(event, ResponseHead):
+                        head = event
+            headers = {k.lower(): v for k, v in head.headers}
+            yield StreamedAnswer(head.status, headers, _stream_body(conn, reader, after))
+        except OSError as error:
+            raise UpstreamError(f"upstream failed: {error}") from error
+        finally:
+            self._pool.let_go(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedAnswer:
+    """A streamed answer (`PooledUpstream.stream`): its head, and its body as it comes."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]  # ends with the answer; UpstreamError if cut short
+
+
+def _stream_events(reader: ResponseReader, data: bytes) -> list[object]:
+    """A streamed answer's events from one read (b"": the daemon closed)."""
+    events: list[object] = list(reader.feed(data) if data else reader.feed_eof())
+    if any(isinstance(event, Invalid | UpgradeStart) for event in events):
+        raise UpstreamError("unexpected upstream answer on a stream")
+    if not data and not any(isinstance(event, MessageEnd) for event in events):
+        raise UpstreamError("the daemon closed the stream")
+    return events
+
+
+async def _stream_body(
+    conn: UpstreamConn, reader: ResponseReader, events: list[object]
+) -> AsyncIterator[bytes]:
+    while True:
+        for event in events:
+            if isinstance(event, BodyData):
+                yield event.data
+            elif isinstance(event, MessageEnd):
+                return
+        try:
+            events = _stream_events(reader, await conn.reader.read(READ_SIZE))
+        except OSError as error:
+            raise UpstreamError(f"upstream failed: {error}") from error
 
 
 async def learn_engine(pool: UpstreamPool, upstream: PooledUpstream) -> EngineVersion:

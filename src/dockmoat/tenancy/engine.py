@@ -2,7 +2,9 @@
 
 JSON calls behind one small interface (`EngineApi.call`), made over the
 gateway's own pooled upstream connections (`PooledEngine`): same daemon, same
-TLS settings. These calls are few, small and bounded by a timeout.
+TLS settings. These calls are few, small and bounded by a timeout. The one
+stream followed, the engine's image events (imagewatch.py), goes over a
+connection of the same pool that the gateway closes when it stops.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
+
+from dockmoat.tenancy.imagewatch import OpenEvents, Streamed
 
 API_VERSION = "1.41"
 TIMEOUT_S = 60.0
@@ -41,6 +46,15 @@ class Upstream(Protocol):
     ) -> tuple[int, dict[str, str], bytes]: ...
 
 
+class StreamingUpstream(Upstream, Protocol):
+    """The gateway's `PooledUpstream`, which also follows streamed answers."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def stream(self, method: str, path: str) -> AbstractAsyncContextManager[Streamed]: ...
+
+
 def _encode_query(query: Mapping[str, Any] | None) -> str:
     params = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in (query or {}).items()}
     return urlencode(params)
@@ -51,6 +65,25 @@ class PooledEngine:
 
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
+
+    @property
+    def closed(self) -> bool:
+        """The gateway stopped (its pool closed): nothing more is followed."""
+        return bool(getattr(self._upstream, "closed", False))
+
+    def image_events(self) -> OpenEvents | None:
+        """How to open the engine's image events from a time, or None where this
+        upstream cannot follow a stream (a stage's test double)."""
+        upstream = self._upstream
+        if not hasattr(upstream, "stream"):
+            return None
+        streaming: StreamingUpstream = upstream  # type: ignore[assignment]
+
+        def open_events(since: int) -> AbstractAsyncContextManager[Streamed]:
+            query = {"since": str(since), "filters": {"type": ["image"]}}
+            return streaming.stream("GET", f"/v{API_VERSION}/events?{_encode_query(query)}")
+
+        return open_events
 
     async def call(
         self,

@@ -15,12 +15,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dockmoat.policy import hostpaths
 from dockmoat.policy.decision import Allow, Decision, Deny
 from dockmoat.tenancy import present
 from dockmoat.tenancy.engine import EngineApi
+from dockmoat.tenancy.imagewatch import ImageEventFollower, ListingCache, OpenEvents
 from dockmoat.tenancy.model import (
     TENANT_LABEL,
     ContainerFact,
@@ -35,16 +36,17 @@ from dockmoat.tenancy.store import OwnershipStore
 
 TAG_RULE = "tenancy.image-tag"
 _RESTORES_AT_ONCE = 4
-IMAGE_LIST_REUSE = 1.0
-"""Seconds an engine image listing started ago still serves a BuildKit build's source
-policy (`image_list`). buildx sends two Solves per `docker build`, a few tens of
-milliseconds apart, each decided on the engine's listing, which took 0.2-0.7 s on the
-shared test engine (about a thousand images): the larger part of a build's time through
-the guard. Only the engine's answer is reused, never one that failed; ownership (labels
-read from it, the store's records) is worked out afresh each time. An image made in
-that second is missed as one made while the listing is under way is (BuildKit resolves
-a build's images after its Solve was decided anyway)."""
 log = logging.getLogger("dockmoat.tenancy")
+
+
+@runtime_checkable
+class FollowsEvents(Protocol):
+    """An engine whose image events can be followed (tenancy.engine.PooledEngine)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def image_events(self) -> OpenEvents | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,11 @@ class Lookups:
         # kept referenced; restores a few at a time.
         self._tasks: set[asyncio.Task[None]] = set()
         self._restoring: asyncio.Semaphore | None = None  # made in the serving loop
-        # The engine's image listing, with when it was asked for (`image_list`).
-        self._image_list: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
+        # The engine's image listing, kept while the engine's image events say nothing
+        # changed (imagewatch.py); the one under way, with the generation it was asked in.
+        self.listing: ListingCache[list[dict[str, Any]]] = ListingCache()
+        self._listing_asked: tuple[int, asyncio.Future[list[dict[str, Any]]]] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> EngineApi:
@@ -131,20 +136,50 @@ class Lookups:
     # --- images: by the store's records ------------------------------------------
 
     async def image_list(self) -> list[dict[str, Any]]:
-        """The engine's `GET /images/json`, shared: callers while it is under way and
-        within `IMAGE_LIST_REUSE` seconds of when it was asked for get the same answer
-        (read-only). A failed listing is not reused: the next caller asks again. The
-        listing runs as a task of its own, so a caller that goes away cancels nothing."""
-        now = asyncio.get_running_loop().time()
-        if self._image_list is not None:
-            asked, listing = self._image_list
+        """The engine's `GET /images/json` (read-only), kept while the engine's image
+        events are followed and none came since it was asked for (imagewatch.py);
+        callers while one is under way in the current generation share it. Not
+        followed: each caller asks afresh. A failed listing is never kept or shared.
+        The listing runs as a task of its own, so a caller that goes away cancels
+        nothing."""
+        self._follow_image_events()
+        kept = self.listing.cached()
+        if kept is not None:
+            return kept
+        generation = self.listing.generation
+        if self.listing.following and self._listing_asked is not None:
+            asked_in, listing = self._listing_asked
             failed = listing.done() and (listing.cancelled() or listing.exception() is not None)
-            if now - asked <= IMAGE_LIST_REUSE and not failed:
+            if asked_in == generation and not failed:
                 return await asyncio.shield(listing)
         listing = asyncio.ensure_future(self._list_images())
-        listing.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._image_list = (now, listing)
+
+        def keep(done: asyncio.Future[list[dict[str, Any]]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.listing.store(generation, done.result())  # if no event came since
+
+        listing.add_done_callback(keep)
+        self._listing_asked = (generation, listing)
         return await asyncio.shield(listing)
+
+    def images_changed(self) -> None:
+        """The guard forwarded what may have changed images without an image event on
+        some engines (a BuildKit export, a commit, a classic build): listings go."""
+        self.listing.changed()
+
+    def _follow_image_events(self) -> None:
+        """Start following the engine's image events (once; one stream per engine)."""
+        if self._follower is not None or self.engine_or_none is None:
+            return
+        engine = self.engine_or_none
+        if not isinstance(engine, FollowsEvents):
+            return
+        open_events = engine.image_events()
+        if open_events is None:
+            return
+        follows: FollowsEvents = engine
+        follower = ImageEventFollower(self.listing, open_events, lambda: follows.closed)
+        self._follower = asyncio.get_running_loop().create_task(follower.run())
 
     async def _list_images(self) -> list[dict[str, Any]]:
         status, answer = await self.engine.call("GET", "/images/json")

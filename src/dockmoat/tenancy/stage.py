@@ -175,6 +175,10 @@ class TenancyStage(Stage):
             return frozenset(), frozenset()
         return await build.foreign_images(self.look, tenant)
 
+    def build_ended(self, client: ClientIdentity) -> None:
+        """A BuildKit Solve ended: its export may be an image no event announces."""
+        self.look.images_changed()
+
     # --- answers ------------------------------------------------------------------
 
     def _tenant(self, request: ApiRequest) -> Tenant | None:

@@ -85,6 +85,7 @@ class Tags:
         self.owner = owner
         self.claimed: list[str] = []
         self.released: list[str] = []
+        self.ended = 0  # Solves ended (each may have made an image)
 
     def build_owner(self, client: ClientIdentity) -> str | Deny | None:
         return self.owner
@@ -100,6 +101,9 @@ class Tags:
 
     async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset({"theirs:1"}), frozenset()
+
+    def build_ended(self, client: ClientIdentity) -> None:
+        self.ended += 1
 
 
 def decide(payload: bytes, *, call: Call = SOLVE, decider: BuildDecider | None = None) -> Verdict:
@@ -338,6 +342,7 @@ def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_keeps_th
     asyncio.run(one.ended(first, ok=True))
     assert tags.claimed == ["app:1", "app:2"]
     assert tags.released == ["app:2"]
+    assert tags.ended == 2  # each may have exported an image no engine event announces
     assert one.follows(SOLVE) and not one.follows(grpc_call("/moby.buildkit.v1.Control/Status"))
 
 

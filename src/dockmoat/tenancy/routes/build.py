@@ -68,8 +68,10 @@ async def prune(look: Lookups, request: ApiRequest, tenant: Tenant, ctx: Context
 
 
 def _progress(request: ApiRequest) -> ResponseKind:
-    """A build with tags is read line by line (a failure releases its claims)."""
-    return "build" if request.query.get("t") else "none"
+    """A build is read line by line: a failure releases its tags' claims, its image
+    drops the kept image listing (an untagged build may have no image event on older
+    engines)."""
+    return "build"
 
 
 def _build_line(
@@ -79,6 +81,8 @@ def _build_line(
     # untag whatever later took the name, and refuse other jobs the name meanwhile.
     if "errorDetail" in line or "error" in line:
         look.release_later(tenant, [normalize_tag(t) for t in request.query.get("t", [])])
+    elif "aux" in line:  # the image's id (BuildKit's too: `moby.image.id`)
+        look.images_changed()
     return line
 
 
@@ -114,7 +118,8 @@ async def foreign_images(look: Lookups, tenant: Tenant) -> tuple[frozenset[str],
     """(tags, image ids) the tenant's BuildKit builds must not resolve: other tenants'
     images and the tags only other tenants made (BuildKit resolves a build's images in
     the daemon's store, where no request of ours sees them)."""
-    listing = await look.image_list()  # may be a listing of the last second (IMAGE_LIST_REUSE)
+    # Kept while the engine's image events say nothing changed (tenancy/imagewatch.py).
+    listing = await look.image_list()
     facts = look.image_facts(tenant)
     tags: set[str] = set()
     ids: set[str] = set()

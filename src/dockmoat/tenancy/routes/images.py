@@ -244,14 +244,21 @@ def _inspect_answer(look: Lookups, request: ApiRequest, tenant: Tenant, answer: 
 
 
 def _deleted(look: Lookups, request: ApiRequest, tenant: Tenant, answer: Any) -> Any:
+    look.images_changed()  # dockerd's own events say so too; ours cannot come later
     ref = request.route.params.get("name", "")
     look.store.discard(tenant.name, "tag", normalize_tag(ref))
     return answer
 
 
 def _tagged(look: Lookups, request: ApiRequest, tenant: Tenant, answer: Any) -> Any:
+    look.images_changed()  # dockerd's own events say so too; ours cannot come later
     if request.param("repo"):
         look.record_tagged(tenant, claimed_tag(request))
+    return answer
+
+
+def _committed(look: Lookups, request: ApiRequest, tenant: Tenant, answer: Any) -> Any:
+    look.images_changed()
     return answer
 
 
@@ -320,9 +327,17 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("images.tag", tag, answer="json", on_answer=_tagged, on_error=_release_claim),
     Entry("images.prune", prune, inline=True),
     Entry("images.delete", delete, answer="json", on_answer=_deleted),
-    # A commit's answer is not read back (kind "none"): its tag's image is not recorded
-    # as `images.tag` records it; only a failure releases the claim.
-    Entry("images.commit", commit, body=True, on_error=_release_claim),
+    # A commit's answer is read back only to drop the kept image listing (an untagged
+    # commit may have no image event on older engines); its tag's image is not recorded as
+    # `images.tag` records it; only a failure releases the claim.
+    Entry(
+        "images.commit",
+        commit,
+        body=True,
+        answer="json",
+        on_answer=_committed,
+        on_error=_release_claim,
+    ),
 )
 
 #: A registry search (its term names a remote repository, not the engine's objects),
