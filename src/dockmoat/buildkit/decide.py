@@ -342,6 +342,8 @@ class BuildDecider:
         self.sources = sources  # None: Dockerfiles are not read (nothing would check them)
         # The tags each Solve of this connection claimed (by its stream), until it ends.
         self.claims: dict[int, list[str]] = {}
+        # The Solves of this connection that export to the image store, until they end.
+        self.exporting: set[int] = set()
 
     # --- at the call's headers -------------------------------------------------------
 
@@ -381,13 +383,16 @@ class BuildDecider:
         return self.tenancy is not None and call.method.path == f"/{CONTROL}/Solve"
 
     async def ended(self, call: Call, ok: bool) -> None:
-        """A Solve ended: what it exported may be an image no event announces (Engine
-        20.10 sends none for BuildKit's exports), so tenancy drops what it keeps of the
-        image listing; if it failed, the tags its exporters claimed are released where
-        no image carries them (a claim becomes real only with the image, as for a
-        classic build's `-t`)."""
-        if self.tenancy is not None:
-            self.tenancy.build_ended(self.client)
+        """A Solve ended: if it exported to the image store, its image may be one no
+        event announces (an older engine's BuildKit export), so tenancy drops what it
+        keeps of the image listing (a Solve exporting elsewhere changed no image, and
+        the listing stays); if it failed, the tags its exporters claimed are released
+        where no image carries them (a claim becomes real only with the image, as for
+        a classic build's `-t`)."""
+        if call.stream in self.exporting:
+            self.exporting.discard(call.stream)
+            if self.tenancy is not None:
+                self.tenancy.build_ended(self.client)
         tags = self.claims.pop(call.stream, [])
         if not ok and tags and self.tenancy is not None:
             await self.tenancy.release_build_tags(self.client, tags)
@@ -504,6 +509,8 @@ class BuildDecider:
                 if isinstance(verdict, Deny):
                     return Refuse(verdict.message)
                 self.claims.setdefault(call.stream, []).append(name)
+        if any(exporter.type in IMAGE_EXPORTERS for exporter in message.exporters):
+            self.exporting.add(call.stream)
         self._saw_solve(message)
         # The Dockerfile's FROM and COPY --from are resolved inside the daemon, in its
         # image store: other tenants' images are denied by the build's source policy.

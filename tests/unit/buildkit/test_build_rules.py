@@ -343,6 +343,10 @@ def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_keeps_th
     assert tags.claimed == ["app:1", "app:2"]
     assert tags.released == ["app:2"]
     assert tags.ended == 2  # each may have exported an image no engine event announces
+    local = dataclasses.replace(SOLVE, stream=5)
+    decide(solve(exporter("local"), ref="ref3"), call=local, decider=one)
+    asyncio.run(one.ended(local, ok=True))
+    assert tags.ended == 2  # an export to the client changed no image
     assert one.follows(SOLVE) and not one.follows(grpc_call("/moby.buildkit.v1.Control/Status"))
 
 
