@@ -55,12 +55,15 @@ class ListingCache(Generic[T]):
 
     Every change (an event, the guard's own `changed`, the follower starting or
     stopping) starts a new generation and drops what is kept; `store` keeps a value
-    only if it was asked for in the current generation and events are followed."""
+    only if it was asked for in the current generation and events are followed.
+    `on_change` is told of each change while followed (to list again ahead of the
+    next build, tenancy/lookups.py)."""
 
     def __init__(self) -> None:
         self.generation = 0
         self.following = False
         self._kept: T | None = None
+        self.on_change: Callable[[], None] | None = None
 
     def cached(self) -> T | None:
         return self._kept if self.following else None
@@ -72,17 +75,24 @@ class ListingCache(Generic[T]):
         return True
 
     def changed(self) -> None:
-        self.generation += 1
-        self._kept = None
+        self._new_generation()
+        if self.following and self.on_change is not None:
+            self.on_change()
 
     def follow_started(self) -> None:
         # What was listed before the stream was followed may have missed an event.
-        self.changed()
+        self._new_generation()
         self.following = True
+        if self.on_change is not None:
+            self.on_change()
 
     def follow_ended(self) -> None:
-        self.changed()
+        self._new_generation()
         self.following = False
+
+    def _new_generation(self) -> None:
+        self.generation += 1
+        self._kept = None
 
 
 def changes_images(line: bytes) -> bool:

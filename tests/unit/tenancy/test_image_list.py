@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from dockmoat.tenancy import lookups
 from dockmoat.tenancy.imagewatch import OpenEvents
 from dockmoat.tenancy.lookups import Lookups
 from dockmoat.tenancy.model import TENANT_LABEL, Tenant
@@ -81,6 +84,12 @@ class Engine:
 
     def image_events(self) -> OpenEvents | None:
         return None if self.events is None else self.events.open
+
+
+@pytest.fixture(autouse=True)
+def no_relisting_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listings counted here are the builds' own (listing ahead: its own test)."""
+    monkeypatch.setattr(lookups, "RELIST_AFTER", 3600.0)
 
 
 def _image(ident: str, tag: str, owner: str | None) -> dict[str, Any]:
@@ -271,5 +280,46 @@ def test_a_caller_that_goes_away_does_not_cancel_the_listing_of_the_others(
         engine.gate.set()
         assert [i["Id"] for i in await second] == ["sha256:b1"]
         assert first.cancelled() and engine.calls == 1
+
+    asyncio.run(run())
+
+
+def test_a_change_is_listed_again_ahead_of_the_next_build_once_per_burst(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lookups, "RELIST_AFTER", 0.01)
+    events = Events()
+    engine = Engine([(200, [])], events)
+    look = _look(tmp_path, engine)
+
+    async def run() -> None:
+        await _followed(look)
+        await asyncio.sleep(0.05)
+        assert engine.calls == 0  # no build asked yet: nothing listed ahead
+        await look.image_list()
+        assert engine.calls == 1
+        events.send("create")
+        events.send("tag")
+        await asyncio.sleep(0.05)
+        assert engine.calls == 2  # one listing for the burst, kept
+        await look.image_list()
+        assert engine.calls == 2  # the next build finds it
+        engine.gate = asyncio.Event()
+        events.send("untag")
+        await asyncio.sleep(0.05)
+        assert engine.calls == 3  # under way ...
+        events.send("delete")  # ... and stale
+        await asyncio.sleep(0.05)
+        assert engine.calls == 3  # one at a time
+        engine.gate.set()
+        await asyncio.sleep(0.05)
+        assert engine.calls == 4  # then again, kept
+        engine.gate = None
+        await look.image_list()
+        assert engine.calls == 4
+        monkeypatch.setattr(lookups, "RELIST_WHILE_BUILDING", 0.0)
+        events.send("tag")  # no build lately: nothing listed ahead
+        await asyncio.sleep(0.05)
+        assert engine.calls == 4
 
     asyncio.run(run())
