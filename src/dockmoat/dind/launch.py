@@ -24,6 +24,7 @@ from dockmoat.dind.resources import (
     close_stdin,
     create,
     entrypoint_of,
+    host_mtu,
     undo,
 )
 from dockmoat.errors import ConfigError, EngineError, config_errors
@@ -49,8 +50,7 @@ def up(
     """Start a fresh nested daemon for NAME; return once it answers /_ping over mTLS."""
     with config_errors():
         naming.validate_name(name)
-    check_free(engine, name)
-    image = inspect_images(engine, options, pull=pull)
+    image, mtu = check(engine, name, options, pull=pull)
     who = claimant.current()
     instance = naming.new_instance(name)
     made = Made(instance, ca=read_ca_meanwhile(engine))
@@ -66,6 +66,7 @@ def up(
                 name,
                 entrypoint_of(image),
                 str(image.get("Id") or ""),
+                mtu,
             )
         info = start_and_wait(engine, options, made, name, who)
         if options.preload:
@@ -89,6 +90,28 @@ def claim_cache(
     if not options.cache:
         return contextlib.nullcontext()
     return cache.claim(engine.state, engine.api, options.cache, wait, progress)
+
+
+def check(
+    engine: Engine, name: str, options: spec.DindOptions, *, pull: bool = False
+) -> tuple[dict[str, Any], int | None]:
+    """Before anything is made: NAME is free (`check_free`), the images are there
+    (`inspect_images`: the DinD image's inspect answer); and the MTU `create` will
+    use (`host_mtu`; None when `options.mtu` gives it). The engine answers the three
+    at once; the errors come in that order. A pull waits until NAME is known free."""
+    if pull:
+        check_free(engine, name)
+        return inspect_images(engine, options, pull=True), (
+            host_mtu(engine) if options.mtu is None else None
+        )
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dockmoat-check") as ask:
+        images = ask.submit(inspect_images, engine, options)
+        mtu = ask.submit(host_mtu, engine) if options.mtu is None else None
+        try:
+            check_free(engine, name)
+            return images.result(), mtu.result() if mtu is not None else None
+        finally:
+            images.cancel()  # not started yet: NAME taken and no thread free
 
 
 def check_free(engine: Engine, name: str) -> None:

@@ -76,14 +76,16 @@ def create(
     name: str | None,
     entrypoint: list[str] | None = None,
     image_id: str = "",
+    mtu: int | None = None,
 ) -> None:
     """Make the daemon's network, volume and container, and attach to its stdin.
 
     `entrypoint` and `image_id`: the DinD image's, when the caller inspected it
-    already (None: inspected here).
+    already (None: inspected here); `mtu`: `host_mtu`'s answer, when the caller
+    asked already (`options.mtu` comes first either way).
     """
     instance = made.instance
-    mtu = options.mtu or host_mtu(engine)
+    mtu = options.mtu or mtu or host_mtu(engine)
     network = naming.network_name(instance)
     made.network = network  # before it exists: a failure half-way still removes it
     engine.progress(f"creating network {network}")
