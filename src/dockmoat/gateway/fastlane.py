@@ -316,17 +316,13 @@ def _take(
     if conn is None:
         hand_over(gateway, stream, exchange, command)  # connecting needs the task
         return False
-    ctx: Context | None = None
+    ctx = Context(client, gateway.upstream)
     try:
-        if stage is None:
-            outcome: pipeline.Outcome | None = pipeline.decide_now(
-                request, policy, form=False, engine=gateway.pool.engine
-            )
-        else:
-            ctx = Context(client, gateway.upstream)
-            outcome = run_inline(
-                pipeline.decide(request, policy, stage, ctx, form=False, engine=gateway.pool.engine)
-            )
+        # The one decision, driven here as far as it goes without suspending: all the
+        # way for a stage's inline routes (facts said so) and for no stage at all.
+        outcome = run_inline(
+            pipeline.decide(request, policy, stage, ctx, form=False, engine=gateway.pool.engine)
+        )
         if outcome is None or outcome.body is not None:
             gateway.pool.release(conn, True)
             hand_over(gateway, stream, exchange, command)  # decided afresh by the task

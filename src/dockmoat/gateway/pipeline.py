@@ -229,28 +229,6 @@ async def decide(
         return _failed(request, rules)
 
 
-def decide_now(
-    request: ApiRequest, policy: Policy, *, form: bool, engine: EngineVersion | None = None
-) -> Outcome:
-    """`decide` with no stage and no `after` hook: the same steps, nothing to await.
-
-    The fast lane's path for connections no stage looks at (`Stage.applies_to`): it
-    costs no coroutine per request.
-    """
-    rules: list[str] = []
-    notes: list[str] = []
-    try:
-        refused = unmodeled(request, engine)
-        if refused is not None:
-            return Outcome(refused, request, "", None, (refused.rule,))
-        decision, changed = _policy_step(request, policy, rules, notes)
-        if isinstance(decision, Deny):
-            return Outcome(decision, changed, "", None, tuple(rules))
-        return _forwarded(request, changed, decision, rules, notes, form=form)
-    except Exception:  # noqa: BLE001 - fail closed; _failed logs the traceback
-        return _failed(request, rules)
-
-
 def unmodeled(request: ApiRequest, engine: EngineVersion | None = None) -> Deny | None:
     """A 400 naming the first query parameter or JSON body field the reference table
     does not list (api/reference.py): what the guard has not read is never forwarded.

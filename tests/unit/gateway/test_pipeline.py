@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dockmoat.api.request import ApiRequest, ClientIdentity, Route
 from dockmoat.errors import ProtocolError, UpstreamError
 from dockmoat.gateway import pipeline
+from dockmoat.gateway.fastlane import run_inline
 from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
@@ -190,14 +191,19 @@ def test_policy_body_rewrite_is_forwarded_compact() -> None:
     ],
     ids=["allow", "deny", "rewrite", "error"],
 )
-def test_decide_now_is_decide_without_a_stage(policy: BodyPolicy) -> None:
+def test_decide_without_a_stage_never_suspends(policy: BodyPolicy) -> None:
+    """With no stage and no `after` hook nothing is awaited: the fast lane drives the
+    one `decide` to its end from a read callback (`fastlane.run_inline`)."""
     planned = pipeline.plan(
         head_of(b"POST /v1.41/containers/create?name=a HTTP/1.1\r\nHost: d\r\n"
                 b"Content-Length: 2\r\n\r\n{}"),
         CLIENT, policy,
     )  # fmt: skip
     request = pipeline.with_body(planned, b"{}")
-    assert pipeline.decide_now(request, policy, form=False) == decide(request, policy)
+    ctx = Context(request.client, NoUpstream())
+    inline = run_inline(pipeline.decide(request, policy, None, ctx, form=False))
+    assert inline is not None
+    assert inline == decide(request, policy)
 
 
 def test_target_reencodes_the_routed_path() -> None:
@@ -263,13 +269,11 @@ def test_fields_the_reference_table_lacks_are_refused_unread() -> None:
     assert seen == []
     head = head_of(b"GET /v1.41/containers/json?all=1&limitt=3 HTTP/1.1\r\nHost: d\r\n\r\n")
     request = pipeline.plan(head, CLIENT, PermissivePolicy()).request
-    now = pipeline.decide_now(request, PermissivePolicy(), form=False)
+    now = decide(request, PermissivePolicy())
     assert isinstance(now.decision, Deny) and "'limitt'" in now.decision.message
     head = head_of(b"GET /v1.41/containers/json?all=1&limit=3 HTTP/1.1\r\nHost: d\r\n\r\n")
     request = pipeline.plan(head, CLIENT, PermissivePolicy()).request
-    assert not isinstance(
-        pipeline.decide_now(request, PermissivePolicy(), form=False).decision, Deny
-    )
+    assert not isinstance(decide(request, PermissivePolicy()).decision, Deny)
 
 
 class UnreachableStage(Stage):
