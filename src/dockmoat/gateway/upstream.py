@@ -68,7 +68,7 @@ class UpstreamProtocol(asyncio.StreamReaderProtocol):
         super().connection_lost(None if self.eof_seen else exc)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # one connection is itself: hashed and compared by identity
 class UpstreamConn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
@@ -118,7 +118,7 @@ class UpstreamPool:
         self._lost = False
         # Connections held by a streamed answer (`PooledUpstream.stream`): closed with
         # the pool, so a follower's stream ends when serve stops.
-        self._held: dict[int, UpstreamConn] = {}  # by id(): a dataclass is unhashable
+        self._held: set[UpstreamConn] = set()
         self.closed = False
 
     def take_idle(self) -> UpstreamConn | None:
@@ -179,10 +179,10 @@ class UpstreamPool:
 
     def hold(self, conn: UpstreamConn) -> None:
         """A connection a streamed answer keeps (never pooled), closed with the pool."""
-        self._held[id(conn)] = conn
+        self._held.add(conn)
 
     def let_go(self, conn: UpstreamConn) -> None:
-        self._held.pop(id(conn), None)
+        self._held.discard(conn)
         conn.close()
 
     def close(self) -> None:
@@ -190,7 +190,7 @@ class UpstreamPool:
         while self._idle:
             self._idle.pop().close()
         while self._held:
-            self._held.popitem()[1].close()
+            self._held.pop().close()
 
 
 class PooledUpstream:
