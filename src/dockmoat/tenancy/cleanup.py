@@ -10,6 +10,7 @@ still in use elsewhere is kept (dockerd refuses with 409 and that is fine).
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 
 from dockmoat.tenancy.engine import EngineApi
@@ -73,22 +74,32 @@ def _is_job_s(container: dict[str, object], tenant: Tenant) -> bool:
     return isinstance(labels, dict) and labels.get(TENANT_LABEL) == tenant.name
 
 
-async def _free_endpoints(engine: EngineApi, key: str, tenant: Tenant) -> list[str]:
+# dockerd 28 names the endpoints in its refusal (`has active endpoints (name:"x"
+# id:"y")`); a stale one may be missing from the network's inspect (`Containers`).
+_REFUSED_NAMES = re.compile(r'name:"([^"]+)"')
+
+
+async def _free_endpoints(
+    engine: EngineApi, key: str, tenant: Tenant, refusal: str
+) -> tuple[int, list[str]]:
     """Force-disconnect the network's endpoints of gone containers and of the job's
-    own; return the names of the live containers that are not the job's (kept)."""
+    own (those its inspect lists, and those the refusal names); return how many
+    endpoints the inspect listed, and the live containers not the job's (kept)."""
     status, net = await engine.call("GET", f"/networks/{key}")
-    if status != 200 or not isinstance(net, dict):
-        return []
-    endpoints = net.get("Containers")
+    listed = net.get("Containers") if status == 200 and isinstance(net, dict) else None
+    endpoints: dict[str, str] = {}  # container id (or "ep-..."), endpoint name
+    for cid, endpoint in listed.items() if isinstance(listed, dict) else ():
+        endpoints[str(cid)] = str(endpoint.get("Name") or "") if isinstance(endpoint, dict) else ""
+    named = {name for name in _REFUSED_NAMES.findall(refusal)} - set(endpoints.values())
+    endpoints.update({f"name:{name}": name for name in sorted(named)})
     held: list[str] = []
-    for cid, endpoint in endpoints.items() if isinstance(endpoints, dict) else ():
-        name = str(endpoint.get("Name") or "") if isinstance(endpoint, dict) else ""
-        status, container = await _container(engine, str(cid))
+    for cid, name in endpoints.items():
+        status, container = (404, {}) if cid.startswith("name:") else await _container(engine, cid)
         if status == 200:
             if not _is_job_s(container, tenant):
-                held.append(name or str(cid)[:12])
+                held.append(name or cid[:12])
                 continue
-            target = str(cid)
+            target = cid
         elif status == 404 and name:
             # Gone: dockerd finds a stale endpoint by its name only (not by the id),
             # and a name now taken by a live container would disconnect that one.
@@ -104,20 +115,26 @@ async def _free_endpoints(engine: EngineApi, key: str, tenant: Tenant) -> list[s
         await engine.call(
             "POST", f"/networks/{key}/disconnect", body={"Container": target, "Force": True}
         )
-    return held
+    return len(listed) if isinstance(listed, dict) else 0, held
 
 
-async def _remove_network(engine: EngineApi, key: str, tenant: Tenant) -> tuple[int, list[str]]:
-    status = 0
+async def _remove_network(
+    engine: EngineApi, key: str, tenant: Tenant
+) -> tuple[int, str, list[str]]:
+    """(status, the engine's message and the endpoints its inspect listed, live
+    containers not the job's that hold it)."""
+    status, message = 0, ""
     held: list[str] = []
     for attempt in range(_NETWORK_TRIES):
         if attempt:
             await asyncio.sleep(_NETWORK_WAIT)
-        status, _ = await engine.call("DELETE", f"/networks/{key}")
+        status, answer = await engine.call("DELETE", f"/networks/{key}")
         if status in (200, 204, 404):
             break
-        held = await _free_endpoints(engine, key, tenant)
-    return status, held
+        message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
+        listed, held = await _free_endpoints(engine, key, tenant, message)
+        message += f" ({listed} endpoints listed)"
+    return status, message, held
 
 
 async def clean_up(store: OwnershipStore, engine: EngineApi, tenant: Tenant) -> Removed:
@@ -147,12 +164,13 @@ async def clean_up(store: OwnershipStore, engine: EngineApi, tenant: Tenant) -> 
         networks.pop(str(entry.get("Name")), None)
         networks[str(entry.get("Id"))] = ns.client_name(str(entry.get("Name")))
     for key, shown in networks.items():
-        status, held = await _remove_network(engine, key, tenant)
+        status, message, held = await _remove_network(engine, key, tenant)
         if status in (200, 204) and shown not in removed.networks:
             removed.networks.append(shown)
         elif status not in (200, 204, 404):
+            said = f": {message}" if message else ""
             holders = f"; in use by {', '.join(held)}, not the job's" if held else ""
-            removed.kept.append(f"network {shown} (the engine answered {status}{holders})")
+            removed.kept.append(f"network {shown} (the engine answered {status}{said}{holders})")
 
     volumes = {key for key in store.owned(name, "volume") if key}
     for entry in await _list(engine, "/volumes", {}):

@@ -48,8 +48,11 @@ class Dockerd:
             "Containers": {},
         }
 
-    def endpoint(self, nid: str, key: str, name: str) -> None:
-        self.networks[nid]["Containers"][key] = {"Name": name, "EndpointID": f"e{key}"}
+    def endpoint(self, nid: str, key: str, name: str, *, listed: bool = True) -> None:
+        """An endpoint; one not `listed` is in the network's endpoints (what its
+        removal checks) but missing from its inspect, as the soak's were."""
+        where = "Containers" if listed else "Hidden"
+        self.networks[nid].setdefault(where, {})[key] = {"Name": name, "EndpointID": f"e{key}"}
 
     def _find(self, ref: str) -> dict[str, Any] | None:
         for c in self.containers.values():
@@ -109,12 +112,17 @@ class Dockerd:
             if net is None:
                 return 404, {"message": f"network {parts[1]} not found"}
             if method == "GET" and len(parts) == 2:
-                return 200, net
+                return 200, {k: v for k, v in net.items() if k != "Hidden"}
+            every = {**net["Containers"], **net.get("Hidden", {})}
             if method == "DELETE":
-                if net["Containers"]:
+                if every:
+                    names = " ".join(
+                        f'(name:"{ep["Name"]}" id:"{ep["EndpointID"][:12]}")'
+                        for ep in every.values()
+                    )
                     return 403, {
                         "message": f"error while removing network: network {net['Name']} "
-                        f"id {net['Id']} has active endpoints"
+                        f"has active endpoints {names}"
                     }
                 del self.networks[parts[1]]
                 return 204, None
@@ -126,10 +134,11 @@ class Dockerd:
                     return (200, None) if gone else (403, {"message": "not connected"})
                 if not body.get("Force"):
                     return 404, {"message": f"No such container: {ref}"}
-                for key, ep in list(net["Containers"].items()):
-                    if ep["Name"] == ref:  # ForceEndpointDelete: by the endpoint's name
-                        del net["Containers"][key]
-                        return 200, None
+                for where in ("Containers", "Hidden"):
+                    for key, ep in list(net.get(where, {}).items()):
+                        if ep["Name"] == ref:  # ForceEndpointDelete: by its name
+                            del net[where][key]
+                            return 200, None
                 return 404, {"message": f"endpoint {ref} not found"}
         raise AssertionError(f"unexpected call {method} {path}")
 
@@ -165,6 +174,27 @@ def test_a_stale_endpoint_of_a_removed_container_does_not_keep_the_job_network(
         "/networks/n1/disconnect",
         {"Container": ns.engine_name("loadc2"), "Force": True},
     ) in engine.calls
+
+
+def test_a_stale_endpoint_missing_from_the_inspect_is_disconnected_by_its_name(
+    tmp_path: Path,
+) -> None:
+    """What the soak's private dockerd 28.5 did (rerun at 60 jobs): the refusal named
+    the removed container's endpoint, `name:"soak8416-36--loadc2"`, and the
+    network's inspect listed no endpoint at all."""
+    tenant = Tenant.job("ci6")
+    ns = tenant.namespace
+    engine = Dockerd()
+    net = ns.engine_name("loadnet2")
+    engine.network("n0", net, tenant.name)
+    engine.endpoint("n0", "a1581ea2e84f" * 5 + "abcd", ns.engine_name("loadc2"), listed=False)
+    store = OwnershipStore(tmp_path / "s.db")
+    store.add(tenant.name, "network", net)
+
+    removed = _close(engine, store, tenant)
+
+    assert engine.networks == {}, removed.as_dict()
+    assert removed.networks == ["loadnet2"] and removed.kept == []
 
 
 def test_a_live_container_that_is_not_the_job_s_is_left_alone(tmp_path: Path) -> None:
