@@ -258,6 +258,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 write_table(Path(args.out), args, results, -1, {}, ceiling)
         closes = [serve.job("close", job) for job in jobs]
         closed = sum(1 for c in closes if c.returncode == 0)
+        for close in closes:  # what a close kept, and why (dockerd's refusals)
+            if "kept" in close.stdout.lower() or close.returncode:
+                print(f"   job close: {close.stdout.strip()} {close.stderr.strip()}"[:2000])
         after = await sc.engine_inventory(dockerd)
         left = {k: sorted(set(after[k]) - set(before[k])) for k in after}
         print(f"-- job close: {closed}/{len(jobs)} closed; engine objects left: {left}")
