@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness import (
     daemon,
+    frontend,
     hosts_file,
     images,
     nested,
@@ -74,6 +75,11 @@ class Up:
         for spec in (images.busybox_spec(), images.dind_spec(), *images.matrix_dind_specs()):
             images.ensure_image(spec, docker, self.say)
         images.ensure_image(ryuk.ryuk_spec(self.say), docker, self.say)
+        try:
+            # The `# syntax=` frontend of the BuildKit tests; they skip without it.
+            images.ensure_image(frontend.frontend_spec(self.say), docker, self.say)
+        except images.ImageBuildError as exc:
+            self.say(f"note: {frontend.FRONTEND_IMAGE} cannot be built: {exc}")
         host_version = images.engine_version(images.host_binary("dockerd"))
         images.tag_alias(docker, images.DIND_IMAGE, images.dind_tag(host_version), self.say)
         self.ensure_privileged(docker, started)

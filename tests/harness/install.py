@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import ryuk
+from harness import frontend, ryuk
 from harness.endpoint import Endpoint
 
 PREFIX = "install-engine: "
@@ -77,11 +77,13 @@ ENGINE_SETS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
     for suite in ("sid", "trixie")
 )
 # busybox-static: the test images; golang-go: the compiler that builds Ryuk (harness.ryuk);
+# golang-1.26-go from sid (with its -src, nothing else): the test frontend's (harness.frontend);
 # rootlesskit, slirp4netns, uidmap, iproute2: the rootless DinD image (harness.images); crun: the
 # second OCI runtime of `dind up --runtime` (harness.runtimes).
 TEST_PACKAGES = (
     "busybox-static",
     ryuk.GO_COMPILER_PACKAGE,
+    f"{frontend.GO_COMPILER_PACKAGE}/{frontend.GO_SUITE}",
     "rootlesskit",
     "slirp4netns",
     "uidmap",
@@ -125,6 +127,8 @@ UNPACKED = (
     Unpacked("compose-v1", "docker-compose/bookworm"),
     # The Go sources Ryuk is built from (harness.ryuk): source only, nothing installed.
     *(Unpacked(ryuk.GO_TREE, f"{name}/bookworm") for name in ryuk.GO_PACKAGES),
+    # BuildKit's Go sources the `# syntax=` test frontend is built from (harness.frontend).
+    *(Unpacked(frontend.GO_TREE, f"{name}/{frontend.GO_SUITE}") for name in frontend.GO_PACKAGES),
 )
 
 
@@ -154,7 +158,8 @@ def wanted_packages(venv_works: bool, is_installed: Callable[[str], bool]) -> li
     if not venv_works:
         candidates.append("python3-venv")
     unique = list(dict.fromkeys(candidates))
-    return [p for p in unique if not is_installed(p)]
+    # `name/suite` (another suite's package, asked for by name): installed is by name.
+    return [p for p in unique if not is_installed(p.split("/", 1)[0])]
 
 
 def needs_engine(engine_answers: bool, major: int | None) -> bool:
