@@ -130,6 +130,7 @@ def test_a_local_frontend_builds_through_the_guard_as_on_the_raw_socket(
     assert solves, tenant.audit_entries()[-5:]
 
 
+@pytest.mark.host_namespaces  # the raw daemon must reach the tests' loopback listener
 @pytest.mark.parametrize("address", ["127.0.0.1", "localhost"])
 def test_a_frontend_at_an_internal_address_reaches_the_loopback_raw_and_is_refused_guarded(
     address: str,
