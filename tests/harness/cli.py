@@ -79,7 +79,10 @@ class Up:
             # The `# syntax=` frontend of the BuildKit tests; they skip without it.
             images.ensure_image(frontend.frontend_spec(self.say), docker, self.say)
         except images.ImageBuildError as exc:
-            self.say(f"note: {frontend.FRONTEND_IMAGE} cannot be built: {exc}")
+            # Not a note (a note makes `up --quiet-reuse` speak on every run): the tests
+            # that need it skip and say why.
+            if not self.quiet_reuse:
+                print(f"{PREFIX}note: {frontend.FRONTEND_IMAGE} cannot be built: {exc}")
         host_version = images.engine_version(images.host_binary("dockerd"))
         images.tag_alias(docker, images.DIND_IMAGE, images.dind_tag(host_version), self.say)
         self.ensure_privileged(docker, started)
