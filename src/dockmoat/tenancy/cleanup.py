@@ -51,14 +51,15 @@ async def _list(engine: EngineApi, path: str, query: dict[str, object]) -> list[
     return [a for a in answer if isinstance(a, dict)] if isinstance(answer, list) else []
 
 
-# A daemon under load may keep the endpoint of a container it has removed (a known
-# dockerd behaviour: "error while removing network: network ... has active endpoints",
-# 403) and refuse the network's removal, for good: the soak suite (docs/soak.md) saw
-# 4 of 1,100 CI days end so, and 5 tries over 2 s did not help job close either. A
-# refused removal is tried again after the network's stale endpoints are force-
-# disconnected: an endpoint whose container is gone, or is the job's own. An endpoint
-# of a live container that is not the job's (another tenant's, the host's) is never
-# touched: the network is then named in `kept`, with that container.
+# A loaded dockerd may keep the endpoint of a container it has removed and refuse the
+# network's removal for good (403 "has active endpoints"; the soak suite, docs/soak.md
+# fix 6). A refused removal is tried again after the network's endpoints whose
+# container is gone, or is the job's, are force-disconnected by name (the one way
+# dockerd finds a stale endpoint): those the inspect lists and those the refusal
+# names. An endpoint of a live container that is not the job's (another tenant's, the
+# host's) is never touched. What stays is named in `kept` with the engine's answers:
+# dockerd 28.5's own stale endpoint (not in the inspect, 404 to a disconnect by name)
+# goes only when that dockerd restarts.
 _NETWORK_TRIES = 5
 _NETWORK_WAIT = 0.5
 
@@ -81,10 +82,11 @@ _REFUSED_NAMES = re.compile(r'name:"([^"]+)"')
 
 async def _free_endpoints(
     engine: EngineApi, key: str, tenant: Tenant, refusal: str
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], list[str]]:
     """Force-disconnect the network's endpoints of gone containers and of the job's
     own (those its inspect lists, and those the refusal names); return how many
-    endpoints the inspect listed, and the live containers not the job's (kept)."""
+    endpoints the inspect listed, the live containers not the job's (kept), and the
+    force-disconnects the engine refused."""
     status, net = await engine.call("GET", f"/networks/{key}")
     listed = net.get("Containers") if status == 200 and isinstance(net, dict) else None
     endpoints: dict[str, str] = {}  # container id (or "ep-..."), endpoint name
@@ -93,6 +95,7 @@ async def _free_endpoints(
     named = {name for name in _REFUSED_NAMES.findall(refusal)} - set(endpoints.values())
     endpoints.update({f"name:{name}": name for name in sorted(named)})
     held: list[str] = []
+    failed: list[str] = []
     for cid, name in endpoints.items():
         status, container = (404, {}) if cid.startswith("name:") else await _container(engine, cid)
         if status == 200:
@@ -112,10 +115,13 @@ async def _free_endpoints(
             target = name
         else:
             continue
-        await engine.call(
+        status, answer = await engine.call(
             "POST", f"/networks/{key}/disconnect", body={"Container": target, "Force": True}
         )
-    return len(listed) if isinstance(listed, dict) else 0, held
+        if status != 200:  # said in kept if the network stays
+            said = answer.get("message", "") if isinstance(answer, dict) else ""
+            failed.append(f"force-disconnecting {target}: {status} {said}".strip())
+    return len(listed) if isinstance(listed, dict) else 0, held, failed
 
 
 async def _remove_network(
@@ -132,8 +138,8 @@ async def _remove_network(
         if status in (200, 204, 404):
             break
         message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
-        listed, held = await _free_endpoints(engine, key, tenant, message)
-        message += f" ({listed} endpoints listed)"
+        listed, held, failed = await _free_endpoints(engine, key, tenant, message)
+        message += f" ({listed} endpoints listed{''.join(f'; {f}' for f in failed)})"
     return status, message, held
 
 
