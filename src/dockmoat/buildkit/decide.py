@@ -122,7 +122,7 @@ class BuildTenancy(Protocol):
         self, client: ClientIdentity
     ) -> Awaitable[tuple[frozenset[str], frozenset[str]]]: ...
 
-    def build_ended(self, client: ClientIdentity) -> None: ...
+    def build_ended(self, client: ClientIdentity, built: list[str]) -> Awaitable[None]: ...
 
 
 @dataclass(slots=True)
@@ -386,15 +386,19 @@ class BuildDecider:
         """A Solve ended: if it exported to the image store, its image may be one no
         event announces (an older engine's BuildKit export), so tenancy drops what it
         keeps of the image listing (a Solve exporting elsewhere changed no image, and
-        the listing stays); if it failed, the tags its exporters claimed are released
-        where no image carries them (a claim becomes real only with the image, as for
-        a classic build's `-t`)."""
-        if call.stream in self.exporting:
-            self.exporting.discard(call.stream)
-            if self.tenancy is not None:
-                self.tenancy.build_ended(self.client)
+        the listing stays), and learns which image each tag it built names (a custom
+        frontend's image carries no tenant label: the tag is then its only tie to the
+        job). If it failed, the tags its exporters claimed are released where no image
+        carries them (a claim becomes real only with the image, as for a classic
+        build's `-t`)."""
+        exported = call.stream in self.exporting
+        self.exporting.discard(call.stream)
         tags = self.claims.pop(call.stream, [])
-        if not ok and tags and self.tenancy is not None:
+        if self.tenancy is None:
+            return
+        if exported or (ok and tags):
+            await self.tenancy.build_ended(self.client, tags if ok else [])
+        if not ok and tags:
             await self.tenancy.release_build_tags(self.client, tags)
 
     def watch(self, call: Call) -> AnswerWatch | None:

@@ -157,8 +157,9 @@ class Stage:
         """(tags, image ids) this client's builds must not resolve."""
         return frozenset(), frozenset()
 
-    def build_ended(self, client: ClientIdentity) -> None:
-        """A Solve of this client's ended (it may have made an image)."""
+    async def build_ended(self, client: ClientIdentity, built: list[str]) -> None:
+        """A Solve of this client's ended (it may have made an image); `built`: the
+        tags it exported (none if it failed)."""
 
 
 class PermissivePolicy:

@@ -326,15 +326,15 @@ class Lookups:
             )
 
     def record_tagged(self, tenant: Tenant, tag: str) -> None:
+        """`tagged_now` in the background (an answer is not held for it)."""
+        self._spawn_tracked(self.tagged_now(tenant, tag), f"recording {tag} of job {tenant.name}")
+
+    async def tagged_now(self, tenant: Tenant, tag: str) -> None:
         """Remember which image a job's tag was made on (its close untags it only while
         it still names that image, or one the job made)."""
-
-        async def record() -> None:
-            image = await self.image(tag)
-            if image is not None and self.image_facts(tenant).tag_mine(tag):
-                self.store.add(tenant.name, "tagged", f"{tag}={image.get('Id')}")
-
-        self._spawn_tracked(record(), f"recording {tag} of job {tenant.name}")
+        image = await self.image(tag)
+        if image is not None and self.image_facts(tenant).tag_mine(tag):
+            self.store.add(tenant.name, "tagged", f"{tag}={image.get('Id')}")
 
     def _spawn_tracked(self, work: Coroutine[Any, Any, None], what: str) -> None:
         async def guarded() -> None:

@@ -175,9 +175,16 @@ class TenancyStage(Stage):
             return frozenset(), frozenset()
         return await build.foreign_images(self.look, tenant)
 
-    def build_ended(self, client: ClientIdentity) -> None:
-        """A BuildKit Solve ended: its export may be an image no event announces."""
+    async def build_ended(self, client: ClientIdentity, built: list[str]) -> None:
+        """A BuildKit Solve ended: its export may be an image no event announces, and
+        each tag it built names the job's image (recorded as `docker tag`'s are: job
+        close untags it while it still does, label or not), before the client hears
+        that the build finished."""
         self.look.images_changed()
+        tenant = self.tenant_of(client)
+        if isinstance(tenant, Tenant):
+            for tag in built:
+                await self.look.tagged_now(tenant, normalize_tag(tag))
 
     # --- answers ------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """A `# syntax=` build with a real local frontend (`dockmoat-test/frontend:latest`,
 harness.frontend) through a job socket: it builds as on the raw socket and the job runs
-its image. Known gap: the guard marks a build's image as the job's with the frontend
-attribute `label:dockmoat.tenant`, which only the Dockerfile frontend honours; a custom
-frontend's image carries no label and `job close` leaves it behind (strict xfail)."""
+its image. The guard marks a build's image as the job's with the frontend attribute
+`label:dockmoat.tenant`, which only the Dockerfile frontend honours; a custom frontend's
+image carries no label, and is the job's by the tag its build exported (recorded when
+the Solve ended): `job close` removes it all the same."""
 
 from __future__ import annotations
 
@@ -91,11 +92,6 @@ def test_a_local_frontend_builds_through_a_job_socket(
     assert removed.returncode == 0, removed.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a custom frontend ignores `label:dockmoat.tenant`: its image has no tenant "
-    "label and `job close` does not remove it (docs/policy.md, custom frontends)",
-)
 def test_closing_the_job_removes_its_local_frontend_image(
     open_job: Callable[..., Job],
     frontend_image: str,

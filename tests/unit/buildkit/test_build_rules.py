@@ -85,6 +85,7 @@ class Tags:
         self.owner = owner
         self.claimed: list[str] = []
         self.released: list[str] = []
+        self.built: list[str] = []
         self.ended = 0  # Solves ended (each may have made an image)
 
     def build_owner(self, client: ClientIdentity) -> str | Deny | None:
@@ -102,8 +103,9 @@ class Tags:
     async def foreign_images(self, client: ClientIdentity) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset({"theirs:1"}), frozenset()
 
-    def build_ended(self, client: ClientIdentity) -> None:
+    async def build_ended(self, client: ClientIdentity, built: list[str]) -> None:
         self.ended += 1
+        self.built.extend(built)
 
 
 def decide(payload: bytes, *, call: Call = SOLVE, decider: BuildDecider | None = None) -> Verdict:
@@ -332,7 +334,7 @@ def test_a_tenant_solve_claims_tags_labels_the_image_and_binds_ids() -> None:
     assert builds.sessions["sess1"] == "t1"
 
 
-def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_keeps_them() -> None:
+def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_records_them() -> None:
     one, tags = tenant(Builds(), "t1")
     first = dataclasses.replace(SOLVE, stream=1)
     second = dataclasses.replace(SOLVE, stream=3)
@@ -343,6 +345,7 @@ def test_a_failed_solve_releases_the_tags_it_claimed_and_a_finished_one_keeps_th
     assert tags.claimed == ["app:1", "app:2"]
     assert tags.released == ["app:2"]
     assert tags.ended == 2  # each may have exported an image no engine event announces
+    assert tags.built == ["app:1"]  # the finished one's tag: the job's image by its record
     local = dataclasses.replace(SOLVE, stream=5)
     decide(solve(exporter("local"), ref="ref3"), call=local, decider=one)
     asyncio.run(one.ended(local, ok=True))
