@@ -90,40 +90,23 @@ def create(
     made.network = network  # before it exists: a failure half-way still removes it
     engine.progress(f"creating network {network}")
     engine.progress(f"creating container {container_name}")
+
+    def container() -> None:
+        create_container(engine, options, made, mtu, container_name, who, extra_labels,
+                         name, entrypoint, image_id)  # fmt: skip
+
     # The engine resolves a container's network at start, not at create, so
     # the network (the slowest step here) is made while the container is
     # created and attached; leaving the `with` waits for it in every case.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         network_made = pool.submit(create_network, engine, network, mtu, instance, who)
         try:
-            create_container(
-                engine,
-                options,
-                made,
-                mtu,
-                container_name,
-                who,
-                extra_labels,
-                name,
-                entrypoint,
-                image_id,
-            )
+            container()
         except docker.errors.NotFound:
             # An engine that wants the network to exist first: create afterwards.
             network_made.result()
             with engine_errors("cannot create the daemon container"):
-                create_container(
-                    engine,
-                    options,
-                    made,
-                    mtu,
-                    container_name,
-                    who,
-                    extra_labels,
-                    name,
-                    entrypoint,
-                    image_id,
-                )
+                container()
         made.stdin = attach_stdin(engine, made.container or "")
         network_made.result()
 

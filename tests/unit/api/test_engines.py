@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
@@ -23,6 +22,7 @@ from dockmoat.gateway import pipeline
 from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, PermissivePolicy
 from dockmoat.policy.decision import Deny
+from support.upstream import NoUpstream
 
 ENGINE_28 = EngineVersion("28.5.2", (1, 51), (1, 24))
 ENGINE_20 = EngineVersion("20.10.24", (1, 41), (1, 12))
@@ -74,14 +74,6 @@ def test_the_minimum_api_version_follows_the_engine() -> None:
     assert too_old("1.30", None) is None
     assert newer_min.oldest_forwarded == (1, 44)
     assert ENGINE_20.oldest_forwarded == (1, 24)
-
-
-class NoUpstream:
-    async def request(
-        self, method: str, path: str, body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-        raise AssertionError("no stage here: nothing is looked up")
 
 
 def decided(request: ApiRequest, engine: EngineVersion) -> pipeline.Outcome:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from dockmoat.gateway.fastlane import run_inline
 from dockmoat.gateway.sansio.http import RequestHead, RequestReader
 from dockmoat.gateway.stages import Context, PermissivePolicy, Stage
 from dockmoat.policy.decision import Allow, Decision, Deny, Rewrite
+from support.upstream import NoUpstream
 
 CLIENT = ClientIdentity(listener="unix:///t.sock", tenant="t1")
 
@@ -27,14 +27,6 @@ def head_of(raw: bytes) -> RequestHead:
     (head, *_rest) = RequestReader().feed(raw)
     assert isinstance(head, RequestHead)
     return head
-
-
-class NoUpstream:
-    async def request(
-        self, method: str, path: str, body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-        raise AssertionError("not used")
 
 
 class BodyPolicy:
