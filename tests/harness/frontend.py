@@ -20,18 +20,14 @@ is not pulled).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import gobuild
 from harness.clients import LIBEXEC, TREES
 from harness.image_tree import ImageTree
-from harness.images import SEARCH_PATH, ImageBuildError, ImageSpec
+from harness.images import ImageBuildError, ImageSpec
 
 FRONTEND_IMAGE = "dockmoat-test/frontend:latest"
 MARKER = "built by dockmoat-test/frontend"
@@ -102,21 +98,9 @@ def gocode(root: Path = LIBEXEC) -> Path:
     return path
 
 
-def _unpacked_debs(root: Path = LIBEXEC) -> list[str]:
-    try:
-        stamp: dict[str, str] = json.loads((root / "unpacked.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return sorted(deb for key, deb in stamp.items() if key.startswith(f"{GO_TREE}:"))
-
-
 def inputs_digest(go: Path, root: Path = LIBEXEC) -> str:
-    h = hashlib.sha256(b"dockmoat-test-frontend/1\n")
-    h.update((SOURCE / "main.go").read_bytes())
-    version = subprocess.run([str(go), "version"], capture_output=True, text=True, check=False)
-    h.update(version.stdout.encode())
-    h.update("\n".join(_unpacked_debs(root)).encode())
-    return h.hexdigest()
+    sources = [(SOURCE / "main.go").read_bytes()]
+    return gobuild.inputs_digest(b"dockmoat-test-frontend/1\n", sources, go, root, GO_TREE)
 
 
 def build_frontend(
@@ -131,31 +115,19 @@ def build_frontend(
         return target
     if say is not None:
         say(f"building the BuildKit frontend of {FRONTEND_IMAGE} with {go} (offline, GOPATH)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="frontend-build-") as scratch:
-        work = Path(scratch)
-        package = work / "src" / IMPORT_PATH
-        package.mkdir(parents=True)
-        shutil.copy2(SOURCE / "main.go", package / "main.go")
-        env = {
-            "PATH": SEARCH_PATH,
-            "HOME": str(work),
-            "GOPATH": f"{work}:{gopath_debian}",
-            "GO111MODULE": "off",
-            "GOPROXY": "off",
-            "GOTOOLCHAIN": "local",
-            "GOFLAGS": "",
-            "GOCACHE": str(cache / "gocache"),
-            "CGO_ENABLED": "0",
-        }
-        partial = target.with_suffix(".partial")
-        argv = [str(go), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), "."]
-        proc = subprocess.run(
-            argv, cwd=package, env=env, capture_output=True, text=True, timeout=1800, check=False
-        )
-        if proc.returncode != 0:
-            raise ImageBuildError(f"building the frontend failed:\n{proc.stdout}{proc.stderr}")
-        partial.replace(target)
+    gobuild.go_build(
+        go=go,
+        gopath_debian=gopath_debian,
+        main_go=SOURCE / "main.go",
+        import_path=IMPORT_PATH,
+        target=target,
+        cache=cache,
+        name="frontend",
+        what="the frontend",
+        ldflags="-s -w",
+        timeout=1800,
+        extra_env={"GOTOOLCHAIN": "local"},
+    )
     return target
 
 

@@ -22,15 +22,12 @@ upstream's, which the tests cannot pull).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import gobuild
 from harness.clients import LIBEXEC, TREES
 from harness.image_tree import ImageTree
 from harness.images import SEARCH_PATH, ImageBuildError, ImageSpec
@@ -75,23 +72,11 @@ def gocode(root: Path = LIBEXEC) -> Path:
     return path
 
 
-def _unpacked_debs(root: Path = LIBEXEC) -> list[str]:
-    """The .deb file names (with versions) unpacked into the Go tree."""
-    try:
-        stamp: dict[str, str] = json.loads((root / "unpacked.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return sorted(deb for key, deb in stamp.items() if key.startswith(f"{GO_TREE}:"))
-
-
 def inputs_digest(go: Path, root: Path = LIBEXEC) -> str:
-    h = hashlib.sha256(b"dockmoat-test-ryuk/1\n")
-    for name in ("main.go", "LICENSE"):
-        h.update(name.encode() + b"\0" + (SOURCE / name).read_bytes())
-    version = subprocess.run([str(go), "version"], capture_output=True, text=True, check=False)
-    h.update(version.stdout.encode())
-    h.update("\n".join(_unpacked_debs(root)).encode())
-    return h.hexdigest()
+    sources = [
+        name.encode() + b"\0" + (SOURCE / name).read_bytes() for name in ("main.go", "LICENSE")
+    ]
+    return gobuild.inputs_digest(b"dockmoat-test-ryuk/1\n", sources, go, root, GO_TREE)
 
 
 def build_ryuk(
@@ -108,34 +93,26 @@ def build_ryuk(
         return target
     if say is not None:
         say(f"building Ryuk {RYUK_VERSION} from source with {go} (offline, GOPATH mode)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ryuk-build-") as scratch:
-        work = Path(scratch)
-        package = work / "src" / IMPORT_PATH
-        package.mkdir(parents=True)
-        shutil.copy2(SOURCE / "main.go", package / "main.go")
+
+    def link_try_v1(work: Path) -> None:
         # Ryuk imports gopkg.in/matryer/try.v1; Debian ships it as github.com/matryer/try.
         try_v1 = work / "src" / "gopkg.in" / "matryer" / "try.v1"
         try_v1.parent.mkdir(parents=True)
         try_v1.symlink_to(gopath_debian / "src" / "github.com" / "matryer" / "try")
-        env = {
-            "PATH": SEARCH_PATH,
-            "HOME": str(work),
-            "GOPATH": f"{work}:{gopath_debian}",
-            "GO111MODULE": "off",
-            "GOPROXY": "off",
-            "GOFLAGS": "",
-            "GOCACHE": str(cache / "gocache"),
-            "CGO_ENABLED": "0",
-        }
-        partial = target.with_suffix(".partial")
-        argv = [str(go), "build", "-trimpath", "-ldflags", "-s", "-o", str(partial), "."]
-        proc = subprocess.run(
-            argv, cwd=package, env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        if proc.returncode != 0:
-            raise ImageBuildError(f"building Ryuk failed:\n{proc.stdout}{proc.stderr}")
-        partial.replace(target)
+
+    gobuild.go_build(
+        go=go,
+        gopath_debian=gopath_debian,
+        main_go=SOURCE / "main.go",
+        import_path=IMPORT_PATH,
+        target=target,
+        cache=cache,
+        name="ryuk",
+        what="Ryuk",
+        ldflags="-s",
+        timeout=900,
+        prepare=link_try_v1,
+    )
     return target
 
 
