@@ -124,7 +124,7 @@ def close_job(job: str, fmt: str, control: Path) -> None:
             click.echo(f"removed {kind[:-1]} {name}")
             total += 1
     for name in removed.get("kept", []):
-        click.echo(f"kept image {name}")
+        click.echo(f"kept {name}")  # each entry says what it is (image, network)
     click.echo(f"job {job} closed ({total} removed)")
     for item in denials:
         what = "would have denied" if item["decision"] == "would_deny" else "denied"

@@ -210,17 +210,17 @@ async def clean_up(store: OwnershipStore, engine: EngineApi, tenant: Tenant) -> 
             and tagged.get(tag) != current
             and (not isinstance(labels, dict) or labels.get(TENANT_LABEL) != name)
         ):
-            removed.kept.append(f"{tag} (now names an image job {name} did not make)")
+            removed.kept.append(f"image {tag} (now names an image job {name} did not make)")
             continue
         status, _ = await engine.call("DELETE", f"/images/{tag}")
         if status == 200:
             removed.images.append(tag)
         elif status == 409:
-            removed.kept.append(f"{tag} (in use)")
+            removed.kept.append(f"image {tag} (in use)")
     for image_id in sorted(image_ids):
         status, _ = await engine.call("DELETE", f"/images/{image_id}")
         if status == 200:
             removed.images.append(image_id.removeprefix("sha256:")[:12])
         elif status == 409:
-            removed.kept.append(f"{image_id.removeprefix('sha256:')[:12]} (in use)")
+            removed.kept.append(f"image {image_id.removeprefix('sha256:')[:12]} (in use)")
     return removed

@@ -770,7 +770,7 @@ def test_a_close_untags_only_what_still_names_the_jobs_image(
     time.sleep(0.5)  # the job's tags were recorded by a look-up after their answers
     removed = job.close()
     assert f"{kept}:1" in removed["images"], removed
-    assert any(entry.startswith(f"{moved}:1 ") for entry in removed["kept"]), removed
+    assert any(entry.startswith(f"image {moved}:1 ") for entry in removed["kept"]), removed
     assert docker_client.images.get(f"{moved}:1").id == host_image.id
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"{kept}:1")
