@@ -36,13 +36,20 @@ def _pool(path: Path) -> UpstreamPool:
     return UpstreamPool(Endpoint(url=f"unix://{path}", kind="unix", path=path), Limits())
 
 
+async def _streaming(
+    tmp_path: Path,
+) -> tuple[asyncio.Queue[bytes], asyncio.Server, UpstreamPool, PooledUpstream]:
+    """An events daemon at tmp_path/d.sock (fed by the queue), its pool and an upstream."""
+    path = tmp_path / "d.sock"
+    sent: asyncio.Queue[bytes] = asyncio.Queue()
+    server = await events_daemon(path, sent)
+    pool = _pool(path)
+    return sent, server, pool, PooledUpstream(pool, 1 << 20)
+
+
 def test_a_stream_is_read_as_it_comes_and_ends_with_its_answer(tmp_path: Path) -> None:
     async def run() -> None:
-        path = tmp_path / "d.sock"
-        sent: asyncio.Queue[bytes] = asyncio.Queue()
-        server = await events_daemon(path, sent)
-        pool = _pool(path)
-        upstream = PooledUpstream(pool, 1 << 20)
+        sent, server, pool, upstream = await _streaming(tmp_path)
         async with upstream.stream("GET", "/v1.41/events") as answer:
             assert answer.status == 200 and answer.headers["date"].endswith("GMT")
             chunks = answer.chunks
@@ -59,11 +66,7 @@ def test_a_stream_is_read_as_it_comes_and_ends_with_its_answer(tmp_path: Path) -
 
 def test_the_pools_close_ends_a_stream_and_no_stream_opens_after_it(tmp_path: Path) -> None:
     async def run() -> None:
-        path = tmp_path / "d.sock"
-        sent: asyncio.Queue[bytes] = asyncio.Queue()
-        server = await events_daemon(path, sent)
-        pool = _pool(path)
-        upstream = PooledUpstream(pool, 1 << 20)
+        _sent, server, pool, upstream = await _streaming(tmp_path)
         with pytest.raises(UpstreamError):
             async with upstream.stream("GET", "/v1.41/events") as answer:
                 reading = asyncio.ensure_future(anext(answer.chunks))

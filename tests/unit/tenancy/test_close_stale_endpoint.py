@@ -73,11 +73,7 @@ class Dockerd:
         return status, json.loads(json.dumps(answer))  # a fresh copy, as over the wire
 
     def _answer(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
+        self, method: str, path: str, query: Mapping[str, Any] | None, body: Any
     ) -> tuple[int, Any]:
         self.calls.append((method, path, body))
         parts = path.strip("/").split("/")
