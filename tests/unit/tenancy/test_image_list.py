@@ -101,6 +101,13 @@ def _look(tmp_path: Path, engine: Engine) -> Lookups:
     return Lookups(store, engine, socket_of=None, daemon_sockets=frozenset())
 
 
+def _following(tmp_path: Path) -> tuple[Events, Engine, Lookups]:
+    """Lookups of an engine with no images whose image events it can follow."""
+    events = Events()
+    engine = Engine([(200, [])], events)
+    return events, engine, _look(tmp_path, engine)
+
+
 async def _followed(look: Lookups) -> None:
     look._follow_image_events()
     for _ in range(100):
@@ -167,9 +174,7 @@ def test_a_listing_is_kept_until_an_image_event_and_harmless_events_keep_it(
 
 
 def test_an_event_while_a_listing_is_under_way_keeps_it_from_being_kept(tmp_path: Path) -> None:
-    events = Events()
-    engine = Engine([(200, [])], events)
-    look = _look(tmp_path, engine)
+    events, engine, look = _following(tmp_path)
 
     async def run() -> None:
         await _followed(look)
@@ -185,9 +190,7 @@ def test_an_event_while_a_listing_is_under_way_keeps_it_from_being_kept(tmp_path
 
 
 def test_the_guards_own_changes_drop_the_listing(tmp_path: Path) -> None:
-    events = Events()
-    engine = Engine([(200, [])], events)
-    look = _look(tmp_path, engine)
+    _events, engine, look = _following(tmp_path)
 
     async def run() -> None:
         await _followed(look)
@@ -200,9 +203,7 @@ def test_the_guards_own_changes_drop_the_listing(tmp_path: Path) -> None:
 
 
 def test_an_ended_stream_means_asking_afresh_until_it_is_followed_again(tmp_path: Path) -> None:
-    events = Events()
-    engine = Engine([(200, [])], events)
-    look = _look(tmp_path, engine)
+    events, engine, look = _following(tmp_path)
 
     async def run() -> None:
         await _followed(look)
@@ -288,9 +289,7 @@ def test_a_change_is_listed_again_ahead_of_the_next_build_once_per_burst(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lookups, "RELIST_AFTER", 0.01)
-    events = Events()
-    engine = Engine([(200, [])], events)
-    look = _look(tmp_path, engine)
+    events, engine, look = _following(tmp_path)
 
     async def run() -> None:
         await _followed(look)
