@@ -14,6 +14,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
+from dind_helpers import container_config, warm_info
 
 from dockmoat.cli import _FAMILIES, main
 from dockmoat.dind import certs, launch, spec
@@ -23,20 +24,6 @@ from dockmoat.dind.state import StateDir
 from dockmoat.errors import ConfigError
 
 IMAGE_ID = "sha256:" + "ab" * 32
-
-
-def _config(mtu: int, network_opt: bool | None) -> dict[str, Any]:
-    return spec.container_config(
-        spec.DindOptions(image="img"),
-        instance="ci-1-abcd",
-        network="n",
-        image_entrypoint=[],
-        volume="v",
-        mtu=mtu,
-        container_labels={},
-        volume_labels={},
-        network_opt=network_opt,
-    )
 
 
 @pytest.mark.parametrize(
@@ -52,7 +39,7 @@ def _config(mtu: int, network_opt: bool | None) -> dict[str, Any]:
 def test_a_known_answer_reaches_the_wrapper(
     mtu: int, network_opt: bool | None, env: list[str]
 ) -> None:
-    config = _config(mtu, network_opt)
+    config = container_config(mtu, network_opt)
     assert [e for e in config["Env"] if e.startswith("DOCKMOAT_NETWORK_")] == env
     # The flag is added by the wrapper (asked or told), never to the command itself.
     assert "--default-network-opt" not in " ".join(config["Cmd"])
@@ -136,15 +123,7 @@ class _SlowAssign:
 
     def launch_warm(self, options: Any, who: str, pool_id: str) -> tuple[str, DindInfo]:
         self.launched += 1
-        info = DindInfo(
-            name=f"pool-{self.launched}",
-            instance=f"pool-{self.launched}",
-            container_id=f"c{self.launched}",
-            network="n",
-            address="10.0.0.2",
-            port=1000 + self.launched,
-            cert_path=Path("/nonexistent"),
-        )
+        info = warm_info(self.launched)
         return info.container_id, info
 
     def assign(self, container: str, name: str, warm: DindInfo | None = None) -> DindInfo:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dind_helpers import warm_info
 
 from dockmoat.dind import cache
 from dockmoat.dind.info import DindInfo
@@ -44,16 +45,7 @@ class FakeManager:
             self._count += 1
             number = self._count
             self.launched.append(key)
-        info = DindInfo(
-            name=f"pool-{number}",
-            instance=f"pool-{number}",
-            container_id=f"c{number}",
-            network="n",
-            address="10.0.0.2",
-            port=1000 + number,
-            cert_path=Path("/nonexistent"),
-            cache=key,
-        )
+        info = warm_info(number, key)
         return info.container_id, info
 
     def assign(self, container: str, name: str, warm: DindInfo | None = None) -> DindInfo:
