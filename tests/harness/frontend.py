@@ -109,26 +109,21 @@ def build_frontend(
     """The frontend binary, built from SOURCE offline unless the cache has it (a build
     takes minutes of CPU; the cache keeps it to once per change of its inputs)."""
     go = go_binary()
-    gopath_debian = gocode(root)
-    target = cache / inputs_digest(go, root)[:16] / "frontend"
-    if target.is_file():
-        return target
-    if say is not None:
-        say(f"building the BuildKit frontend of {FRONTEND_IMAGE} with {go} (offline, GOPATH)")
-    gobuild.go_build(
-        go=go,
-        gopath_debian=gopath_debian,
-        main_go=SOURCE / "main.go",
-        import_path=IMPORT_PATH,
-        target=target,
-        cache=cache,
-        name="frontend",
+    return gobuild.go_build(
+        go,
+        gocode(root),
+        SOURCE,
+        IMPORT_PATH,
+        cache,
+        inputs_digest(go, root),
+        "frontend",
         what="the frontend",
         ldflags="-s -w",
         timeout=1800,
+        say=say,
+        saying=f"building the BuildKit frontend of {FRONTEND_IMAGE} with {go} (offline, GOPATH)",
         extra_env={"GOTOOLCHAIN": "local"},
     )
-    return target
 
 
 def frontend_spec(say: Callable[[str], None] | None = None) -> ImageSpec:

@@ -37,28 +37,36 @@ def inputs_digest(
 
 
 def go_build(
-    *,
     go: Path,
     gopath_debian: Path,
-    main_go: Path,
+    source: Path,
     import_path: str,
-    target: Path,
     cache: Path,
+    digest: str,
     name: str,
+    *,
     what: str,
     ldflags: str,
     timeout: int,
+    say: Callable[[str], None] | None = None,
+    saying: str = "",
     extra_env: dict[str, str] | None = None,
     prepare: Callable[[Path], None] | None = None,
-) -> None:
-    """Build `main_go` as package `import_path` into `target` (via a .partial file, so
-    `target` exists only when complete). `prepare(work)` may add to the scratch GOPATH."""
+) -> Path:
+    """The binary cache/<digest[:16]>/<name>: unless there already, `source`/main.go built
+    as package `import_path` (via a .partial file, so it exists only when complete), after
+    `say(saying)`. `prepare(work)` may add to the scratch GOPATH."""
+    target = cache / digest[:16] / name
+    if target.is_file():
+        return target
+    if say is not None:
+        say(saying)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-build-") as scratch:
         work = Path(scratch)
         package = work / "src" / import_path
         package.mkdir(parents=True)
-        shutil.copy2(main_go, package / "main.go")
+        shutil.copy2(source / "main.go", package / "main.go")
         if prepare is not None:
             prepare(work)
         env = {
@@ -80,3 +88,4 @@ def go_build(
         if proc.returncode != 0:
             raise ImageBuildError(f"building {what} failed:\n{proc.stdout}{proc.stderr}")
         partial.replace(target)
+    return target

@@ -87,12 +87,6 @@ def build_ryuk(
     """The Ryuk binary, built from SOURCE offline unless the cache has it."""
     go = go_binary()
     gopath_debian = gocode(root)
-    digest = inputs_digest(go, root)
-    target = cache / digest[:16] / "ryuk"
-    if target.is_file():
-        return target
-    if say is not None:
-        say(f"building Ryuk {RYUK_VERSION} from source with {go} (offline, GOPATH mode)")
 
     def link_try_v1(work: Path) -> None:
         # Ryuk imports gopkg.in/matryer/try.v1; Debian ships it as github.com/matryer/try.
@@ -100,20 +94,21 @@ def build_ryuk(
         try_v1.parent.mkdir(parents=True)
         try_v1.symlink_to(gopath_debian / "src" / "github.com" / "matryer" / "try")
 
-    gobuild.go_build(
-        go=go,
-        gopath_debian=gopath_debian,
-        main_go=SOURCE / "main.go",
-        import_path=IMPORT_PATH,
-        target=target,
-        cache=cache,
-        name="ryuk",
+    return gobuild.go_build(
+        go,
+        gopath_debian,
+        SOURCE,
+        IMPORT_PATH,
+        cache,
+        inputs_digest(go, root),
+        "ryuk",
         what="Ryuk",
         ldflags="-s",
         timeout=900,
+        say=say,
+        saying=f"building Ryuk {RYUK_VERSION} from source with {go} (offline, GOPATH mode)",
         prepare=link_try_v1,
     )
-    return target
 
 
 def ryuk_spec(say: Callable[[str], None] | None = None) -> ImageSpec:
