@@ -14,20 +14,17 @@ shown to reach the host's loopback on the raw socket; the 20.10 CLI's
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import ImageNotFound, NotFound
 from gwserve import Served
 from test_buildkit import Listener
 
-from harness import frontend, images
+from harness import frontend
 from harness.clients import client
+from support.docker_cli import build
 
 DOCKER = client("docker") or "docker"
 DOCKER_26 = client("docker-26.1")
@@ -36,40 +33,6 @@ SYNTAX = f"# syntax={frontend.FRONTEND_IMAGE}\n"
 BODY = "FROM {image}\nRUN echo hello > /hello\nRUN wc -c < /hello > /size\n"
 CHECK = ["sh", "-c", "cat /hello /size /frontend"]
 EXPECTED = f"hello\n6\n{frontend.MARKER}\n"
-
-
-def build(
-    cli: str | None, host: str, *args: str, cwd: Path, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    assert cli is not None, "matrix client missing: run scripts/install-engine"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=host, DOCKER_BUILDKIT="1")
-    return subprocess.run(
-        [cli, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
-        check=False,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def frontend_image(docker_client: docker.DockerClient) -> str:
-    """`dockmoat-test/frontend:latest`, built here if `scripts/test-engine up` has not."""
-    try:
-        docker_client.images.get(frontend.FRONTEND_IMAGE)
-    except ImageNotFound:
-        try:
-            images.ensure_image(frontend.frontend_spec(print), "docker", print)
-        except images.ImageBuildError as exc:
-            pytest.skip(f"the test frontend cannot be built here: {str(exc).splitlines()[0]}")
-    return frontend.FRONTEND_IMAGE
-
-
-@pytest.fixture
-def tags(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for tag in made:
-        with contextlib.suppress(NotFound):
-            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture
