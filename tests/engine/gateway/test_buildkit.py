@@ -8,7 +8,6 @@ guard with the guard's reason printed, and its effect checked on the engine.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import os
 import socketserver
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import NotFound
 from gwserve import Served
 
 from harness.clients import client
+from support.docker_cli import build
 
 DOCKER = client("docker") or "docker"
 DOCKER_26 = client("docker-26.1")
@@ -53,18 +52,6 @@ RUN echo extra > /extra
 """
 
 
-def build(
-    cli: str | None, host: str, *args: str, cwd: Path, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    assert cli is not None, "matrix client missing: run scripts/install-engine"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=host, **BUILDKIT)
-    return subprocess.run(
-        [cli, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
-        check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def context(tmp_path: Path, busybox_image: str) -> Path:
     ctx = tmp_path / "ctx"
@@ -75,12 +62,20 @@ def context(tmp_path: Path, busybox_image: str) -> Path:
 
 
 @pytest.fixture
-def images(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for tag in made:
-        with contextlib.suppress(NotFound):
-            docker_client.images.remove(tag, force=True)
+def images(tags: list[str]) -> list[str]:
+    """Image tags a test made, removed when it ends (tests/engine/conftest.py's `tags`)."""
+    return tags
+
+
+def build_foreign_image(
+    docker_client: docker.DockerClient, busybox_image: str, where: Path, tag: str
+) -> None:
+    """`tag`: another tenant's image, made in folder `where` on the engine with that
+    tenant's owner label."""
+    where.mkdir()
+    (where / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo theirs > /theirs\n")
+    docker_client.images.build(path=str(where), tag=tag, network_mode="none", rm=True,
+                               labels={"dockmoat.tenant": "someone-else"})  # fmt: skip
 
 
 class Listener:
@@ -389,11 +384,7 @@ def test_a_build_cannot_start_from_another_tenants_image(
 ) -> None:
     # Another tenant's image: made on the engine with that tenant's owner label.
     foreign = f"{unique_name('foreign')}:1"
-    made = tmp_path / "made"
-    made.mkdir()
-    (made / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo theirs > /theirs\n")
-    docker_client.images.build(path=str(made), tag=foreign, network_mode="none", rm=True,
-                               labels={"dockmoat.tenant": "someone-else"})  # fmt: skip
+    build_foreign_image(docker_client, busybox_image, tmp_path / "made", foreign)
     images.append(foreign)
     ctx = tmp_path / "ctx"
     ctx.mkdir()

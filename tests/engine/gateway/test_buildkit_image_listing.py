@@ -21,7 +21,9 @@ import docker
 import pytest
 from docker.errors import NotFound
 from gwserve import Served, start_serve
-from test_buildkit import DOCKER, build
+from test_buildkit import DOCKER, build_foreign_image
+
+from support.docker_cli import build
 
 LISTING = b"GET /v1.41/images/json HTTP/1.1\r\n"
 
@@ -132,11 +134,7 @@ def test_a_build_that_changes_no_image_lists_none_and_a_foreign_tag_made_outside
     # socket, right after a build kept the listing: the next build does not resolve it.
     foreign = f"{unique_name('foreign')}:1"
     alias = f"{unique_name('alias')}:1"
-    made = tmp_path / "made"
-    made.mkdir()
-    (made / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo theirs > /theirs\n")
-    docker_client.images.build(path=str(made), tag=foreign, network_mode="none", rm=True,
-                               labels={"dockmoat.tenant": "someone-else"})  # fmt: skip
+    build_foreign_image(docker_client, busybox_image, tmp_path / "made", foreign)
     try:
         to_client()  # a listing kept again (the image just made dropped the last one)
         (ctx / "Dockerfile.named").write_text("FROM base\nRUN cat /theirs\n")
