@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h2.connection
 import h2.events
 import pytest
 
@@ -19,6 +20,7 @@ from support.h2playbook import (
     CLIENT,
     INFO,
     SOLVE,
+    Playbook,
     answer,
     call,
     data_of,
@@ -284,14 +286,39 @@ def test_a_followed_call_says_how_it_ended() -> None:
     assert ok not in [stream for stream, _ in ended]
 
 
-def test_messages_that_come_in_one_read_go_out_in_as_few_frames_as_fit() -> None:
-    """A message's last, short frame waits for the rest of the read: the tail of one
-    message and the head of the next share a frame (the relay's cost is per frame)."""
-    book = playbook("session")
+def diffcopy_answering(book: Playbook) -> tuple[int, int, h2.connection.H2Connection]:
+    """A session DiffCopy the daemon calls, its client's answer headers sent: (the
+    daemon's stream, the client's stream, the client's connection)."""
     stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
     client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
     peer = book.client.conn
     peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    return stream, client_id, peer
+
+
+class RefusesAt:
+    """An answer watch that refuses its `at`-th message (naming it `nth`), holds the
+    `hold_at`-th, and has a last word for the caller when `last_word`."""
+
+    def __init__(self, at: int, nth: str, *, hold_at: int = 0, last_word: bool = False) -> None:
+        self.at, self.nth, self.hold_at, self.last_word = at, nth, hold_at, last_word
+        self.seen = 0
+
+    def feed(self, payload: bytes) -> Watched:
+        self.seen += 1
+        if self.seen == self.at:
+            raise ValueError(f"the {self.nth} message is refused")
+        return Watched(payload, hold=self.seen == self.hold_at)
+
+    def refused(self, message: str) -> bytes | None:
+        return b"last:" + message.encode() if self.last_word else None
+
+
+def test_messages_that_come_in_one_read_go_out_in_as_few_frames_as_fit() -> None:
+    """A message's last, short frame waits for the rest of the read: the tail of one
+    message and the head of the next share a frame (the relay's cost is per frame)."""
+    book = playbook("session")
+    stream, client_id, peer = diffcopy_answering(book)
     payloads = [bytes([n]) * 20_000 for n in range(3)]
     sent = b"".join(grpc.frame(p) for p in payloads)
     for start in range(0, len(sent), 16_384):  # as grpc-go writes them, up to 16 KiB a frame
@@ -311,24 +338,9 @@ def test_a_refusal_in_the_middle_of_a_read_comes_after_the_whole_messages_before
     from the same DATA frame, then the guard's error (a caller that reads a message cut
     short by the trailers may report the cut instead of the guard's reason)."""
 
-    class SecondRefused:
-        seen = 0
-
-        def feed(self, payload: bytes) -> Watched:
-            self.seen += 1
-            if self.seen == 2:
-                raise ValueError("the second message is refused")
-            return Watched(payload, hold=False)
-
-        def refused(self, message: str) -> None:
-            return None
-
     book = playbook("session")
-    book.decider.watch = lambda call: SecondRefused()  # type: ignore[method-assign,assignment,return-value]
-    stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
-    client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
-    peer = book.client.conn
-    peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    book.decider.watch = lambda call: RefusesAt(2, "second")  # type: ignore[method-assign,assignment,return-value]
+    stream, client_id, peer = diffcopy_answering(book)
     first = b"\x01" * 20_000
     sent = grpc.frame(first) + grpc.frame(b"\x02" * 100)
     for start in range(0, len(sent), 16_384):
@@ -343,24 +355,9 @@ def test_a_refused_watched_call_tells_why_in_its_own_protocol_in_place_of_what_w
     """A watch's last word (`AnswerWatch.refused`) reaches the caller after what passed
     and before the gRPC error; what was held, and the callee's own end, never do."""
 
-    class HoldsThenRefuses:
-        seen = 0
-
-        def feed(self, payload: bytes) -> Watched:
-            self.seen += 1
-            if self.seen == 3:
-                raise ValueError("the third message is refused")
-            return Watched(payload, hold=self.seen == 2)
-
-        def refused(self, message: str) -> bytes:
-            return b"last:" + message.encode()
-
     book = playbook("session")
-    book.decider.watch = lambda call: HoldsThenRefuses()  # type: ignore[method-assign,assignment,return-value]
-    stream = call(book, "/moby.filesync.v1.FileSync/DiffCopy", b"\x08\x01", caller=book.daemon)
-    client_id = book.client.of(h2.events.RequestReceived)[0].stream_id  # type: ignore[attr-defined]
-    peer = book.client.conn
-    peer.send_headers(client_id, [(":status", "200"), ("content-type", "application/grpc")])
+    book.decider.watch = lambda call: RefusesAt(3, "third", hold_at=2, last_word=True)  # type: ignore[method-assign,assignment,return-value]
+    stream, client_id, peer = diffcopy_answering(book)
     peer.send_data(client_id, grpc.frame(b"passed"))
     book.flush_client()
     assert data_of(book.daemon, stream) == grpc.frame(b"passed")
